@@ -1,0 +1,89 @@
+/**
+ * The pbkv client: finds the primary through the hub (service `kv`), keeps one connection
+ * to it, and turns get/put/del into promises matched by request id. When the connection
+ * drops, the next request looks the primary up again and reconnects. A write that failed
+ * with UNAVAILABLE is not retried here: its outcome is unknown until it is read back.
+ */
+import { FRAME_BYTES_MAX, REQUEST_TIMEOUT_MS } from '../constants.js';
+import { KvError } from '../errors.js';
+import type { Json } from '../protocol/messages.js';
+import { HubClient } from '../hub/hub-client.js';
+import { connect } from '../transport/ws-transport.js';
+import { RpcChannel, type OkReply } from './rpc.js';
+
+export interface KvClientOptions {
+  /** The directory hub, ws://host:port. */
+  hubUrl: string;
+  /** The service to look up; `kv` unless told otherwise. */
+  service?: string;
+  requestTimeoutMs?: number;
+}
+
+export class KvClient {
+  private readonly hub: HubClient;
+  private channel: Promise<RpcChannel> | undefined;
+  private closed = false;
+
+  constructor(private readonly options: KvClientOptions) {
+    this.hub = new HubClient(options.hubUrl, { requestTimeoutMs: options.requestTimeoutMs ?? REQUEST_TIMEOUT_MS });
+  }
+
+  /** The value stored under `key`, or undefined. */
+  async get(key: string): Promise<Json | undefined> {
+    const reply = await this.request({ op: 'get', key });
+    return reply['found'] === true ? (reply['value'] as Json) : undefined;
+  }
+
+  /** Resolves once the write is on the primary and every replica. */
+  async put(key: string, value: Json): Promise<void> {
+    if (value === null || value === undefined) throw new KvError('BAD_REQUEST', 'value must not be null');
+    await this.request({ op: 'put', key, value });
+  }
+
+  /** Resolves with whether the key existed. */
+  async del(key: string): Promise<boolean> {
+    const reply = await this.request({ op: 'del', key });
+    return reply['found'] === true;
+  }
+
+  /** The hub's names and services. */
+  status(): ReturnType<HubClient['status']> {
+    return this.hub.status();
+  }
+
+  /** Sends any request to the primary (for tools that speak the protocol directly). */
+  async request(fields: Record<string, unknown>): Promise<OkReply> {
+    const channel = await this.open();
+    return channel.request(fields);
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    const channel = this.channel;
+    this.channel = undefined;
+    if (channel) (await channel.catch(() => undefined))?.close();
+    await this.hub.close();
+  }
+
+  private open(): Promise<RpcChannel> {
+    if (this.closed) return Promise.reject(new KvError('UNAVAILABLE', 'the client is closed'));
+    this.channel ??= this.connect().catch((error: unknown) => {
+      this.channel = undefined;
+      throw error;
+    });
+    return this.channel;
+  }
+
+  private async connect(): Promise<RpcChannel> {
+    const { address } = await this.hub.lookup(this.options.service ?? 'kv');
+    const connection = await connect(address, { maxPayload: FRAME_BYTES_MAX * 2 });
+    const channel = new RpcChannel(connection, this.options.requestTimeoutMs ?? REQUEST_TIMEOUT_MS);
+    const current = this.channel;
+    connection.frames$.subscribe({
+      complete: () => {
+        if (this.channel === current) this.channel = undefined;
+      },
+    });
+    return channel;
+  }
+}

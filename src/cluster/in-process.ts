@@ -1,0 +1,81 @@
+/** A whole cluster in one process: the hub and every node, for tests and embedding. */
+import { DirectoryHub } from '../hub/hub.js';
+import { KvNode, type KvNodeOptions } from '../node/node.js';
+import type { SyncMode } from '../storage/store.js';
+import { checkClusterSpec, localClusterSpec, type NodeSpec } from './config.js';
+
+export interface InProcessClusterOptions {
+  replicas?: number;
+  dataDir: string;
+  sync?: SyncMode;
+  secret?: string;
+  /** Give each node its own loopback address (Linux); on by default where it works. */
+  ownAddresses?: boolean;
+  /** Options every node gets (timeouts, limits, injected stores by name below). */
+  nodeOptions?: Partial<KvNodeOptions>;
+  perNode?: Record<string, Partial<KvNodeOptions>>;
+  /** Start the nodes in this order (names); init and startServices follow it. */
+  order?: string[];
+}
+
+export interface InProcessCluster {
+  hub: DirectoryHub;
+  hubUrl: string;
+  nodes: KvNode[];
+  primary: KvNode;
+  replicas: KvNode[];
+  specs: NodeSpec[];
+  close(): Promise<void>;
+}
+
+export async function startInProcessCluster(options: InProcessClusterOptions): Promise<InProcessCluster> {
+  const spec = localClusterSpec({
+    replicas: options.replicas ?? 2,
+    dataDir: options.dataDir,
+    sync: options.sync ?? 'normal',
+    nodePortFirst: 0,
+    ...(options.ownAddresses !== undefined ? { ownAddresses: options.ownAddresses } : {}),
+  });
+  checkClusterSpec(spec.nodes);
+  const hub = await new DirectoryHub({ port: 0, ...(options.secret ? { secret: options.secret } : {}) }).listen();
+  const replicaNames = spec.nodes.filter((n) => n.role === 'replica').map((n) => n.name);
+  const primaryName = spec.nodes.find((n) => n.role === 'primary')!.name;
+  const nodes = spec.nodes.map(
+    (node) =>
+      new KvNode({
+        name: node.name,
+        role: node.role,
+        hubUrl: hub.url,
+        host: node.host,
+        port: 0,
+        sync: spec.sync,
+        ...(node.dataFile ? { dataFile: node.dataFile } : {}),
+        ...(node.role === 'primary' ? { replicas: replicaNames } : { primary: primaryName }),
+        ...(options.secret ? { secret: options.secret } : {}),
+        ...options.nodeOptions,
+        ...options.perNode?.[node.name],
+      }),
+  );
+  const close = async () => {
+    await Promise.all(nodes.map((node) => node.close()));
+    await hub.close();
+  };
+  try {
+    const order = options.order ?? nodes.map((node) => node.name);
+    const ordered = order.map((name) => nodes.find((node) => node.name === name)!);
+    for (const node of ordered) await node.init();
+    for (const node of ordered) await node.startServices();
+  } catch (error) {
+    await close();
+    throw error;
+  }
+  return {
+    hub,
+    hubUrl: hub.url,
+    nodes,
+    primary: nodes[0]!,
+    replicas: nodes.slice(1),
+    specs: spec.nodes,
+    close,
+  };
+}

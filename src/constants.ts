@@ -1,0 +1,55 @@
+/**
+ * Every limit and timeout of pbkv, with its unit in its name. Nodes, the hub, the
+ * client and the tools take their defaults from here and pass them on explicitly
+ * (ws `maxPayload`, the store's sync mode), so a limit is changed in one place.
+ */
+
+/** Largest key, in UTF-8 bytes (PROTOCOL.md). */
+export const KEY_BYTES_MAX = 1024;
+/** Largest value, in bytes of its JSON serialization (PROTOCOL.md). */
+export const VALUE_BYTES_MAX = 1024 * 1024;
+/** Largest client frame: answered TOO_LARGE past it, the connection stays up. */
+export const FRAME_BYTES_MAX = 2 * VALUE_BYTES_MAX;
+/**
+ * Largest frame a node reads at all (ws `maxPayload`): a replication batch carries many
+ * puts. Past it the connection is closed with 1009, as ws cannot skip a frame unread.
+ */
+export const PEER_FRAME_BYTES_MAX = 16 * 1024 * 1024;
+/** Client connections one node (or the hub) accepts at once. */
+export const CONNECTIONS_MAX = 1024;
+/** Requests one connection may have in flight before it is paused. */
+export const CONNECTION_REQUESTS_IN_FLIGHT_MAX = 4096;
+/** Bytes one connection may have waiting in its send buffer before it is paused. */
+export const CONNECTION_SEND_BUFFER_BYTES_MAX = 16 * 1024 * 1024;
+/** Writes the primary holds queued (not yet in a batch) before it answers UNAVAILABLE. */
+export const WRITE_QUEUE_MAX = 100_000;
+/** Writes in one batch: one SQLite transaction and one replication frame. */
+export const BATCH_WRITES_MAX = 2048;
+/** Bytes of keys and values in one batch. */
+export const BATCH_BYTES_MAX = 8 * 1024 * 1024;
+/** Entries the primary keeps in memory for a replica that reconnects. */
+export const REPLICATION_LOG_ENTRIES_MAX = 200_000;
+/** Bytes of keys and values the primary keeps in that log. */
+export const REPLICATION_LOG_BYTES_MAX = 256 * 1024 * 1024;
+/** Out-of-order batches a replica holds while it waits for a gap to fill. */
+export const REPLICA_PENDING_BATCHES_MAX = 1024;
+
+/** How long the primary waits for every replica to acknowledge a write. */
+export const ACK_TIMEOUT_MS = 2_000;
+/** How long a client waits for the reply to one request. */
+export const REQUEST_TIMEOUT_MS = 10_000;
+/** How long a node keeps retrying to resolve a peer's name at the hub. */
+export const RESOLVE_DEADLINE_MS = 30_000;
+/** First and largest delay between two retries (resolve, reconnect). */
+export const RETRY_DELAY_FIRST_MS = 25;
+export const RETRY_DELAY_MAX_MS = 1_000;
+/** How long a connection attempt may take. */
+export const CONNECT_TIMEOUT_MS = 5_000;
+/** Interval of WebSocket pings; a peer that misses two is dropped. */
+export const KEEPALIVE_INTERVAL_MS = 10_000;
+/** How long `close()` waits for in-flight work before it drops it. */
+export const CLOSE_GRACE_MS = 2_000;
+
+/** Default addresses of the local cluster (PROTOCOL.md, "Defaults of npm start"). */
+export const DEFAULT_HUB_PORT = 7400;
+export const DEFAULT_NODE_PORT_FIRST = 7401;

@@ -1,0 +1,150 @@
+/**
+ * What a node does with each request: client ops on the primary, replication ops on a
+ * replica. A replica takes replication frames only from a session that said hello as the
+ * primary from the primary's resolved address and, when a secret is set, proved it.
+ */
+import { lookup as dnsLookup } from 'node:dns/promises';
+import { isIP } from 'node:net';
+import { KvError, assertNever } from '../errors.js';
+import { newChallenge, verifyProof } from '../protocol/auth.js';
+import type { AppendRequest, AuthRequest, HelloRequest, NodeRequest, Reply } from '../protocol/messages.js';
+import { okReply } from '../protocol/reply.js';
+import { HELP_TEXT } from '../protocol/text-commands.js';
+import type { HubClient } from '../hub/hub-client.js';
+import type { Store } from '../storage/store.js';
+import type { ReplicaApplier } from './replica-applier.js';
+import type { TraceEvent } from './trace.js';
+import type { WritePipeline } from './write-pipeline.js';
+
+export type Role = 'primary' | 'replica';
+
+/** What one connection has proved. */
+export interface Session {
+  readonly remoteAddress: string;
+  /** The peer that said hello on this connection, once its address checked out. */
+  peer?: string;
+  challenge?: string;
+  /** True once the peer is known to be the primary: replication frames are accepted. */
+  isPrimary: boolean;
+}
+
+export type RoleState =
+  | { role: 'primary'; pipeline: WritePipeline | undefined }
+  | { role: 'replica'; primary: string; applier: ReplicaApplier };
+
+export class KvService {
+  constructor(
+    private readonly name: string,
+    private readonly store: Store,
+    private readonly hub: HubClient,
+    private readonly state: RoleState,
+    private readonly secret: string | undefined,
+    private readonly trace: (event: TraceEvent) => void,
+  ) {}
+
+  handle(request: NodeRequest, session: Session): Reply | Promise<Reply> {
+    switch (request.type) {
+      case 'get':
+        return this.get(request.id, request.key);
+      case 'put':
+        return this.write(request.id, { kind: 'put', key: request.key, valueJson: request.valueJson });
+      case 'del':
+        return this.write(request.id, { kind: 'del', key: request.key });
+      case 'help':
+        return okReply(request.id, { help: HELP_TEXT });
+      case 'hello':
+        return this.hello(request, session);
+      case 'auth':
+        return this.auth(request, session);
+      case 'append':
+        return this.append(request, session);
+      default:
+        return assertNever(request);
+    }
+  }
+
+  private async get(id: NodeRequest['id'], key: string): Promise<Reply> {
+    const pipeline = await this.primaryPipeline();
+    // A read waits for the writes to its key in flight: it never returns what a failover could lose.
+    await pipeline.settled(key);
+    const value = await this.store.get(key);
+    return value === undefined ? okReply(id, { found: false }) : okReply(id, { found: true, value });
+  }
+
+  private async write(id: NodeRequest['id'], op: Parameters<WritePipeline['submit']>[0]): Promise<Reply> {
+    const pipeline = await this.primaryPipeline();
+    const found = await pipeline.submit(op);
+    return op.kind === 'del' ? okReply(id, { found }) : okReply(id);
+  }
+
+  private async primaryPipeline(): Promise<WritePipeline> {
+    const { state } = this;
+    if (state.role === 'replica') {
+      const primary = await this.hub.resolve(state.primary).catch(() => undefined);
+      throw new KvError('NOT_PRIMARY', `${this.name} is a replica; send requests to the primary ${state.primary}`, {
+        ...(primary ? { primary } : {}),
+      });
+    }
+    if (!state.pipeline) throw new KvError('UNAVAILABLE', `${this.name} is starting; retry shortly`);
+    return state.pipeline;
+  }
+
+  private async hello(request: HelloRequest, session: Session): Promise<Reply> {
+    const { state } = this;
+    session.isPrimary = false;
+    if (state.role !== 'replica') {
+      return this.refuse(session, request.from, 'FORBIDDEN', `${this.name} is the primary; it takes no replication`);
+    }
+    if (request.from !== state.primary) {
+      return this.refuse(session, request.from, 'FORBIDDEN', `${request.from} is not the primary (${state.primary})`);
+    }
+    if (request.epoch < state.applier.epoch) {
+      return this.refuse(session, request.from, 'FORBIDDEN', `epoch ${request.epoch} is older than ${state.applier.epoch}`);
+    }
+    const address = await this.hub.resolve(state.primary).catch(() => undefined);
+    if (address === undefined || !(await hostAddresses(address)).includes(session.remoteAddress)) {
+      return this.refuse(session, request.from, 'FORBIDDEN', `${session.remoteAddress} is not the address of ${state.primary} (${address ?? 'unresolved'})`);
+    }
+    session.peer = request.from;
+    if (this.secret === undefined) {
+      session.isPrimary = true;
+      return okReply(request.id, { seq: state.applier.seq, epoch: state.applier.epoch });
+    }
+    session.challenge = newChallenge();
+    return okReply(request.id, { challenge: session.challenge });
+  }
+
+  private auth(request: AuthRequest, session: Session): Reply {
+    const { state } = this;
+    if (state.role !== 'replica' || !session.peer || !session.challenge || this.secret === undefined) {
+      return this.refuse(session, session.peer, 'FORBIDDEN', 'auth comes after an accepted hello');
+    }
+    const valid = verifyProof(this.secret, session.challenge, session.peer, this.name, request.proof);
+    session.challenge = undefined;
+    if (!valid) return this.refuse(session, session.peer, 'UNAUTHORIZED', 'wrong cluster secret');
+    session.isPrimary = true;
+    return okReply(request.id, { seq: state.applier.seq, epoch: state.applier.epoch });
+  }
+
+  private async append(request: AppendRequest, session: Session): Promise<Reply> {
+    const { state } = this;
+    if (state.role !== 'replica' || !session.isPrimary) {
+      return this.refuse(session, session.peer, 'FORBIDDEN', 'replication frames are accepted only from the primary');
+    }
+    const seq = await state.applier.append(request.epoch, request.first, request.ops);
+    return okReply(request.id, { seq });
+  }
+
+  private refuse(session: Session, from: string | undefined, code: 'FORBIDDEN' | 'UNAUTHORIZED', reason: string): never {
+    this.trace({ event: 'rejected', reason, code, address: session.remoteAddress, ...(from ? { from } : {}) });
+    throw new KvError(code, reason);
+  }
+}
+
+/** The IP addresses a ws:// URL's host stands for. */
+async function hostAddresses(url: string): Promise<string[]> {
+  const host = new URL(url).hostname.replace(/^\[|\]$/g, '');
+  if (isIP(host)) return [host];
+  const addresses = await dnsLookup(host, { all: true }).catch(() => []);
+  return addresses.map((entry) => entry.address);
+}

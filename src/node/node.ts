@@ -1,0 +1,231 @@
+/**
+ * A pbkv node: the server (listener, connections, lifecycle) hosting a KvService. The
+ * same code runs as primary or replica; the options decide. Lifecycle:
+ *   init()          open the store, listen, register the node's name at the hub;
+ *   startServices() the primary registers `kv` and starts its replica links (no peer name
+ *                   is resolved before this);
+ *   close()         releases everything; calling it twice is harmless.
+ */
+import { Subject } from 'rxjs';
+import {
+  ACK_TIMEOUT_MS,
+  CONNECTIONS_MAX,
+  FRAME_BYTES_MAX,
+  KEY_BYTES_MAX,
+  PEER_FRAME_BYTES_MAX,
+  RESOLVE_DEADLINE_MS,
+  VALUE_BYTES_MAX,
+} from '../constants.js';
+import { KvError, assert } from '../errors.js';
+import type { NodeRequest } from '../protocol/messages.js';
+import { parseNodeFrame, type Limits, type Parsed } from '../protocol/parse.js';
+import { serveConnection } from '../protocol/serve.js';
+import { HubClient } from '../hub/hub-client.js';
+import { openStore } from '../storage/open-store.js';
+import type { Store, SyncMode } from '../storage/store.js';
+import type { Connection, Listener } from '../transport/transport.js';
+import { listen } from '../transport/ws-transport.js';
+import { KvService, type Role, type RoleState, type Session } from './kv-service.js';
+import { ReplicaApplier } from './replica-applier.js';
+import { ReplicaLink } from './replica-link.js';
+import { ReplicationLog } from './replication-log.js';
+import type { NodeTrace, TraceEvent } from './trace.js';
+import { WritePipeline } from './write-pipeline.js';
+
+export const KV_SERVICE = 'kv';
+
+export interface KvNodeOptions {
+  name: string;
+  role: Role;
+  hubUrl: string;
+  /** The address to listen on; the primary also binds its outgoing connections to it. */
+  host?: string;
+  /** 0 (the default) picks a free port. */
+  port?: number;
+  /** The node's own SQLite file; not needed with sync `memory`. */
+  dataFile?: string;
+  sync?: SyncMode;
+  /** A store to use instead of opening one (tests inject faulty stores this way). */
+  store?: Store;
+  /** Primary: its replicas' names. */
+  replicas?: readonly string[];
+  /** Replica: the primary's name. */
+  primary?: string;
+  /** Cluster secret: peers and hub registrations must prove it. */
+  secret?: string;
+  ackTimeoutMs?: number;
+  resolveDeadlineMs?: number;
+  keyBytesMax?: number;
+  valueBytesMax?: number;
+  frameBytesMax?: number;
+  connectionsMax?: number;
+  batchWritesMax?: number;
+}
+
+type Phase = 'new' | 'initialized' | 'serving' | 'closed';
+
+export class KvNode {
+  readonly trace$ = new Subject<NodeTrace>();
+  /** Faults only (store errors, listener errors): cheap to watch when not tracing. */
+  readonly faults$ = new Subject<NodeTrace>();
+  private phase: Phase = 'new';
+  private store: Store | undefined;
+  private listener: Listener | undefined;
+  private readonly hub: HubClient;
+  private roleState: RoleState | undefined;
+  private service: KvService | undefined;
+  private links: ReplicaLink[] = [];
+  private pipeline: WritePipeline | undefined;
+  private closing: Promise<void> | undefined;
+  private readonly limits: Limits;
+
+  constructor(readonly options: KvNodeOptions) {
+    if (options.role === 'primary') assert(options.replicas !== undefined, 'a primary is given its replicas\' names');
+    else assert(options.primary !== undefined, 'a replica is given the primary\'s name');
+    this.limits = {
+      keyBytesMax: options.keyBytesMax ?? KEY_BYTES_MAX,
+      valueBytesMax: options.valueBytesMax ?? VALUE_BYTES_MAX,
+    };
+    this.hub = new HubClient(options.hubUrl, {
+      name: options.name,
+      ...(options.secret !== undefined ? { secret: options.secret } : {}),
+    });
+  }
+
+  get name(): string {
+    return this.options.name;
+  }
+
+  get role(): Role {
+    return this.options.role;
+  }
+
+  /** ws://host:port this node serves on. */
+  get url(): string {
+    assert(this.listener, `${this.name} is not listening`);
+    return this.listener.url;
+  }
+
+  /** The node's store (for status and tests). */
+  get storage(): Store {
+    assert(this.store, `${this.name} has no store yet`);
+    return this.store;
+  }
+
+  async init(): Promise<void> {
+    assert(this.phase === 'new', `init() of ${this.name} in phase ${this.phase}`);
+    this.phase = 'initialized';
+    const { options } = this;
+    this.store = options.store ?? (await openStore(options.sync ?? 'normal', options.dataFile));
+    this.store.errors$.subscribe((error) => this.emit({ event: 'fault', message: `store: ${error.message}` }));
+    this.roleState =
+      options.role === 'primary'
+        ? { role: 'primary', pipeline: undefined }
+        : { role: 'replica', primary: options.primary!, applier: new ReplicaApplier(this.store, (e) => this.emit(e)) };
+    this.service = new KvService(this.name, this.store, this.hub, this.roleState, options.secret, (e) => this.emit(e));
+    this.listener = await listen({
+      host: options.host ?? '127.0.0.1',
+      port: options.port ?? 0,
+      maxPayload: PEER_FRAME_BYTES_MAX,
+      connectionsMax: options.connectionsMax ?? CONNECTIONS_MAX,
+      onConnection: (connection) => this.serve(connection),
+      onError: (error) => this.emit({ event: 'fault', message: `listener: ${error.message}` }),
+    });
+    await this.hub.register(this.name, this.listener.url);
+    this.emit({ event: 'registered', what: 'name', address: this.listener.url });
+  }
+
+  async startServices(): Promise<void> {
+    assert(this.phase === 'initialized', `startServices() of ${this.name} in phase ${this.phase}`);
+    this.phase = 'serving';
+    const { options } = this;
+    if (this.roleState?.role !== 'primary') return;
+    const store = this.storage;
+    const epoch = Math.max(store.state.epoch, 1);
+    const log = new ReplicationLog(store.state.seq);
+    const linkOptions = {
+      self: this.name,
+      localAddress: bindableAddress(options.host),
+      epoch,
+      secret: options.secret,
+      ackTimeoutMs: options.ackTimeoutMs ?? ACK_TIMEOUT_MS,
+      resolveDeadlineMs: options.resolveDeadlineMs ?? RESOLVE_DEADLINE_MS,
+    };
+    this.links = (options.replicas ?? []).map((name) => new ReplicaLink(name, this.hub, log, linkOptions, (e) => this.emit(e)));
+    this.pipeline = new WritePipeline(
+      store,
+      log,
+      this.links,
+      {
+        epoch,
+        ackTimeoutMs: linkOptions.ackTimeoutMs,
+        ...(options.batchWritesMax !== undefined ? { batchWritesMax: options.batchWritesMax } : {}),
+      },
+      (e) => this.emit(e),
+    );
+    this.roleState.pipeline = this.pipeline;
+    for (const link of this.links) link.start();
+    await this.hub.registerService(KV_SERVICE, this.name);
+    this.emit({ event: 'registered', what: 'service', address: this.url });
+  }
+
+  close(): Promise<void> {
+    this.closing ??= (async () => {
+      this.phase = 'closed';
+      this.pipeline?.close();
+      await Promise.all(this.links.map((link) => link.close()));
+      await this.listener?.close();
+      await this.hub.close();
+      await this.store?.close();
+      this.trace$.complete();
+      this.faults$.complete();
+    })();
+    return this.closing;
+  }
+
+  private serve(connection: Connection): void {
+    const service = this.service;
+    if (!service) {
+      connection.close();
+      return;
+    }
+    const session: Session = { remoteAddress: connection.remoteAddress, isPrimary: false };
+    const frameBytesMax = this.options.frameBytesMax ?? FRAME_BYTES_MAX;
+    const tracing = () => this.trace$.observed;
+    serveConnection<NodeRequest>(connection, {
+      parse: (text) => this.parse(text, session, frameBytesMax),
+      handle: (request) => {
+        if (!tracing() || request.type === 'append') return service.handle(request, session);
+        this.emit({ event: 'request', id: request.id, op: request.type, ...('key' in request ? { key: request.key } : {}) });
+        const reply = Promise.resolve(service.handle(request, session));
+        reply.then(
+          (answer) => this.emit({ event: 'reply', id: request.id, ok: answer.ok }),
+          (error: unknown) => this.emit({ event: 'reply', id: request.id, ok: false, code: (error as KvError).code }),
+        );
+        return reply;
+      },
+      onRejected: (_id, error) => {
+        if (tracing()) this.emit({ event: 'rejected', reason: error.message, code: error.code, address: session.remoteAddress });
+      },
+    });
+  }
+
+  /** Client frames have their own limit; only the primary's session sends batch-sized ones. */
+  private parse(text: string, session: Session, frameBytesMax: number): Parsed<NodeRequest> {
+    if (!session.isPrimary && text.length > frameBytesMax / 3 && Buffer.byteLength(text) > frameBytesMax) {
+      return { ok: false, id: null, error: new KvError('TOO_LARGE', `frame is over ${frameBytesMax} bytes`) };
+    }
+    return parseNodeFrame(text, this.limits);
+  }
+
+  private emit(event: TraceEvent): void {
+    if (event.event === 'fault') this.faults$.next({ node: this.name, at: Date.now(), ...event });
+    if (this.trace$.observed) this.trace$.next({ node: this.name, at: Date.now(), ...event });
+  }
+}
+
+/** A specific local address to bind outgoing connections to, or none for a wildcard. */
+function bindableAddress(host: string | undefined): string | undefined {
+  if (!host || host === '0.0.0.0' || host === '::' || host === 'localhost') return undefined;
+  return host;
+}

@@ -1,0 +1,123 @@
+/**
+ * The replica's side of replication: batches from the primary are applied strictly in
+ * seq order. A batch past a gap waits (bounded) until the gap fills; a batch already
+ * applied is acked again without being reapplied; what queued up while a transaction
+ * was running is applied together in the next one. Every append is answered with the
+ * highest seq applied once its own last seq is in the store.
+ */
+import { BehaviorSubject, Subject, first, firstValueFrom, map, race } from 'rxjs';
+import { REPLICA_PENDING_BATCHES_MAX } from '../constants.js';
+import { KvError, toKvError } from '../errors.js';
+import type { WriteOp } from '../protocol/messages.js';
+import type { Store } from '../storage/store.js';
+import type { TraceEvent } from './trace.js';
+
+interface Segment {
+  epoch: number;
+  first: number;
+  ops: readonly WriteOp[];
+}
+
+export class ReplicaApplier {
+  /** The highest seq in the store; a failed transaction errors it for the waiters. */
+  private readonly applied$: BehaviorSubject<number>;
+  /** The next seq that is not yet applied nor queued. */
+  private expected: number;
+  private readonly ready: Segment[] = [];
+  /** Batches past a gap, by their first seq. */
+  private readonly waiting = new Map<number, Segment>();
+  private applying = false;
+  /** Emits when a transaction failed: everyone waiting on a seq past it gets the error. */
+  private readonly failure$ = new Subject<KvError>();
+
+  constructor(
+    private readonly store: Store,
+    private readonly trace: (event: TraceEvent) => void,
+    private readonly pendingBatchesMax = REPLICA_PENDING_BATCHES_MAX,
+  ) {
+    this.applied$ = new BehaviorSubject(store.state.seq);
+    this.expected = store.state.seq + 1;
+  }
+
+  get seq(): number {
+    return this.applied$.value;
+  }
+
+  get epoch(): number {
+    return this.store.state.epoch;
+  }
+
+  /** Accepts a batch; resolves with the applied seq once the batch is in the store. */
+  async append(epoch: number, firstSeq: number, ops: readonly WriteOp[]): Promise<number> {
+    if (epoch < this.store.state.epoch) {
+      throw new KvError('FORBIDDEN', `epoch ${epoch} is older than this replica's ${this.store.state.epoch}`);
+    }
+    const last = firstSeq + ops.length - 1;
+    if (last >= this.expected) {
+      if (firstSeq > this.expected) {
+        if (this.waiting.size >= this.pendingBatchesMax) {
+          throw new KvError('UNAVAILABLE', `too many batches wait for seq ${this.expected}`);
+        }
+        this.waiting.set(firstSeq, { epoch, first: firstSeq, ops });
+      } else {
+        this.enqueue({ epoch, first: firstSeq, ops });
+      }
+    }
+    return this.whenApplied(last);
+  }
+
+  /** Drops what is queued after a failure, so the primary resends it from our seq. */
+  reset(): void {
+    this.ready.length = 0;
+    this.waiting.clear();
+    this.expected = this.applied$.value + 1;
+  }
+
+  private enqueue(segment: Segment): void {
+    const skip = this.expected - segment.first;
+    this.ready.push(skip > 0 ? { ...segment, first: this.expected, ops: segment.ops.slice(skip) } : segment);
+    this.expected = segment.first + segment.ops.length;
+    // Batches that were waiting on this gap may now follow.
+    for (;;) {
+      const next = [...this.waiting.values()].find((s) => s.first <= this.expected);
+      if (!next) break;
+      this.waiting.delete(next.first);
+      if (next.first + next.ops.length > this.expected) this.enqueue(next);
+    }
+    if (!this.applying) void this.applyReady();
+  }
+
+  private async applyReady(): Promise<void> {
+    this.applying = true;
+    while (this.ready.length > 0) {
+      const segments = this.ready.splice(0);
+      const epoch = Math.max(...segments.map((s) => s.epoch));
+      const ops = segments.flatMap((s) => s.ops);
+      const firstSeq = segments[0]!.first;
+      try {
+        await this.store.apply(epoch, firstSeq, ops);
+      } catch (error) {
+        const kvError = toKvError(error);
+        this.trace({ event: 'rejected', reason: `replica apply failed: ${kvError.message}`, code: kvError.code });
+        this.reset();
+        this.failure$.next(kvError);
+        continue;
+      }
+      const last = firstSeq + ops.length - 1;
+      this.trace({ event: 'applied', first: firstSeq, last, writes: ops.length, role: 'replica' });
+      this.applied$.next(last);
+    }
+    this.applying = false;
+  }
+
+  private async whenApplied(seq: number): Promise<number> {
+    if (this.applied$.value >= seq) return this.applied$.value;
+    const done = this.applied$.pipe(first((applied) => applied >= seq));
+    const failed = this.failure$.pipe(
+      map((error) => {
+        throw error;
+      }),
+    );
+    return firstValueFrom(race(done, failed));
+  }
+}

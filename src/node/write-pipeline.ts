@@ -1,0 +1,175 @@
+/**
+ * The primary's put path. Writes queue up while the previous batch is being written
+ * (natural batching); a batch gets consecutive seqs, is applied to the local store as one
+ * transaction, and only if that succeeded goes to the replication log, from which every
+ * replica link forwards it. Each write's promise settles when every replica has acked a
+ * seq at or past the batch's last one (forkJoin over their ack streams), or fails with
+ * UNAVAILABLE after the ack timeout. Local commits of later batches overlap the acks of
+ * earlier ones; order is kept because seqs are, and replicas apply in seq order.
+ */
+import { BehaviorSubject, Subject, first, forkJoin, map, of, race, throwError, timeout, type Observable } from 'rxjs';
+import { BATCH_BYTES_MAX, BATCH_WRITES_MAX, WRITE_QUEUE_MAX } from '../constants.js';
+import { KvError, toKvError } from '../errors.js';
+import type { WriteOp } from '../protocol/messages.js';
+import type { Store } from '../storage/store.js';
+import { opBytes, type Batch, type ReplicationLog } from './replication-log.js';
+import type { TraceEvent } from './trace.js';
+
+/** What the pipeline needs of a replica: its name, its acks, and a nudge when the log grew. */
+export interface AckSource {
+  readonly name: string;
+  /** The highest seq the replica has acknowledged. */
+  readonly acked$: BehaviorSubject<number>;
+  notify(): void;
+}
+
+export interface WritePipelineOptions {
+  epoch: number;
+  ackTimeoutMs: number;
+  batchWritesMax?: number;
+  batchBytesMax?: number;
+  writeQueueMax?: number;
+}
+
+interface QueuedWrite {
+  op: WriteOp;
+  bytes: number;
+  resolve(found: boolean): void;
+  reject(error: KvError): void;
+}
+
+export class WritePipeline {
+  private queue: QueuedWrite[] = [];
+  private draining = false;
+  private nextSeq: number;
+  private readonly keyWrites = new Map<string, Promise<void>>();
+  private readonly closing$ = new Subject<void>();
+  private closed = false;
+
+  constructor(
+    private readonly store: Store,
+    private readonly log: ReplicationLog,
+    private readonly replicas: readonly AckSource[],
+    private readonly options: WritePipelineOptions,
+    private readonly trace: (event: TraceEvent) => void,
+  ) {
+    this.nextSeq = log.lastSeq + 1;
+  }
+
+  /** Queues a write; resolves with whether its key existed before it, once it is on every replica. */
+  submit(op: WriteOp): Promise<boolean> {
+    if (this.closed) return Promise.reject(new KvError('UNAVAILABLE', 'the node is closing'));
+    if (this.queue.length >= (this.options.writeQueueMax ?? WRITE_QUEUE_MAX)) {
+      return Promise.reject(new KvError('UNAVAILABLE', 'the write queue is full; retry later'));
+    }
+    const written = new Promise<boolean>((resolve, reject) => {
+      this.queue.push({ op, bytes: opBytes(op), resolve, reject });
+    });
+    this.trackKey(op.key, written);
+    if (!this.draining) {
+      this.draining = true;
+      // A microtask lets the other frames of the same socket read join this batch.
+      queueMicrotask(() => void this.drain());
+    }
+    return written;
+  }
+
+  /** Settles once every write to `key` queued so far has settled: a read after it cannot see a write a failover would lose. */
+  settled(key: string): Promise<void> | undefined {
+    return this.keyWrites.get(key);
+  }
+
+  /** Writes waiting for a batch. */
+  get queued(): number {
+    return this.queue.length;
+  }
+
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    const error = new KvError('UNAVAILABLE', 'the node is closing');
+    for (const write of this.queue.splice(0)) write.reject(error);
+    this.closing$.next();
+    this.closing$.complete();
+  }
+
+  private trackKey(key: string, written: Promise<boolean>): void {
+    const done = written.then(
+      () => undefined,
+      () => undefined,
+    );
+    this.keyWrites.set(key, done);
+    void done.then(() => {
+      if (this.keyWrites.get(key) === done) this.keyWrites.delete(key);
+    });
+  }
+
+  private async drain(): Promise<void> {
+    while (this.queue.length > 0 && !this.closed) {
+      const writes = this.takeBatch();
+      const ops = writes.map((write) => write.op);
+      const first = this.nextSeq;
+      this.nextSeq += ops.length;
+      let found: boolean[];
+      try {
+        found = await this.store.apply(this.options.epoch, first, ops);
+      } catch (error) {
+        // Nothing was written, so nothing is forwarded and the seqs are given out again.
+        this.nextSeq = first;
+        const kvError = toKvError(error);
+        this.trace({ event: 'rejected', reason: `local apply failed: ${kvError.message}`, code: kvError.code });
+        for (const write of writes) write.reject(kvError);
+        continue;
+      }
+      const batch: Batch = { epoch: this.options.epoch, first, ops, bytes: writes.reduce((sum, w) => sum + w.bytes, 0) };
+      const last = first + ops.length - 1;
+      this.trace({ event: 'applied', first, last, writes: ops.length, role: 'primary' });
+      this.log.append(batch);
+      for (const replica of this.replicas) replica.notify();
+      this.allAcked$(last).subscribe({
+        next: () => writes.forEach((write, index) => write.resolve(found[index]!)),
+        error: (error: unknown) => {
+          const kvError = toKvError(error);
+          for (const write of writes) write.reject(kvError);
+        },
+      });
+    }
+    this.draining = false;
+  }
+
+  private takeBatch(): QueuedWrite[] {
+    const writesMax = this.options.batchWritesMax ?? BATCH_WRITES_MAX;
+    const bytesMax = this.options.batchBytesMax ?? BATCH_BYTES_MAX;
+    let count = 0;
+    let bytes = 0;
+    while (count < this.queue.length && count < writesMax) {
+      const next = this.queue[count]!.bytes;
+      if (count > 0 && bytes + next > bytesMax) break;
+      bytes += next;
+      count += 1;
+    }
+    return this.queue.splice(0, count);
+  }
+
+  /** Emits once when every replica has acknowledged `seq`; UNAVAILABLE after the ack timeout. */
+  private allAcked$(seq: number): Observable<unknown> {
+    if (this.replicas.length === 0) return of(true);
+    const { ackTimeoutMs } = this.options;
+    const acks = this.replicas.map((replica) =>
+      replica.acked$.pipe(
+        first((acked) => acked >= seq),
+        timeout({
+          first: ackTimeoutMs,
+          with: () =>
+            throwError(() => new KvError('UNAVAILABLE', `replica ${replica.name} did not acknowledge within ${ackTimeoutMs} ms; the write may be on some nodes`)),
+        }),
+      ),
+    );
+    const closing = this.closing$.pipe(
+      map(() => {
+        throw new KvError('UNAVAILABLE', 'the node closed before every replica acknowledged');
+      }),
+    );
+    return race(forkJoin(acks), closing);
+  }
+}

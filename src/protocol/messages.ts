@@ -1,0 +1,70 @@
+/**
+ * The wire messages of pbkv, as discriminated unions on `type`. Frames are parsed into
+ * these once, at the boundary (parse.ts); everything behind it works on typed values.
+ * The wire field is `op`; PROTOCOL.md is the contract for the client-facing ones.
+ */
+import type { ErrorCode } from '../errors.js';
+
+/** A request id: whatever JSON string or number the client chose; null if unreadable. */
+export type RequestId = string | number | null;
+
+/** Any JSON value. A stored value is any of these but a top-level null. */
+export type Json = null | boolean | number | string | Json[] | { [key: string]: Json };
+
+/** A write as it travels through the primary, the log and the replicas. */
+export type WriteOp =
+  | { kind: 'put'; key: string; valueJson: string }
+  | { kind: 'del'; key: string };
+
+// ---- Requests a node serves -------------------------------------------------------
+
+export interface GetRequest { type: 'get'; id: RequestId; key: string }
+export interface PutRequest { type: 'put'; id: RequestId; key: string; value: Json; valueJson: string }
+export interface DelRequest { type: 'del'; id: RequestId; key: string }
+export interface HelpRequest { type: 'help'; id: RequestId }
+/** Opens a node-to-node (or node-to-hub) session: who is speaking. */
+export interface HelloRequest { type: 'hello'; id: RequestId; from: string; epoch: number }
+/** Answers the challenge of a hello: HMAC-SHA256 over the challenge (auth.ts). */
+export interface AuthRequest { type: 'auth'; id: RequestId; proof: string }
+/** A batch of writes from the primary: seqs first, first+1, ... in order. */
+export interface AppendRequest {
+  type: 'append';
+  id: RequestId;
+  epoch: number;
+  first: number;
+  ops: WriteOp[];
+}
+
+export type ClientRequest = GetRequest | PutRequest | DelRequest | HelpRequest;
+export type PeerRequest = HelloRequest | AuthRequest | AppendRequest;
+export type NodeRequest = ClientRequest | PeerRequest;
+
+// ---- Requests the directory hub serves ------------------------------------------
+
+export interface LookupRequest { type: 'lookup'; id: RequestId; service: string }
+export interface ResolveRequest { type: 'resolve'; id: RequestId; name: string }
+export interface StatusRequest { type: 'status'; id: RequestId }
+export interface RegisterRequest { type: 'register'; id: RequestId; name: string; address: string }
+export interface RegisterServiceRequest {
+  type: 'register-service';
+  id: RequestId;
+  service: string;
+  name: string;
+}
+
+export type HubRequest =
+  | LookupRequest
+  | ResolveRequest
+  | StatusRequest
+  | RegisterRequest
+  | RegisterServiceRequest
+  | HelloRequest
+  | AuthRequest
+  | HelpRequest;
+
+// ---- Replies ----------------------------------------------------------------------
+
+export interface WireError { code: ErrorCode; message: string; [detail: string]: unknown }
+export type Reply =
+  | ({ id: RequestId; ok: true } & Record<string, unknown>)
+  | { id: RequestId; ok: false; error: WireError };

@@ -1,0 +1,72 @@
+/**
+ * A node's store: its data and its replication state, committed together. Reads go
+ * through Keyv; a batch of writes is applied as one unit (one SQLite transaction).
+ */
+import type { Observable } from 'rxjs';
+import type { Json, WriteOp } from '../protocol/messages.js';
+
+export const SYNC_MODES = ['full', 'normal', 'memory'] as const;
+export type SyncMode = (typeof SYNC_MODES)[number];
+
+/** Where a store stands in the primary's history: the last applied seq of an epoch. */
+export interface ReplicationState {
+  epoch: number;
+  seq: number;
+}
+
+export interface Store {
+  /** The SQLite file, or undefined in memory mode. */
+  readonly file: string | undefined;
+  readonly syncMode: SyncMode;
+  /** The state committed with the last batch. */
+  readonly state: ReplicationState;
+  /** Faults reported by Keyv or SQLite outside any call (a call's own fault rejects it). */
+  readonly errors$: Observable<Error>;
+  get(key: string): Promise<Json | undefined>;
+  /**
+   * Applies `ops` as seqs first, first+1, ... of `epoch`, all or nothing, together with
+   * the new state. Resolves with, for each op, whether its key existed just before it.
+   */
+  apply(epoch: number, first: number, ops: readonly WriteOp[]): Promise<boolean[]>;
+  /** Every key and its value JSON, in key order (a snapshot for a replica). */
+  entries(pageSize?: number): AsyncIterable<[string, string]>;
+  count(): Promise<number>;
+  close(): Promise<void>;
+}
+
+/** The stored form of a value, the one Keyv's get reads back: `{"value": ...}`. */
+export function storedText(valueJson: string): string {
+  return `{"value":${valueJson}}`;
+}
+
+/** Keyv's serializer for pbkv: values are JSON already, so plain JSON keeps every type. */
+export const keyvSerialization = {
+  serialize: (data: unknown) => JSON.stringify(data),
+  deserialize: (text: string) => JSON.parse(text),
+};
+
+/** Which keys exist after each op, given which existed before the batch. */
+export function existedBefore(ops: readonly WriteOp[], exists: Set<string>): boolean[] {
+  return ops.map((op) => {
+    const existed = exists.has(op.key);
+    if (op.kind === 'put') exists.add(op.key);
+    else exists.delete(op.key);
+    return existed;
+  });
+}
+
+/** The last op of each key: within one atomic batch, only the last one is ever seen. */
+export function lastOpPerKey(ops: readonly WriteOp[]): { puts: [string, string][]; dels: string[] } {
+  const last = new Map<string, WriteOp>();
+  for (const op of ops) {
+    last.delete(op.key);
+    last.set(op.key, op);
+  }
+  const puts: [string, string][] = [];
+  const dels: string[] = [];
+  for (const op of last.values()) {
+    if (op.kind === 'put') puts.push([op.key, storedText(op.valueJson)]);
+    else dels.push(op.key);
+  }
+  return { puts, dels };
+}
