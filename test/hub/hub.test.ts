@@ -1,0 +1,97 @@
+import { suite } from 'uvu';
+import * as assert from 'uvu/assert';
+import { DirectoryHub } from '../../src/hub/hub.js';
+import { HubClient } from '../../src/hub/hub-client.js';
+import { proofFor } from '../../src/protocol/auth.js';
+import { firstValueFrom } from 'rxjs';
+import { Disposer, RawClient } from '../helpers.js';
+
+const disposer = new Disposer();
+const startHub = async (secret?: string) =>
+  disposer.add(await new DirectoryHub(secret ? { secret } : {}).listen(), (hub) => hub.close());
+const client = (url: string, options: ConstructorParameters<typeof HubClient>[1] = {}) =>
+  disposer.add(new HubClient(url, options), (c) => c.close());
+
+const Hub = suite('hub: names and services');
+Hub.after.each(() => disposer.dispose());
+
+Hub('without a secret: register, resolve, lookup, status', async () => {
+  const hub = await startHub();
+  const node = client(hub.url, { name: 'n0' });
+  await node.register('n0', 'ws://127.0.0.11:7401');
+  await node.registerService('kv', 'n0');
+  const reader = client(hub.url);
+  assert.is(await reader.resolve('n0'), 'ws://127.0.0.11:7401');
+  assert.equal(await reader.lookup('kv'), { node: 'n0', address: 'ws://127.0.0.11:7401' });
+  assert.equal(await reader.status(), { names: { n0: 'ws://127.0.0.11:7401' }, services: { kv: 'n0' } });
+});
+
+Hub('unknown names and services are NOT_FOUND, and the connection keeps serving', async () => {
+  const hub = await startHub();
+  const raw = await RawClient.open(hub.url, disposer);
+  const unknownName = await raw.ask({ id: 1, op: 'resolve', name: 'ghost' });
+  assert.equal(unknownName['error'].code, 'NOT_FOUND');
+  assert.equal((await raw.ask({ id: 2, op: 'lookup', service: 'kv' }))['error'].code, 'NOT_FOUND');
+  assert.equal((await raw.ask('lookup kv'))['error'].code, 'NOT_FOUND');
+  assert.equal((await raw.ask('{"id": 3, "op": "register", "name": "x"}'))['error'].code, 'BAD_REQUEST');
+  assert.equal(await raw.ask({ id: 4, op: 'status' }), { id: 4, ok: true, names: {}, services: {} });
+});
+
+Hub('with a secret: lookups are open, registering needs the proof', async () => {
+  const hub = await startHub('s3cret');
+  const raw = await RawClient.open(hub.url, disposer);
+  const refused = await raw.ask({ id: 1, op: 'register', name: 'n0', address: 'ws://127.0.0.1:1' });
+  assert.is(refused['error'].code, 'UNAUTHORIZED');
+  const hello = await raw.ask({ id: 2, op: 'hello', from: 'n0' });
+  assert.type(hello['challenge'], 'string');
+  const wrong = await raw.ask({ id: 3, op: 'auth', proof: proofFor('guess', hello['challenge'], 'n0', 'hub') });
+  assert.is(wrong['error'].code, 'UNAUTHORIZED');
+  assert.is((await raw.ask({ id: 4, op: 'register', name: 'n0', address: 'ws://127.0.0.1:1' }))['error'].code, 'UNAUTHORIZED');
+  assert.equal((await client(hub.url).status()).names, {});
+
+  const node = client(hub.url, { name: 'n0', secret: 's3cret' });
+  await node.register('n0', 'ws://127.0.0.11:7401');
+  await node.registerService('kv', 'n0');
+  assert.equal(await client(hub.url).lookup('kv'), { node: 'n0', address: 'ws://127.0.0.11:7401' });
+});
+
+Hub('with a secret, a node registers only its own name', async () => {
+  const hub = await startHub('s3cret');
+  const n1 = client(hub.url, { name: 'n1', secret: 's3cret' });
+  await n1.register('n0', 'ws://127.0.0.66:1').then(
+    () => assert.unreachable('n1 must not register n0'),
+    (error: { code: string }) => assert.is(error.code, 'FORBIDDEN'),
+  );
+  await client(hub.url, { name: 'n0', secret: 'wrong' }).register('n0', 'ws://127.0.0.66:1').then(
+    () => assert.unreachable('a wrong secret must not register'),
+    (error: { code: string }) => assert.is(error.code, 'UNAUTHORIZED'),
+  );
+});
+
+Hub('resolveUntil$ waits for a late registration; it gives up at its deadline', async () => {
+  const hub = await startHub();
+  const waiter = client(hub.url);
+  const resolved = firstValueFrom(waiter.resolveUntil$('late', 10_000));
+  await client(hub.url, { name: 'late' }).register('late', 'ws://127.0.0.1:9');
+  assert.is(await resolved, 'ws://127.0.0.1:9');
+  await firstValueFrom(waiter.resolveUntil$('never', 200)).then(
+    () => assert.unreachable('nobody registers "never"'),
+    (error: { code: string; message: string }) => {
+      assert.is(error.code, 'UNAVAILABLE');
+      assert.match(error.message, /never/);
+    },
+  );
+});
+
+Hub('a node registers again with a hub that restarted', async () => {
+  const first = await new DirectoryHub().listen();
+  const port = Number(new URL(first.url).port);
+  const node = client(first.url, { name: 'n0' });
+  await node.register('n0', 'ws://127.0.0.11:7401');
+  await first.close();
+  const second = disposer.add(await new DirectoryHub({ port }).listen(), (hub) => hub.close());
+  const reader = client(second.url);
+  assert.is(await firstValueFrom(reader.resolveUntil$('n0', 10_000)), 'ws://127.0.0.11:7401');
+});
+
+Hub.run();

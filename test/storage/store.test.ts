@@ -1,0 +1,101 @@
+import path from 'node:path';
+import { suite } from 'uvu';
+import * as assert from 'uvu/assert';
+import { openStore } from '../../src/storage/open-store.js';
+import type { Store, SyncMode } from '../../src/storage/store.js';
+import type { WriteOp } from '../../src/protocol/messages.js';
+import { Disposer, tempDir } from '../helpers.js';
+import { execSqlite, readSqlite } from '../sqlite-files.js';
+
+const disposer = new Disposer();
+const put = (key: string, value: unknown): WriteOp => ({ kind: 'put', key, valueJson: JSON.stringify(value) });
+const del = (key: string): WriteOp => ({ kind: 'del', key });
+
+async function open(syncMode: SyncMode, file?: string): Promise<Store> {
+  const store = await openStore(syncMode, file ?? (syncMode === 'memory' ? undefined : path.join(await tempDir(disposer), 's.sqlite')));
+  return disposer.add(store, (s) => s.close());
+}
+
+const Store = suite('storage: Keyv + SQLite store');
+Store.after.each(() => disposer.dispose());
+
+for (const mode of ['normal', 'full', 'memory'] as const) {
+  Store(`${mode}: values keep their JSON type; del reports whether the key existed`, async () => {
+    const store = await open(mode);
+    const values = ['1', 1, true, false, 0, '', [1, null], { a: { b: 'c' } }, ':x', 'keyv:y'];
+    await store.apply(1, 1, values.map((value, index) => put(`k${index}`, value)));
+    for (const [index, value] of values.entries()) assert.equal(await store.get(`k${index}`), value);
+    assert.equal(await store.apply(1, 11, [del('k0'), del('nope'), put('n', 1), del('n'), del('n')]), [true, false, false, true, false]);
+    assert.is(await store.get('k0'), undefined);
+    assert.equal(store.state, { epoch: 1, seq: 15 });
+    assert.is(await store.count(), values.length - 1);
+  });
+}
+
+Store('keys are stored as given: "keyv:x" and "x" are two keys', async () => {
+  const store = await open('normal');
+  await store.apply(1, 1, [put('x', 1), put('keyv:x', 2)]);
+  assert.is(await store.get('x'), 1);
+  assert.is(await store.get('keyv:x'), 2);
+});
+
+Store('data and seq survive a restart; WAL is on; the file is readable by plain SQLite', async () => {
+  const file = path.join(await tempDir(disposer), 'durable.sqlite');
+  const first = await openStore('normal', file);
+  await first.apply(3, 1, [put('a', 'one'), put('b', [2])]);
+  await first.apply(3, 3, [del('a'), put('c', { three: 3 })]);
+  await first.close();
+  const again = await open('normal', file);
+  assert.equal(again.state, { epoch: 3, seq: 4 });
+  assert.is(await again.get('a'), undefined);
+  assert.equal(await again.get('b'), [2]);
+  assert.equal(await again.get('c'), { three: 3 });
+  const [mode] = await readSqlite(file, 'PRAGMA journal_mode');
+  assert.is(mode?.['journal_mode'], 'wal');
+  const rows = await readSqlite(file, 'SELECT key, value FROM keyv ORDER BY key');
+  assert.equal(rows, [{ key: 'b', value: '{"value":[2]}' }, { key: 'c', value: '{"value":{"three":3}}' }]);
+});
+
+Store('a failed batch changes neither data nor seq', async () => {
+  const file = path.join(await tempDir(disposer), 'poisoned.sqlite');
+  const store = await open('normal', file);
+  await store.apply(1, 1, [put('a', 1)]);
+  // A trigger installed by another connection makes SQLite abort any insert of "poison".
+  await execSqlite(file, `CREATE TRIGGER poison BEFORE INSERT ON keyv WHEN NEW.key = 'poison' BEGIN SELECT RAISE(ABORT, 'poisoned'); END`);
+  await store.apply(1, 2, [put('b', 2), del('a'), put('poison', 3)]).then(
+    () => assert.unreachable('the batch should fail'),
+    (error: { code: string; message: string }) => {
+      assert.is(error.code, 'INTERNAL');
+      assert.match(error.message, /poisoned/);
+    },
+  );
+  assert.equal(store.state, { epoch: 1, seq: 1 });
+  assert.is(await store.get('b'), undefined);
+  assert.is(await store.get('a'), 1);
+  await store.apply(1, 2, [put('b', 2)]);
+  assert.is(await store.get('b'), 2);
+  assert.equal(store.state, { epoch: 1, seq: 2 });
+});
+
+Store('two stores on one file in one process are refused', async () => {
+  const file = path.join(await tempDir(disposer), 'shared.sqlite');
+  await open('normal', file);
+  await openStore('normal', file).then(
+    () => assert.unreachable('the second open should fail'),
+    (error: { code: string; message: string }) => assert.match(error.message, /own data file/),
+  );
+});
+
+Store('entries() pages through every key in order, values as JSON', async () => {
+  for (const mode of ['normal', 'memory'] as const) {
+    const store = await open(mode);
+    await store.apply(1, 1, Array.from({ length: 25 }, (_, i) => put(`k${String(i).padStart(2, '0')}`, i % 2 ? `s${i}` : i)));
+    const seen: [string, string][] = [];
+    for await (const entry of store.entries(7)) seen.push(entry);
+    assert.is(seen.length, 25);
+    assert.equal(seen[0], ['k00', '0']);
+    assert.equal(seen[1], ['k01', '"s1"']);
+  }
+});
+
+Store.run();
