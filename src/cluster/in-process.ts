@@ -14,8 +14,10 @@ export interface InProcessClusterOptions {
   /** Options every node gets (timeouts, limits, injected stores by name below). */
   nodeOptions?: Partial<KvNodeOptions>;
   perNode?: Record<string, Partial<KvNodeOptions>>;
-  /** Start the nodes in this order (names); init and startServices follow it. */
+  /** Start the nodes one after the other in this order (names), each fully (init, then startServices). */
   order?: string[];
+  /** Called with each node before it starts (to watch its traces). */
+  onNode?(node: KvNode): void;
 }
 
 export interface InProcessCluster {
@@ -61,10 +63,18 @@ export async function startInProcessCluster(options: InProcessClusterOptions): P
     await hub.close();
   };
   try {
-    const order = options.order ?? nodes.map((node) => node.name);
-    const ordered = order.map((name) => nodes.find((node) => node.name === name)!);
-    for (const node of ordered) await node.init();
-    for (const node of ordered) await node.startServices();
+    for (const node of nodes) options.onNode?.(node);
+    if (options.order) {
+      for (const name of options.order) {
+        const node = nodes.find((candidate) => candidate.name === name)!;
+        await node.init();
+        await node.startServices();
+      }
+    } else {
+      // The seed's lifecycle: every node up and registered, then the services start.
+      for (const node of nodes) await node.init();
+      for (const node of nodes) await node.startServices();
+    }
   } catch (error) {
     await close();
     throw error;

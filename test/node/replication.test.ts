@@ -1,0 +1,214 @@
+import path from 'node:path';
+import { suite } from 'uvu';
+import * as assert from 'uvu/assert';
+import { startInProcessCluster, type InProcessCluster, type InProcessClusterOptions } from '../../src/cluster/in-process.js';
+import { KvClient } from '../../src/client/client.js';
+import { KvNode } from '../../src/node/node.js';
+import type { NodeTrace } from '../../src/node/trace.js';
+import { openStore } from '../../src/storage/open-store.js';
+import { proofFor } from '../../src/protocol/auth.js';
+import { Disposer, RawClient, tempDir, waitFor, within } from '../helpers.js';
+import { fileContents } from '../sqlite-files.js';
+import { FailingStore, GatedStore } from '../stores.js';
+
+const disposer = new Disposer();
+
+interface Started extends InProcessCluster {
+  traces: NodeTrace[];
+  dataDir: string;
+  client(): KvClient;
+}
+
+async function start(options: Partial<InProcessClusterOptions> = {}): Promise<Started> {
+  const dataDir = options.dataDir ?? (await tempDir(disposer));
+  const traces: NodeTrace[] = [];
+  const cluster = await startInProcessCluster({
+    dataDir,
+    onNode: (node) => node.trace$.subscribe((event) => traces.push(event)),
+    ...options,
+  });
+  disposer.add(cluster, (c) => c.close());
+  return {
+    ...cluster,
+    traces,
+    dataDir,
+    client: () => disposer.add(new KvClient({ hubUrl: cluster.hubUrl }), (c) => c.close()),
+  };
+}
+
+/** The contents of every node's own SQLite file, read directly. */
+async function files(cluster: Started): Promise<Record<string, unknown>[]> {
+  return Promise.all(cluster.specs.map((spec) => fileContents(spec.dataFile!)));
+}
+
+const Replication = suite('node: primary-backup replication');
+Replication.after.each(() => disposer.dispose());
+
+Replication('puts, overwrites and dels reach every replica\'s own SQLite file', async () => {
+  const cluster = await start();
+  const client = cluster.client();
+  await client.put('color', 'blue');
+  await client.put('count', 1);
+  await client.put('color', 'green');
+  await client.put('gone', { soon: true });
+  assert.is(await client.del('gone'), true);
+  assert.is(await client.del('never'), false);
+  const expected = { color: 'green', count: 1 };
+  assert.equal(await files(cluster), [expected, expected, expected]);
+  for (const node of cluster.nodes) assert.equal(node.storage.state, { epoch: 1, seq: 6 });
+});
+
+Replication('the client\'s reply waits for the slowest replica\'s ack', async () => {
+  const dataDir = await tempDir(disposer);
+  const gated = new GatedStore(await openStore('normal', path.join(dataDir, 'n2-own.sqlite')));
+  const cluster = await start({ dataDir, perNode: { n2: { store: gated } } });
+  const client = cluster.client();
+  await client.put('warm', 'up');
+  gated.closeGate();
+  let replied = false;
+  const put = client.put('slow', 'write').then(() => (replied = true));
+  await waitFor('the batch to reach n2', () => gated.arrived === 2);
+  await waitFor('n1 to ack it', () => cluster.traces.some((t) => t.node === 'n0' && t.event === 'ack' && t.from === 'n1' && t.seq === 2));
+  assert.is(replied, false, 'replied before n2 acknowledged');
+  assert.is(await cluster.primary.storage.get('slow'), 'write', 'the primary applies first');
+  gated.openGate();
+  await within('the reply', put);
+  const n0 = cluster.traces.filter((t) => t.node === 'n0');
+  const ackFromN2 = n0.findIndex((t) => t.event === 'ack' && t.from === 'n2' && t.seq === 2);
+  const reply = n0.findIndex((t, index) => index > n0.findIndex((r) => r.event === 'request' && r.key === 'slow') && t.event === 'reply');
+  assert.ok(ackFromN2 >= 0 && reply > ackFromN2, 'the reply is traced after the last ack');
+});
+
+Replication('1,000 concurrent puts over 10 keys from 8 connections leave three identical stores', async () => {
+  const cluster = await start();
+  const clients = Array.from({ length: 8 }, () => cluster.client());
+  await Promise.all(
+    clients.map((client, c) =>
+      Promise.all(Array.from({ length: 125 }, (_, i) => client.put(`key${(c * 125 + i) % 10}`, { c, i }))),
+    ),
+  );
+  const [primary, ...replicas] = await files(cluster);
+  assert.is(Object.keys(primary!).length, 10);
+  for (const replica of replicas) assert.equal(replica, primary);
+  for (const node of cluster.nodes) assert.equal(node.storage.state, { epoch: 1, seq: 1000 });
+});
+
+Replication('a put that fails on the primary is answered with the error and not forwarded', async () => {
+  const dataDir = await tempDir(disposer);
+  const failing = new FailingStore(await openStore('normal', path.join(dataDir, 'n0-own.sqlite')));
+  const cluster = await start({ dataDir, perNode: { n0: { store: failing } } });
+  const client = cluster.client();
+  await client.put('doomed', 1).then(
+    () => assert.unreachable('the put should fail'),
+    (error: { code: string; message: string }) => {
+      assert.is(error.code, 'INTERNAL');
+      assert.match(error.message, /disk full/);
+    },
+  );
+  assert.not.ok(cluster.traces.some((t) => t.event === 'forwarded'), 'nothing was forwarded');
+  for (const replica of cluster.replicas) assert.equal(replica.storage.state.seq, 0);
+  failing.failing = false;
+  await client.put('fine', 2);
+  // The failed put did not use up a seq: the next write is seq 1 everywhere.
+  for (const node of cluster.nodes) assert.equal(node.storage.state.seq, 1);
+  const replicaFiles = await Promise.all(cluster.specs.slice(1).map((spec) => fileContents(spec.dataFile!)));
+  assert.equal(replicaFiles, [{ fine: 2 }, { fine: 2 }]);
+});
+
+Replication('a client request to a replica gets NOT_PRIMARY with the primary\'s address', async () => {
+  const cluster = await start();
+  const raw = await RawClient.open(cluster.replicas[0]!.url, disposer);
+  const reply = await raw.ask({ id: 1, op: 'put', key: 'a', value: 1 });
+  assert.is(reply['error'].code, 'NOT_PRIMARY');
+  assert.is(reply['error'].primary, cluster.primary.url);
+  assert.is((await raw.ask({ id: 2, op: 'get', key: 'a' }))['error'].code, 'NOT_PRIMARY');
+});
+
+Replication('forged replication frames are refused and change nothing', async () => {
+  const cluster = await start({ secret: 'cluster-secret' });
+  await cluster.client().put('real', 'value');
+  const replica = cluster.replicas[0]!;
+  const append = { op: 'append', epoch: 9, first: 2, ops: [['p', 'real', 'forged']] };
+
+  // (1) From a client connection that never said hello.
+  const client = await RawClient.open(replica.url, disposer);
+  assert.is((await client.ask({ id: 1, ...append }))['error'].code, 'FORBIDDEN');
+
+  // (2) Claiming to be n0 from another loopback address.
+  const elsewhere = await RawClient.open(replica.url, disposer, '127.0.0.99');
+  assert.is((await elsewhere.ask({ id: 2, op: 'hello', from: 'n0', epoch: 1 }))['error'].code, 'FORBIDDEN');
+  assert.is((await elsewhere.ask({ id: 3, ...append }))['error'].code, 'FORBIDDEN');
+
+  // (3) From the primary's own address, but without the secret.
+  const sameHost = await RawClient.open(replica.url, disposer, cluster.specs[0]!.host);
+  const hello = await sameHost.ask({ id: 4, op: 'hello', from: 'n0', epoch: 1 });
+  assert.type(hello['challenge'], 'string');
+  const auth = await sameHost.ask({ id: 5, op: 'auth', proof: proofFor('not-the-secret', hello['challenge'], 'n0', replica.name) });
+  assert.is(auth['error'].code, 'UNAUTHORIZED');
+  assert.is((await sameHost.ask({ id: 6, ...append }))['error'].code, 'FORBIDDEN');
+
+  // (4) A name that is not the primary's.
+  assert.is((await sameHost.ask({ id: 7, op: 'hello', from: 'n2', epoch: 1 }))['error'].code, 'FORBIDDEN');
+
+  assert.is(await replica.storage.get('real'), 'value');
+  assert.equal(replica.storage.state.seq, 1);
+  const refusals = cluster.traces.filter((t) => t.node === replica.name && t.event === 'rejected');
+  assert.ok(refusals.length >= 5, `refusals are traced (${refusals.length})`);
+  assert.ok(refusals.some((t) => t.event === 'rejected' && t.address === '127.0.0.99'));
+});
+
+Replication('the source-address check holds without a secret too', async () => {
+  const cluster = await start();
+  const replica = cluster.replicas[1]!;
+  const elsewhere = await RawClient.open(replica.url, disposer, '127.0.0.98');
+  assert.is((await elsewhere.ask({ id: 1, op: 'hello', from: 'n0', epoch: 1 }))['error'].code, 'FORBIDDEN');
+  assert.is((await elsewhere.ask({ id: 2, op: 'append', epoch: 1, first: 1, ops: [['p', 'x', 1]] }))['error'].code, 'FORBIDDEN');
+  assert.is(await replica.storage.get('x'), undefined);
+});
+
+for (const order of [['n0', 'n1', 'n2'], ['n2', 'n1', 'n0'], ['n1', 'n0', 'n2']]) {
+  Replication(`start order ${order.join(', ')}: every node fully started in turn`, async () => {
+    const cluster = await start({ order });
+    const client = cluster.client();
+    await client.put('order', order.join(''));
+    assert.equal((await files(cluster)).map((f) => f['order']), [order.join(''), order.join(''), order.join('')]);
+  });
+}
+
+Replication('a stopped replica turns puts into UNAVAILABLE within the timeout; it catches up when back', async () => {
+  const dataDir = await tempDir(disposer);
+  const cluster = await start({ dataDir, nodeOptions: { ackTimeoutMs: 300 } });
+  const client = cluster.client();
+  await client.put('before', 1);
+  const n1 = cluster.replicas[0]!;
+  await n1.close();
+  const started = Date.now();
+  await client.put('during', 2).then(
+    () => assert.unreachable('n1 is down'),
+    (error: { code: string }) => assert.is(error.code, 'UNAVAILABLE'),
+  );
+  assert.ok(Date.now() - started < 3000, 'UNAVAILABLE comes with the ack timeout, not later');
+  assert.is(await client.get('during'), 2, 'the primary still serves, and has the write');
+
+  const back = disposer.add(
+    new KvNode({ ...n1.options, port: 0, store: undefined, dataFile: path.join(dataDir, 'n1.sqlite') }),
+    (node) => node.close(),
+  );
+  await back.init();
+  await back.startServices();
+  await within('n1 to catch up', (async () => {
+    for (;;) {
+      try {
+        await client.put('after', 3);
+        return;
+      } catch (error) {
+        assert.is((error as { code: string }).code, 'UNAVAILABLE');
+      }
+    }
+  })(), 15_000);
+  assert.is(await back.storage.get('during'), 2, 'the write that timed out reached n1 on catch-up');
+  assert.is(await back.storage.get('after'), 3);
+  assert.equal(back.storage.state.seq, cluster.primary.storage.state.seq);
+});
+
+Replication.run();

@@ -1,0 +1,49 @@
+/** Stores that misbehave on purpose, wrapped around a real one. */
+import { KvError } from '../src/errors.js';
+import type { Json, WriteOp } from '../src/protocol/messages.js';
+import type { Store } from '../src/storage/store.js';
+
+class DelegatingStore implements Store {
+  constructor(protected readonly inner: Store) {}
+  get file() { return this.inner.file; }
+  get syncMode() { return this.inner.syncMode; }
+  get state() { return this.inner.state; }
+  get errors$() { return this.inner.errors$; }
+  get(key: string): Promise<Json | undefined> { return this.inner.get(key); }
+  apply(epoch: number, first: number, ops: readonly WriteOp[]): Promise<boolean[]> { return this.inner.apply(epoch, first, ops); }
+  entries(pageSize?: number) { return this.inner.entries(pageSize); }
+  count() { return this.inner.count(); }
+  close() { return this.inner.close(); }
+}
+
+/** Holds every batch at a gate until the test opens it: a replica whose acks are delayed. */
+export class GatedStore extends DelegatingStore {
+  private gate: Promise<void> | undefined;
+  private release: (() => void) | undefined;
+  /** Batches that reached the gate. */
+  arrived = 0;
+
+  closeGate(): void {
+    this.gate = new Promise((resolve) => (this.release = resolve));
+  }
+
+  openGate(): void {
+    this.release?.();
+    this.gate = undefined;
+  }
+
+  override async apply(epoch: number, first: number, ops: readonly WriteOp[]): Promise<boolean[]> {
+    this.arrived += 1;
+    await this.gate;
+    return this.inner.apply(epoch, first, ops);
+  }
+}
+
+/** Rejects every batch while `failing` is set: a disk that is full. */
+export class FailingStore extends DelegatingStore {
+  failing = true;
+  override async apply(epoch: number, first: number, ops: readonly WriteOp[]): Promise<boolean[]> {
+    if (this.failing) throw new KvError('INTERNAL', 'store write failed: disk full (injected)');
+    return this.inner.apply(epoch, first, ops);
+  }
+}
