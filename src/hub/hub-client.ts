@@ -63,11 +63,11 @@ export class HubClient {
    * unreachable, until `deadlineMs`: then fails with UNAVAILABLE.
    */
   resolveUntil$(name: string, deadlineMs = RESOLVE_DEADLINE_MS): Observable<string> {
-    return untilFound$(() => this.resolve(name), `"${name}" did not register at the hub`, deadlineMs);
+    return untilFound$(() => this.resolve(name), () => this.closed, `"${name}" did not register at the hub`, deadlineMs);
   }
 
   lookupUntil$(service: string, deadlineMs = RESOLVE_DEADLINE_MS): Observable<{ node: string; address: string }> {
-    return untilFound$(() => this.lookup(service), `no node served "${service}"`, deadlineMs);
+    return untilFound$(() => this.lookup(service), () => this.closed, `no node served "${service}"`, deadlineMs);
   }
 
   async close(): Promise<void> {
@@ -135,11 +135,11 @@ export class HubClient {
 }
 
 /** Retries `call` while what it asks for is not there yet (NOT_FOUND) or unreachable. */
-function untilFound$<T>(call: () => Promise<T>, failure: string, deadlineMs: number): Observable<T> {
+function untilFound$<T>(call: () => Promise<T>, closed: () => boolean, failure: string, deadlineMs: number): Observable<T> {
   return defer(call).pipe(
     retry({
       delay: (error: unknown, attempt) =>
-        error instanceof KvError && (error.code === 'NOT_FOUND' || error.code === 'UNAVAILABLE')
+        !closed() && error instanceof KvError && (error.code === 'NOT_FOUND' || error.code === 'UNAVAILABLE')
           ? backoff(error, attempt)
           : throwError(() => error),
     }),

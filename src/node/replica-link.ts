@@ -6,7 +6,7 @@
  * they are logged. Acks advance `acked$`. Any failure closes the connection; one loop with
  * backoff reconnects and catches up again, which also heals frames lost in between.
  */
-import { BehaviorSubject, firstValueFrom } from 'rxjs';
+import { BehaviorSubject, Subject, firstValueFrom, takeUntil } from 'rxjs';
 import { backoffDelayMs } from '../backoff.js';
 import { PEER_FRAME_BYTES_MAX } from '../constants.js';
 import { KvError, toKvError } from '../errors.js';
@@ -38,6 +38,7 @@ export class ReplicaLink implements AckSource {
   private sentSeq = 0;
   private appendsInFlight = 0;
   private closed = false;
+  private readonly closed$ = new Subject<void>();
   private wake: (() => void) | undefined;
   private running: Promise<void> | undefined;
 
@@ -62,6 +63,8 @@ export class ReplicaLink implements AckSource {
 
   async close(): Promise<void> {
     this.closed = true;
+    this.closed$.next();
+    this.closed$.complete();
     this.channel?.close();
     this.wake?.();
     await this.running;
@@ -92,7 +95,9 @@ export class ReplicaLink implements AckSource {
 
   private async open(): Promise<RpcChannel> {
     const { self, secret, epoch } = this.options;
-    const address = await firstValueFrom(this.hub.resolveUntil$(this.name, this.options.resolveDeadlineMs));
+    const address = await firstValueFrom(
+      this.hub.resolveUntil$(this.name, this.options.resolveDeadlineMs).pipe(takeUntil(this.closed$)),
+    );
     const connection = await connect(address, { maxPayload: PEER_FRAME_BYTES_MAX, localAddress: this.options.localAddress });
     const channel = new RpcChannel(connection, this.options.ackTimeoutMs * 4);
     try {

@@ -1,0 +1,53 @@
+import { suite } from 'uvu';
+import * as assert from 'uvu/assert';
+import { KvClient } from '../../src/client/client.js';
+import { localClusterSpec } from '../../src/cluster/config.js';
+import { spawnHub, spawnNode, type ChildHandle } from '../../src/cluster/processes.js';
+import { Disposer, tempDir } from '../helpers.js';
+import { fileContents } from '../sqlite-files.js';
+
+const disposer = new Disposer();
+const Processes = suite('cluster: one process per node');
+Processes.after.each(() => disposer.dispose());
+
+Processes('replicas started before the primary; one put traced across three processes; SIGTERM exits cleanly', async () => {
+  const dataDir = await tempDir(disposer);
+  const spec = localClusterSpec({ replicas: 2, dataDir, hubPort: 0, nodePortFirst: 0 });
+  const lines: { name: string; event: Record<string, any> }[] = [];
+  const onLine = (name: string, line: string) => {
+    if (line.startsWith('{')) lines.push({ name, event: JSON.parse(line) });
+  };
+  const keep = (child: ChildHandle) => disposer.add(child, (c) => c.stop());
+  const hub = keep(await spawnHub(spec));
+  const [primary, ...replicas] = spec.nodes;
+  const children: ChildHandle[] = [];
+  for (const node of [...replicas, primary!]) children.push(keep(await spawnNode(node, spec, hub.url, { onLine, extraArgs: ['--trace'] })));
+
+  const client = disposer.add(new KvClient({ hubUrl: hub.url }), (c) => c.close());
+  await client.put('color', 'blue');
+  assert.is(await client.get('color'), 'blue');
+
+  const n0 = lines.filter((l) => l.name === 'n0').map((l) => l.event);
+  const step = (event: string, field?: string, value?: unknown) =>
+    n0.findIndex((e) => e.event === event && (field === undefined || e[field] === value));
+  const request = step('request', 'key', 'color');
+  const applied = step('applied');
+  const forwarded = [step('forwarded', 'to', 'n1'), step('forwarded', 'to', 'n2')];
+  const acks = [step('ack', 'from', 'n1'), step('ack', 'from', 'n2')];
+  const reply = n0.findIndex((e, i) => i > request && e.event === 'reply');
+  assert.ok(request >= 0 && applied > request, 'applied on the primary after the request');
+  for (const f of forwarded) assert.ok(f > applied, 'forwarded after the local apply');
+  acks.forEach((ack, i) => assert.ok(ack > forwarded[i]!, `n${i + 1} acked after it was forwarded to`));
+  assert.ok(reply > Math.max(...acks), 'the reply comes after both acks');
+  for (const name of ['n1', 'n2']) {
+    assert.ok(lines.some((l) => l.name === name && l.event['event'] === 'applied' && l.event['role'] === 'replica'), `${name} applied`);
+  }
+
+  for (const child of children) {
+    await child.stop();
+    assert.is(await child.exited, 0, `${child.name} exits 0 on SIGTERM`);
+  }
+  for (const node of spec.nodes) assert.equal(await fileContents(node.dataFile!), { color: 'blue' }, node.name);
+});
+
+Processes.run();
