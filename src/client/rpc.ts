@@ -36,11 +36,19 @@ export class RpcChannel {
 
   /** Sends `fields` with a fresh id; emits the ok reply once, or errors with a KvError. */
   request$(fields: Record<string, unknown>, timeoutMs = this.requestTimeoutMs): Observable<OkReply> {
+    return this.requestText$(JSON.stringify(fields), String(fields['op']), timeoutMs);
+  }
+
+  /**
+   * The same for a frame already serialized (a JSON object's text): large frames are
+   * built as text so their values are not parsed and serialized again.
+   */
+  requestText$(objectText: string, op: string, timeoutMs = this.requestTimeoutMs): Observable<OkReply> {
     return new Observable<OkReply>((subscriber) => {
       const id = this.nextId++;
       const timer = setTimeout(() => {
         this.pending.delete(id);
-        subscriber.error(new KvError('UNAVAILABLE', `no reply to "${String(fields['op'])}" within ${timeoutMs} ms`));
+        subscriber.error(new KvError('UNAVAILABLE', `no reply to "${op}" within ${timeoutMs} ms`));
       }, timeoutMs);
       this.pending.set(id, (reply) => {
         clearTimeout(timer);
@@ -52,7 +60,8 @@ export class RpcChannel {
           subscriber.complete();
         }
       });
-      if (!this.connection.send(JSON.stringify({ ...fields, id }))) {
+      const frame = objectText === '{}' ? `{"id":${id}}` : `{"id":${id},${objectText.slice(1)}`;
+      if (!this.connection.send(frame)) {
         this.pending.get(id)?.(new KvError('UNAVAILABLE', 'connection closed'));
       }
       return () => {

@@ -51,7 +51,9 @@ export function spawnNode(node: NodeSpec, spec: ClusterSpec, hubUrl: string, opt
 }
 
 function spawnTool(name: string, script: string, args: string[], options: SpawnOptions): Promise<ChildHandle> {
-  const child = spawn(process.execPath, [TOOLS_DIR + script, ...args, ...(options.extraArgs ?? [])], {
+  // PBKV_NODE_FLAGS passes flags to node itself, such as --cpu-prof for a profile of each process.
+  const nodeFlags = (process.env['PBKV_NODE_FLAGS'] ?? '').split(' ').filter((flag) => flag !== '');
+  const child = spawn(process.execPath, [...nodeFlags, TOOLS_DIR + script, ...args, ...(options.extraArgs ?? [])], {
     stdio: ['ignore', 'pipe', 'pipe'],
     env: { ...process.env, ...options.env },
   });

@@ -8,10 +8,9 @@
  */
 import { BehaviorSubject, Subject, firstValueFrom, takeUntil } from 'rxjs';
 import { backoffDelayMs } from '../backoff.js';
-import { PEER_FRAME_BYTES_MAX } from '../constants.js';
+import { BATCH_BYTES_MAX, PEER_FRAME_BYTES_MAX } from '../constants.js';
 import { KvError, toKvError } from '../errors.js';
 import { proofFor } from '../protocol/auth.js';
-import type { WriteOp } from '../protocol/messages.js';
 import { RpcChannel } from '../client/rpc.js';
 import type { HubClient } from '../hub/hub-client.js';
 import { connect } from '../transport/ws-transport.js';
@@ -19,8 +18,11 @@ import { lastSeq, type Batch, type ReplicationLog } from './replication-log.js';
 import type { TraceEvent } from './trace.js';
 import type { AckSource } from './write-pipeline.js';
 
-/** Append frames sent but not yet acked; more wait in the log. */
-const APPENDS_IN_FLIGHT_MAX = 32;
+/**
+ * Append frames sent but not yet acked. Two keep the replica busy while the next frame
+ * gathers everything logged meanwhile (natural batching on the link).
+ */
+const APPENDS_IN_FLIGHT_MAX = 2;
 
 export interface ReplicaLinkOptions {
   /** The primary's own name, host (bound for outgoing connections) and epoch. */
@@ -125,23 +127,25 @@ export class ReplicaLink implements AckSource {
     }
   }
 
-  /** Sends what the log holds past sentSeq, keeping at most APPENDS_IN_FLIGHT_MAX unacked. */
+  /**
+   * Sends what the log holds past sentSeq, keeping at most APPENDS_IN_FLIGHT_MAX frames
+   * unacked; consecutive batches of one epoch travel together in one frame.
+   */
   private pump(): void {
     const channel = this.channel;
-    if (!channel || this.sentSeq >= this.log.lastSeq) return;
-    const room = APPENDS_IN_FLIGHT_MAX - this.appendsInFlight;
-    if (room <= 0) return;
-    for (const batch of this.log.after(this.sentSeq, room)) {
-      this.send(channel, batch);
-      this.sentSeq = lastSeq(batch);
+    while (channel && this.sentSeq < this.log.lastSeq && this.appendsInFlight < APPENDS_IN_FLIGHT_MAX) {
+      const batches = this.log.after(this.sentSeq, Number.MAX_SAFE_INTEGER, BATCH_BYTES_MAX);
+      this.send(channel, batches);
+      this.sentSeq = lastSeq(batches[batches.length - 1]!);
     }
   }
 
-  private send(channel: RpcChannel, batch: Batch): void {
+  private send(channel: RpcChannel, batches: Batch[]): void {
     this.appendsInFlight += 1;
-    const last = lastSeq(batch);
-    this.trace({ event: 'forwarded', to: this.name, first: batch.first, last });
-    channel.request$({ op: 'append', epoch: batch.epoch, first: batch.first, ops: batch.ops.map(wireOp) }).subscribe({
+    const { epoch, first } = batches[0]!;
+    const last = lastSeq(batches[batches.length - 1]!);
+    this.trace({ event: 'forwarded', to: this.name, first, last });
+    channel.requestText$(appendFrame(epoch, first, batches), 'append').subscribe({
       next: (reply) => {
         this.appendsInFlight -= 1;
         const seq = Number(reply['seq']);
@@ -172,7 +176,16 @@ export class ReplicaLink implements AckSource {
   }
 }
 
-/** The compact wire form of a write (parse.ts reads it back). */
-function wireOp(op: WriteOp): unknown[] {
-  return op.kind === 'put' ? ['p', op.key, JSON.parse(op.valueJson)] : ['d', op.key];
+/**
+ * The append frame as text: writes in their compact wire form (parse.ts reads them back),
+ * values spliced in as the JSON they already are.
+ */
+function appendFrame(epoch: number, first: number, batches: readonly Batch[]): string {
+  const ops: string[] = [];
+  for (const batch of batches) {
+    for (const op of batch.ops) {
+      ops.push(op.kind === 'put' ? `["p",${JSON.stringify(op.key)},${op.valueJson}]` : `["d",${JSON.stringify(op.key)}]`);
+    }
+  }
+  return `{"op":"append","epoch":${epoch},"first":${first},"ops":[${ops.join(',')}]}`;
 }

@@ -62,8 +62,11 @@ export class ReplicationLog {
     return seq >= this.base && seq <= this.last;
   }
 
-  /** The batches after `seq`, the first one cut so it starts at seq + 1; at most `limit`. */
-  after(seq: number, limit: number): Batch[] {
+  /**
+   * The batches after `seq`, the first one cut so it starts at seq + 1: at most `limit`
+   * of them, of one epoch, and no more than `bytesMax` past the first.
+   */
+  after(seq: number, limit: number, bytesMax = Number.MAX_SAFE_INTEGER): Batch[] {
     assert(this.covers(seq), `log does not cover seq ${seq}`);
     const result: Batch[] = [];
     let low = 0;
@@ -73,8 +76,11 @@ export class ReplicationLog {
       if (lastSeq(this.batches[middle]!) <= seq) low = middle + 1;
       else high = middle;
     }
+    let bytes = 0;
     for (let index = low; index < this.batches.length && result.length < limit; index += 1) {
       const batch = this.batches[index]!;
+      if (result.length > 0 && (batch.epoch !== result[0]!.epoch || bytes + batch.bytes > bytesMax)) break;
+      bytes += batch.bytes;
       if (batch.first > seq) result.push(batch);
       else {
         const ops = batch.ops.slice(seq + 1 - batch.first);

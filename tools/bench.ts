@@ -1,0 +1,259 @@
+#!/usr/bin/env node
+/**
+ * npm run bench -- [--connections 8] [--depth 8] [--seconds 10 | --ops N] [--mix 1:0]
+ *   [--value-bytes 100] [--keys 10000] [--preload N] [--replicas 2] [--sync normal]
+ *   [--hub URL] [--json]
+ *
+ * Starts a local cluster (one process per node, temp directories, loopback, free ports) or
+ * uses the one at --hub, then keeps `depth` requests in flight on each of `connections`
+ * connections for `seconds` (or until `ops`), and prints ops/s, latency percentiles
+ * (HDR histogram, microseconds), errors and each node's peak RSS (VmHWM).
+ */
+import { mkdtemp, rm } from 'node:fs/promises';
+import { readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { parseArgs } from 'node:util';
+import hdr from 'hdr-histogram-js';
+import { WebSocket } from 'ws';
+import { localClusterSpec } from '../src/cluster/config.js';
+import { spawnHub, spawnNode, type ChildHandle } from '../src/cluster/processes.js';
+import { HubClient } from '../src/hub/hub-client.js';
+import { SYNC_MODES, type SyncMode } from '../src/storage/store.js';
+
+const SECONDS_MAX = 600;
+const OPS_MAX = 50_000_000;
+
+const { values } = parseArgs({
+  options: {
+    connections: { type: 'string', default: '8' },
+    depth: { type: 'string', default: '8' },
+    seconds: { type: 'string', default: '10' },
+    ops: { type: 'string' },
+    mix: { type: 'string', default: '1:0' },
+    'value-bytes': { type: 'string', default: '100' },
+    keys: { type: 'string', default: '10000' },
+    preload: { type: 'string', default: '0' },
+    replicas: { type: 'string', default: '2' },
+    sync: { type: 'string', default: 'normal' },
+    hub: { type: 'string' },
+    json: { type: 'boolean', default: false },
+  },
+});
+
+const config = {
+  connections: bounded('connections', 1, 256),
+  depth: bounded('depth', 1, 4096),
+  seconds: Math.min(Number(values.seconds), SECONDS_MAX),
+  ops: values.ops === undefined ? undefined : bounded('ops', 1, OPS_MAX),
+  valueBytes: bounded('value-bytes', 1, 1024 * 1024 - 2),
+  keys: bounded('keys', 1, 10_000_000),
+  preload: bounded('preload', 0, 10_000_000),
+  replicas: bounded('replicas', 0, 8),
+  sync: values.sync as SyncMode,
+  putShare: mixShare(values.mix!),
+};
+if (!SYNC_MODES.includes(config.sync)) fail(`--sync is one of ${SYNC_MODES.join(', ')}`);
+
+function bounded(name: keyof typeof values, min: number, max: number): number {
+  const value = Number(values[name]);
+  if (!Number.isInteger(value) || value < min || value > max) fail(`--${name} is a whole number from ${min} to ${max}`);
+  return value;
+}
+
+function mixShare(mix: string): number {
+  const [puts, gets] = mix.split(':').map(Number);
+  if (!Number.isFinite(puts) || !Number.isFinite(gets) || puts! < 0 || gets! < 0 || puts! + gets! === 0) fail('--mix is PUTS:GETS, e.g. 1:0 or 1:9');
+  return puts! / (puts! + gets!);
+}
+
+function fail(message: string): never {
+  console.error(`bench: ${message}`);
+  process.exit(2);
+}
+
+interface Cluster {
+  hubUrl: string;
+  nodes: ChildHandle[];
+  stop(): Promise<void>;
+}
+
+async function startCluster(): Promise<Cluster> {
+  const dataDir = await mkdtemp(path.join(tmpdir(), 'pbkv-bench-'));
+  const spec = localClusterSpec({ replicas: config.replicas, dataDir, sync: config.sync, hubPort: 0, nodePortFirst: 0 });
+  const children: ChildHandle[] = [];
+  const stop = async () => {
+    for (const child of [...children].reverse()) await child.stop();
+    await rm(dataDir, { recursive: true, force: true });
+  };
+  try {
+    const onLine = (name: string, line: string) => console.error(`[${name}] ${line}`);
+    const hub = await spawnHub(spec, { onLine });
+    children.push(hub);
+    for (const node of spec.nodes) children.push(await spawnNode(node, spec, hub.url, { onLine }));
+    return { hubUrl: hub.url, nodes: children.slice(1), stop };
+  } catch (error) {
+    await stop();
+    throw error;
+  }
+}
+
+/** Peak resident set size of a process, in MB (Linux: VmHWM). */
+function peakRssMb(pid: number | undefined): number | undefined {
+  if (pid === undefined) return undefined;
+  try {
+    const match = /VmHWM:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+    return match ? Math.round(Number(match[1]) / 1024) : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+function open(url: string): Promise<WebSocket> {
+  return new Promise((resolve, reject) => {
+    const socket = new WebSocket(url, { perMessageDeflate: false, maxPayload: 64 * 1024 * 1024 });
+    socket.once('open', () => resolve(socket));
+    socket.once('error', reject);
+  });
+}
+
+interface Totals {
+  done: number;
+  errors: number;
+  errorCodes: Record<string, number>;
+}
+
+/**
+ * Keeps `depth` requests in flight on one connection until `stopAt` or `budget` runs out.
+ * Latencies go into `histogram` in microseconds.
+ */
+function drive(socket: WebSocket, histogram: hdr.Histogram, totals: Totals, budget: { left: number }, stopAt: number, value: string): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const sentAt = new Map<number, bigint>();
+    let nextId = 1;
+    let inFlight = 0;
+    const send = () => {
+      if (budget.left <= 0 || Date.now() >= stopAt) {
+        if (inFlight === 0) resolve();
+        return;
+      }
+      budget.left -= 1;
+      const id = nextId++;
+      const key = `key${Math.floor(Math.random() * config.keys)}`;
+      const frame = Math.random() < config.putShare
+        ? `{"id":${id},"op":"put","key":"${key}","value":${value}}`
+        : `{"id":${id},"op":"get","key":"${key}"}`;
+      sentAt.set(id, process.hrtime.bigint());
+      inFlight += 1;
+      socket.send(frame);
+    };
+    socket.on('message', (data) => {
+      const reply = JSON.parse(data.toString()) as { id: number; ok: boolean; error?: { code: string } };
+      const started = sentAt.get(reply.id);
+      if (started === undefined) return;
+      sentAt.delete(reply.id);
+      inFlight -= 1;
+      histogram.recordValue(Math.max(1, Number((process.hrtime.bigint() - started) / 1000n)));
+      totals.done += 1;
+      if (!reply.ok) {
+        totals.errors += 1;
+        const code = reply.error?.code ?? 'UNKNOWN';
+        totals.errorCodes[code] = (totals.errorCodes[code] ?? 0) + 1;
+      }
+      send();
+    });
+    socket.once('close', () => (inFlight > 0 ? reject(new Error('connection closed during the run')) : resolve()));
+    for (let i = 0; i < config.depth; i += 1) send();
+  });
+}
+
+/** Loads `count` keys (key0..) through one connection, 1,000 in flight. */
+async function preload(url: string, count: number, value: string): Promise<void> {
+  const socket = await open(url);
+  let next = 0;
+  let done = 0;
+  await new Promise<void>((resolve, reject) => {
+    const send = () => {
+      if (next < count) socket.send(`{"id":${next},"op":"put","key":"key${next++}","value":${value}}`);
+    };
+    socket.on('message', (data) => {
+      if (!(JSON.parse(data.toString()) as { ok: boolean }).ok) reject(new Error('preload put failed'));
+      done += 1;
+      if (done % 50_000 === 0) process.stderr.write(`\rpreloading ${done}/${count}`);
+      if (done === count) resolve();
+      else send();
+    });
+    for (let i = 0; i < 1000; i += 1) send();
+  });
+  process.stderr.write('\n');
+  socket.close();
+}
+
+async function main(): Promise<void> {
+  const cluster: Cluster | undefined = values.hub ? undefined : await startCluster();
+  const hubUrl = values.hub ?? cluster!.hubUrl;
+  const hub = new HubClient(hubUrl);
+  try {
+    const { address } = await hub.lookup('kv');
+    const value = JSON.stringify('v'.repeat(Math.max(0, config.valueBytes - 2)));
+    if (config.preload > 0) await preload(address, config.preload, value);
+    const sockets = await Promise.all(Array.from({ length: config.connections }, () => open(address)));
+    const histogram = hdr.build({ lowestDiscernibleValue: 1, highestTrackableValue: 120_000_000, numberOfSignificantValueDigits: 3 });
+    const totals: Totals = { done: 0, errors: 0, errorCodes: {} };
+    const budget = { left: config.ops ?? Number.MAX_SAFE_INTEGER };
+    const started = Date.now();
+    const stopAt = started + config.seconds * 1000;
+    const progress = setInterval(() => {
+      const elapsed = (Date.now() - started) / 1000;
+      const share = config.ops ? totals.done / config.ops : elapsed / config.seconds;
+      const bar = '#'.repeat(Math.round(Math.min(1, share) * 30)).padEnd(30, '.');
+      process.stderr.write(`\r[${bar}] ${elapsed.toFixed(1)} s  ${Math.round(totals.done / Math.max(elapsed, 0.001))} ops/s `);
+    }, 250);
+    await Promise.all(sockets.map((socket) => drive(socket, histogram, totals, budget, stopAt, value)));
+    clearInterval(progress);
+    process.stderr.write('\n');
+    const seconds = (Date.now() - started) / 1000;
+    for (const socket of sockets) socket.close();
+    const ms = (p: number) => Number((histogram.getValueAtPercentile(p) / 1000).toFixed(2));
+    const result = {
+      workload: { ...config, mix: values.mix, seconds: Number(seconds.toFixed(2)) },
+      opsPerSecond: Math.round(totals.done / seconds),
+      ops: totals.done,
+      errors: totals.errors,
+      errorCodes: totals.errorCodes,
+      latencyMs: { p50: ms(50), p90: ms(90), p99: ms(99), p999: ms(99.9), max: Number((histogram.maxValue / 1000).toFixed(2)) },
+      peakRssMb: Object.fromEntries((cluster?.nodes ?? []).map((node) => [node.name, peakRssMb(node.process.pid)])),
+    };
+    if (values.json) console.log(JSON.stringify(result));
+    else printTable(result);
+  } finally {
+    await hub.close();
+    await cluster?.stop();
+  }
+}
+
+function printTable(result: {
+  workload: Record<string, unknown>;
+  opsPerSecond: number;
+  ops: number;
+  errors: number;
+  errorCodes: Record<string, number>;
+  latencyMs: Record<string, number>;
+  peakRssMb: Record<string, number | undefined>;
+}): void {
+  const w = result.workload;
+  const rows: [string, string][] = [
+    ['workload', `${w['connections']} connections x ${w['depth']} in flight, mix ${w['mix']} (put:get), ${w['valueBytes']} B values, ${w['keys']} keys, ${w['replicas']} replicas, sync ${w['sync']}`],
+    ['ops/s', result.opsPerSecond.toLocaleString('en-US')],
+    ['ops', `${result.ops.toLocaleString('en-US')} in ${w['seconds']} s`],
+    ['latency ms', Object.entries(result.latencyMs).map(([k, v]) => `${k} ${v}`).join('  ')],
+    ['errors', result.errors === 0 ? '0' : `${result.errors} ${JSON.stringify(result.errorCodes)}`],
+    ['peak RSS MB', Object.entries(result.peakRssMb).map(([k, v]) => `${k} ${v ?? '?'}`).join('  ') || '(external cluster)'],
+  ];
+  for (const [name, text] of rows) console.log(`${name.padEnd(12)} ${text}`);
+}
+
+main().catch((error: unknown) => {
+  console.error(`bench: ${(error as Error).message}`);
+  process.exitCode = 1;
+});
