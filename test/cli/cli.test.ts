@@ -12,8 +12,10 @@ interface Run { code: number; stdout: string; stderr: string }
 
 /** Runs `pbkv ARGS` as its own process, as a person at a shell would. */
 function pbkv(args: string[], env: NodeJS.ProcessEnv = {}): Promise<Run> {
+  // Color settings of the calling shell would make node warn on stderr.
+  const { FORCE_COLOR: _force, NO_COLOR: _no, ...inherited } = process.env;
   return new Promise((resolve) => {
-    execFile(process.execPath, [CLI, ...args], { env: { ...process.env, ...env }, timeout: 20_000 }, (error, stdout, stderr) => {
+    execFile(process.execPath, [CLI, ...args], { env: { ...inherited, ...env }, timeout: 20_000 }, (error, stdout, stderr) => {
       resolve({ code: error ? Number(error.code ?? 1) : 0, stdout, stderr });
     });
   });
