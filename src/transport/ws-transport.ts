@@ -1,5 +1,5 @@
 /** The WebSocket implementation of the Transport interfaces, over the `ws` package. */
-import { Observable, Subject } from 'rxjs';
+import { Subject } from 'rxjs';
 import { WebSocket, WebSocketServer } from 'ws';
 import type { RawData } from 'ws';
 import type { AddressInfo } from 'node:net';
@@ -154,11 +154,4 @@ function rawToString(data: RawData): string {
   if (Buffer.isBuffer(data)) return data.toString('utf8');
   if (Array.isArray(data)) return Buffer.concat(data).toString('utf8');
   return Buffer.from(data).toString('utf8');
-}
-
-/** An Observable that completes when the connection closes. */
-export function closed$(connection: Connection): Observable<void> {
-  return new Observable<void>((subscriber) =>
-    connection.frames$.subscribe({ complete: () => subscriber.complete(), error: () => subscriber.complete() }),
-  );
 }
