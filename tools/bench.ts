@@ -167,6 +167,27 @@ function drive(socket: WebSocket, histogram: hdr.Histogram, totals: Totals, budg
   });
 }
 
+/**
+ * Waits until a put succeeds: the primary's replica links are connected, so the measured
+ * run does not include their start-up.
+ */
+async function warmUp(url: string): Promise<void> {
+  const socket = await open(url);
+  const deadline = Date.now() + 30_000;
+  try {
+    for (let attempt = 1; ; attempt += 1) {
+      const reply = await new Promise<{ ok: boolean; error?: { code: string; message: string } }>((resolve) => {
+        socket.once('message', (data) => resolve(JSON.parse(data.toString())));
+        socket.send(`{"id":${attempt},"op":"put","key":"bench:warm-up","value":${attempt}}`);
+      });
+      if (reply.ok) return;
+      if (Date.now() > deadline) throw new Error(`the cluster did not take a write: ${reply.error?.message}`);
+    }
+  } finally {
+    socket.close();
+  }
+}
+
 /** Loads `count` keys (key0..) through one connection, 1,000 in flight. */
 async function preload(url: string, count: number, value: string): Promise<void> {
   const socket = await open(url);
@@ -196,6 +217,7 @@ async function main(): Promise<void> {
   try {
     const { address } = await hub.lookup('kv');
     const value = JSON.stringify('v'.repeat(Math.max(0, config.valueBytes - 2)));
+    await warmUp(address);
     if (config.preload > 0) await preload(address, config.preload, value);
     const sockets = await Promise.all(Array.from({ length: config.connections }, () => open(address)));
     const histogram = hdr.build({ lowestDiscernibleValue: 1, highestTrackableValue: 120_000_000, numberOfSignificantValueDigits: 3 });

@@ -2,6 +2,7 @@ import path from 'node:path';
 import { mkdir } from 'node:fs/promises';
 import Keyv from 'keyv';
 import KeyvSqlite from '@keyv/sqlite';
+import sqlite3 from 'sqlite3';
 import { Subject } from 'rxjs';
 import { KEY_BYTES_MAX } from '../constants.js';
 import { KvError, assert } from '../errors.js';
@@ -16,28 +17,44 @@ import {
 
 const TABLE = 'keyv';
 const META_TABLE = 'pbkv_meta';
+const BUSY_TIMEOUT_MS = 5_000;
 
 /** Files open in this process: two stores on one file would corrupt each other's seq. */
 const openFiles = new Set<string>();
 
 type Query = (sql: string, ...params: unknown[]) => Promise<Record<string, unknown>[]>;
 
-/** Keyv + @keyv/sqlite on one file, WAL journal; `full` fsyncs every commit. */
+interface PendingRead {
+  key: string;
+  resolve(value: Json | undefined): void;
+  reject(error: KvError): void;
+}
+
+/**
+ * Keyv + @keyv/sqlite on one file, WAL journal; `full` fsyncs every commit.
+ *
+ * Every SQLite call is a round trip through libuv's thread pool, and under load each one
+ * costs far more than the SQL (docs/PERFORMANCE.md). So the store makes few: reads go
+ * through Keyv, and gets that arrive while one is in flight are read together with one
+ * `getMany`; a batch of writes is one `exec` on a write connection of its own (the
+ * transaction, the data and the seq in one call). Readers on Keyv's connection see only
+ * committed batches (WAL).
+ */
 export class SqliteStore implements Store {
-  readonly syncMode: 'full' | 'normal';
   readonly errors$ = new Subject<Error>();
   private replication: ReplicationState = { epoch: 0, seq: 0 };
   private applying = false;
+  private readQueue: PendingRead[] = [];
+  private reading = false;
   private closing: Promise<void> | undefined;
 
   private constructor(
     readonly file: string,
+    readonly syncMode: 'full' | 'normal',
     private readonly keyv: Keyv,
     private readonly adapter: KeyvSqlite,
-    syncMode: 'full' | 'normal',
-  ) {
-    this.syncMode = syncMode;
-  }
+    private readonly writer: sqlite3.Database,
+  ) {}
 
   static async open(file: string, syncMode: 'full' | 'normal'): Promise<SqliteStore> {
     const resolved = path.resolve(file);
@@ -45,16 +62,29 @@ export class SqliteStore implements Store {
       throw new KvError('BAD_REQUEST', `${resolved} is already open: every node needs its own data file`);
     }
     openFiles.add(resolved);
+    let writer: sqlite3.Database | undefined;
     try {
       await mkdir(path.dirname(resolved), { recursive: true });
-      const adapter = new KeyvSqlite({ uri: `sqlite://${resolved}`, table: TABLE, keySize: KEY_BYTES_MAX, busyTimeout: 5_000 });
+      // The write connection comes first: it sets WAL on the file before Keyv reads it.
+      writer = await openDatabase(resolved);
+      writer.configure('busyTimeout', BUSY_TIMEOUT_MS);
+      const mode = await all(writer, 'PRAGMA journal_mode=WAL');
+      assert(mode[0]?.['journal_mode'] === 'wal', `WAL journal refused: ${JSON.stringify(mode)}`);
+      await exec(writer, `PRAGMA synchronous=${syncMode === 'full' ? 'FULL' : 'NORMAL'};
+        CREATE TABLE IF NOT EXISTS ${TABLE}(key VARCHAR(${KEY_BYTES_MAX}) PRIMARY KEY, value TEXT);
+        CREATE TABLE IF NOT EXISTS ${META_TABLE}(name TEXT PRIMARY KEY, value INTEGER NOT NULL);`);
+      const adapter = new KeyvSqlite({ uri: `sqlite://${resolved}`, table: TABLE, keySize: KEY_BYTES_MAX, busyTimeout: BUSY_TIMEOUT_MS });
       const keyv = new Keyv({ store: adapter, useKeyPrefix: false, throwOnErrors: true, ...keyvSerialization });
-      const store = new SqliteStore(resolved, keyv, adapter, syncMode);
+      const store = new SqliteStore(resolved, syncMode, keyv, adapter, writer);
       keyv.on('error', (error: unknown) => store.errors$.next(error instanceof Error ? error : new Error(String(error))));
-      await store.init();
+      writer.on('error', (error: Error) => store.errors$.next(error));
+      const rows = await all(writer, `SELECT name, value FROM ${META_TABLE}`);
+      const meta = new Map(rows.map((row) => [row['name'], Number(row['value'])]));
+      store.replication = { epoch: meta.get('epoch') ?? 0, seq: meta.get('seq') ?? 0 };
       return store;
     } catch (error) {
       openFiles.delete(resolved);
+      writer?.close();
       throw error instanceof KvError ? error : new KvError('INTERNAL', `cannot open ${resolved}: ${(error as Error).message}`);
     }
   }
@@ -67,22 +97,30 @@ export class SqliteStore implements Store {
     return this.adapter.query as unknown as Query;
   }
 
-  private async init(): Promise<void> {
-    const [mode] = await this.query('PRAGMA journal_mode=WAL');
-    assert(mode?.['journal_mode'] === 'wal', `WAL journal refused: ${JSON.stringify(mode)}`);
-    await this.query(`PRAGMA synchronous=${this.syncMode === 'full' ? 'FULL' : 'NORMAL'}`);
-    await this.query(`CREATE TABLE IF NOT EXISTS ${META_TABLE}(name TEXT PRIMARY KEY, value INTEGER NOT NULL)`);
-    const rows = await this.query(`SELECT name, value FROM ${META_TABLE}`);
-    const meta = new Map(rows.map((row) => [row['name'], Number(row['value'])]));
-    this.replication = { epoch: meta.get('epoch') ?? 0, seq: meta.get('seq') ?? 0 };
+  get(key: string): Promise<Json | undefined> {
+    return new Promise((resolve, reject) => {
+      this.readQueue.push({ key, resolve, reject });
+      if (!this.reading) void this.readQueued();
+    });
   }
 
-  async get(key: string): Promise<Json | undefined> {
-    try {
-      return (await this.keyv.get<Json>(key)) ?? undefined;
-    } catch (error) {
-      throw new KvError('INTERNAL', `store read failed: ${(error as Error).message}`);
+  /** Reads what queued up while the previous read was in flight, in one getMany. */
+  private async readQueued(): Promise<void> {
+    this.reading = true;
+    while (this.readQueue.length > 0) {
+      const reads = this.readQueue;
+      this.readQueue = [];
+      try {
+        const keys = [...new Set(reads.map((read) => read.key))];
+        const values = keys.length === 1 ? [await this.keyv.get<Json>(keys[0]!)] : await this.keyv.getMany<Json>(keys);
+        const byKey = new Map(keys.map((key, index) => [key, values[index] ?? undefined]));
+        for (const read of reads) read.resolve(byKey.get(read.key));
+      } catch (error) {
+        const kvError = new KvError('INTERNAL', `store read failed: ${(error as Error).message}`);
+        for (const read of reads) read.reject(kvError);
+      }
     }
+    this.reading = false;
   }
 
   async apply(epoch: number, first: number, ops: readonly WriteOp[]): Promise<boolean[]> {
@@ -90,44 +128,49 @@ export class SqliteStore implements Store {
     assert(ops.length > 0, 'a batch is not empty');
     this.applying = true;
     const seq = first + ops.length - 1;
-    const { puts, dels } = lastOpPerKey(ops);
-    const reportsFound = ops.some((op) => op.kind === 'del');
     try {
-      await this.query('BEGIN IMMEDIATE');
-      try {
-        const existing = new Set<string>();
-        if (reportsFound) {
-          const keys = JSON.stringify([...new Set(ops.map((op) => op.key))]);
-          const rows = await this.query(`SELECT key FROM ${TABLE} WHERE key IN (SELECT value FROM json_each(?))`, keys);
-          for (const row of rows) existing.add(row['key'] as string);
-        }
-        if (puts.length > 0) {
-          await this.query(
-            `INSERT INTO ${TABLE}(key, value) SELECT value->>0, value->>1 FROM json_each(?) WHERE true
-             ON CONFLICT(key) DO UPDATE SET value = excluded.value`,
-            JSON.stringify(puts),
-          );
-        }
-        if (dels.length > 0) {
-          await this.query(`DELETE FROM ${TABLE} WHERE key IN (SELECT value FROM json_each(?))`, JSON.stringify(dels));
-        }
-        await this.query(
-          `INSERT INTO ${META_TABLE}(name, value) VALUES ('epoch', ?), ('seq', ?)
-           ON CONFLICT(name) DO UPDATE SET value = excluded.value`,
-          epoch,
-          seq,
-        );
-        await this.query('COMMIT');
-        this.replication = { epoch, seq };
-        return reportsFound ? existedBefore(ops, existing) : ops.map(() => false);
-      } catch (error) {
-        await this.query('ROLLBACK').catch((rollbackError: Error) => this.errors$.next(rollbackError));
-        throw error;
-      }
+      // Only dels report whether their key existed; puts need no read before the write.
+      const found = ops.some((op) => op.kind === 'del') ? await this.existingKeys(ops) : undefined;
+      await this.execBatch(epoch, seq, ops);
+      this.replication = { epoch, seq };
+      return found ? existedBefore(ops, found) : ops.map(() => false);
     } catch (error) {
-      throw new KvError('INTERNAL', `store write failed: ${(error as Error).message}`);
+      throw error instanceof KvError ? error : new KvError('INTERNAL', `store write failed: ${(error as Error).message}`);
     } finally {
       this.applying = false;
+    }
+  }
+
+  /** Which of the batch's keys exist now (batches are applied one at a time, so still before it). */
+  private async existingKeys(ops: readonly WriteOp[]): Promise<Set<string>> {
+    const keys = sqlText(JSON.stringify([...new Set(ops.map((op) => op.key))]));
+    const rows = await all(this.writer, `SELECT key FROM ${TABLE} WHERE key IN (SELECT value FROM json_each(${keys}))`);
+    return new Set(rows.map((row) => row['key'] as string));
+  }
+
+  /** The whole transaction in one call: data and seq commit together or not at all. */
+  private async execBatch(epoch: number, seq: number, ops: readonly WriteOp[]): Promise<void> {
+    const { puts, dels } = lastOpPerKey(ops);
+    const statements = ['BEGIN IMMEDIATE;'];
+    if (puts.length > 0) {
+      statements.push(
+        `INSERT INTO ${TABLE}(key, value) SELECT value->>0, value->>1 FROM json_each(${sqlText(JSON.stringify(puts))}) WHERE true
+         ON CONFLICT(key) DO UPDATE SET value = excluded.value;`,
+      );
+    }
+    if (dels.length > 0) {
+      statements.push(`DELETE FROM ${TABLE} WHERE key IN (SELECT value FROM json_each(${sqlText(JSON.stringify(dels))}));`);
+    }
+    statements.push(
+      `INSERT INTO ${META_TABLE}(name, value) VALUES ('epoch', ${epoch}), ('seq', ${seq}) ON CONFLICT(name) DO UPDATE SET value = excluded.value;`,
+      'COMMIT;',
+    );
+    try {
+      await exec(this.writer, statements.join('\n'));
+    } catch (error) {
+      // exec stops at the failing statement, inside the transaction: undo it.
+      await exec(this.writer, 'ROLLBACK').catch(() => undefined);
+      throw new KvError('INTERNAL', `store write failed: ${(error as Error).message}`);
     }
   }
 
@@ -154,6 +197,7 @@ export class SqliteStore implements Store {
     this.closing ??= (async () => {
       try {
         await this.keyv.disconnect();
+        await new Promise<void>((resolve, reject) => this.writer.close((error) => (error ? reject(error) : resolve())));
       } finally {
         openFiles.delete(this.file);
         this.errors$.complete();
@@ -161,4 +205,28 @@ export class SqliteStore implements Store {
     })();
     return this.closing;
   }
+}
+
+/**
+ * A SQL string literal. The text is JSON (no raw control characters: JSON.stringify
+ * escapes them), so doubling single quotes is all SQLite's grammar needs.
+ */
+function sqlText(json: string): string {
+  return `'${json.replaceAll("'", "''")}'`;
+}
+
+function openDatabase(file: string): Promise<sqlite3.Database> {
+  return new Promise((resolve, reject) => {
+    const database = new sqlite3.Database(file, (error) => (error ? reject(error) : resolve(database)));
+  });
+}
+
+function exec(database: sqlite3.Database, sql: string): Promise<void> {
+  return new Promise((resolve, reject) => database.exec(sql, (error) => (error ? reject(error) : resolve())));
+}
+
+function all(database: sqlite3.Database, sql: string): Promise<Record<string, unknown>[]> {
+  return new Promise((resolve, reject) =>
+    database.all(sql, (error, rows) => (error ? reject(error) : resolve(rows as Record<string, unknown>[]))),
+  );
 }

@@ -120,6 +120,20 @@ function wrap(socket: WebSocket, remote: string): Connection {
     const underlying = (socket as unknown as { _socket?: { remoteAddress?: string } })._socket;
     remoteAddress = unwrapAddress(underlying?.remoteAddress ?? '');
   }
+  // Frames sent in one turn of the event loop (the replies of one batch) leave in one
+  // writev: a syscall per frame was the primary's largest cost. ws keeps its net.Socket
+  // in `_socket`; without one (never seen) frames simply go out one by one.
+  const raw = (socket as unknown as { _socket?: { cork(): void; uncork(): void } })._socket;
+  let corked = false;
+  const cork = () => {
+    if (corked || !raw) return;
+    corked = true;
+    raw.cork();
+    process.nextTick(() => {
+      corked = false;
+      raw.uncork();
+    });
+  };
   // A socket error is always followed by 'close'; listening keeps it from throwing.
   socket.on('error', () => {});
   // Binary frames are read as UTF-8 text too: some clients send nothing else.
@@ -137,6 +151,7 @@ function wrap(socket: WebSocket, remote: string): Connection {
     },
     send(text) {
       if (socket.readyState !== WebSocket.OPEN) return false;
+      cork();
       socket.send(text);
       return true;
     },
