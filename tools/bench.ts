@@ -2,12 +2,14 @@
 /**
  * npm run bench -- [--connections 8] [--depth 8] [--seconds 10 | --ops N] [--mix 1:0]
  *   [--value-bytes 100] [--keys 10000] [--preload N] [--replicas 2] [--sync normal]
- *   [--hub URL] [--json]
+ *   [--hub URL] [--json] [--compare redis]
  *
  * Starts a local cluster (one process per node, temp directories, loopback, free ports) or
  * uses the one at --hub, then keeps `depth` requests in flight on each of `connections`
  * connections for `seconds` (or until `ops`), and prints ops/s, latency percentiles
- * (HDR histogram, microseconds), errors and each node's peak RSS (VmHWM).
+ * (HDR histogram, microseconds), errors and each node's peak RSS (VmHWM). With
+ * --compare redis, the same workload runs against Redis (SET + WAIT) and both are printed
+ * side by side (tools/redis-compare.ts).
  */
 import { mkdtemp, rm } from 'node:fs/promises';
 import { readFileSync } from 'node:fs';
@@ -20,6 +22,7 @@ import { localClusterSpec } from '../src/cluster/config.js';
 import { spawnHub, spawnNode, type ChildHandle } from '../src/cluster/processes.js';
 import { HubClient } from '../src/hub/hub-client.js';
 import { SYNC_MODES, type SyncMode } from '../src/storage/store.js';
+import { driveRedis, redisAvailable, startRedis, type Recorder } from './redis-compare.js';
 
 const SECONDS_MAX = 600;
 const OPS_MAX = 50_000_000;
@@ -38,8 +41,10 @@ const { values } = parseArgs({
     sync: { type: 'string', default: 'normal' },
     hub: { type: 'string' },
     json: { type: 'boolean', default: false },
+    compare: { type: 'string' },
   },
 });
+if (values.compare !== undefined && values.compare !== 'redis') fail('--compare takes "redis"');
 
 const config = {
   connections: bounded('connections', 1, 256),
@@ -117,17 +122,61 @@ function open(url: string): Promise<WebSocket> {
   });
 }
 
-interface Totals {
-  done: number;
+/** Latencies, counts and the progress bar of one run. */
+class Measurement implements Recorder {
+  readonly histogram = hdr.build({ lowestDiscernibleValue: 1, highestTrackableValue: 120_000_000, numberOfSignificantValueDigits: 3 });
+  done = 0;
+  errors = 0;
+  readonly errorCodes: Record<string, number> = {};
+  readonly started = Date.now();
+
+  record(microseconds: number, ok: boolean, code = 'UNKNOWN'): void {
+    this.histogram.recordValue(microseconds);
+    this.done += 1;
+    if (!ok) {
+      this.errors += 1;
+      this.errorCodes[code] = (this.errorCodes[code] ?? 0) + 1;
+    }
+  }
+
+  progress(label: string): void {
+    const elapsed = (Date.now() - this.started) / 1000;
+    const share = config.ops ? this.done / config.ops : elapsed / config.seconds;
+    const bar = '#'.repeat(Math.round(Math.min(1, share) * 30)).padEnd(30, '.');
+    process.stderr.write(`\r${label} [${bar}] ${elapsed.toFixed(1)} s  ${Math.round(this.done / Math.max(elapsed, 0.001))} ops/s `);
+  }
+
+  result(system: string, seconds: number, peakRssMb: Record<string, number | undefined>): Result {
+    const ms = (p: number) => Number((this.histogram.getValueAtPercentile(p) / 1000).toFixed(2));
+    return {
+      system,
+      workload: { ...config, mix: values.mix, seconds: Number(seconds.toFixed(2)) },
+      opsPerSecond: Math.round(this.done / seconds),
+      ops: this.done,
+      errors: this.errors,
+      errorCodes: this.errorCodes,
+      latencyMs: { p50: ms(50), p90: ms(90), p99: ms(99), p999: ms(99.9), max: Number((this.histogram.maxValue / 1000).toFixed(2)) },
+      peakRssMb,
+    };
+  }
+}
+
+interface Result {
+  system: string;
+  workload: Record<string, unknown>;
+  opsPerSecond: number;
+  ops: number;
   errors: number;
   errorCodes: Record<string, number>;
+  latencyMs: Record<string, number>;
+  peakRssMb: Record<string, number | undefined>;
 }
 
 /**
  * Keeps `depth` requests in flight on one connection until `stopAt` or `budget` runs out.
- * Latencies go into `histogram` in microseconds.
+ * Latencies are recorded in microseconds.
  */
-function drive(socket: WebSocket, histogram: hdr.Histogram, totals: Totals, budget: { left: number }, stopAt: number, value: string): Promise<void> {
+function drive(socket: WebSocket, measurement: Measurement, budget: { left: number }, stopAt: number, value: string): Promise<void> {
   return new Promise((resolve, reject) => {
     const sentAt = new Map<number, bigint>();
     let nextId = 1;
@@ -153,13 +202,7 @@ function drive(socket: WebSocket, histogram: hdr.Histogram, totals: Totals, budg
       if (started === undefined) return;
       sentAt.delete(reply.id);
       inFlight -= 1;
-      histogram.recordValue(Math.max(1, Number((process.hrtime.bigint() - started) / 1000n)));
-      totals.done += 1;
-      if (!reply.ok) {
-        totals.errors += 1;
-        const code = reply.error?.code ?? 'UNKNOWN';
-        totals.errorCodes[code] = (totals.errorCodes[code] ?? 0) + 1;
-      }
+      measurement.record(Math.max(1, Number((process.hrtime.bigint() - started) / 1000n)), reply.ok, reply.error?.code);
       send();
     });
     socket.once('close', () => (inFlight > 0 ? reject(new Error('connection closed during the run')) : resolve()));
@@ -210,69 +253,72 @@ async function preload(url: string, count: number, value: string): Promise<void>
   socket.close();
 }
 
-async function main(): Promise<void> {
+async function runPbkv(): Promise<Result> {
   const cluster: Cluster | undefined = values.hub ? undefined : await startCluster();
-  const hubUrl = values.hub ?? cluster!.hubUrl;
-  const hub = new HubClient(hubUrl);
+  const hub = new HubClient(values.hub ?? cluster!.hubUrl);
   try {
     const { address } = await hub.lookup('kv');
     const value = JSON.stringify('v'.repeat(Math.max(0, config.valueBytes - 2)));
     await warmUp(address);
     if (config.preload > 0) await preload(address, config.preload, value);
     const sockets = await Promise.all(Array.from({ length: config.connections }, () => open(address)));
-    const histogram = hdr.build({ lowestDiscernibleValue: 1, highestTrackableValue: 120_000_000, numberOfSignificantValueDigits: 3 });
-    const totals: Totals = { done: 0, errors: 0, errorCodes: {} };
+    const measurement = new Measurement();
     const budget = { left: config.ops ?? Number.MAX_SAFE_INTEGER };
-    const started = Date.now();
-    const stopAt = started + config.seconds * 1000;
-    const progress = setInterval(() => {
-      const elapsed = (Date.now() - started) / 1000;
-      const share = config.ops ? totals.done / config.ops : elapsed / config.seconds;
-      const bar = '#'.repeat(Math.round(Math.min(1, share) * 30)).padEnd(30, '.');
-      process.stderr.write(`\r[${bar}] ${elapsed.toFixed(1)} s  ${Math.round(totals.done / Math.max(elapsed, 0.001))} ops/s `);
-    }, 250);
-    await Promise.all(sockets.map((socket) => drive(socket, histogram, totals, budget, stopAt, value)));
+    const progress = setInterval(() => measurement.progress('pbkv '), 250);
+    await Promise.all(sockets.map((socket) => drive(socket, measurement, budget, measurement.started + config.seconds * 1000, value)));
     clearInterval(progress);
     process.stderr.write('\n');
-    const seconds = (Date.now() - started) / 1000;
+    const seconds = (Date.now() - measurement.started) / 1000;
     for (const socket of sockets) socket.close();
-    const ms = (p: number) => Number((histogram.getValueAtPercentile(p) / 1000).toFixed(2));
-    const result = {
-      workload: { ...config, mix: values.mix, seconds: Number(seconds.toFixed(2)) },
-      opsPerSecond: Math.round(totals.done / seconds),
-      ops: totals.done,
-      errors: totals.errors,
-      errorCodes: totals.errorCodes,
-      latencyMs: { p50: ms(50), p90: ms(90), p99: ms(99), p999: ms(99.9), max: Number((histogram.maxValue / 1000).toFixed(2)) },
-      peakRssMb: Object.fromEntries((cluster?.nodes ?? []).map((node) => [node.name, peakRssMb(node.process.pid)])),
-    };
-    if (values.json) console.log(JSON.stringify(result));
-    else printTable(result);
+    return measurement.result('pbkv', seconds, Object.fromEntries((cluster?.nodes ?? []).map((node) => [node.name, peakRssMb(node.process.pid)])));
   } finally {
     await hub.close();
     await cluster?.stop();
   }
 }
 
-function printTable(result: {
-  workload: Record<string, unknown>;
-  opsPerSecond: number;
-  ops: number;
-  errors: number;
-  errorCodes: Record<string, number>;
-  latencyMs: Record<string, number>;
-  peakRssMb: Record<string, number | undefined>;
-}): void {
-  const w = result.workload;
-  const rows: [string, string][] = [
-    ['workload', `${w['connections']} connections x ${w['depth']} in flight, mix ${w['mix']} (put:get), ${w['valueBytes']} B values, ${w['keys']} keys, ${w['replicas']} replicas, sync ${w['sync']}`],
-    ['ops/s', result.opsPerSecond.toLocaleString('en-US')],
-    ['ops', `${result.ops.toLocaleString('en-US')} in ${w['seconds']} s`],
-    ['latency ms', Object.entries(result.latencyMs).map(([k, v]) => `${k} ${v}`).join('  ')],
-    ['errors', result.errors === 0 ? '0' : `${result.errors} ${JSON.stringify(result.errorCodes)}`],
-    ['peak RSS MB', Object.entries(result.peakRssMb).map(([k, v]) => `${k} ${v ?? '?'}`).join('  ') || '(external cluster)'],
+async function runRedis(): Promise<Result> {
+  if (!redisAvailable()) fail('--compare redis needs redis-server on the PATH (Debian: apt-get install redis-server)');
+  const redis = await startRedis(config.replicas);
+  try {
+    const measurement = new Measurement();
+    const seconds = await driveRedis(redis.primaryPort, { ...config }, measurement, () => measurement.progress('redis'));
+    process.stderr.write('\n');
+    return measurement.result('redis', seconds, {});
+  } finally {
+    await redis.stop();
+  }
+}
+
+async function main(): Promise<void> {
+  const results = [await runPbkv()];
+  if (values.compare === 'redis') results.push(await runRedis());
+  if (values.json) console.log(JSON.stringify(results.length === 1 ? results[0] : { pbkv: results[0], redis: results[1] }));
+  else printTable(results);
+}
+
+function printTable(results: Result[]): void {
+  const w = results[0]!.workload;
+  console.log(`workload     ${w['connections']} connections x ${w['depth']} in flight, mix ${w['mix']} (put:get), ${w['valueBytes']} B values, ${w['keys']} keys, ${w['replicas']} replicas, sync ${w['sync']}`);
+  const rows: [string, (r: Result) => string][] = [
+    ['ops/s', (r) => r.opsPerSecond.toLocaleString('en-US')],
+    ['ops', (r) => `${r.ops.toLocaleString('en-US')} in ${r.workload['seconds']} s`],
+    ...(['p50', 'p90', 'p99', 'p999', 'max'] as const).map((p): [string, (r: Result) => string] => [`${p} ms`, (r) => String(r.latencyMs[p])]),
+    ['errors', (r) => (r.errors === 0 ? '0' : `${r.errors} ${JSON.stringify(r.errorCodes)}`)],
+    ['peak RSS MB', (r) => Object.entries(r.peakRssMb).map(([k, v]) => `${k} ${v ?? '?'}`).join(' ') || '-'],
   ];
-  for (const [name, text] of rows) console.log(`${name.padEnd(12)} ${text}`);
+  const header = ['', ...results.map((r) => r.system)];
+  if (results.length === 2) header.push('pbkv / redis');
+  console.log(header.map((cell, i) => (i === 0 ? cell.padEnd(12) : cell.padEnd(26))).join(' '));
+  for (const [name, cell] of rows) {
+    const cells = results.map(cell);
+    if (results.length === 2) {
+      const [a, b] = results;
+      const ratio = name === 'ops/s' ? a!.opsPerSecond / b!.opsPerSecond : name.endsWith(' ms') ? a!.latencyMs[name.split(' ')[0]!]! / b!.latencyMs[name.split(' ')[0]!]! : undefined;
+      cells.push(ratio === undefined || !Number.isFinite(ratio) ? '' : `${ratio.toFixed(2)}x`);
+    }
+    console.log([name.padEnd(12), ...cells.map((c) => c.padEnd(26))].join(' '));
+  }
 }
 
 main().catch((error: unknown) => {

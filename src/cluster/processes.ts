@@ -6,6 +6,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
+import { NODE_HEAP_MB_MAX } from '../constants.js';
 import { KvError } from '../errors.js';
 import type { ClusterSpec, NodeSpec } from './config.js';
 
@@ -47,12 +48,14 @@ export function spawnNode(node: NodeSpec, spec: ClusterSpec, hubUrl: string, opt
     ...(node.dataFile ? ['--data', node.dataFile] : []),
     ...(node.role === 'primary' ? ['--replicas', replicas.join(',')] : ['--primary', primary]),
   ];
-  return spawnTool(node.name, 'node.js', args, options);
+  const heapFlag = `--max-old-space-size=${NODE_HEAP_MB_MAX}`;
+  return spawnTool(node.name, 'node.js', args, options, [heapFlag]);
 }
 
-function spawnTool(name: string, script: string, args: string[], options: SpawnOptions): Promise<ChildHandle> {
-  // PBKV_NODE_FLAGS passes flags to node itself, such as --cpu-prof for a profile of each process.
-  const nodeFlags = (process.env['PBKV_NODE_FLAGS'] ?? '').split(' ').filter((flag) => flag !== '');
+function spawnTool(name: string, script: string, args: string[], options: SpawnOptions, defaultFlags: string[] = []): Promise<ChildHandle> {
+  // PBKV_NODE_FLAGS passes flags to node itself, such as --cpu-prof for a profile of each
+  // process; they come after the defaults, so they win.
+  const nodeFlags = [...defaultFlags, ...(process.env['PBKV_NODE_FLAGS'] ?? '').split(' ').filter((flag) => flag !== '')];
   const child = spawn(process.execPath, [...nodeFlags, TOOLS_DIR + script, ...args, ...(options.extraArgs ?? [])], {
     stdio: ['ignore', 'pipe', 'pipe'],
     env: { ...process.env, ...options.env },

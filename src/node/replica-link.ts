@@ -134,7 +134,7 @@ export class ReplicaLink implements AckSource {
   private pump(): void {
     const channel = this.channel;
     while (channel && this.sentSeq < this.log.lastSeq && this.appendsInFlight < APPENDS_IN_FLIGHT_MAX) {
-      const batches = this.log.after(this.sentSeq, Number.MAX_SAFE_INTEGER, BATCH_BYTES_MAX);
+      const batches = this.log.after(this.sentSeq, BATCH_BYTES_MAX);
       this.send(channel, batches);
       this.sentSeq = lastSeq(batches[batches.length - 1]!);
     }
@@ -176,16 +176,7 @@ export class ReplicaLink implements AckSource {
   }
 }
 
-/**
- * The append frame as text: writes in their compact wire form (parse.ts reads them back),
- * values spliced in as the JSON they already are.
- */
+/** The append frame as text: the batches' wire text as it was logged. */
 function appendFrame(epoch: number, first: number, batches: readonly Batch[]): string {
-  const ops: string[] = [];
-  for (const batch of batches) {
-    for (const op of batch.ops) {
-      ops.push(op.kind === 'put' ? `["p",${JSON.stringify(op.key)},${op.valueJson}]` : `["d",${JSON.stringify(op.key)}]`);
-    }
-  }
-  return `{"op":"append","epoch":${epoch},"first":${first},"ops":[${ops.join(',')}]}`;
+  return `{"op":"append","epoch":${epoch},"first":${first},"ops":[${batches.map((batch) => batch.wire).join(',')}]}`;
 }

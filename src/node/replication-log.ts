@@ -1,7 +1,9 @@
 /**
  * The primary's recent writes, in memory, so a replica that reconnects catches up from
- * the seq it reports instead of from a snapshot. Bounded by entries and bytes; the
- * oldest batches go first.
+ * the seq it reports instead of from a snapshot. A batch is kept as its wire text (the
+ * compact ops joined, built once, sent to every replica as is) with the offset of each
+ * op, so it costs about its own bytes and can be cut at any seq. Bounded by writes and
+ * bytes; the oldest batches go first.
  */
 import { REPLICATION_LOG_BYTES_MAX, REPLICATION_LOG_ENTRIES_MAX } from '../constants.js';
 import { assert } from '../errors.js';
@@ -10,23 +12,64 @@ import type { WriteOp } from '../protocol/messages.js';
 export interface Batch {
   epoch: number;
   first: number;
-  ops: readonly WriteOp[];
-  bytes: number;
+  count: number;
+  /** The ops as JSON array elements joined by commas: `["p","k",1],["d","x"]`. */
+  wire: string;
+  /** Where each op starts in `wire`. */
+  offsets: Uint32Array;
 }
 
 export function lastSeq(batch: Batch): number {
-  return batch.first + batch.ops.length - 1;
+  return batch.first + batch.count - 1;
 }
 
+/** Memory a batch holds while logged (UTF-16 text, offsets, the record itself). */
+export function batchBytes(batch: Batch): number {
+  return batch.wire.length * 2 + batch.offsets.byteLength + 128;
+}
+
+/** What one write held in a queue costs beyond its key and value (V8 object, string headers). */
+const OP_OVERHEAD_BYTES = 192;
+
+/** The memory a write costs while it waits in the primary's queue. */
 export function opBytes(op: WriteOp): number {
-  return op.key.length + (op.kind === 'put' ? op.valueJson.length : 0) + 16;
+  return op.key.length + (op.kind === 'put' ? op.valueJson.length : 0) + OP_OVERHEAD_BYTES;
+}
+
+/** The wire form of writes first..: values spliced in as the JSON they already are. */
+export function encodeBatch(epoch: number, first: number, ops: readonly WriteOp[]): Batch {
+  const offsets = new Uint32Array(ops.length);
+  const parts = new Array<string>(ops.length);
+  let length = 0;
+  ops.forEach((op, index) => {
+    const part = op.kind === 'put' ? `["p",${JSON.stringify(op.key)},${op.valueJson}]` : `["d",${JSON.stringify(op.key)}]`;
+    offsets[index] = length;
+    parts[index] = part;
+    length += part.length + 1;
+  });
+  // join, not +=: the log keeps this string, and += would keep a rope of every piece.
+  return { epoch, first, count: ops.length, wire: parts.join(','), offsets };
+}
+
+/** The part of `batch` from seq `from` on. */
+function tail(batch: Batch, from: number): Batch {
+  const skip = from - batch.first;
+  if (skip <= 0) return batch;
+  const start = batch.offsets[skip]!;
+  return {
+    epoch: batch.epoch,
+    first: from,
+    count: batch.count - skip,
+    wire: batch.wire.slice(start),
+    offsets: batch.offsets.subarray(skip).map((offset) => offset - start),
+  };
 }
 
 export class ReplicationLog {
   private readonly batches: Batch[] = [];
   private entries = 0;
   private bytes = 0;
-  /** The seq the log starts after: entries first..last are (firstSeq, lastSeq]. */
+  /** The log holds seqs base+1 .. last. */
   private base: number;
   private last: number;
 
@@ -46,13 +89,13 @@ export class ReplicationLog {
   append(batch: Batch): void {
     assert(batch.first === this.last + 1, `log append at ${batch.first}, expected ${this.last + 1}`);
     this.batches.push(batch);
-    this.entries += batch.ops.length;
-    this.bytes += batch.bytes;
+    this.entries += batch.count;
+    this.bytes += batchBytes(batch);
     this.last = lastSeq(batch);
     while (this.batches.length > 1 && (this.entries > this.entriesMax || this.bytes > this.bytesMax)) {
       const dropped = this.batches.shift()!;
-      this.entries -= dropped.ops.length;
-      this.bytes -= dropped.bytes;
+      this.entries -= dropped.count;
+      this.bytes -= batchBytes(dropped);
       this.base = lastSeq(dropped);
     }
   }
@@ -63,12 +106,11 @@ export class ReplicationLog {
   }
 
   /**
-   * The batches after `seq`, the first one cut so it starts at seq + 1: at most `limit`
-   * of them, of one epoch, and no more than `bytesMax` past the first.
+   * The batches after `seq`, the first one cut so it starts at seq + 1: of one epoch, and
+   * no more than `bytesMax` of wire text past the first.
    */
-  after(seq: number, limit: number, bytesMax = Number.MAX_SAFE_INTEGER): Batch[] {
+  after(seq: number, bytesMax = Number.MAX_SAFE_INTEGER): Batch[] {
     assert(this.covers(seq), `log does not cover seq ${seq}`);
-    const result: Batch[] = [];
     let low = 0;
     let high = this.batches.length;
     while (low < high) {
@@ -76,16 +118,13 @@ export class ReplicationLog {
       if (lastSeq(this.batches[middle]!) <= seq) low = middle + 1;
       else high = middle;
     }
+    const result: Batch[] = [];
     let bytes = 0;
-    for (let index = low; index < this.batches.length && result.length < limit; index += 1) {
-      const batch = this.batches[index]!;
-      if (result.length > 0 && (batch.epoch !== result[0]!.epoch || bytes + batch.bytes > bytesMax)) break;
-      bytes += batch.bytes;
-      if (batch.first > seq) result.push(batch);
-      else {
-        const ops = batch.ops.slice(seq + 1 - batch.first);
-        result.push({ epoch: batch.epoch, first: seq + 1, ops, bytes: ops.reduce((sum, op) => sum + opBytes(op), 0) });
-      }
+    for (let index = low; index < this.batches.length; index += 1) {
+      const batch = tail(this.batches[index]!, seq + 1);
+      if (result.length > 0 && (batch.epoch !== result[0]!.epoch || bytes + batch.wire.length > bytesMax)) break;
+      bytes += batch.wire.length;
+      result.push(batch);
     }
     return result;
   }

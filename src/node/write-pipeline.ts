@@ -8,11 +8,11 @@
  * earlier ones; order is kept because seqs are, and replicas apply in seq order.
  */
 import { BehaviorSubject, Subject, first, forkJoin, map, of, race, throwError, timeout, type Observable } from 'rxjs';
-import { BATCH_BYTES_MAX, BATCH_WRITES_MAX, WRITE_QUEUE_MAX } from '../constants.js';
+import { BATCH_BYTES_MAX, BATCH_WRITES_MAX, WRITE_QUEUE_BYTES_MAX, WRITE_QUEUE_MAX } from '../constants.js';
 import { KvError, toKvError } from '../errors.js';
 import type { WriteOp } from '../protocol/messages.js';
 import type { Store } from '../storage/store.js';
-import { opBytes, type Batch, type ReplicationLog } from './replication-log.js';
+import { encodeBatch, opBytes, type ReplicationLog } from './replication-log.js';
 import type { TraceEvent } from './trace.js';
 
 /** What the pipeline needs of a replica: its name, its acks, and a nudge when the log grew. */
@@ -29,6 +29,7 @@ export interface WritePipelineOptions {
   batchWritesMax?: number;
   batchBytesMax?: number;
   writeQueueMax?: number;
+  writeQueueBytesMax?: number;
 }
 
 interface QueuedWrite {
@@ -40,6 +41,7 @@ interface QueuedWrite {
 
 export class WritePipeline {
   private queue: QueuedWrite[] = [];
+  private queueBytes = 0;
   private draining = false;
   private nextSeq: number;
   private readonly keyWrites = new Map<string, Promise<void>>();
@@ -59,11 +61,16 @@ export class WritePipeline {
   /** Queues a write; resolves with whether its key existed before it, once it is on every replica. */
   submit(op: WriteOp): Promise<boolean> {
     if (this.closed) return Promise.reject(new KvError('UNAVAILABLE', 'the node is closing'));
-    if (this.queue.length >= (this.options.writeQueueMax ?? WRITE_QUEUE_MAX)) {
+    const bytes = opBytes(op);
+    if (
+      this.queue.length >= (this.options.writeQueueMax ?? WRITE_QUEUE_MAX) ||
+      (this.queue.length > 0 && this.queueBytes + bytes > (this.options.writeQueueBytesMax ?? WRITE_QUEUE_BYTES_MAX))
+    ) {
       return Promise.reject(new KvError('UNAVAILABLE', 'the write queue is full; retry later'));
     }
+    this.queueBytes += bytes;
     const written = new Promise<boolean>((resolve, reject) => {
-      this.queue.push({ op, bytes: opBytes(op), resolve, reject });
+      this.queue.push({ op, bytes, resolve, reject });
     });
     this.trackKey(op.key, written);
     if (!this.draining) {
@@ -89,6 +96,7 @@ export class WritePipeline {
     this.closed = true;
     const error = new KvError('UNAVAILABLE', 'the node is closing');
     for (const write of this.queue.splice(0)) write.reject(error);
+    this.queueBytes = 0;
     this.closing$.next();
     this.closing$.complete();
   }
@@ -121,10 +129,9 @@ export class WritePipeline {
         for (const write of writes) write.reject(kvError);
         continue;
       }
-      const batch: Batch = { epoch: this.options.epoch, first, ops, bytes: writes.reduce((sum, w) => sum + w.bytes, 0) };
       const last = first + ops.length - 1;
       this.trace({ event: 'applied', first, last, writes: ops.length, role: 'primary' });
-      this.log.append(batch);
+      this.log.append(encodeBatch(this.options.epoch, first, ops));
       for (const replica of this.replicas) replica.notify();
       this.allAcked$(last).subscribe({
         next: () => writes.forEach((write, index) => write.resolve(found[index]!)),
@@ -148,6 +155,7 @@ export class WritePipeline {
       bytes += next;
       count += 1;
     }
+    this.queueBytes -= bytes;
     return this.queue.splice(0, count);
   }
 

@@ -1,0 +1,53 @@
+import { suite } from 'uvu';
+import * as assert from 'uvu/assert';
+import { encodeBatch, lastSeq, ReplicationLog, type Batch } from '../../src/node/replication-log.js';
+import { parseNodeFrame } from '../../src/protocol/parse.js';
+import type { WriteOp } from '../../src/protocol/messages.js';
+
+const put = (key: string, value: unknown): WriteOp => ({ kind: 'put', key, valueJson: JSON.stringify(value) });
+const limits = { keyBytesMax: 1024, valueBytesMax: 1 << 20 };
+
+/** What a replica reads back from batches sent in one append frame. */
+function decode(batches: Batch[]): { first: number; ops: WriteOp[] } {
+  const frame = `{"id":1,"op":"append","epoch":1,"first":${batches[0]!.first},"ops":[${batches.map((b) => b.wire).join(',')}]}`;
+  const parsed = parseNodeFrame(frame, limits);
+  assert.ok(parsed.ok && parsed.request.type === 'append', frame);
+  return parsed.ok && parsed.request.type === 'append' ? { first: parsed.request.first, ops: parsed.request.ops } : { first: 0, ops: [] };
+}
+
+const Log = suite('node: replication log');
+
+Log('batches round-trip through the wire text, cut at any seq', () => {
+  const log = new ReplicationLog(10);
+  const ops = [put('a', 1), { kind: 'del', key: 'quote"d\\' } as WriteOp, put('ключ', { x: [null, '1'] }), put('c', 'text, with ["brackets"]')];
+  log.append(encodeBatch(1, 11, ops.slice(0, 3)));
+  log.append(encodeBatch(1, 14, ops.slice(3)));
+  assert.equal(decode(log.after(10)), { first: 11, ops });
+  for (let seq = 10; seq <= 13; seq += 1) {
+    assert.equal(decode(log.after(seq)), { first: seq + 1, ops: ops.slice(seq - 10) }, `after ${seq}`);
+  }
+  assert.equal(log.after(14), []);
+});
+
+Log('covers only what it holds; the oldest batches go past the bounds', () => {
+  const log = new ReplicationLog(0, 5);
+  for (let first = 1; first <= 9; first += 2) log.append(encodeBatch(1, first, [put(`k${first}`, 1), put(`k${first + 1}`, 2)]));
+  assert.is(log.lastSeq, 10);
+  assert.ok(log.covers(10) && log.covers(6));
+  assert.not.ok(log.covers(5), 'seqs 1-6 were trimmed to keep at most 5 writes (whole batches)');
+  assert.not.ok(log.covers(11));
+  assert.throws(() => log.after(2), /does not cover/);
+  assert.throws(() => log.append(encodeBatch(1, 12, [put('gap', 1)])), /expected 11/);
+});
+
+Log('a frame stops at an epoch change and at its byte budget', () => {
+  const log = new ReplicationLog(0);
+  log.append(encodeBatch(1, 1, [put('a', 'x'.repeat(100))]));
+  log.append(encodeBatch(1, 2, [put('b', 'x'.repeat(100))]));
+  log.append(encodeBatch(2, 3, [put('c', 1)]));
+  assert.equal(log.after(0).map(lastSeq), [1, 2], 'epoch 2 goes in its own frame');
+  assert.equal(log.after(0, 150).map(lastSeq), [1], 'the first batch always goes, the next only within the budget');
+  assert.equal(log.after(2).map((b) => b.epoch), [2]);
+});
+
+Log.run();

@@ -1,0 +1,84 @@
+import { suite } from 'uvu';
+import * as assert from 'uvu/assert';
+import { BehaviorSubject } from 'rxjs';
+import { ReplicationLog } from '../../src/node/replication-log.js';
+import { WritePipeline, type AckSource } from '../../src/node/write-pipeline.js';
+import { MemoryStore } from '../../src/storage/memory-store.js';
+import type { WriteOp } from '../../src/protocol/messages.js';
+import { GatedStore } from '../stores.js';
+import { waitFor, within } from '../helpers.js';
+
+const put = (key: string, bytes = 1): WriteOp => ({ kind: 'put', key, valueJson: JSON.stringify('x'.repeat(bytes)) });
+const rejection = (promise: Promise<unknown>) => promise.then(() => undefined, (error: { code: string; message: string }) => error);
+
+function pipeline(options: Partial<ConstructorParameters<typeof WritePipeline>[3]> = {}, replicas: AckSource[] = []) {
+  const store = new GatedStore(new MemoryStore());
+  const writes = new WritePipeline(store, new ReplicationLog(0), replicas, { epoch: 1, ackTimeoutMs: 5_000, ...options }, () => {});
+  return { store, writes };
+}
+
+const Pipeline = suite('node: write pipeline limits');
+
+Pipeline('past the queue\'s write count, a put gets UNAVAILABLE; the queued ones still land', async () => {
+  const { store, writes } = pipeline({ writeQueueMax: 3 });
+  store.closeGate();
+  const first = writes.submit(put('a'));
+  await waitFor('the first batch to reach the store', () => store.arrived === 1);
+  const queued = [writes.submit(put('b')), writes.submit(put('c')), writes.submit(put('d'))];
+  const refused = await rejection(writes.submit(put('e')));
+  assert.is(refused?.code, 'UNAVAILABLE');
+  assert.match(refused!.message, /queue is full/);
+  store.openGate();
+  await within('the queued writes', Promise.all([first, ...queued]));
+  assert.equal(store.state.seq, 4);
+  assert.is(await store.get('e'), undefined);
+});
+
+Pipeline('past the queue\'s bytes, a put gets UNAVAILABLE, but one large write alone is taken', async () => {
+  const { store, writes } = pipeline({ writeQueueBytesMax: 10_000 });
+  store.closeGate();
+  const first = writes.submit(put('a'));
+  await waitFor('the first batch to reach the store', () => store.arrived === 1);
+  const big = writes.submit(put('big', 50_000));
+  const refused = await rejection(writes.submit(put('small')));
+  assert.is(refused?.code, 'UNAVAILABLE');
+  store.openGate();
+  await within('the writes', Promise.all([first, big]));
+  assert.is((await store.get('big') as string).length, 50_000);
+});
+
+/** A replica that acks whatever the log holds as soon as it is told. */
+function ackingReplica(name: string, log: () => ReplicationLog): AckSource {
+  const acked$ = new BehaviorSubject(0);
+  return { name, acked$, notify: () => acked$.next(log().lastSeq) };
+}
+
+Pipeline('a write waits for every replica and fails with UNAVAILABLE at the ack timeout', async () => {
+  const log = new ReplicationLog(0);
+  const silent: AckSource = { name: 'r2', acked$: new BehaviorSubject(0), notify: () => {} };
+  const writes = new WritePipeline(new MemoryStore(), log, [ackingReplica('r1', () => log), silent], { epoch: 1, ackTimeoutMs: 100 }, () => {});
+  const refused = await rejection(writes.submit(put('a')));
+  assert.is(refused?.code, 'UNAVAILABLE');
+  assert.match(refused!.message, /r2 did not acknowledge/);
+
+  const log2 = new ReplicationLog(0);
+  const acking = [ackingReplica('r1', () => log2), ackingReplica('r2', () => log2)];
+  const both = new WritePipeline(new MemoryStore(), log2, acking, { epoch: 1, ackTimeoutMs: 5_000 }, () => {});
+  await both.submit(put('a'));
+  assert.is(await both.submit({ kind: 'del', key: 'a' }), true);
+  assert.equal(acking.map((r) => r.acked$.value), [2, 2]);
+});
+
+Pipeline('close() fails queued writes with UNAVAILABLE and refuses new ones', async () => {
+  const { store, writes } = pipeline();
+  store.closeGate();
+  void writes.submit(put('a')).catch(() => undefined);
+  await waitFor('the first batch to reach the store', () => store.arrived === 1);
+  const queued = writes.submit(put('b'));
+  writes.close();
+  assert.is((await rejection(queued))?.code, 'UNAVAILABLE');
+  assert.is((await rejection(writes.submit(put('c'))))?.code, 'UNAVAILABLE');
+  store.openGate();
+});
+
+Pipeline.run();

@@ -1,0 +1,218 @@
+/**
+ * The same workload against Redis: a primary and `replicas` replicas started here (temp
+ * directory, free loopback ports, AOF fsync once a second as the reference does), every
+ * put a SET followed by WAIT <replicas>, so a put completes when every replica holds it,
+ * which is what pbkv's sync normal gives. Needs `redis-server` on the PATH.
+ */
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { createServer, connect as tcpConnect, type Socket } from 'node:net';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+
+export function redisAvailable(): boolean {
+  return spawnSync('redis-server', ['--version'], { stdio: 'ignore' }).status === 0;
+}
+
+type Reply = string | number | null | Error | Reply[];
+
+/** A minimal RESP2 client: commands are pipelined, replies come back in order. */
+class RespConnection {
+  private buffer = Buffer.alloc(0);
+  private readonly waiting: ((reply: Reply) => void)[] = [];
+
+  private constructor(private readonly socket: Socket) {
+    socket.setNoDelay(true);
+    socket.on('data', (chunk) => {
+      this.buffer = this.buffer.length === 0 ? chunk : Buffer.concat([this.buffer, chunk]);
+      for (;;) {
+        const parsed = parseReply(this.buffer, 0);
+        if (!parsed) break;
+        this.buffer = this.buffer.subarray(parsed.end);
+        this.waiting.shift()?.(parsed.reply);
+      }
+    });
+    socket.on('error', () => {});
+  }
+
+  static open(port: number): Promise<RespConnection> {
+    return new Promise((resolve, reject) => {
+      const socket = tcpConnect({ host: '127.0.0.1', port }, () => resolve(new RespConnection(socket)));
+      socket.once('error', reject);
+    });
+  }
+
+  command(...args: string[]): Promise<Reply> {
+    let frame = `*${args.length}\r\n`;
+    for (const arg of args) frame += `$${Buffer.byteLength(arg)}\r\n${arg}\r\n`;
+    return new Promise((resolve) => {
+      this.waiting.push(resolve);
+      this.socket.write(frame);
+    });
+  }
+
+  close(): void {
+    this.socket.destroy();
+  }
+}
+
+function parseReply(buffer: Buffer, start: number): { reply: Reply; end: number } | undefined {
+  const lineEnd = buffer.indexOf('\r\n', start);
+  if (lineEnd < 0) return undefined;
+  const type = String.fromCharCode(buffer[start]!);
+  const line = buffer.toString('utf8', start + 1, lineEnd);
+  switch (type) {
+    case '+':
+      return { reply: line, end: lineEnd + 2 };
+    case '-':
+      return { reply: new Error(line), end: lineEnd + 2 };
+    case ':':
+      return { reply: Number(line), end: lineEnd + 2 };
+    case '$': {
+      const length = Number(line);
+      if (length < 0) return { reply: null, end: lineEnd + 2 };
+      if (buffer.length < lineEnd + 2 + length + 2) return undefined;
+      return { reply: buffer.toString('utf8', lineEnd + 2, lineEnd + 2 + length), end: lineEnd + 2 + length + 2 };
+    }
+    case '*': {
+      const count = Number(line);
+      const items: Reply[] = [];
+      let end = lineEnd + 2;
+      for (let i = 0; i < count; i += 1) {
+        const item = parseReply(buffer, end);
+        if (!item) return undefined;
+        items.push(item.reply);
+        end = item.end;
+      }
+      return { reply: items, end };
+    }
+    default:
+      throw new Error(`unexpected RESP reply type ${type}`);
+  }
+}
+
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.listen(0, '127.0.0.1', () => {
+      const { port } = server.address() as { port: number };
+      server.close(() => resolve(port));
+    });
+    server.once('error', reject);
+  });
+}
+
+export interface RedisCluster {
+  primaryPort: number;
+  stop(): Promise<void>;
+}
+
+export async function startRedis(replicas: number): Promise<RedisCluster> {
+  const dir = await mkdtemp(path.join(tmpdir(), 'pbkv-redis-'));
+  const children: ChildProcess[] = [];
+  const stop = async () => {
+    for (const child of children.reverse()) {
+      if (child.exitCode !== null) continue;
+      const exited = new Promise((resolve) => child.once('exit', resolve));
+      child.kill('SIGTERM');
+      await exited;
+    }
+    await rm(dir, { recursive: true, force: true });
+  };
+  const start = async (name: string, port: number, extra: string[]) => {
+    const child = spawn('redis-server', [
+      '--port', String(port), '--bind', '127.0.0.1', '--dir', dir, '--dbfilename', `${name}.rdb`,
+      '--appendonly', 'yes', '--appendfilename', `${name}.aof`, '--appenddirname', `${name}-aof`,
+      '--appendfsync', 'everysec', '--save', '', '--protected-mode', 'no', ...extra,
+    ], { stdio: 'ignore' });
+    children.push(child);
+    const deadline = Date.now() + 10_000;
+    for (;;) {
+      try {
+        const probe = await RespConnection.open(port);
+        probe.close();
+        return;
+      } catch {
+        if (Date.now() > deadline) throw new Error(`redis ${name} did not start on ${port}`);
+        await new Promise((resolve) => setTimeout(resolve, 50));
+      }
+    }
+  };
+  try {
+    const primaryPort = await freePort();
+    await start('primary', primaryPort, []);
+    for (let i = 1; i <= replicas; i += 1) await start(`replica${i}`, await freePort(), ['--replicaof', '127.0.0.1', String(primaryPort)]);
+    const admin = await RespConnection.open(primaryPort);
+    const deadline = Date.now() + 20_000;
+    for (;;) {
+      const info = String(await admin.command('INFO', 'replication'));
+      const online = (info.match(/state=online/g) ?? []).length;
+      if (online === replicas) break;
+      if (Date.now() > deadline) throw new Error(`redis replicas not online: ${info}`);
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+    admin.close();
+    return { primaryPort, stop };
+  } catch (error) {
+    await stop();
+    throw error;
+  }
+}
+
+export interface Workload {
+  connections: number;
+  depth: number;
+  seconds: number;
+  ops: number | undefined;
+  putShare: number;
+  keys: number;
+  valueBytes: number;
+  replicas: number;
+  preload: number;
+}
+
+export interface Recorder {
+  record(microseconds: number, ok: boolean, code?: string): void;
+}
+
+/** Drives Redis like the pbkv run: `depth` ops in flight per connection. */
+export async function driveRedis(port: number, workload: Workload, recorder: Recorder, onProgress: () => void): Promise<number> {
+  const value = 'v'.repeat(Math.max(0, workload.valueBytes - 2));
+  if (workload.preload > 0) {
+    const loader = await RespConnection.open(port);
+    for (let start = 0; start < workload.preload; start += 1000) {
+      const batch: Promise<Reply>[] = [];
+      for (let i = start; i < Math.min(workload.preload, start + 1000); i += 1) batch.push(loader.command('SET', `key${i}`, value));
+      await Promise.all(batch);
+    }
+    await loader.command('WAIT', String(workload.replicas), '10000');
+    loader.close();
+  }
+  const connections = await Promise.all(Array.from({ length: workload.connections }, () => RespConnection.open(port)));
+  const budget = { left: workload.ops ?? Number.MAX_SAFE_INTEGER };
+  const started = Date.now();
+  const stopAt = started + workload.seconds * 1000;
+  const progress = setInterval(onProgress, 250);
+  const one = async (connection: RespConnection): Promise<void> => {
+    while (budget.left > 0 && Date.now() < stopAt) {
+      budget.left -= 1;
+      const key = `key${Math.floor(Math.random() * workload.keys)}`;
+      const begin = process.hrtime.bigint();
+      let ok: boolean;
+      if (Math.random() < workload.putShare) {
+        const [, acked] = await Promise.all([
+          connection.command('SET', key, value),
+          connection.command('WAIT', String(workload.replicas), '2000'),
+        ]);
+        ok = acked === workload.replicas;
+      } else {
+        ok = !((await connection.command('GET', key)) instanceof Error);
+      }
+      recorder.record(Math.max(1, Number((process.hrtime.bigint() - begin) / 1000n)), ok, ok ? undefined : 'NOT_REPLICATED');
+    }
+  };
+  await Promise.all(connections.flatMap((connection) => Array.from({ length: workload.depth }, () => one(connection))));
+  clearInterval(progress);
+  for (const connection of connections) connection.close();
+  return (Date.now() - started) / 1000;
+}
