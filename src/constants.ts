@@ -25,6 +25,12 @@ export const CONNECTION_SEND_BUFFER_BYTES_MAX = 16 * 1024 * 1024;
 export const WRITE_QUEUE_MAX = 100_000;
 /** Bytes of keys and values those queued writes may hold (counted as opBytes does). */
 export const WRITE_QUEUE_BYTES_MAX = 32 * 1024 * 1024;
+/**
+ * Batches the primary has applied that still wait for acks; further writes wait and batch
+ * up. Two let the next commit overlap the current batch's replication; more only split
+ * the writes in flight into smaller batches, which cost more per write (PERFORMANCE.md).
+ */
+export const BATCHES_IN_FLIGHT_MAX = 2;
 /** Writes in one batch: one SQLite transaction and one replication frame. */
 export const BATCH_WRITES_MAX = 2048;
 /** Bytes of keys and values in one batch. */

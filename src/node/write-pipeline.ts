@@ -5,10 +5,11 @@
  * replica link forwards it. Each write's promise settles when every replica has acked a
  * seq at or past the batch's last one (forkJoin over their ack streams), or fails with
  * UNAVAILABLE after the ack timeout. Local commits of later batches overlap the acks of
- * earlier ones; order is kept because seqs are, and replicas apply in seq order.
+ * earlier ones, up to BATCHES_IN_FLIGHT_MAX; order is kept because seqs are, and
+ * replicas apply in seq order.
  */
 import { BehaviorSubject, Subject, first, forkJoin, map, of, race, throwError, timeout, type Observable } from 'rxjs';
-import { BATCH_BYTES_MAX, BATCH_WRITES_MAX, WRITE_QUEUE_BYTES_MAX, WRITE_QUEUE_MAX } from '../constants.js';
+import { BATCHES_IN_FLIGHT_MAX, BATCH_BYTES_MAX, BATCH_WRITES_MAX, WRITE_QUEUE_BYTES_MAX, WRITE_QUEUE_MAX } from '../constants.js';
 import { KvError, toKvError } from '../errors.js';
 import type { WriteOp } from '../protocol/messages.js';
 import type { Store } from '../storage/store.js';
@@ -30,6 +31,8 @@ export interface WritePipelineOptions {
   batchBytesMax?: number;
   writeQueueMax?: number;
   writeQueueBytesMax?: number;
+  /** Batches applied locally but not yet acked by every replica; more writes wait and batch up. */
+  batchesInFlightMax?: number;
 }
 
 interface QueuedWrite {
@@ -43,6 +46,7 @@ export class WritePipeline {
   private queue: QueuedWrite[] = [];
   private queueBytes = 0;
   private draining = false;
+  private batchesInFlight = 0;
   private nextSeq: number;
   private readonly keyWrites = new Map<string, Promise<void>>();
   private readonly closing$ = new Subject<void>();
@@ -73,11 +77,7 @@ export class WritePipeline {
       this.queue.push({ op, bytes, resolve, reject });
     });
     this.trackKey(op.key, written);
-    if (!this.draining) {
-      this.draining = true;
-      // A microtask lets the other frames of the same socket read join this batch.
-      queueMicrotask(() => void this.drain());
-    }
+    this.kick();
     return written;
   }
 
@@ -112,8 +112,19 @@ export class WritePipeline {
     });
   }
 
+  private kick(): void {
+    if (this.draining || this.batchesInFlight >= this.batchesInFlightMax) return;
+    this.draining = true;
+    // A microtask lets the other frames of the same socket read join this batch.
+    queueMicrotask(() => void this.drain());
+  }
+
+  private get batchesInFlightMax(): number {
+    return this.options.batchesInFlightMax ?? BATCHES_IN_FLIGHT_MAX;
+  }
+
   private async drain(): Promise<void> {
-    while (this.queue.length > 0 && !this.closed) {
+    while (this.queue.length > 0 && !this.closed && this.batchesInFlight < this.batchesInFlightMax) {
       const writes = this.takeBatch();
       const ops = writes.map((write) => write.op);
       const first = this.nextSeq;
@@ -133,11 +144,18 @@ export class WritePipeline {
       this.trace({ event: 'applied', first, last, writes: ops.length, role: 'primary' });
       this.log.append(encodeBatch(this.options.epoch, first, ops));
       for (const replica of this.replicas) replica.notify();
+      this.batchesInFlight += 1;
       this.allAcked$(last).subscribe({
-        next: () => writes.forEach((write, index) => write.resolve(found[index]!)),
+        next: () => {
+          this.batchesInFlight -= 1;
+          writes.forEach((write, index) => write.resolve(found[index]!));
+          this.kick();
+        },
         error: (error: unknown) => {
+          this.batchesInFlight -= 1;
           const kvError = toKvError(error);
           for (const write of writes) write.reject(kvError);
+          this.kick();
         },
       });
     }

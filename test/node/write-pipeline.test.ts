@@ -69,6 +69,28 @@ Pipeline('a write waits for every replica and fails with UNAVAILABLE at the ack 
   assert.equal(acking.map((r) => r.acked$.value), [2, 2]);
 });
 
+Pipeline('at most batchesInFlightMax batches wait for acks; what arrives meanwhile goes in one batch', async () => {
+  const log = new ReplicationLog(0);
+  const held: AckSource = { name: 'r1', acked$: new BehaviorSubject(0), notify: () => {} };
+  const store = new MemoryStore();
+  const writes = new WritePipeline(store, log, [held], { epoch: 1, ackTimeoutMs: 5_000, batchesInFlightMax: 2 }, () => {});
+  const first = writes.submit(put('a'));
+  await waitFor('batch 1', () => log.lastSeq === 1);
+  const second = writes.submit(put('b'));
+  await waitFor('batch 2', () => log.lastSeq === 2);
+  const rest = [writes.submit(put('c')), writes.submit(put('d')), writes.submit(put('e'))];
+  await new Promise((resolve) => setImmediate(resolve));
+  assert.is(log.lastSeq, 2, 'a third batch waits while two are unacked');
+  assert.is(writes.queued, 3);
+  held.acked$.next(1);
+  await within('write 1', first);
+  await waitFor('the waiting writes, as one batch', () => log.lastSeq === 5);
+  assert.equal(log.after(2).map((batch) => [batch.first, batch.count]), [[3, 3]]);
+  held.acked$.next(5);
+  await within('the rest', Promise.all([second, ...rest]));
+  assert.is(store.state.seq, 5);
+});
+
 Pipeline('close() fails queued writes with UNAVAILABLE and refuses new ones', async () => {
   const { store, writes } = pipeline();
   store.closeGate();
