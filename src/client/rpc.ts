@@ -4,7 +4,7 @@
  * is sent, so a fast reply cannot be missed; replies are matched by id; closing rejects
  * every pending request.
  */
-import { Observable, Subject } from 'rxjs';
+import { Observable } from 'rxjs';
 import { REQUEST_TIMEOUT_MS } from '../constants.js';
 import { KvError } from '../errors.js';
 import type { Reply } from '../protocol/messages.js';
@@ -17,8 +17,6 @@ import type { Connection } from '../transport/transport.js';
 export class RpcChannel {
   private nextId = 1;
   private readonly pending = new Map<number, (reply: Reply | KvError) => void>();
-  /** Frames that are not replies to a request of ours (none are expected today). */
-  readonly unsolicited$ = new Subject<unknown>();
 
   constructor(
     readonly connection: Connection,
@@ -83,17 +81,16 @@ export class RpcChannel {
     this.failAll(new KvError('UNAVAILABLE', 'connection closed'));
   }
 
+  /** A frame that is no reply to a pending request (late, after its timeout) is dropped. */
   private dispatch(frame: string): void {
     let reply: Reply;
     try {
       reply = JSON.parse(frame) as Reply;
     } catch {
-      this.unsolicited$.next(frame);
       return;
     }
     const handler = typeof reply?.id === 'number' ? this.pending.get(reply.id) : undefined;
-    if (handler) handler(reply);
-    else this.unsolicited$.next(reply);
+    handler?.(reply);
   }
 
   private failAll(error: KvError): void {

@@ -66,10 +66,6 @@ export class HubClient {
     return untilFound$(() => this.resolve(name), () => this.closed, `"${name}" did not register at the hub`, deadlineMs);
   }
 
-  lookupUntil$(service: string, deadlineMs = RESOLVE_DEADLINE_MS): Observable<{ node: string; address: string }> {
-    return untilFound$(() => this.lookup(service), () => this.closed, `no node served "${service}"`, deadlineMs);
-  }
-
   async close(): Promise<void> {
     this.closed = true;
     clearTimeout(this.reconnectTimer);
