@@ -45,6 +45,14 @@ export const REPLICATION_LOG_BYTES_MAX = 32 * 1024 * 1024;
 /** Out-of-order batches a replica holds while it waits for a gap to fill. */
 export const REPLICA_PENDING_BATCHES_MAX = 1024;
 
+/**
+ * How often a store checkpoints its WAL from a connection of its own, so the checkpoint
+ * (and its fsync) is not paid inside a commit; and the WAL pages past which the writer
+ * checkpoints itself anyway, should the background fall behind (about 40 MB).
+ */
+export const CHECKPOINT_INTERVAL_MS = 1_000;
+export const WAL_AUTOCHECKPOINT_PAGES = 10_000;
+
 /** How long the primary waits for every replica to acknowledge a write. */
 export const ACK_TIMEOUT_MS = 2_000;
 /** How long a client waits for the reply to one request. */

@@ -4,7 +4,7 @@ import Keyv from 'keyv';
 import KeyvSqlite from '@keyv/sqlite';
 import sqlite3 from 'sqlite3';
 import { Subject } from 'rxjs';
-import { KEY_BYTES_MAX } from '../constants.js';
+import { CHECKPOINT_INTERVAL_MS, KEY_BYTES_MAX, WAL_AUTOCHECKPOINT_PAGES } from '../constants.js';
 import { KvError, assert } from '../errors.js';
 import type { Json, WriteOp } from '../protocol/messages.js';
 import {
@@ -38,7 +38,8 @@ interface PendingRead {
  * through Keyv, and gets that arrive while one is in flight are read together with one
  * `getMany`; a batch of writes is one `exec` on a write connection of its own (the
  * transaction, the data and the seq in one call). Readers on Keyv's connection see only
- * committed batches (WAL).
+ * committed batches (WAL). A third connection checkpoints the WAL in the background, so
+ * no commit waits for a checkpoint and its fsync.
  */
 export class SqliteStore implements Store {
   readonly errors$ = new Subject<Error>();
@@ -47,6 +48,10 @@ export class SqliteStore implements Store {
   private readQueue: PendingRead[] = [];
   private reading = false;
   private closing: Promise<void> | undefined;
+  /** Whether a batch was committed since the last checkpoint, and the one running. */
+  private walDirty = false;
+  private checkpointing: Promise<void> | undefined;
+  private checkpointTimer: NodeJS.Timeout | undefined;
 
   private constructor(
     readonly file: string,
@@ -54,7 +59,11 @@ export class SqliteStore implements Store {
     private readonly keyv: Keyv,
     private readonly adapter: KeyvSqlite,
     private readonly writer: sqlite3.Database,
-  ) {}
+    private readonly checkpointer: sqlite3.Database,
+  ) {
+    this.checkpointTimer = setInterval(() => this.checkpoint(), CHECKPOINT_INTERVAL_MS);
+    this.checkpointTimer.unref();
+  }
 
   static async open(file: string, syncMode: 'full' | 'normal'): Promise<SqliteStore> {
     const resolved = path.resolve(file);
@@ -63,6 +72,7 @@ export class SqliteStore implements Store {
     }
     openFiles.add(resolved);
     let writer: sqlite3.Database | undefined;
+    let checkpointer: sqlite3.Database | undefined;
     try {
       await mkdir(path.dirname(resolved), { recursive: true });
       // The write connection comes first: it sets WAL on the file before Keyv reads it.
@@ -71,13 +81,18 @@ export class SqliteStore implements Store {
       const mode = await all(writer, 'PRAGMA journal_mode=WAL');
       assert(mode[0]?.['journal_mode'] === 'wal', `WAL journal refused: ${JSON.stringify(mode)}`);
       await exec(writer, `PRAGMA synchronous=${syncMode === 'full' ? 'FULL' : 'NORMAL'};
+        PRAGMA wal_autocheckpoint=${WAL_AUTOCHECKPOINT_PAGES};
         CREATE TABLE IF NOT EXISTS ${TABLE}(key VARCHAR(${KEY_BYTES_MAX}) PRIMARY KEY, value TEXT);
         CREATE TABLE IF NOT EXISTS ${META_TABLE}(name TEXT PRIMARY KEY, value INTEGER NOT NULL);`);
       const adapter = new KeyvSqlite({ uri: `sqlite://${resolved}`, table: TABLE, keySize: KEY_BYTES_MAX, busyTimeout: BUSY_TIMEOUT_MS });
       const keyv = new Keyv({ store: adapter, useKeyPrefix: false, throwOnErrors: true, ...keyvSerialization });
-      const store = new SqliteStore(resolved, syncMode, keyv, adapter, writer);
+      checkpointer = await openDatabase(resolved);
+      checkpointer.configure('busyTimeout', BUSY_TIMEOUT_MS);
+      await exec(checkpointer, `PRAGMA synchronous=${syncMode === 'full' ? 'FULL' : 'NORMAL'}`);
+      const store = new SqliteStore(resolved, syncMode, keyv, adapter, writer, checkpointer);
       keyv.on('error', (error: unknown) => store.errors$.next(error instanceof Error ? error : new Error(String(error))));
       writer.on('error', (error: Error) => store.errors$.next(error));
+      checkpointer.on('error', (error: Error) => store.errors$.next(error));
       const rows = await all(writer, `SELECT name, value FROM ${META_TABLE}`);
       const meta = new Map(rows.map((row) => [row['name'], Number(row['value'])]));
       store.replication = { epoch: meta.get('epoch') ?? 0, seq: meta.get('seq') ?? 0 };
@@ -85,6 +100,7 @@ export class SqliteStore implements Store {
     } catch (error) {
       openFiles.delete(resolved);
       writer?.close();
+      checkpointer?.close();
       throw error instanceof KvError ? error : new KvError('INTERNAL', `cannot open ${resolved}: ${(error as Error).message}`);
     }
   }
@@ -133,6 +149,7 @@ export class SqliteStore implements Store {
       const found = ops.some((op) => op.kind === 'del') ? await this.existingKeys(ops) : undefined;
       await this.execBatch(epoch, seq, ops);
       this.replication = { epoch, seq };
+      this.walDirty = true;
       return found ? existedBefore(ops, found) : ops.map(() => false);
     } catch (error) {
       throw error instanceof KvError ? error : new KvError('INTERNAL', `store write failed: ${(error as Error).message}`);
@@ -174,6 +191,18 @@ export class SqliteStore implements Store {
     }
   }
 
+  /** Copies committed WAL frames into the database file; PASSIVE never blocks the writer. */
+  private checkpoint(): void {
+    if (!this.walDirty || this.checkpointing || this.closing) return;
+    this.walDirty = false;
+    this.checkpointing = all(this.checkpointer, 'PRAGMA wal_checkpoint(PASSIVE)')
+      .then(
+        () => undefined,
+        (error: Error) => this.errors$.next(new Error(`checkpoint failed: ${error.message}`)),
+      )
+      .finally(() => (this.checkpointing = undefined));
+  }
+
   async *entries(pageSize = 1000): AsyncIterable<[string, string]> {
     let after = '';
     for (;;) {
@@ -195,9 +224,13 @@ export class SqliteStore implements Store {
 
   close(): Promise<void> {
     this.closing ??= (async () => {
+      clearInterval(this.checkpointTimer);
       try {
+        await this.checkpointing;
         await this.keyv.disconnect();
-        await new Promise<void>((resolve, reject) => this.writer.close((error) => (error ? reject(error) : resolve())));
+        for (const database of [this.checkpointer, this.writer]) {
+          await new Promise<void>((resolve, reject) => database.close((error) => (error ? reject(error) : resolve())));
+        }
       } finally {
         openFiles.delete(this.file);
         this.errors$.complete();
