@@ -8,6 +8,12 @@
 export const KEY_BYTES_MAX = 1024;
 /** Largest value, in bytes of its JSON serialization (PROTOCOL.md). */
 export const VALUE_BYTES_MAX = 1024 * 1024;
+/**
+ * Deepest nesting of arrays and objects in a value. JSON.parse takes any depth, but
+ * JSON.stringify overflows the stack near 5,000 levels and SQLite's JSON functions stop
+ * at 1,000: a deeper value could be taken by the primary and fail on a replica.
+ */
+export const VALUE_DEPTH_MAX = 512;
 /** Largest client frame: answered TOO_LARGE past it, the connection stays up. */
 export const FRAME_BYTES_MAX = 2 * VALUE_BYTES_MAX;
 /**

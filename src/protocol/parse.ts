@@ -2,6 +2,7 @@
  * One parse per server: a frame becomes a typed request or a KvError with the request's
  * id, never an exception. Field validators are shared; the op tables differ.
  */
+import { VALUE_DEPTH_MAX } from '../constants.js';
 import { KvError } from '../errors.js';
 import type { HubRequest, Json, NodeRequest, RequestId, WriteOp } from './messages.js';
 import { parseTextCommand } from './text-commands.js';
@@ -177,11 +178,28 @@ function requireValue(fields: Fields, limits: Limits): { value: Json; valueJson:
     throw new KvError('BAD_REQUEST', 'value must be present and not null');
   }
   const value = fields['value'] as Json;
+  if (nestedDeeperThan(value, VALUE_DEPTH_MAX)) {
+    throw new KvError('TOO_LARGE', `value is nested deeper than ${VALUE_DEPTH_MAX} levels`);
+  }
   const valueJson = JSON.stringify(value);
   if (valueJson.length * 3 > limits.valueBytesMax && Buffer.byteLength(valueJson, 'utf8') > limits.valueBytesMax) {
     throw new KvError('TOO_LARGE', `value is over ${limits.valueBytesMax} bytes serialized`);
   }
   return { value, valueJson };
+}
+
+/** Whether arrays and objects nest deeper than `max`, found without recursion. */
+export function nestedDeeperThan(value: unknown, max: number): boolean {
+  if (typeof value !== 'object' || value === null) return false;
+  const stack: [object, number][] = [[value, 1]];
+  while (stack.length > 0) {
+    const [node, depth] = stack.pop()!;
+    if (depth > max) return true;
+    for (const child of Object.values(node)) {
+      if (typeof child === 'object' && child !== null) stack.push([child, depth + 1]);
+    }
+  }
+  return false;
 }
 
 /**
@@ -194,7 +212,7 @@ function requireWriteOps(raw: unknown): WriteOp[] {
   }
   return raw.map((entry): WriteOp => {
     if (Array.isArray(entry) && typeof entry[1] === 'string' && entry[1].length > 0) {
-      if (entry[0] === 'p' && entry.length === 3 && entry[2] !== null && entry[2] !== undefined) {
+      if (entry[0] === 'p' && entry.length === 3 && entry[2] !== null && entry[2] !== undefined && !nestedDeeperThan(entry[2], VALUE_DEPTH_MAX)) {
         return { kind: 'put', key: entry[1], valueJson: JSON.stringify(entry[2]) };
       }
       if (entry[0] === 'd' && entry.length === 2) return { kind: 'del', key: entry[1] };

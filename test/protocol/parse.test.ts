@@ -3,6 +3,7 @@ import * as assert from 'uvu/assert';
 import { parseHubFrame, parseNodeFrame } from '../../src/protocol/parse.js';
 import { parseTextCommand } from '../../src/protocol/text-commands.js';
 import { KvError } from '../../src/errors.js';
+import { VALUE_DEPTH_MAX } from '../../src/constants.js';
 import { BAD_FRAMES } from './bad-frames.js';
 
 const limits = { keyBytesMax: 16, valueBytesMax: 32 };
@@ -37,6 +38,18 @@ Parse('a key at the byte limit passes, one byte over does not', () => {
   assert.ok(parseNodeFrame(JSON.stringify({ op: 'get', key: 'k'.repeat(16) }), limits).ok);
   const over = parseNodeFrame(JSON.stringify({ op: 'get', key: 'k'.repeat(15) + 'é' }), limits);
   assert.is(!over.ok && over.error.code, 'TOO_LARGE');
+});
+
+Parse('a value nested to the depth limit passes; one level deeper is TOO_LARGE, however deep', () => {
+  const nested = (depth: number) => `{"id": 1, "op": "put", "key": "k", "value": ${'['.repeat(depth)}${']'.repeat(depth)}}`;
+  const wide = { keyBytesMax: 16, valueBytesMax: 1 << 21 };
+  assert.ok(parseNodeFrame(nested(VALUE_DEPTH_MAX), wide).ok);
+  for (const depth of [VALUE_DEPTH_MAX + 1, 100_000]) {
+    const parsed = parseNodeFrame(nested(depth), wide);
+    assert.is(!parsed.ok && parsed.error.code, 'TOO_LARGE', `depth ${depth}`);
+  }
+  const objects = `{"id": 2, "op": "put", "key": "k", "value": ${'{"a":'.repeat(VALUE_DEPTH_MAX + 1)}1${'}'.repeat(VALUE_DEPTH_MAX + 1)}}`;
+  assert.is(!parseNodeFrame(objects, wide).ok, true);
 });
 
 Parse('replication ops are read back from their compact form', () => {
