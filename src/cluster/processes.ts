@@ -2,6 +2,8 @@
  * Runs the hub and nodes as child processes of the scripts in tools/, as a real
  * deployment would (one process per node). Each child prints one JSON line
  * {"event":"ready","url":...} when it serves; everything else it prints is handed on.
+ * Each child's stdin is a pipe from this process: when this process ends, however it
+ * ends, the children read EOF and shut down.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createInterface } from 'node:readline';
@@ -57,8 +59,9 @@ function spawnTool(name: string, script: string, args: string[], options: SpawnO
   // process; they come after the defaults, so they win.
   const nodeFlags = [...defaultFlags, ...(process.env['PBKV_NODE_FLAGS'] ?? '').split(' ').filter((flag) => flag !== '')];
   const child = spawn(process.execPath, [...nodeFlags, TOOLS_DIR + script, ...args, ...(options.extraArgs ?? [])], {
-    stdio: ['ignore', 'pipe', 'pipe'],
-    env: { ...process.env, ...options.env },
+    // stdin stays open as a lifeline: the child stops when it reads EOF (tools/shutdown.ts).
+    stdio: ['pipe', 'pipe', 'pipe'],
+    env: { ...process.env, ...options.env, PBKV_EXIT_WITH_PARENT: '1' },
   });
   const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
   const stderr: string[] = [];

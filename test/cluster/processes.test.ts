@@ -3,7 +3,7 @@ import * as assert from 'uvu/assert';
 import { KvClient } from '../../src/client/client.js';
 import { localClusterSpec } from '../../src/cluster/config.js';
 import { spawnHub, spawnNode, type ChildHandle } from '../../src/cluster/processes.js';
-import { Disposer, tempDir } from '../helpers.js';
+import { Disposer, tempDir, within } from '../helpers.js';
 import { fileContents } from '../sqlite-files.js';
 
 const disposer = new Disposer();
@@ -48,6 +48,16 @@ Processes('replicas started before the primary; one put traced across three proc
     assert.is(await child.exited, 0, `${child.name} exits 0 on SIGTERM`);
   }
   for (const node of spec.nodes) assert.equal(await fileContents(node.dataFile!), { color: 'blue' }, node.name);
+});
+
+Processes('a child whose parent is gone (its stdin closes) shuts down cleanly', async () => {
+  const spec = localClusterSpec({ replicas: 0, dataDir: await tempDir(disposer), hubPort: 0, nodePortFirst: 0 });
+  const hub = disposer.add(await spawnHub(spec), (c) => c.stop());
+  const node = disposer.add(await spawnNode(spec.nodes[0]!, spec, hub.url), (c) => c.stop());
+  for (const child of [node, hub]) {
+    child.process.stdin!.end();
+    assert.is(await within(`${child.name} to exit`, child.exited), 0);
+  }
 });
 
 Processes.run();
