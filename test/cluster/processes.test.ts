@@ -4,7 +4,7 @@ import { KvClient } from '../../src/client/client.js';
 import { localClusterSpec } from '../../src/cluster/config.js';
 import { spawnHub, spawnNode, type ChildHandle } from '../../src/cluster/processes.js';
 import { Disposer, tempDir, within } from '../helpers.js';
-import { fileContents } from '../sqlite-files.js';
+import { fileContents, readSqlite } from '../sqlite-files.js';
 
 const disposer = new Disposer();
 const Processes = suite('cluster: one process per node');
@@ -48,6 +48,59 @@ Processes('replicas started before the primary; one put traced across three proc
     assert.is(await child.exited, 0, `${child.name} exits 0 on SIGTERM`);
   }
   for (const node of spec.nodes) assert.equal(await fileContents(node.dataFile!), { color: 'blue' }, node.name);
+});
+
+Processes('a replica killed with SIGKILL under load: puts in flight get UNAVAILABLE, the restarted replica catches up, files identical', async () => {
+  const spec = localClusterSpec({ replicas: 2, dataDir: await tempDir(disposer), hubPort: 0, nodePortFirst: 0 });
+  const hub = disposer.add(await spawnHub(spec), (c) => c.stop());
+  const nodes = new Map<string, ChildHandle>();
+  for (const node of spec.nodes) nodes.set(node.name, disposer.add(await spawnNode(node, spec, hub.url), (c) => c.stop()));
+  const client = disposer.add(new KvClient({ hubUrl: hub.url, requestTimeoutMs: 30_000 }), (c) => c.close());
+
+  const total = 3000;
+  const inFlight = 16;
+  const codes = new Map<string, number>();
+  let next = 0;
+  let acked = 0;
+  let killed: Promise<void> | undefined;
+  const worker = async () => {
+    while (next < total) {
+      const i = next++;
+      try {
+        await client.put(`k${i % 200}`, i);
+        acked += 1;
+      } catch (error) {
+        const code = (error as { code: string }).code;
+        codes.set(code, (codes.get(code) ?? 0) + 1);
+      }
+      if (acked === 1000 && !killed) {
+        killed = (async () => {
+          nodes.get('n1')!.process.kill('SIGKILL');
+          await nodes.get('n1')!.exited;
+          nodes.set('n1', disposer.add(await spawnNode(spec.nodes[1]!, spec, hub.url), (c) => c.stop()));
+        })();
+      }
+    }
+  };
+  await within('the load', Promise.all(Array.from({ length: inFlight }, worker)), 60_000);
+  assert.ok(killed, 'n1 was killed during the load');
+  await within('n1 to restart', killed!);
+  assert.equal([...codes.keys()].filter((code) => code !== 'UNAVAILABLE'), [], `only UNAVAILABLE errors (${JSON.stringify([...codes])})`);
+  await within('a write that reaches every replica', (async () => {
+    for (;;) {
+      try {
+        return await client.put('final', 'yes');
+      } catch (error) {
+        assert.is((error as { code: string }).code, 'UNAVAILABLE');
+      }
+    }
+  })(), 30_000);
+  for (const child of [...nodes.values()].reverse()) await child.stop();
+  const rows = await Promise.all(spec.nodes.map((node) => readSqlite(node.dataFile!, 'SELECT key, value FROM keyv ORDER BY key')));
+  assert.is(rows[0]!.length, 201);
+  assert.ok(JSON.stringify(rows[1]) === JSON.stringify(rows[0]) && JSON.stringify(rows[2]) === JSON.stringify(rows[0]), 'the three files hold the same rows');
+  const seqs = await Promise.all(spec.nodes.map((node) => readSqlite(node.dataFile!, "SELECT value FROM pbkv_meta WHERE name = 'seq'")));
+  assert.equal(seqs.map((r) => r[0]?.['value']), [seqs[0]![0]!['value'], seqs[0]![0]!['value'], seqs[0]![0]!['value']]);
 });
 
 Processes('a child whose parent is gone (its stdin closes) shuts down cleanly', async () => {
