@@ -48,6 +48,12 @@ export const BATCH_BYTES_MAX = 8 * 1024 * 1024;
 export const REPLICATION_LOG_ENTRIES_MAX = 200_000;
 /** Memory of that log (UTF-16 text and offsets, as batchBytes counts it). */
 export const REPLICATION_LOG_BYTES_MAX = 32 * 1024 * 1024;
+/**
+ * A snapshot for a replica the log cannot catch up travels in parts of at most this many
+ * entries and bytes (values at the 1 MiB limit still fit: a part always holds one entry).
+ */
+export const SNAPSHOT_PART_ENTRIES_MAX = 1024;
+export const SNAPSHOT_PART_BYTES_MAX = 4 * 1024 * 1024;
 /** Out-of-order batches a replica holds while it waits for a gap to fill. */
 export const REPLICA_PENDING_BATCHES_MAX = 1024;
 

@@ -1,7 +1,7 @@
 /** Stores that misbehave on purpose, wrapped around a real one. */
 import { KvError } from '../src/errors.js';
 import type { Json, WriteOp } from '../src/protocol/messages.js';
-import type { Store } from '../src/storage/store.js';
+import type { PageLimits, Store } from '../src/storage/store.js';
 
 class DelegatingStore implements Store {
   constructor(protected readonly inner: Store) {}
@@ -12,6 +12,8 @@ class DelegatingStore implements Store {
   get(key: string): Promise<Json | undefined> { return this.inner.get(key); }
   apply(epoch: number, first: number, ops: readonly WriteOp[]): Promise<boolean[]> { return this.inner.apply(epoch, first, ops); }
   entries(pageSize?: number) { return this.inner.entries(pageSize); }
+  snapshot(limits: PageLimits) { return this.inner.snapshot(limits); }
+  beginRestore() { return this.inner.beginRestore(); }
   count() { return this.inner.count(); }
   close() { return this.inner.close(); }
 }

@@ -7,7 +7,7 @@ import { lookup as dnsLookup } from 'node:dns/promises';
 import { isIP } from 'node:net';
 import { KvError, assertNever } from '../errors.js';
 import { newChallenge, verifyProof } from '../protocol/auth.js';
-import type { AppendRequest, AuthRequest, HelloRequest, NodeRequest, Reply } from '../protocol/messages.js';
+import type { AppendRequest, AuthRequest, HelloRequest, NodeRequest, Reply, SnapshotRequest } from '../protocol/messages.js';
 import { okReply } from '../protocol/reply.js';
 import { HELP_TEXT } from '../protocol/text-commands.js';
 import type { HubClient } from '../hub/hub-client.js';
@@ -58,6 +58,8 @@ export class KvService {
         return this.auth(request, session);
       case 'append':
         return this.append(request, session);
+      case 'snapshot':
+        return this.snapshot(request, session);
       default:
         return assertNever(request);
     }
@@ -133,6 +135,20 @@ export class KvService {
     }
     const seq = await state.applier.append(request.epoch, request.first, request.ops);
     return okReply(request.id, { seq });
+  }
+
+  private async snapshot(request: SnapshotRequest, session: Session): Promise<Reply> {
+    const { state } = this;
+    if (state.role !== 'replica' || !session.isPrimary) {
+      return this.refuse(session, session.peer, 'FORBIDDEN', 'snapshots are accepted only from the primary');
+    }
+    const seq = await state.applier.snapshotPart(request.epoch, request.seq, request.part, request.entries, request.done);
+    return okReply(request.id, { seq });
+  }
+
+  /** The connection of `session` closed: a snapshot it was sending will not be finished. */
+  closed(session: Session): void {
+    if (session.isPrimary && this.state.role === 'replica') void this.state.applier.abortRestore();
   }
 
   private refuse(session: Session, from: string | undefined, code: 'FORBIDDEN' | 'UNAUTHORIZED', reason: string): never {

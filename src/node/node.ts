@@ -13,6 +13,8 @@ import {
   FRAME_BYTES_MAX,
   KEY_BYTES_MAX,
   PEER_FRAME_BYTES_MAX,
+  REPLICATION_LOG_BYTES_MAX,
+  REPLICATION_LOG_ENTRIES_MAX,
   RESOLVE_DEADLINE_MS,
   VALUE_BYTES_MAX,
 } from '../constants.js';
@@ -60,6 +62,9 @@ export interface KvNodeOptions {
   frameBytesMax?: number;
   connectionsMax?: number;
   batchWritesMax?: number;
+  /** The catch-up window kept for returning replicas (REPLICATION_LOG_*_MAX). */
+  replicationLogEntriesMax?: number;
+  replicationLogBytesMax?: number;
 }
 
 type Phase = 'new' | 'initialized' | 'serving' | 'closed';
@@ -142,7 +147,11 @@ export class KvNode {
     if (this.roleState?.role !== 'primary') return;
     const store = this.storage;
     const epoch = Math.max(store.state.epoch, 1);
-    const log = new ReplicationLog(store.state.seq);
+    const log = new ReplicationLog(
+      store.state.seq,
+      options.replicationLogEntriesMax ?? REPLICATION_LOG_ENTRIES_MAX,
+      options.replicationLogBytesMax ?? REPLICATION_LOG_BYTES_MAX,
+    );
     const linkOptions = {
       self: this.name,
       localAddress: bindableAddress(options.host),
@@ -151,7 +160,7 @@ export class KvNode {
       ackTimeoutMs: options.ackTimeoutMs ?? ACK_TIMEOUT_MS,
       resolveDeadlineMs: options.resolveDeadlineMs ?? RESOLVE_DEADLINE_MS,
     };
-    this.links = (options.replicas ?? []).map((name) => new ReplicaLink(name, this.hub, log, linkOptions, (e) => this.emit(e)));
+    this.links = (options.replicas ?? []).map((name) => new ReplicaLink(name, this.hub, log, store, linkOptions, (e) => this.emit(e)));
     this.pipeline = new WritePipeline(
       store,
       log,
@@ -190,6 +199,7 @@ export class KvNode {
       return;
     }
     const session: Session = { remoteAddress: connection.remoteAddress, isPrimary: false };
+    connection.frames$.subscribe({ complete: () => service.closed(session) });
     const frameBytesMax = this.options.frameBytesMax ?? FRAME_BYTES_MAX;
     const tracing = () => this.trace$.observed;
     serveConnection<NodeRequest>(connection, {

@@ -3,13 +3,15 @@
  * seq order. A batch past a gap waits (bounded) until the gap fills; a batch already
  * applied is acked again without being reapplied; what queued up while a transaction
  * was running is applied together in the next one. Every append is answered with the
- * highest seq applied once its own last seq is in the store.
+ * highest seq applied once its own last seq is in the store. A replica the primary's log
+ * cannot catch up gets a snapshot instead: its parts fill one restore, and the replica's
+ * state is replaced when the last part arrives.
  */
 import { BehaviorSubject, Subject, first, firstValueFrom, map, race } from 'rxjs';
 import { REPLICA_PENDING_BATCHES_MAX } from '../constants.js';
 import { KvError, toKvError } from '../errors.js';
 import type { WriteOp } from '../protocol/messages.js';
-import type { Store } from '../storage/store.js';
+import type { Restore, Store } from '../storage/store.js';
 import type { TraceEvent } from './trace.js';
 
 interface Segment {
@@ -26,7 +28,8 @@ export class ReplicaApplier {
   private readonly ready: Segment[] = [];
   /** Batches past a gap, by their first seq. */
   private readonly waiting = new Map<number, Segment>();
-  private applying = false;
+  private applying: Promise<void> | undefined;
+  private restoring: { restore: Restore; epoch: number; seq: number; nextPart: number } | undefined;
   /** Emits when a transaction failed: everyone waiting on a seq past it gets the error. */
   private readonly failure$ = new Subject<KvError>();
 
@@ -52,6 +55,7 @@ export class ReplicaApplier {
     if (epoch < this.store.state.epoch) {
       throw new KvError('FORBIDDEN', `epoch ${epoch} is older than this replica's ${this.store.state.epoch}`);
     }
+    if (this.restoring) throw new KvError('UNAVAILABLE', 'a snapshot is being restored');
     const last = firstSeq + ops.length - 1;
     if (last >= this.expected) {
       if (firstSeq > this.expected) {
@@ -84,11 +88,51 @@ export class ReplicaApplier {
       this.waiting.delete(next.first);
       if (next.first + next.ops.length > this.expected) this.enqueue(next);
     }
-    if (!this.applying) void this.applyReady();
+    this.applying ??= this.applyReady();
+  }
+
+  /**
+   * Takes one part of a snapshot; resolves with the replica's seq (the snapshot's once
+   * the last part is in). Part 0 starts a restore, dropping anything queued.
+   */
+  async snapshotPart(epoch: number, seq: number, part: number, entries: readonly [string, string][], done: boolean): Promise<number> {
+    if (epoch < this.store.state.epoch) {
+      throw new KvError('FORBIDDEN', `epoch ${epoch} is older than this replica's ${this.store.state.epoch}`);
+    }
+    if (part === 0) {
+      await this.abortRestore();
+      this.reset();
+      await this.applying;
+      this.restoring = { restore: await this.store.beginRestore(), epoch, seq, nextPart: 0 };
+    }
+    const current = this.restoring;
+    if (!current || current.nextPart !== part || current.seq !== seq) {
+      throw new KvError('BAD_REQUEST', `snapshot part ${part} of seq ${seq} is out of order`);
+    }
+    current.nextPart += 1;
+    try {
+      await current.restore.add(entries);
+      if (!done) return this.applied$.value;
+      await current.restore.finish({ epoch, seq });
+    } catch (error) {
+      await this.abortRestore();
+      throw error;
+    }
+    this.restoring = undefined;
+    this.expected = seq + 1;
+    this.trace({ event: 'applied', first: seq, last: seq, writes: 0, role: 'replica' });
+    this.applied$.next(seq);
+    return seq;
+  }
+
+  /** Undoes a restore that will not be finished (its connection closed). */
+  async abortRestore(): Promise<void> {
+    const current = this.restoring;
+    this.restoring = undefined;
+    await current?.restore.abort();
   }
 
   private async applyReady(): Promise<void> {
-    this.applying = true;
     while (this.ready.length > 0) {
       const segments = this.ready.splice(0);
       const epoch = Math.max(...segments.map((s) => s.epoch));
@@ -107,7 +151,7 @@ export class ReplicaApplier {
       this.trace({ event: 'applied', first: firstSeq, last, writes: ops.length, role: 'replica' });
       this.applied$.next(last);
     }
-    this.applying = false;
+    this.applying = undefined;
   }
 
   private async whenApplied(seq: number): Promise<number> {

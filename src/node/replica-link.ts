@@ -2,17 +2,19 @@
  * The primary's side of one replica: one connection, opened by the primary and reused.
  * It resolves the replica's name through the hub (lazily, retried), connects from the
  * primary's own address, proves the cluster secret, learns the replica's applied seq and
- * sends it everything after that from the replication log, then streams new batches as
- * they are logged. Acks advance `acked$`. Any failure closes the connection; one loop with
+ * sends it everything after that from the replication log (or, when the log no longer
+ * reaches back that far, a snapshot of the store first), then streams new batches as they
+ * are logged. Acks advance `acked$`. Any failure closes the connection; one loop with
  * backoff reconnects and catches up again, which also heals frames lost in between.
  */
 import { BehaviorSubject, Subject, firstValueFrom, takeUntil } from 'rxjs';
 import { backoffDelayMs } from '../backoff.js';
-import { BATCH_BYTES_MAX, PEER_FRAME_BYTES_MAX } from '../constants.js';
+import { BATCH_BYTES_MAX, PEER_FRAME_BYTES_MAX, SNAPSHOT_PART_BYTES_MAX, SNAPSHOT_PART_ENTRIES_MAX } from '../constants.js';
 import { KvError, toKvError } from '../errors.js';
 import { proofFor } from '../protocol/auth.js';
 import { RpcChannel } from '../client/rpc.js';
 import type { HubClient } from '../hub/hub-client.js';
+import type { Store } from '../storage/store.js';
 import { connect } from '../transport/ws-transport.js';
 import { lastSeq, type Batch, type ReplicationLog } from './replication-log.js';
 import type { TraceEvent } from './trace.js';
@@ -48,6 +50,7 @@ export class ReplicaLink implements AckSource {
     readonly name: string,
     private readonly hub: HubClient,
     private readonly log: ReplicationLog,
+    private readonly store: Store,
     private readonly options: ReplicaLinkOptions,
     private readonly trace: (event: TraceEvent) => void,
   ) {
@@ -109,13 +112,10 @@ export class ReplicaLink implements AckSource {
         if (secret === undefined) throw new KvError('UNAUTHORIZED', `replica ${this.name} wants the cluster secret`);
         reply = await channel.request({ op: 'auth', proof: proofFor(secret, reply['challenge'], self, this.name) });
       }
-      const replicaSeq = Number(reply['seq']);
+      let replicaSeq = Number(reply['seq']);
       if (!Number.isSafeInteger(replicaSeq)) throw new KvError('INTERNAL', `replica ${this.name} sent no seq`);
-      if (!this.log.covers(replicaSeq)) {
-        // Catch-up from a snapshot comes with failover; until then this replica stays behind.
-        throw new KvError('UNAVAILABLE', `replica ${this.name} is at seq ${replicaSeq}, outside the log (${this.log.lastSeq}); it needs a snapshot`);
-      }
       this.trace({ event: 'peer', peer: this.name, state: 'authenticated', seq: replicaSeq });
+      if (!this.log.covers(replicaSeq)) replicaSeq = await this.sendSnapshot(channel);
       this.sentSeq = replicaSeq;
       this.advance(replicaSeq);
       this.channel = channel;
@@ -125,6 +125,36 @@ export class ReplicaLink implements AckSource {
       channel.close();
       throw error;
     }
+  }
+
+  /**
+   * Sends the whole store as it stood at one seq, part after acked part, to a replica the
+   * log cannot catch up (behind its start, or ahead of the primary). Returns that seq.
+   */
+  private async sendSnapshot(channel: RpcChannel): Promise<number> {
+    const snapshot = await this.store.snapshot({ entriesMax: SNAPSHOT_PART_ENTRIES_MAX, bytesMax: SNAPSHOT_PART_BYTES_MAX });
+    const { seq } = snapshot.state;
+    this.trace({ event: 'peer', peer: this.name, state: 'snapshot', seq });
+    let part = 0;
+    let entries = 0;
+    const send = (page: readonly [string, string][], done: boolean) =>
+      firstValueFrom(channel.requestText$(snapshotFrame(this.options.epoch, seq, part++, page, done), 'snapshot'));
+    try {
+      for await (const page of snapshot.pages()) {
+        if (this.closed) throw new KvError('UNAVAILABLE', 'the link is closing');
+        await send(page, false);
+        entries += page.length;
+      }
+      await send([], true);
+    } finally {
+      await snapshot.close();
+    }
+    if (!this.log.covers(seq)) {
+      throw new KvError('UNAVAILABLE', `the log moved past seq ${seq} while ${this.name}'s snapshot was sent; sending another`);
+    }
+    // The replica was at replicaSeq, outside the log; it now holds the store as of seq.
+    this.trace({ event: 'peer', peer: this.name, state: 'caught-up', seq, keys: entries });
+    return seq;
   }
 
   /**
@@ -174,6 +204,12 @@ export class ReplicaLink implements AckSource {
       };
     });
   }
+}
+
+/** A snapshot part as text, values spliced in as the JSON they are stored as. */
+function snapshotFrame(epoch: number, seq: number, part: number, page: readonly [string, string][], done: boolean): string {
+  const entries = page.map(([key, valueJson]) => `[${JSON.stringify(key)},${valueJson}]`).join(',');
+  return `{"op":"snapshot","epoch":${epoch},"seq":${seq},"part":${part},"done":${done},"entries":[${entries}]}`;
 }
 
 /** The append frame as text: the batches' wire text as it was logged. */

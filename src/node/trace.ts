@@ -8,7 +8,7 @@ export type TraceEvent =
   | { event: 'ack'; from: string; seq: number }
   | { event: 'reply'; id: RequestId; ok: boolean; code?: string }
   | { event: 'rejected'; reason: string; code: string; from?: string; address?: string }
-  | { event: 'peer'; peer: string; state: 'connected' | 'authenticated' | 'disconnected' | 'caught-up'; seq?: number }
+  | { event: 'peer'; peer: string; state: 'connected' | 'authenticated' | 'snapshot' | 'caught-up' | 'disconnected'; seq?: number; keys?: number }
   | { event: 'registered'; what: 'name' | 'service'; address: string }
   | { event: 'fault'; message: string };
 

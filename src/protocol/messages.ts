@@ -35,8 +35,23 @@ export interface AppendRequest {
   ops: WriteOp[];
 }
 
+/**
+ * One part of a full copy of the primary's store at `seq`, for a replica the log cannot
+ * catch up: parts 0, 1, ... in order; the replica's state is replaced when `done`.
+ */
+export interface SnapshotRequest {
+  type: 'snapshot';
+  id: RequestId;
+  epoch: number;
+  seq: number;
+  part: number;
+  /** [key, value JSON] pairs. */
+  entries: [string, string][];
+  done: boolean;
+}
+
 export type ClientRequest = GetRequest | PutRequest | DelRequest | HelpRequest;
-export type PeerRequest = HelloRequest | AuthRequest | AppendRequest;
+export type PeerRequest = HelloRequest | AuthRequest | AppendRequest | SnapshotRequest;
 export type NodeRequest = ClientRequest | PeerRequest;
 
 // ---- Requests the directory hub serves ------------------------------------------

@@ -82,6 +82,19 @@ function nodeRequest(fields: Fields, id: RequestId, limits: Limits): NodeRequest
         first: requireCount(fields, 'first'),
         ops: requireWriteOps(fields['ops']),
       };
+    case 'snapshot': {
+      const done = fields['done'];
+      if (typeof done !== 'boolean') throw new KvError('BAD_REQUEST', 'done must be a boolean');
+      return {
+        type: 'snapshot',
+        id,
+        epoch: requireCount(fields, 'epoch'),
+        seq: requireCount(fields, 'seq'),
+        part: requireCount(fields, 'part'),
+        entries: requireSnapshotEntries(fields['entries']),
+        done,
+      };
+    }
     default:
       throw new KvError('BAD_REQUEST', `unknown op "${op}" (try "help")`);
   }
@@ -186,6 +199,20 @@ function requireValue(fields: Fields, limits: Limits): { value: Json; valueJson:
     throw new KvError('TOO_LARGE', `value is over ${limits.valueBytesMax} bytes serialized`);
   }
   return { value, valueJson };
+}
+
+/** Snapshot entries: [key, value] pairs, values kept as their JSON. */
+function requireSnapshotEntries(raw: unknown): [string, string][] {
+  if (!Array.isArray(raw)) throw new KvError('BAD_REQUEST', 'entries must be an array');
+  return raw.map((entry): [string, string] => {
+    if (
+      Array.isArray(entry) && entry.length === 2 && typeof entry[0] === 'string' && entry[0].length > 0 &&
+      entry[1] !== null && entry[1] !== undefined && !nestedDeeperThan(entry[1], VALUE_DEPTH_MAX)
+    ) {
+      return [entry[0], JSON.stringify(entry[1])];
+    }
+    throw new KvError('BAD_REQUEST', 'entries must be [key, value] pairs');
+  });
 }
 
 /** Whether arrays and objects nest deeper than `max`, found without recursion. */

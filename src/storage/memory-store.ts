@@ -2,7 +2,7 @@ import Keyv from 'keyv';
 import { Subject } from 'rxjs';
 import { assert } from '../errors.js';
 import type { Json, WriteOp } from '../protocol/messages.js';
-import { existedBefore, keyvSerialization, storedText, type ReplicationState, type Store } from './store.js';
+import { existedBefore, keyvSerialization, storedText, type ReplicationState, type PageLimits, type Restore, type Snapshot, type Store } from './store.js';
 
 /** Keyv over its in-memory Map: for tests and demos; nothing survives the process. */
 export class MemoryStore implements Store {
@@ -42,6 +42,49 @@ export class MemoryStore implements Store {
       const text = this.map.get(key);
       if (text !== undefined) yield [key, JSON.stringify((JSON.parse(text) as { value: Json }).value)];
     }
+  }
+
+  /** A copy taken synchronously, so no batch lands halfway through it. */
+  async snapshot(limits: PageLimits): Promise<Snapshot> {
+    const state = this.replication;
+    const rows = [...this.map.keys()].sort().map((key): [string, string] => [
+      key,
+      JSON.stringify((JSON.parse(this.map.get(key)!) as { value: Json }).value),
+    ]);
+    return {
+      state,
+      async *pages() {
+        let page: [string, string][] = [];
+        let bytes = 0;
+        for (const row of rows) {
+          const size = row[0].length + row[1].length;
+          if (page.length > 0 && (page.length >= limits.entriesMax || bytes + size > limits.bytesMax)) {
+            yield page;
+            page = [];
+            bytes = 0;
+          }
+          page.push(row);
+          bytes += size;
+        }
+        if (page.length > 0) yield page;
+      },
+      close: async () => undefined,
+    };
+  }
+
+  async beginRestore(): Promise<Restore> {
+    const next = new Map<string, string>();
+    return {
+      add: async (entries) => {
+        for (const [key, valueJson] of entries) next.set(key, storedText(valueJson));
+      },
+      finish: async (state) => {
+        this.map.clear();
+        for (const [key, text] of next) this.map.set(key, text);
+        this.replication = state;
+      },
+      abort: async () => undefined,
+    };
   }
 
   async count(): Promise<number> {

@@ -11,7 +11,11 @@ import {
   existedBefore,
   keyvSerialization,
   lastOpPerKey,
+  storedText,
+  type PageLimits,
   type ReplicationState,
+  type Restore,
+  type Snapshot,
   type Store,
 } from './store.js';
 
@@ -45,6 +49,7 @@ export class SqliteStore implements Store {
   readonly errors$ = new Subject<Error>();
   private replication: ReplicationState = { epoch: 0, seq: 0 };
   private applying = false;
+  private restoring = false;
   private readQueue: PendingRead[] = [];
   private reading = false;
   private closing: Promise<void> | undefined;
@@ -141,6 +146,7 @@ export class SqliteStore implements Store {
 
   async apply(epoch: number, first: number, ops: readonly WriteOp[]): Promise<boolean[]> {
     assert(!this.applying, 'batches are applied one at a time');
+    assert(!this.restoring, 'no batch is applied during a restore');
     assert(ops.length > 0, 'a batch is not empty');
     this.applying = true;
     const seq = first + ops.length - 1;
@@ -189,6 +195,92 @@ export class SqliteStore implements Store {
       await exec(this.writer, 'ROLLBACK').catch(() => undefined);
       throw new KvError('INTERNAL', `store write failed: ${(error as Error).message}`);
     }
+  }
+
+  /**
+   * One read transaction on a connection of its own: WAL gives it a consistent view, the
+   * seq read in it matches the data, and writers are not blocked.
+   */
+  async snapshot(limits: PageLimits): Promise<Snapshot> {
+    const reader = await openDatabase(this.file);
+    try {
+      await exec(reader, 'BEGIN');
+      const rows = await all(reader, `SELECT name, value FROM ${META_TABLE}`);
+      const meta = new Map(rows.map((row) => [row['name'], Number(row['value'])]));
+      const state = { epoch: meta.get('epoch') ?? 0, seq: meta.get('seq') ?? 0 };
+      let closed: Promise<void> | undefined;
+      const close = () =>
+        (closed ??= exec(reader, 'COMMIT')
+          .catch(() => undefined)
+          .then(() => new Promise<void>((resolve) => reader.close(() => resolve()))));
+      return {
+        state,
+        // Sizes first, then as many values as fit: a page never holds more than its bytes.
+        async *pages() {
+          let after = '';
+          for (;;) {
+            const sizes = await all(
+              reader,
+              `SELECT length(key) + length(value) AS size FROM ${TABLE} WHERE key > ? ORDER BY key LIMIT ?`,
+              [after, limits.entriesMax],
+            );
+            if (sizes.length === 0) return;
+            let count = 0;
+            let bytes = 0;
+            for (const row of sizes) {
+              bytes += Number(row['size']);
+              if (count > 0 && bytes > limits.bytesMax) break;
+              count += 1;
+            }
+            const page = await all(
+              reader,
+              `SELECT key, value->'$.value' AS json FROM ${TABLE} WHERE key > ? ORDER BY key LIMIT ?`,
+              [after, count],
+            );
+            yield page.map((row): [string, string] => [row['key'] as string, row['json'] as string]);
+            after = page[page.length - 1]!['key'] as string;
+          }
+        },
+        close,
+      };
+    } catch (error) {
+      reader.close();
+      throw new KvError('INTERNAL', `snapshot failed: ${(error as Error).message}`);
+    }
+  }
+
+  /** One transaction on the write connection, open from the first part to the last. */
+  async beginRestore(): Promise<Restore> {
+    assert(!this.applying && !this.restoring, 'a restore starts when no batch is being applied');
+    this.restoring = true;
+    try {
+      await exec(this.writer, `BEGIN IMMEDIATE; DELETE FROM ${TABLE};`);
+    } catch (error) {
+      this.restoring = false;
+      throw new KvError('INTERNAL', `restore failed: ${(error as Error).message}`);
+    }
+    const end = async (sql: string) => {
+      try {
+        await exec(this.writer, sql);
+      } finally {
+        this.restoring = false;
+      }
+    };
+    return {
+      add: async (entries) => {
+        if (entries.length === 0) return;
+        const rows = `[${entries.map(([key, valueJson]) => `[${JSON.stringify(key)},${JSON.stringify(storedText(valueJson))}]`).join(',')}]`;
+        await exec(this.writer, `INSERT INTO ${TABLE}(key, value) SELECT value->>0, value->>1 FROM json_each(${sqlText(rows)}) WHERE true
+          ON CONFLICT(key) DO UPDATE SET value = excluded.value;`);
+      },
+      finish: async (state) => {
+        await end(`INSERT INTO ${META_TABLE}(name, value) VALUES ('epoch', ${state.epoch}), ('seq', ${state.seq})
+          ON CONFLICT(name) DO UPDATE SET value = excluded.value; COMMIT;`);
+        this.replication = state;
+        this.walDirty = true;
+      },
+      abort: () => end('ROLLBACK').catch(() => undefined),
+    };
   }
 
   /** Copies committed WAL frames into the database file; PASSIVE never blocks the writer. */
@@ -258,8 +350,8 @@ function exec(database: sqlite3.Database, sql: string): Promise<void> {
   return new Promise((resolve, reject) => database.exec(sql, (error) => (error ? reject(error) : resolve())));
 }
 
-function all(database: sqlite3.Database, sql: string): Promise<Record<string, unknown>[]> {
+function all(database: sqlite3.Database, sql: string, params: unknown[] = []): Promise<Record<string, unknown>[]> {
   return new Promise((resolve, reject) =>
-    database.all(sql, (error, rows) => (error ? reject(error) : resolve(rows as Record<string, unknown>[]))),
+    database.all(sql, params, (error, rows) => (error ? reject(error) : resolve(rows as Record<string, unknown>[]))),
   );
 }

@@ -28,10 +28,40 @@ export interface Store {
    * the new state. Resolves with, for each op, whether its key existed just before it.
    */
   apply(epoch: number, first: number, ops: readonly WriteOp[]): Promise<boolean[]>;
-  /** Every key and its value JSON, in key order (a snapshot for a replica). */
+  /** Every key and its value JSON, in key order. */
   entries(pageSize?: number): AsyncIterable<[string, string]>;
+  /**
+   * A consistent view for a replica that the log cannot catch up: the state it was taken
+   * at, and every key with its value JSON in pages. Writes go on meanwhile.
+   */
+  snapshot(limits: PageLimits): Promise<Snapshot>;
+  /**
+   * Replaces everything with a snapshot that arrives in parts: nothing is visible until
+   * `finish`, and `abort` leaves the store as it was.
+   */
+  beginRestore(): Promise<Restore>;
   count(): Promise<number>;
   close(): Promise<void>;
+}
+
+/** How much one page of a snapshot may hold; a page always holds at least one entry. */
+export interface PageLimits {
+  entriesMax: number;
+  bytesMax: number;
+}
+
+export interface Snapshot {
+  readonly state: ReplicationState;
+  /** Pages of [key, value JSON], in key order. */
+  pages(): AsyncIterable<[string, string][]>;
+  /** Ends the read (also when the pages were not all read). */
+  close(): Promise<void>;
+}
+
+export interface Restore {
+  add(entries: readonly [string, string][]): Promise<void>;
+  finish(state: ReplicationState): Promise<void>;
+  abort(): Promise<void>;
 }
 
 /** The stored form of a value, the one Keyv's get reads back: `{"value": ...}`. */

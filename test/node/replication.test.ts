@@ -8,7 +8,7 @@ import type { NodeTrace } from '../../src/node/trace.js';
 import { openStore } from '../../src/storage/open-store.js';
 import { proofFor } from '../../src/protocol/auth.js';
 import { Disposer, RawClient, tempDir, waitFor, within } from '../helpers.js';
-import { fileContents } from '../sqlite-files.js';
+import { fileContents, readSqlite } from '../sqlite-files.js';
 import { FailingStore, GatedStore } from '../stores.js';
 
 const disposer = new Disposer();
@@ -147,7 +147,12 @@ Replication('forged replication frames are refused and change nothing', async ()
   assert.is(auth['error'].code, 'UNAUTHORIZED');
   assert.is((await sameHost.ask({ id: 6, ...append }))['error'].code, 'FORBIDDEN');
 
-  // (4) A name that is not the primary's.
+  // (4) A snapshot that would replace everything, from a connection that never proved itself.
+  const snapshot = { op: 'snapshot', epoch: 9, seq: 100, part: 0, entries: [['real', 'forged']], done: true };
+  assert.is((await client.ask({ id: 8, ...snapshot }))['error'].code, 'FORBIDDEN');
+  assert.is((await sameHost.ask({ id: 9, ...snapshot }))['error'].code, 'FORBIDDEN');
+
+  // (5) A name that is not the primary's.
   assert.is((await sameHost.ask({ id: 7, op: 'hello', from: 'n2', epoch: 1 }))['error'].code, 'FORBIDDEN');
 
   assert.is(await replica.storage.get('real'), 'value');
@@ -209,6 +214,74 @@ Replication('a stopped replica turns puts into UNAVAILABLE within the timeout; i
   assert.is(await back.storage.get('during'), 2, 'the write that timed out reached n1 on catch-up');
   assert.is(await back.storage.get('after'), 3);
   assert.equal(back.storage.state.seq, cluster.primary.storage.state.seq);
+});
+
+/** Puts until one succeeds: every replica is back and caught up. */
+async function putUntilAcked(client: KvClient, key: string, value: unknown): Promise<void> {
+  await within(`a put of ${key} that every replica acks`, (async () => {
+    for (;;) {
+      try {
+        await client.put(key, value as never);
+        return;
+      } catch (error) {
+        assert.is((error as { code: string }).code, 'UNAVAILABLE');
+      }
+    }
+  })(), 20_000);
+}
+
+async function rows(file: string): Promise<string> {
+  return JSON.stringify(await readSqlite(file, 'SELECT key, value FROM keyv ORDER BY key'));
+}
+
+Replication('a replica further behind than the log is restored from a snapshot, deletes included', async () => {
+  const dataDir = await tempDir(disposer);
+  const cluster = await start({ dataDir, nodeOptions: { ackTimeoutMs: 300, replicationLogEntriesMax: 5 } });
+  const client = cluster.client();
+  for (let i = 0; i < 10; i += 1) await client.put(`k${i}`, i);
+  const n1 = cluster.replicas[0]!;
+  await n1.close();
+  // Waves of writes while n1 is down: several batches, of which the log keeps the newest.
+  for (let wave = 0; wave < 3; wave += 1) {
+    await Promise.all(Array.from({ length: 10 }, (_, i) => client.put(`w${wave}-${i}`, wave).catch(() => undefined)));
+  }
+  await client.del('k0').catch(() => undefined);
+  await client.put('k1', 'changed').catch(() => undefined);
+
+  const back = disposer.add(new KvNode({ ...n1.options, port: 0, dataFile: path.join(dataDir, 'n1.sqlite') }), (n) => n.close());
+  await back.init();
+  await back.startServices();
+  await putUntilAcked(client, 'after', 'snapshot');
+  const n0 = cluster.traces.filter((t) => t.node === 'n0');
+  assert.ok(n0.some((t) => t.event === 'peer' && t.peer === 'n1' && t.state === 'snapshot'), 'n1 was sent a snapshot');
+  assert.ok(n0.some((t) => t.event === 'peer' && t.peer === 'n1' && t.state === 'caught-up' && (t.keys ?? 0) >= 39));
+  assert.is(await back.storage.get('k0'), undefined, 'a key deleted while n1 was down is gone');
+  assert.is(await back.storage.get('k1'), 'changed');
+  assert.is(await back.storage.get('after'), 'snapshot');
+  assert.equal(back.storage.state, cluster.primary.storage.state);
+  await back.close();
+  assert.ok((await rows(path.join(dataDir, 'n1.sqlite'))) === (await rows(cluster.specs[0]!.dataFile!)), 'n1 holds the primary\'s rows');
+});
+
+Replication('a replica that lost its data file rejoins a restarted primary through a snapshot', async () => {
+  const dataDir = await tempDir(disposer);
+  const cluster = await start({ dataDir, replicas: 1, nodeOptions: { ackTimeoutMs: 300 } });
+  const client = cluster.client();
+  await Promise.all(Array.from({ length: 50 }, (_, i) => client.put(`k${i}`, { i })));
+  const [n0, n1] = [cluster.primary, cluster.replicas[0]!];
+  await n1.close();
+  await n0.close();
+  // The primary comes back with its data (its log starts empty at seq 50); n1 with an empty file.
+  const primary = disposer.add(new KvNode({ ...n0.options, port: 0 }), (n) => n.close());
+  const replica = disposer.add(new KvNode({ ...n1.options, port: 0, dataFile: path.join(dataDir, 'n1-new.sqlite') }), (n) => n.close());
+  await primary.init();
+  await replica.init();
+  await primary.startServices();
+  await replica.startServices();
+  await putUntilAcked(client, 'k50', { i: 50 });
+  assert.equal(replica.storage.state, { epoch: 1, seq: 51 });
+  assert.equal(await replica.storage.get('k7'), { i: 7 });
+  assert.is(await replica.storage.count(), 51);
 });
 
 Replication.run();

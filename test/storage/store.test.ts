@@ -98,4 +98,59 @@ Store('entries() pages through every key in order, values as JSON', async () => 
   }
 });
 
+for (const mode of ['normal', 'memory'] as const) {
+  Store(`${mode}: a snapshot is the state it was taken at, though writes go on`, async () => {
+    const store = await open(mode);
+    await store.apply(1, 1, Array.from({ length: 25 }, (_, i) => put(`k${String(i).padStart(2, '0')}`, i)));
+    const snapshot = await store.snapshot({ entriesMax: 10, bytesMax: 1 << 20 });
+    await store.apply(1, 26, [put('k00', 'changed'), del('k01'), put('zz', 'new')]);
+    const seen: [string, string][] = [];
+    for await (const page of snapshot.pages()) {
+      assert.ok(page.length <= 10);
+      seen.push(...page);
+    }
+    await snapshot.close();
+    assert.equal(snapshot.state, { epoch: 1, seq: 25 });
+    assert.is(seen.length, 25);
+    assert.equal(seen[0], ['k00', '0']);
+    assert.equal(seen[1], ['k01', '1']);
+    assert.not.ok(seen.some(([key]) => key === 'zz'));
+  });
+
+  Store(`${mode}: a restore replaces everything at once; an aborted one changes nothing`, async () => {
+    const store = await open(mode);
+    await store.apply(1, 1, [put('old', 1), put('kept', 'before')]);
+    const aborted = await store.beginRestore();
+    await aborted.add([['x', '1']]);
+    await aborted.abort();
+    assert.equal(store.state, { epoch: 1, seq: 2 });
+    assert.is(await store.get('old'), 1);
+    assert.is(await store.get('x'), undefined);
+
+    const restore = await store.beginRestore();
+    await restore.add([['kept', '"after"'], ['n', '{"a":[1,"1"]}']]);
+    await restore.add([['s', '":colon"']]);
+    await restore.finish({ epoch: 2, seq: 40 });
+    assert.equal(store.state, { epoch: 2, seq: 40 });
+    assert.is(await store.get('old'), undefined, 'keys not in the snapshot are gone');
+    assert.is(await store.get('kept'), 'after');
+    assert.equal(await store.get('n'), { a: [1, '1'] });
+    assert.is(await store.get('s'), ':colon');
+    await store.apply(2, 41, [put('next', true)]);
+    assert.equal(store.state, { epoch: 2, seq: 41 });
+  });
+}
+
+Store('a restored SQLite store keeps its state across a restart', async () => {
+  const file = path.join(await tempDir(disposer), 'restored.sqlite');
+  const first = await openStore('normal', file);
+  const restore = await first.beginRestore();
+  await restore.add([['a', '1']]);
+  await restore.finish({ epoch: 3, seq: 99 });
+  await first.close();
+  const again = await open('normal', file);
+  assert.equal(again.state, { epoch: 3, seq: 99 });
+  assert.is(await again.get('a'), 1);
+});
+
 Store.run();

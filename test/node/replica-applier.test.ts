@@ -1,0 +1,75 @@
+import { suite } from 'uvu';
+import * as assert from 'uvu/assert';
+import { ReplicaApplier } from '../../src/node/replica-applier.js';
+import { MemoryStore } from '../../src/storage/memory-store.js';
+import type { WriteOp } from '../../src/protocol/messages.js';
+import { within } from '../helpers.js';
+
+const put = (key: string, value: unknown): WriteOp => ({ kind: 'put', key, valueJson: JSON.stringify(value) });
+
+function applier() {
+  const store = new MemoryStore();
+  return { store, replica: new ReplicaApplier(store, () => {}) };
+}
+
+const Applier = suite('node: replica applier');
+
+Applier('a batch past a gap waits for it; then both are applied in seq order', async () => {
+  const { store, replica } = applier();
+  let laterDone = false;
+  const later = replica.append(1, 3, [put('a', 'second')]).then((seq) => ((laterDone = true), seq));
+  await new Promise((resolve) => setImmediate(resolve));
+  assert.is(laterDone, false, 'seq 3 waits for 1 and 2');
+  assert.is(store.state.seq, 0);
+  // Seqs 1-2 fill the gap; they and the waiting seq 3 may land in one transaction.
+  assert.ok((await replica.append(1, 1, [put('a', 'first'), put('b', 1)])) >= 2);
+  assert.is(await later, 3);
+  assert.is(await store.get('a'), 'second');
+  assert.equal(store.state, { epoch: 1, seq: 3 });
+});
+
+Applier('a duplicate is acked again without being reapplied; an overlap is trimmed', async () => {
+  const { store, replica } = applier();
+  assert.is(await replica.append(1, 1, [put('a', 1), put('b', 1)]), 2);
+  assert.is(await replica.append(1, 1, [put('a', 'again'), put('b', 'again')]), 2, 'already applied: the current seq comes back');
+  assert.is(await store.get('a'), 1, 'and nothing is written twice');
+  assert.is(await replica.append(1, 2, [put('b', 'overlap'), put('c', 'new')]), 3);
+  assert.is(await store.get('b'), 1, 'seq 2 of the overlap was skipped');
+  assert.is(await store.get('c'), 'new');
+  assert.equal(store.state, { epoch: 1, seq: 3 });
+});
+
+Applier('an older epoch is FORBIDDEN', async () => {
+  const { replica } = applier();
+  await replica.append(3, 1, [put('a', 1)]);
+  await replica.append(2, 2, [put('a', 2)]).then(
+    () => assert.unreachable('epoch 2 after epoch 3'),
+    (error: { code: string }) => assert.is(error.code, 'FORBIDDEN'),
+  );
+});
+
+Applier('an abandoned restore leaves the store as it was; appends wait for none and a new snapshot works', async () => {
+  const { store, replica } = applier();
+  await replica.append(1, 1, [put('keep', 1)]);
+  assert.is(await replica.snapshotPart(1, 50, 0, [['lost', '1']], false), 1);
+  await replica.append(1, 2, [put('during', 1)]).then(
+    () => assert.unreachable('no append during a restore'),
+    (error: { code: string }) => assert.is(error.code, 'UNAVAILABLE'),
+  );
+  await replica.abortRestore();
+  assert.is(await store.get('keep'), 1);
+  assert.is(await store.get('lost'), undefined);
+  assert.equal(store.state, { epoch: 1, seq: 1 });
+
+  await replica.snapshotPart(1, 50, 1, [], true).then(
+    () => assert.unreachable('part 1 of an abandoned snapshot'),
+    (error: { code: string }) => assert.is(error.code, 'BAD_REQUEST'),
+  );
+  await replica.snapshotPart(1, 50, 0, [['a', '"A"']], false);
+  assert.is(await replica.snapshotPart(1, 50, 1, [['b', '2']], true), 50);
+  assert.is(await store.get('keep'), undefined);
+  assert.equal([await store.get('a'), await store.get('b')], ['A', 2]);
+  assert.is(await within('the next append', replica.append(1, 51, [put('c', 3)])), 51);
+});
+
+Applier.run();
