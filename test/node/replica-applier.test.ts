@@ -39,6 +39,22 @@ Applier('a duplicate is acked again without being reapplied; an overlap is trimm
   assert.equal(store.state, { epoch: 1, seq: 3 });
 });
 
+Applier('at most pendingBatchesMax batches wait past a gap; one more is UNAVAILABLE', async () => {
+  const store = new MemoryStore();
+  const replica = new ReplicaApplier(store, () => {}, 2);
+  // These two wait for seqs 1-4, which never come in this test.
+  void replica.append(1, 5, [put('e', 5)]);
+  void replica.append(1, 7, [put('g', 7)]);
+  await replica.append(1, 9, [put('i', 9)]).then(
+    () => assert.unreachable('a third batch past the gap'),
+    (error: { code: string; message: string }) => {
+      assert.is(error.code, 'UNAVAILABLE');
+      assert.match(error.message, /wait for seq 1/);
+    },
+  );
+  assert.is(store.state.seq, 0);
+});
+
 Applier('an older epoch is FORBIDDEN', async () => {
   const { replica } = applier();
   await replica.append(3, 1, [put('a', 1)]);

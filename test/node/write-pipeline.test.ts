@@ -13,8 +13,9 @@ const rejection = (promise: Promise<unknown>) => promise.then(() => undefined, (
 
 function pipeline(options: Partial<ConstructorParameters<typeof WritePipeline>[3]> = {}, replicas: AckSource[] = []) {
   const store = new GatedStore(new MemoryStore());
-  const writes = new WritePipeline(store, new ReplicationLog(0), replicas, { epoch: 1, ackTimeoutMs: 5_000, ...options }, () => {});
-  return { store, writes };
+  const log = new ReplicationLog(0);
+  const writes = new WritePipeline(store, log, replicas, { epoch: 1, ackTimeoutMs: 5_000, ...options }, () => {});
+  return { store, log, writes };
 }
 
 const Pipeline = suite('node: write pipeline limits');
@@ -89,6 +90,18 @@ Pipeline('at most batchesInFlightMax batches wait for acks; what arrives meanwhi
   held.acked$.next(5);
   await within('the rest', Promise.all([second, ...rest]));
   assert.is(store.state.seq, 5);
+});
+
+Pipeline('a batch holds at most batchWritesMax writes; the rest follow in order', async () => {
+  const { store, log, writes } = pipeline({ batchWritesMax: 3 });
+  store.closeGate();
+  const first = writes.submit(put('a'));
+  await waitFor('the first batch to reach the store', () => store.arrived === 1);
+  const rest = Array.from({ length: 8 }, (_, i) => writes.submit(put(`k${i}`)));
+  store.openGate();
+  await within('the writes', Promise.all([first, ...rest]));
+  assert.equal(log.after(0).map((batch) => batch.count), [1, 3, 3, 2]);
+  assert.is(store.state.seq, 9);
 });
 
 Pipeline('close() fails queued writes with UNAVAILABLE and refuses new ones', async () => {
