@@ -78,8 +78,6 @@ export const RETRY_DELAY_MAX_MS = 1_000;
 export const CONNECT_TIMEOUT_MS = 5_000;
 /** Interval of WebSocket pings; a peer that misses two is dropped. */
 export const KEEPALIVE_INTERVAL_MS = 10_000;
-/** How long `close()` waits for in-flight work before it drops it. */
-export const CLOSE_GRACE_MS = 2_000;
 
 /**
  * V8's old-space limit for a node process the tools start (--max-old-space-size). What a

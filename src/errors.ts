@@ -24,10 +24,6 @@ export class KvError extends Error {
   }
 }
 
-export function isErrorCode(value: unknown): value is ErrorCode {
-  return typeof value === 'string' && (ERROR_CODES as readonly string[]).includes(value);
-}
-
 /** Turns anything thrown into a KvError; faults that are not KvErrors become INTERNAL. */
 export function toKvError(error: unknown): KvError {
   if (error instanceof KvError) return error;

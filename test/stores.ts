@@ -11,7 +11,6 @@ class DelegatingStore implements Store {
   get errors$() { return this.inner.errors$; }
   get(key: string): Promise<Json | undefined> { return this.inner.get(key); }
   apply(epoch: number, first: number, ops: readonly WriteOp[]): Promise<boolean[]> { return this.inner.apply(epoch, first, ops); }
-  entries(pageSize?: number) { return this.inner.entries(pageSize); }
   snapshot(limits: PageLimits) { return this.inner.snapshot(limits); }
   beginRestore() { return this.inner.beginRestore(); }
   count() { return this.inner.count(); }

@@ -171,7 +171,8 @@ function requireAddress(fields: Fields): string {
   return address;
 }
 
-export function checkKey(key: unknown, limits: Limits): string {
+function requireKey(fields: Fields, limits: Limits): string {
+  const key = fields['key'];
   if (typeof key !== 'string' || key.length === 0) {
     throw new KvError('BAD_REQUEST', 'key must be a non-empty string');
   }
@@ -180,10 +181,6 @@ export function checkKey(key: unknown, limits: Limits): string {
     throw new KvError('TOO_LARGE', `key is over ${limits.keyBytesMax} bytes`);
   }
   return key;
-}
-
-function requireKey(fields: Fields, limits: Limits): string {
-  return checkKey(fields['key'], limits);
 }
 
 function requireValue(fields: Fields, limits: Limits): { value: Json; valueJson: string } {

@@ -37,13 +37,6 @@ export class MemoryStore implements Store {
     return found;
   }
 
-  async *entries(): AsyncIterable<[string, string]> {
-    for (const key of [...this.map.keys()].sort()) {
-      const text = this.map.get(key);
-      if (text !== undefined) yield [key, JSON.stringify((JSON.parse(text) as { value: Json }).value)];
-    }
-  }
-
   /** A copy taken synchronously, so no batch lands halfway through it. */
   async snapshot(limits: PageLimits): Promise<Snapshot> {
     const state = this.replication;

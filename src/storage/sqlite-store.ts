@@ -175,19 +175,11 @@ export class SqliteStore implements Store {
   private async execBatch(epoch: number, seq: number, ops: readonly WriteOp[]): Promise<void> {
     const { puts, dels } = lastOpPerKey(ops);
     const statements = ['BEGIN IMMEDIATE;'];
-    if (puts.length > 0) {
-      statements.push(
-        `INSERT INTO ${TABLE}(key, value) SELECT value->>0, value->>1 FROM json_each(${sqlText(JSON.stringify(puts))}) WHERE true
-         ON CONFLICT(key) DO UPDATE SET value = excluded.value;`,
-      );
-    }
+    if (puts.length > 0) statements.push(upsertSql(puts));
     if (dels.length > 0) {
       statements.push(`DELETE FROM ${TABLE} WHERE key IN (SELECT value FROM json_each(${sqlText(JSON.stringify(dels))}));`);
     }
-    statements.push(
-      `INSERT INTO ${META_TABLE}(name, value) VALUES ('epoch', ${epoch}), ('seq', ${seq}) ON CONFLICT(name) DO UPDATE SET value = excluded.value;`,
-      'COMMIT;',
-    );
+    statements.push(stateSql({ epoch, seq }), 'COMMIT;');
     try {
       await exec(this.writer, statements.join('\n'));
     } catch (error) {
@@ -269,13 +261,10 @@ export class SqliteStore implements Store {
     return {
       add: async (entries) => {
         if (entries.length === 0) return;
-        const rows = `[${entries.map(([key, valueJson]) => `[${JSON.stringify(key)},${JSON.stringify(storedText(valueJson))}]`).join(',')}]`;
-        await exec(this.writer, `INSERT INTO ${TABLE}(key, value) SELECT value->>0, value->>1 FROM json_each(${sqlText(rows)}) WHERE true
-          ON CONFLICT(key) DO UPDATE SET value = excluded.value;`);
+        await exec(this.writer, upsertSql(entries.map(([key, valueJson]) => [key, storedText(valueJson)])));
       },
       finish: async (state) => {
-        await end(`INSERT INTO ${META_TABLE}(name, value) VALUES ('epoch', ${state.epoch}), ('seq', ${state.seq})
-          ON CONFLICT(name) DO UPDATE SET value = excluded.value; COMMIT;`);
+        await end(`${stateSql(state)} COMMIT;`);
         this.replication = state;
         this.walDirty = true;
       },
@@ -293,20 +282,6 @@ export class SqliteStore implements Store {
         (error: Error) => this.errors$.next(new Error(`checkpoint failed: ${error.message}`)),
       )
       .finally(() => (this.checkpointing = undefined));
-  }
-
-  async *entries(pageSize = 1000): AsyncIterable<[string, string]> {
-    let after = '';
-    for (;;) {
-      const rows = await this.query(
-        `SELECT key, value->'$.value' AS json FROM ${TABLE} WHERE key > ? ORDER BY key LIMIT ?`,
-        after,
-        pageSize,
-      );
-      for (const row of rows) yield [row['key'] as string, row['json'] as string];
-      if (rows.length < pageSize) return;
-      after = rows[rows.length - 1]!['key'] as string;
-    }
   }
 
   async count(): Promise<number> {
@@ -330,6 +305,18 @@ export class SqliteStore implements Store {
     })();
     return this.closing;
   }
+}
+
+/** Writes [key, stored text] rows, as one statement over json_each. */
+function upsertSql(rows: readonly [string, string][]): string {
+  return `INSERT INTO ${TABLE}(key, value) SELECT value->>0, value->>1 FROM json_each(${sqlText(JSON.stringify(rows))}) WHERE true
+    ON CONFLICT(key) DO UPDATE SET value = excluded.value;`;
+}
+
+/** Records the replication state; inside the transaction that wrote the data. */
+function stateSql(state: ReplicationState): string {
+  return `INSERT INTO ${META_TABLE}(name, value) VALUES ('epoch', ${state.epoch}), ('seq', ${state.seq})
+    ON CONFLICT(name) DO UPDATE SET value = excluded.value;`;
 }
 
 /**

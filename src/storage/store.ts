@@ -28,8 +28,6 @@ export interface Store {
    * the new state. Resolves with, for each op, whether its key existed just before it.
    */
   apply(epoch: number, first: number, ops: readonly WriteOp[]): Promise<boolean[]>;
-  /** Every key and its value JSON, in key order. */
-  entries(pageSize?: number): AsyncIterable<[string, string]>;
   /**
    * A consistent view for a replica that the log cannot catch up: the state it was taken
    * at, and every key with its value JSON in pages. Writes go on meanwhile.

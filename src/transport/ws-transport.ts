@@ -43,7 +43,7 @@ export async function listen(options: ListenOptions): Promise<Listener> {
     }
     alive.add(socket);
     socket.on('pong', () => alive.add(socket));
-    options.onConnection(wrap(socket, request.socket.remoteAddress ?? ''));
+    options.onConnection(wrap(socket));
   });
 
   const keepalive = setInterval(() => {
@@ -104,7 +104,7 @@ export function connect(url: string, options: ConnectOptions): Promise<Connectio
     );
     socket.once('open', () => {
       socket.off('error', fail);
-      resolve(wrap(socket, url));
+      resolve(wrap(socket));
     });
   });
 }
@@ -113,17 +113,15 @@ function unwrapAddress(address: string): string {
   return address.startsWith('::ffff:') ? address.slice(7) : address;
 }
 
-function wrap(socket: WebSocket, remote: string): Connection {
+function wrap(socket: WebSocket): Connection {
   const frames = new Subject<string>();
-  let remoteAddress = unwrapAddress(remote);
-  if (remote.includes('://')) {
-    const underlying = (socket as unknown as { _socket?: { remoteAddress?: string } })._socket;
-    remoteAddress = unwrapAddress(underlying?.remoteAddress ?? '');
-  }
+  // ws keeps its net.Socket in `_socket`, on the server and the client side alike: the
+  // peer's address comes from it, and corking it below.
+  const raw = (socket as unknown as { _socket?: { remoteAddress?: string; cork(): void; uncork(): void } })._socket;
+  const remoteAddress = unwrapAddress(raw?.remoteAddress ?? '');
   // Frames sent in one turn of the event loop (the replies of one batch) leave in one
-  // writev: a syscall per frame was the primary's largest cost. ws keeps its net.Socket
-  // in `_socket`; without one (never seen) frames simply go out one by one.
-  const raw = (socket as unknown as { _socket?: { cork(): void; uncork(): void } })._socket;
+  // writev: a syscall per frame was the primary's largest cost. Without a socket (never
+  // seen) frames simply go out one by one.
   let corked = false;
   const cork = () => {
     if (corked || !raw) return;

@@ -86,22 +86,10 @@ Store('two stores on one file in one process are refused', async () => {
   );
 });
 
-Store('entries() pages through every key in order, values as JSON', async () => {
-  for (const mode of ['normal', 'memory'] as const) {
-    const store = await open(mode);
-    await store.apply(1, 1, Array.from({ length: 25 }, (_, i) => put(`k${String(i).padStart(2, '0')}`, i % 2 ? `s${i}` : i)));
-    const seen: [string, string][] = [];
-    for await (const entry of store.entries(7)) seen.push(entry);
-    assert.is(seen.length, 25);
-    assert.equal(seen[0], ['k00', '0']);
-    assert.equal(seen[1], ['k01', '"s1"']);
-  }
-});
-
 for (const mode of ['normal', 'memory'] as const) {
   Store(`${mode}: a snapshot is the state it was taken at, though writes go on`, async () => {
     const store = await open(mode);
-    await store.apply(1, 1, Array.from({ length: 25 }, (_, i) => put(`k${String(i).padStart(2, '0')}`, i)));
+    await store.apply(1, 1, Array.from({ length: 25 }, (_, i) => put(`k${String(i).padStart(2, '0')}`, i % 2 ? `s${i}` : i)));
     const snapshot = await store.snapshot({ entriesMax: 10, bytesMax: 1 << 20 });
     await store.apply(1, 26, [put('k00', 'changed'), del('k01'), put('zz', 'new')]);
     const seen: [string, string][] = [];
@@ -113,7 +101,7 @@ for (const mode of ['normal', 'memory'] as const) {
     assert.equal(snapshot.state, { epoch: 1, seq: 25 });
     assert.is(seen.length, 25);
     assert.equal(seen[0], ['k00', '0']);
-    assert.equal(seen[1], ['k01', '1']);
+    assert.equal(seen[1], ['k01', '"s1"'], 'values come as JSON, strings quoted');
     assert.not.ok(seen.some(([key]) => key === 'zz'));
   });
 
