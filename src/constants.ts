@@ -23,10 +23,44 @@ export const FRAME_BYTES_MAX = 2 * VALUE_BYTES_MAX;
 export const PEER_FRAME_BYTES_MAX = 16 * 1024 * 1024;
 /** Client connections one node (or the hub) accepts at once. */
 export const CONNECTIONS_MAX = 1024;
+/**
+ * Peer connections (node to node, node to hub) one server accepts at once: slots of their
+ * own, so clients can never starve replication. A peer connection must prove the cluster
+ * secret within PEER_AUTH_TIMEOUT_MS; when the slots are full, the oldest connection that
+ * has not proved it yet makes room for the new one.
+ */
+export const PEER_CONNECTIONS_MAX = 64;
+export const PEER_AUTH_TIMEOUT_MS = 5_000;
+/** The URL path peers connect to; clients use any other. */
+export const PEER_PATH = '/pbkv/peer';
+/**
+ * A TCP connection must finish its WebSocket upgrade within this time, and at most this
+ * many may be in their handshake at once (the oldest makes room for a new one), so
+ * half-open connections cannot exhaust a node's file descriptors.
+ */
+export const HANDSHAKE_TIMEOUT_MS = 3_000;
+export const HANDSHAKES_MAX = 256;
 /** Requests one connection may have in flight before it is paused. */
-export const CONNECTION_REQUESTS_IN_FLIGHT_MAX = 4096;
-/** Bytes one connection may have waiting in its send buffer before it is paused. */
-export const CONNECTION_SEND_BUFFER_BYTES_MAX = 16 * 1024 * 1024;
+export const CONNECTION_REQUESTS_IN_FLIGHT_MAX = 1024;
+/**
+ * Reply bytes one connection may have unsent before it stops being read; replies past it
+ * wait unserialized (a reply of a get shares its value with every other reply of that key)
+ * until the socket drains.
+ */
+export const CONNECTION_SEND_BUFFER_BYTES_MAX = 4 * 1024 * 1024;
+/**
+ * Unsent reply bytes of all of a server's connections together; past it the connection
+ * with the most unsent bytes is dropped (a client that does not read its replies).
+ */
+export const SERVER_SEND_BUFFER_BYTES_MAX = 64 * 1024 * 1024;
+/** Reads the store holds queued (not yet in a batch read) before it answers UNAVAILABLE. */
+export const READ_QUEUE_MAX = 100_000;
+/** Requests one RPC channel (a client, a link, a hub client) may have awaiting replies. */
+export const RPC_PENDING_MAX = 100_000;
+/** Names the hub keeps (registered nodes) and services. */
+export const HUB_NAMES_MAX = 1024;
+/** Largest frame the hub reads, and that a hub client reads from it (status lists every name). */
+export const HUB_FRAME_BYTES_MAX = 1024 * 1024;
 /** Writes the primary holds queued (not yet in a batch) before it answers UNAVAILABLE. */
 export const WRITE_QUEUE_MAX = 100_000;
 /** Bytes of keys and values those queued writes may hold (counted as opBytes does). */

@@ -9,7 +9,7 @@ import { KvError } from '../errors.js';
 import type { Json } from '../protocol/messages.js';
 import { HubClient } from '../hub/hub-client.js';
 import { connect } from '../transport/ws-transport.js';
-import { RpcChannel, type OkReply } from './rpc.js';
+import { RpcChannel, type OkReply } from '../protocol/rpc-channel.js';
 
 export interface KvClientOptions {
   /** The directory hub, ws://host:port. */
@@ -31,7 +31,9 @@ export class KvClient {
   /** The value stored under `key`, or undefined. */
   async get(key: string): Promise<Json | undefined> {
     const reply = await this.request({ op: 'get', key });
-    return reply['found'] === true ? (reply['value'] as Json) : undefined;
+    if (reply['found'] === true && 'value' in reply && reply['value'] !== null) return reply['value'] as Json;
+    if (reply['found'] === false) return undefined;
+    throw new KvError('INTERNAL', 'malformed reply: a get answers found: false, or found: true with a value');
   }
 
   /** Resolves once the write is on the primary and every replica. */
@@ -43,7 +45,8 @@ export class KvClient {
   /** Resolves with whether the key existed. */
   async del(key: string): Promise<boolean> {
     const reply = await this.request({ op: 'del', key });
-    return reply['found'] === true;
+    if (typeof reply['found'] !== 'boolean') throw new KvError('INTERNAL', 'malformed reply: a del answers found: true or false');
+    return reply['found'];
   }
 
   /** The hub's names and services. */

@@ -1,13 +1,17 @@
 /** A whole cluster in one process: the hub and every node, for tests and embedding. */
+import { randomBytes } from 'node:crypto';
 import { DirectoryHub } from '../hub/hub.js';
 import { KvNode, type KvNodeOptions } from '../node/node.js';
 import type { SyncMode } from '../storage/store.js';
 import { checkClusterSpec, localClusterSpec, type NodeSpec } from './config.js';
 
+const SETTLE_DEADLINE_MS = 20_000;
+
 export interface InProcessClusterOptions {
   replicas?: number;
   dataDir: string;
   sync?: SyncMode;
+  /** The cluster secret; a random one when not given (never none: secure by default). */
   secret?: string;
   /** Give each node its own loopback address (Linux); on by default where it works. */
   ownAddresses?: boolean;
@@ -22,6 +26,7 @@ export interface InProcessClusterOptions {
 
 export interface InProcessCluster {
   hub: DirectoryHub;
+  secret: string;
   hubUrl: string;
   nodes: KvNode[];
   primary: KvNode;
@@ -39,7 +44,8 @@ export async function startInProcessCluster(options: InProcessClusterOptions): P
     ...(options.ownAddresses !== undefined ? { ownAddresses: options.ownAddresses } : {}),
   });
   checkClusterSpec(spec.nodes);
-  const hub = await new DirectoryHub({ port: 0, ...(options.secret ? { secret: options.secret } : {}) }).listen();
+  const secret = options.secret ?? randomBytes(32).toString('hex');
+  const hub = await new DirectoryHub({ port: 0, secret }).listen();
   const replicaNames = spec.nodes.filter((n) => n.role === 'replica').map((n) => n.name);
   const primaryName = spec.nodes.find((n) => n.role === 'primary')!.name;
   const nodes = spec.nodes.map(
@@ -53,7 +59,7 @@ export async function startInProcessCluster(options: InProcessClusterOptions): P
         sync: spec.sync,
         ...(node.dataFile ? { dataFile: node.dataFile } : {}),
         ...(node.role === 'primary' ? { replicas: replicaNames } : { primary: primaryName }),
-        ...(options.secret ? { secret: options.secret } : {}),
+        secret,
         ...options.nodeOptions,
         ...options.perNode?.[node.name],
       }),
@@ -75,12 +81,15 @@ export async function startInProcessCluster(options: InProcessClusterOptions): P
       for (const node of nodes) await node.init();
       for (const node of nodes) await node.startServices();
     }
+    // The primary serves once every replica has reported where it stands.
+    if (!options.order || options.order.length === nodes.length) await nodes[0]!.settled(SETTLE_DEADLINE_MS);
   } catch (error) {
     await close();
     throw error;
   }
   return {
     hub,
+    secret,
     hubUrl: hub.url,
     nodes,
     primary: nodes[0]!,

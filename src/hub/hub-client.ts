@@ -1,29 +1,42 @@
 /**
  * Talks to the directory hub for a node or a client. The connection is opened lazily and
- * again after it drops; a node's registrations are replayed on every new connection, so
- * a restarted hub learns them back.
+ * again after it drops; a node's registrations (its name, its service, its health) are
+ * replayed on every new connection, so a restarted hub learns them back, and a node
+ * started while the hub is down keeps trying with backoff instead of giving up. Names
+ * resolved once are remembered: while the hub is away, links are re-established from
+ * what the node already knows (the peer still has to prove the cluster secret).
  */
-import { defer, retry, throwError, timeout, type Observable } from 'rxjs';
+import { defer, firstValueFrom, retry, throwError, timeout, type Observable } from 'rxjs';
 import { backoff, backoffDelayMs } from '../backoff.js';
-import { REQUEST_TIMEOUT_MS, RESOLVE_DEADLINE_MS } from '../constants.js';
+import { HUB_FRAME_BYTES_MAX, REQUEST_TIMEOUT_MS, RESOLVE_DEADLINE_MS } from '../constants.js';
 import { KvError } from '../errors.js';
 import { proofFor } from '../protocol/auth.js';
-import { RpcChannel } from '../client/rpc.js';
+import { replyString, replyStringMap, type OkReply } from '../protocol/reply.js';
+import { RpcChannel } from '../protocol/rpc-channel.js';
 import { connect } from '../transport/ws-transport.js';
-import { HUB_NAME } from './hub.js';
+import { HUB_NAME, type NodeHealth } from './hub.js';
 
 export interface HubClientOptions {
-  /** Who is speaking (a node's name); needed to register when a secret is set. */
+  /** Who is speaking (a node's name): nodes use the hub's peer slots and may register. */
   name?: string;
   secret?: string;
   requestTimeoutMs?: number;
+  /** Told of each failed attempt to reach the hub or to register (for the node's log). */
+  onRetry?(error: KvError): void;
 }
 
-const HUB_FRAME_BYTES_MAX = 1024 * 1024;
+export interface HubStatus {
+  names: Record<string, string>;
+  services: Record<string, string>;
+  /** What nodes reported of themselves (serving, starting, halted and why). */
+  nodes: Record<string, NodeHealth>;
+}
 
 export class HubClient {
   private channel: Promise<RpcChannel> | undefined;
-  private readonly registrations: Record<string, unknown>[] = [];
+  /** One per name, service and health report: replayed on every new connection. */
+  private readonly registrations = new Map<string, Record<string, unknown>>();
+  private readonly known = new Map<string, string>();
   private reconnectTimer: NodeJS.Timeout | undefined;
   private reconnectAttempt = 0;
   private closed = false;
@@ -33,29 +46,50 @@ export class HubClient {
     private readonly options: HubClientOptions = {},
   ) {}
 
-  /** Registers a node's name; kept and replayed after reconnects. */
-  async register(name: string, address: string): Promise<void> {
-    await this.remember({ op: 'register', name, address });
+  /** Registers a node's name, retrying until the hub takes it (or the client closes). */
+  register(name: string, address: string): Promise<void> {
+    return this.remember(`name ${name}`, { op: 'register', name, address });
   }
 
-  /** Points a service at a node; kept and replayed after reconnects. */
-  async registerService(service: string, name: string): Promise<void> {
-    await this.remember({ op: 'register-service', service, name });
+  /** Points a service at a node, retrying likewise. */
+  registerService(service: string, name: string): Promise<void> {
+    return this.remember(`service ${service}`, { op: 'register-service', service, name });
   }
 
+  /** Tells the hub how this node is (shown in the hub's status), retrying likewise. */
+  report(name: string, health: NodeHealth): Promise<void> {
+    return this.remember(`report ${name}`, { op: 'report', name, ...health });
+  }
+
+  /**
+   * The address of a node: the hub's answer, or while the hub cannot be reached or has
+   * forgotten the name (it restarted), the last answer it gave.
+   */
   async resolve(name: string): Promise<string> {
-    const reply = await this.request({ op: 'resolve', name });
-    return reply['address'] as string;
+    try {
+      const address = replyString(await this.request({ op: 'resolve', name }), 'address');
+      this.known.set(name, address);
+      return address;
+    } catch (error) {
+      const known = this.known.get(name);
+      if (known !== undefined && error instanceof KvError && (error.code === 'UNAVAILABLE' || error.code === 'NOT_FOUND')) return known;
+      throw error;
+    }
   }
 
   async lookup(service: string): Promise<{ node: string; address: string }> {
     const reply = await this.request({ op: 'lookup', service });
-    return { node: reply['node'] as string, address: reply['address'] as string };
+    return { node: replyString(reply, 'node'), address: replyString(reply, 'address') };
   }
 
-  async status(): Promise<{ names: Record<string, string>; services: Record<string, string> }> {
+  async status(): Promise<HubStatus> {
     const reply = await this.request({ op: 'status' });
-    return { names: reply['names'] as Record<string, string>, services: reply['services'] as Record<string, string> };
+    const nodes = reply['nodes'];
+    return {
+      names: replyStringMap(reply, 'names'),
+      services: replyStringMap(reply, 'services'),
+      nodes: typeof nodes === 'object' && nodes !== null && !Array.isArray(nodes) ? (nodes as Record<string, NodeHealth>) : {},
+    };
   }
 
   /**
@@ -63,7 +97,13 @@ export class HubClient {
    * unreachable, until `deadlineMs`: then fails with UNAVAILABLE.
    */
   resolveUntil$(name: string, deadlineMs = RESOLVE_DEADLINE_MS): Observable<string> {
-    return untilFound$(() => this.resolve(name), () => this.closed, `"${name}" did not register at the hub`, deadlineMs);
+    return defer(() => this.resolve(name)).pipe(
+      retry({ delay: (error: unknown, attempt) => (this.retryable(error, 'NOT_FOUND') ? backoff(error, attempt) : throwError(() => error)) }),
+      timeout({
+        first: deadlineMs,
+        with: () => throwError(() => new KvError('UNAVAILABLE', `"${name}" did not register at the hub within ${deadlineMs} ms`)),
+      }),
+    );
   }
 
   async close(): Promise<void> {
@@ -74,14 +114,36 @@ export class HubClient {
     if (channel) (await channel.catch(() => undefined))?.close();
   }
 
-  private async remember(fields: Record<string, unknown>): Promise<void> {
-    await this.request(fields);
-    this.registrations.push(fields);
+  /**
+   * Keeps a registration for replay and sends it until the hub takes it. A name still held
+   * by a live connection (FORBIDDEN with its `holder`) is retried too: most often the old
+   * process of a node restarted in a hurry, whose connection the hub has not seen close
+   * yet; otherwise each retry is reported (a second node with the same name).
+   */
+  private remember(key: string, fields: Record<string, unknown>): Promise<void> {
+    this.registrations.set(key, fields);
+    // Each attempt sends the latest version: a newer report overtakes an older one's retries.
+    const attempt$ = defer(() => this.request(this.registrations.get(key) ?? fields)).pipe(
+      retry({
+        delay: (error: unknown, attempt) => {
+          const held = error instanceof KvError && error.code === 'FORBIDDEN' && error.details['holder'] !== undefined;
+          if (!held && !this.retryable(error, 'UNAVAILABLE')) return throwError(() => error);
+          this.options.onRetry?.(error as KvError);
+          return backoff(error, attempt);
+        },
+      }),
+    );
+    return firstValueFrom(attempt$).then(() => undefined);
   }
 
-  private async request(fields: Record<string, unknown>): Promise<Record<string, unknown>> {
+  /** Whether a failed call is worth another try: the hub unreachable, or the code given. */
+  private retryable(error: unknown, code: KvError['code']): boolean {
+    return !this.closed && error instanceof KvError && (error.code === 'UNAVAILABLE' || error.code === code);
+  }
+
+  private async request(fields: Record<string, unknown>): Promise<OkReply> {
     const channel = await this.open();
-    return (await channel.request(fields, this.options.requestTimeoutMs ?? REQUEST_TIMEOUT_MS)) as Record<string, unknown>;
+    return channel.request(fields, this.options.requestTimeoutMs ?? REQUEST_TIMEOUT_MS);
   }
 
   private open(): Promise<RpcChannel> {
@@ -94,11 +156,11 @@ export class HubClient {
   }
 
   private async connect(): Promise<RpcChannel> {
-    const connection = await connect(this.url, { maxPayload: HUB_FRAME_BYTES_MAX });
+    const { name, secret } = this.options;
+    const connection = await connect(this.url, { maxPayload: HUB_FRAME_BYTES_MAX, kind: name === undefined ? 'client' : 'peer' });
     const channel = new RpcChannel(connection, this.options.requestTimeoutMs ?? REQUEST_TIMEOUT_MS);
     connection.frames$.subscribe({ complete: () => this.dropped(channel) });
     try {
-      const { name, secret } = this.options;
       if (name !== undefined) {
         const hello = await channel.request({ op: 'hello', from: name });
         if (typeof hello['challenge'] === 'string') {
@@ -106,7 +168,7 @@ export class HubClient {
           await channel.request({ op: 'auth', proof: proofFor(secret, hello['challenge'], name, HUB_NAME) });
         }
       }
-      for (const registration of this.registrations) await channel.request(registration);
+      for (const registration of this.registrations.values()) await channel.request(registration);
       this.reconnectAttempt = 0;
       return channel;
     } catch (error) {
@@ -120,7 +182,7 @@ export class HubClient {
     void this.channel?.then((current) => {
       if (current === channel) this.channel = undefined;
     }, () => undefined);
-    if (this.closed || this.registrations.length === 0) return;
+    if (this.closed || this.registrations.size === 0) return;
     this.reconnectAttempt += 1;
     clearTimeout(this.reconnectTimer);
     this.reconnectTimer = setTimeout(() => {
@@ -128,20 +190,4 @@ export class HubClient {
     }, backoffDelayMs(this.reconnectAttempt));
     this.reconnectTimer.unref();
   }
-}
-
-/** Retries `call` while what it asks for is not there yet (NOT_FOUND) or unreachable. */
-function untilFound$<T>(call: () => Promise<T>, closed: () => boolean, failure: string, deadlineMs: number): Observable<T> {
-  return defer(call).pipe(
-    retry({
-      delay: (error: unknown, attempt) =>
-        !closed() && error instanceof KvError && (error.code === 'NOT_FOUND' || error.code === 'UNAVAILABLE')
-          ? backoff(error, attempt)
-          : throwError(() => error),
-    }),
-    timeout({
-      first: deadlineMs,
-      with: () => throwError(() => new KvError('UNAVAILABLE', `${failure} within ${deadlineMs} ms`)),
-    }),
-  );
 }

@@ -1,57 +1,81 @@
 /**
  * The directory hub: the cluster's "DNS". Nodes register their names (name -> ws
- * address) and the primary registers the `kv` service (service -> node name); clients
- * and nodes look them up. Registering needs the cluster secret when one is set; lookups
- * never do. State is in memory: nodes register again when they reconnect.
+ * address), the primary registers the `kv` service (service -> node name), and nodes
+ * report their health; clients and nodes look them up. Registering needs a session that
+ * proved the cluster secret (secure by default: a hub without a secret must be asked for
+ * with `insecure`), a node registers only itself, and a name held by a live connection is
+ * never taken over by another address. Lookups are open. State is in memory: nodes
+ * register again when they reconnect.
  */
 import { Subject } from 'rxjs';
-import { CONNECTIONS_MAX } from '../constants.js';
-import { KvError, assertNever } from '../errors.js';
+import { CONNECTIONS_MAX, HUB_FRAME_BYTES_MAX, HUB_NAMES_MAX } from '../constants.js';
+import { KvError, assert, assertNever } from '../errors.js';
 import { newChallenge, verifyProof } from '../protocol/auth.js';
-import type { HubRequest, Reply } from '../protocol/messages.js';
+import type { HubRequest, NodeState, Reply } from '../protocol/messages.js';
 import { parseHubFrame } from '../protocol/parse.js';
 import { okReply } from '../protocol/reply.js';
-import { serveConnection } from '../protocol/serve.js';
+import { SendBudget, serveConnection } from '../protocol/serve.js';
 import type { Connection, Listener } from '../transport/transport.js';
 import { listen } from '../transport/ws-transport.js';
 
 export const HUB_NAME = 'hub';
-const HUB_FRAME_BYTES_MAX = 64 * 1024;
 
 export interface HubOptions {
   host?: string;
   port?: number;
-  /** When set, registering needs a session authenticated with it. */
+  /** Registering needs a session authenticated with it. */
   secret?: string;
+  /** Run without a secret: any local process can then register names and take over `kv`. */
+  insecure?: boolean;
   connectionsMax?: number;
+  namesMax?: number;
+}
+
+/** What a node last reported of itself. */
+export interface NodeHealth {
+  state: NodeState;
+  reason?: string | undefined;
 }
 
 export type HubEvent =
   | { event: 'registered'; name: string; address: string }
   | { event: 'service'; service: string; name: string }
+  | { event: 'report'; name: string; state: NodeState; reason?: string | undefined }
   | { event: 'rejected'; op: string; code: string; message: string };
 
 const HUB_HELP = [
   'lookup SERVICE   the node and address serving SERVICE (try: lookup kv)',
   'resolve NAME     the address of node NAME',
-  'status           every name and service',
+  'status           every name, service and node health',
 ].join('\n');
 
 /** What one connection has proved: who it is, and whether it knows the secret. */
 interface Session {
+  connection: Connection;
   from?: string;
   challenge?: string;
   authenticated: boolean;
 }
 
+interface NameEntry {
+  address: string;
+  /** The session that registered it, while its connection is open. */
+  owner: Session | undefined;
+  health?: NodeHealth;
+}
+
 export class DirectoryHub {
   readonly events$ = new Subject<HubEvent>();
-  private readonly names = new Map<string, string>();
+  private readonly names = new Map<string, NameEntry>();
   private readonly services = new Map<string, string>();
+  private readonly budget = new SendBudget();
   private listener: Listener | undefined;
   private closing: Promise<void> | undefined;
 
-  constructor(private readonly options: HubOptions = {}) {}
+  constructor(private readonly options: HubOptions = {}) {
+    assert(options.secret !== undefined || options.insecure === true, 'a hub needs the cluster secret, or insecure: true');
+    assert(options.secret === undefined || options.secret.length > 0, 'the cluster secret is not empty');
+  }
 
   get url(): string {
     if (!this.listener) throw new Error('the hub is not listening');
@@ -78,39 +102,45 @@ export class DirectoryHub {
   }
 
   private serve(connection: Connection): void {
-    const session: Session = { authenticated: this.options.secret === undefined };
+    const session: Session = { connection, authenticated: this.options.secret === undefined };
+    connection.frames$.subscribe({ complete: () => this.release(session) });
     serveConnection<HubRequest>(connection, {
       parse: parseHubFrame,
       handle: (request) => this.handle(request, session),
-      onRejected: (_id, error) =>
-        this.events$.next({ event: 'rejected', op: 'frame', code: error.code, message: error.message }),
+      budget: this.budget,
+      onRejected: (_id, error) => this.events$.next({ event: 'rejected', op: 'frame', code: error.code, message: error.message }),
     });
+  }
+
+  /** The names a closed connection held stay resolvable, but may now be taken over. */
+  private release(session: Session): void {
+    for (const entry of this.names.values()) if (entry.owner === session) entry.owner = undefined;
   }
 
   private handle(request: HubRequest, session: Session): Reply {
     switch (request.type) {
       case 'lookup': {
         const name = this.services.get(request.service);
-        const address = name === undefined ? undefined : this.names.get(name);
+        const address = name === undefined ? undefined : this.names.get(name)?.address;
         if (name === undefined || address === undefined) {
           throw new KvError('NOT_FOUND', `no node serves "${request.service}"`);
         }
         return okReply(request.id, { node: name, address });
       }
       case 'resolve': {
-        const address = this.names.get(request.name);
+        const address = this.names.get(request.name)?.address;
         if (address === undefined) throw new KvError('NOT_FOUND', `no node is named "${request.name}"`);
         return okReply(request.id, { name: request.name, address });
       }
       case 'status':
-        return okReply(request.id, {
-          names: Object.fromEntries(this.names),
-          services: Object.fromEntries(this.services),
-        });
+        return okReply(request.id, this.status());
       case 'hello': {
         session.from = request.from;
         session.authenticated = this.options.secret === undefined;
-        if (session.authenticated) return okReply(request.id);
+        if (session.authenticated) {
+          session.connection.trust();
+          return okReply(request.id);
+        }
         session.challenge = newChallenge();
         return okReply(request.id, { challenge: session.challenge });
       }
@@ -122,26 +152,75 @@ export class DirectoryHub {
         session.challenge = undefined;
         if (!valid) throw new KvError('UNAUTHORIZED', 'wrong cluster secret');
         session.authenticated = true;
+        session.connection.trust();
         return okReply(request.id);
       }
       case 'register':
-        this.requireRegistrant(session, request.name);
-        this.names.set(request.name, request.address);
-        this.events$.next({ event: 'registered', name: request.name, address: request.address });
+        this.register(session, request.name, request.address);
         return okReply(request.id);
       case 'register-service':
         this.requireRegistrant(session, request.name);
         if (!this.names.has(request.name)) {
           throw new KvError('NOT_FOUND', `register the name "${request.name}" before its service`);
         }
+        if (!this.services.has(request.service) && this.services.size >= this.namesMax) {
+          throw new KvError('UNAVAILABLE', `the hub holds ${this.namesMax} services already`);
+        }
         this.services.set(request.service, request.name);
         this.events$.next({ event: 'service', service: request.service, name: request.name });
         return okReply(request.id);
+      case 'report': {
+        this.requireRegistrant(session, request.name);
+        const entry = this.names.get(request.name);
+        if (!entry) throw new KvError('NOT_FOUND', `register the name "${request.name}" before reporting on it`);
+        entry.health = { state: request.state, ...(request.reason !== undefined ? { reason: request.reason } : {}) };
+        this.events$.next({ event: 'report', name: request.name, state: request.state, reason: request.reason });
+        return okReply(request.id);
+      }
       case 'help':
         return okReply(request.id, { help: HUB_HELP });
       default:
         return assertNever(request);
     }
+  }
+
+  private get namesMax(): number {
+    return this.options.namesMax ?? HUB_NAMES_MAX;
+  }
+
+  private status(): Record<string, unknown> {
+    const names: Record<string, string> = {};
+    const nodes: Record<string, NodeHealth> = {};
+    for (const [name, entry] of this.names) {
+      names[name] = entry.address;
+      if (entry.health) nodes[name] = entry.health;
+    }
+    return { names, services: Object.fromEntries(this.services), nodes };
+  }
+
+  private register(session: Session, name: string, address: string): void {
+    this.requireRegistrant(session, name);
+    const entry = this.names.get(name);
+    if (entry?.owner && entry.owner !== session && entry.owner.connection.isOpen && entry.address !== address) {
+      throw new KvError('FORBIDDEN', `"${name}" is registered at ${entry.address} by a live connection; stop that node first`, {
+        holder: entry.address,
+      });
+    }
+    if (!entry && this.names.size >= this.namesMax) this.forgetOneName();
+    this.names.set(name, { address, owner: session, ...(entry?.health && entry.address === address ? { health: entry.health } : {}) });
+    this.events$.next({ event: 'registered', name, address });
+  }
+
+  /** Makes room for a name: the oldest one that no live connection holds and no service names. */
+  private forgetOneName(): void {
+    const named = new Set(this.services.values());
+    for (const [name, entry] of this.names) {
+      if (!entry.owner && !named.has(name)) {
+        this.names.delete(name);
+        return;
+      }
+    }
+    throw new KvError('UNAVAILABLE', `the hub holds ${this.namesMax} names, all in use`);
   }
 
   /** With a secret, a node registers only itself, and only once it proved the secret. */

@@ -5,13 +5,15 @@
  */
 import { lookup as dnsLookup } from 'node:dns/promises';
 import { isIP } from 'node:net';
-import { KvError, assertNever } from '../errors.js';
+import { KvError, assertNever, toKvError } from '../errors.js';
 import { newChallenge, verifyProof } from '../protocol/auth.js';
 import type { AppendRequest, AuthRequest, HelloRequest, NodeRequest, Reply, SnapshotRequest } from '../protocol/messages.js';
 import { okReply } from '../protocol/reply.js';
 import { HELP_TEXT } from '../protocol/text-commands.js';
 import type { HubClient } from '../hub/hub-client.js';
 import type { Store } from '../storage/store.js';
+import type { Connection } from '../transport/transport.js';
+import type { PrimaryGate } from './primary-gate.js';
 import type { ReplicaApplier } from './replica-applier.js';
 import type { TraceEvent } from './trace.js';
 import type { WritePipeline } from './write-pipeline.js';
@@ -20,6 +22,7 @@ export type Role = 'primary' | 'replica';
 
 /** What one connection has proved. */
 export interface Session {
+  readonly connection: Connection;
   readonly remoteAddress: string;
   /** The peer that said hello on this connection, once its address checked out. */
   peer?: string;
@@ -28,8 +31,9 @@ export interface Session {
   isPrimary: boolean;
 }
 
+/** The primary serves only once its gate is open (no replica ahead of it), through its pipeline. */
 export type RoleState =
-  | { role: 'primary'; pipeline: WritePipeline | undefined }
+  | { role: 'primary'; gate: PrimaryGate | undefined; pipeline: WritePipeline | undefined }
   | { role: 'replica'; primary: string; applier: ReplicaApplier };
 
 export class KvService {
@@ -87,6 +91,8 @@ export class KvService {
         ...(primary ? { primary } : {}),
       });
     }
+    const serving = state.gate?.state;
+    if (serving?.state === 'halted' || serving?.state === 'starting') throw new KvError('UNAVAILABLE', serving.reason);
     if (!state.pipeline) throw new KvError('UNAVAILABLE', `${this.name} is starting; retry shortly`);
     return state.pipeline;
   }
@@ -100,9 +106,8 @@ export class KvService {
     if (request.from !== state.primary) {
       return this.refuse(session, request.from, 'FORBIDDEN', `${request.from} is not the primary (${state.primary})`);
     }
-    if (request.epoch < state.applier.epoch) {
-      return this.refuse(session, request.from, 'FORBIDDEN', `epoch ${request.epoch} is older than ${state.applier.epoch}`);
-    }
+    // No epoch check here: the primary first learns where this replica stands (and halts
+    // if the replica is ahead); appends and snapshots are what carry and check epochs.
     const address = await this.hub.resolve(state.primary).catch(() => undefined);
     if (address === undefined || !(await hostAddresses(address)).includes(session.remoteAddress)) {
       return this.refuse(session, request.from, 'FORBIDDEN', `${session.remoteAddress} is not the address of ${state.primary} (${address ?? 'unresolved'})`);
@@ -110,6 +115,7 @@ export class KvService {
     session.peer = request.from;
     if (this.secret === undefined) {
       session.isPrimary = true;
+      session.connection.trust();
       return okReply(request.id, { seq: state.applier.seq, epoch: state.applier.epoch });
     }
     session.challenge = newChallenge();
@@ -125,6 +131,7 @@ export class KvService {
     session.challenge = undefined;
     if (!valid) return this.refuse(session, session.peer, 'UNAUTHORIZED', 'wrong cluster secret');
     session.isPrimary = true;
+    session.connection.trust();
     return okReply(request.id, { seq: state.applier.seq, epoch: state.applier.epoch });
   }
 
@@ -133,8 +140,11 @@ export class KvService {
     if (state.role !== 'replica' || !session.isPrimary) {
       return this.refuse(session, session.peer, 'FORBIDDEN', 'replication frames are accepted only from the primary');
     }
-    const seq = await state.applier.append(request.epoch, request.first, request.ops);
-    return okReply(request.id, { seq });
+    try {
+      return okReply(request.id, { seq: await state.applier.append(request.epoch, request.first, request.ops) });
+    } catch (error) {
+      throw this.refusedFromPrimary(`seqs ${request.first}-${request.first + request.ops.length - 1}`, error);
+    }
   }
 
   private async snapshot(request: SnapshotRequest, session: Session): Promise<Reply> {
@@ -142,8 +152,18 @@ export class KvService {
     if (state.role !== 'replica' || !session.isPrimary) {
       return this.refuse(session, session.peer, 'FORBIDDEN', 'snapshots are accepted only from the primary');
     }
-    const seq = await state.applier.snapshotPart(request.epoch, request.seq, request.part, request.entries, request.done);
-    return okReply(request.id, { seq });
+    try {
+      return okReply(request.id, { seq: await state.applier.snapshotPart(request.epoch, request.seq, request.part, request.entries, request.done) });
+    } catch (error) {
+      throw this.refusedFromPrimary(`snapshot part ${request.part} at seq ${request.seq}`, error);
+    }
+  }
+
+  /** A replica that cannot take what the primary sends says so in its own log too. */
+  private refusedFromPrimary(what: string, error: unknown): KvError {
+    const kvError = toKvError(error);
+    this.trace({ event: 'fault', message: `refused ${what} from the primary: ${kvError.code}: ${kvError.message}` });
+    return kvError;
   }
 
   /** The connection of `session` closed: a snapshot it was sending will not be finished. */

@@ -6,7 +6,7 @@
  *                   is resolved before this);
  *   close()         releases everything; calling it twice is harmless.
  */
-import { Subject } from 'rxjs';
+import { BehaviorSubject, Subject, filter, firstValueFrom, timeout } from 'rxjs';
 import {
   ACK_TIMEOUT_MS,
   CONNECTIONS_MAX,
@@ -21,13 +21,15 @@ import {
 import { KvError, assert } from '../errors.js';
 import type { NodeRequest } from '../protocol/messages.js';
 import { parseNodeFrame, type Limits, type Parsed } from '../protocol/parse.js';
-import { serveConnection } from '../protocol/serve.js';
+import { SendBudget, serveConnection } from '../protocol/serve.js';
 import { HubClient } from '../hub/hub-client.js';
+import type { NodeHealth } from '../hub/hub.js';
 import { openStore } from '../storage/open-store.js';
 import type { Store, SyncMode } from '../storage/store.js';
 import type { Connection, Listener } from '../transport/transport.js';
 import { listen } from '../transport/ws-transport.js';
 import { KvService, type Role, type RoleState, type Session } from './kv-service.js';
+import { PrimaryGate } from './primary-gate.js';
 import { ReplicaApplier } from './replica-applier.js';
 import { ReplicaLink } from './replica-link.js';
 import { ReplicationLog } from './replication-log.js';
@@ -55,6 +57,8 @@ export interface KvNodeOptions {
   primary?: string;
   /** Cluster secret: peers and hub registrations must prove it. */
   secret?: string;
+  /** Run without a secret: any local process can then forge replication frames. */
+  insecure?: boolean;
   ackTimeoutMs?: number;
   resolveDeadlineMs?: number;
   keyBytesMax?: number;
@@ -71,6 +75,8 @@ type Phase = 'new' | 'initialized' | 'serving' | 'closed';
 
 export class KvNode {
   readonly trace$ = new Subject<NodeTrace>();
+  /** How the node is, as it reports it to the hub: starting, serving, degraded, halted. */
+  readonly health$ = new BehaviorSubject<NodeHealth>({ state: 'starting' });
   /** Faults only (store errors, listener errors): cheap to watch when not tracing. */
   readonly faults$ = new Subject<NodeTrace>();
   private phase: Phase = 'new';
@@ -80,13 +86,17 @@ export class KvNode {
   private roleState: RoleState | undefined;
   private service: KvService | undefined;
   private links: ReplicaLink[] = [];
-  private pipeline: WritePipeline | undefined;
   private closing: Promise<void> | undefined;
   private readonly limits: Limits;
+  private readonly budget = new SendBudget();
+  /** Replicas refusing what they are sent, and why (shown as `degraded` at the hub). */
+  private readonly problems = new Map<string, string>();
 
   constructor(readonly options: KvNodeOptions) {
     if (options.role === 'primary') assert(options.replicas !== undefined, 'a primary is given its replicas\' names');
     else assert(options.primary !== undefined, 'a replica is given the primary\'s name');
+    assert(options.secret !== undefined || options.insecure === true, `${options.name} needs the cluster secret, or insecure: true`);
+    assert(options.secret === undefined || options.secret.length > 0, 'the cluster secret is not empty');
     this.limits = {
       keyBytesMax: options.keyBytesMax ?? KEY_BYTES_MAX,
       valueBytesMax: options.valueBytesMax ?? VALUE_BYTES_MAX,
@@ -94,6 +104,7 @@ export class KvNode {
     this.hub = new HubClient(options.hubUrl, {
       name: options.name,
       ...(options.secret !== undefined ? { secret: options.secret } : {}),
+      onRetry: (error) => this.emit({ event: 'fault', message: `hub ${options.hubUrl}: ${error.message} (retrying)` }),
     });
   }
 
@@ -125,7 +136,7 @@ export class KvNode {
     this.store.errors$.subscribe((error) => this.emit({ event: 'fault', message: `store: ${error.message}` }));
     this.roleState =
       options.role === 'primary'
-        ? { role: 'primary', pipeline: undefined }
+        ? { role: 'primary', gate: undefined, pipeline: undefined }
         : { role: 'replica', primary: options.primary!, applier: new ReplicaApplier(this.store, (e) => this.emit(e)) };
     this.service = new KvService(this.name, this.store, this.hub, this.roleState, options.secret, (e) => this.emit(e));
     this.listener = await listen({
@@ -136,6 +147,7 @@ export class KvNode {
       onConnection: (connection) => this.serve(connection),
       onError: (error) => this.emit({ event: 'fault', message: `listener: ${error.message}` }),
     });
+    // Retried until the hub takes it: a node started while the hub is down waits, listening.
     await this.hub.register(this.name, this.listener.url);
     this.emit({ event: 'registered', what: 'name', address: this.listener.url });
   }
@@ -144,50 +156,112 @@ export class KvNode {
     assert(this.phase === 'initialized', `startServices() of ${this.name} in phase ${this.phase}`);
     this.phase = 'serving';
     const { options } = this;
-    if (this.roleState?.role !== 'primary') return;
+    const roleState = this.roleState!;
+    if (roleState.role !== 'primary') {
+      this.report({ state: 'serving' });
+      return;
+    }
     const store = this.storage;
-    const epoch = Math.max(store.state.epoch, 1);
     const log = new ReplicationLog(
       store.state.seq,
       options.replicationLogEntriesMax ?? REPLICATION_LOG_ENTRIES_MAX,
       options.replicationLogBytesMax ?? REPLICATION_LOG_BYTES_MAX,
     );
+    const ackTimeoutMs = options.ackTimeoutMs ?? ACK_TIMEOUT_MS;
+    // Before the gate opens the primary stands where its store does; after, at its log's end
+    // in the epoch it writes in.
+    const position = () => (gate.state.state === 'serving' ? { epoch: gate.state.epoch, seq: log.lastSeq } : store.state);
+    const gate = new PrimaryGate(this.name, position, options.replicas ?? [], (state) => {
+      if (state.state === 'serving') this.serveWrites(roleState, log, state.epoch, ackTimeoutMs);
+      else if (state.state === 'halted') this.halt(roleState, state.reason);
+      else this.report(state);
+    });
+    roleState.gate = gate;
     const linkOptions = {
       self: this.name,
       localAddress: bindableAddress(options.host),
-      epoch,
       secret: options.secret,
-      ackTimeoutMs: options.ackTimeoutMs ?? ACK_TIMEOUT_MS,
+      gate,
+      ackTimeoutMs,
       resolveDeadlineMs: options.resolveDeadlineMs ?? RESOLVE_DEADLINE_MS,
+      onProblem: (replica: string, problem: string | undefined) => this.replicaProblem(replica, problem),
     };
     this.links = (options.replicas ?? []).map((name) => new ReplicaLink(name, this.hub, log, store, linkOptions, (e) => this.emit(e)));
-    this.pipeline = new WritePipeline(
-      store,
-      log,
-      this.links,
-      {
-        epoch,
-        ackTimeoutMs: linkOptions.ackTimeoutMs,
-        ...(options.batchWritesMax !== undefined ? { batchWritesMax: options.batchWritesMax } : {}),
-      },
-      (e) => this.emit(e),
-    );
-    this.roleState.pipeline = this.pipeline;
+    gate.start();
     for (const link of this.links) link.start();
     await this.hub.registerService(KV_SERVICE, this.name);
     this.emit({ event: 'registered', what: 'service', address: this.url });
   }
 
+  /** Where this node stands: starting, serving, degraded or halted, and why (as the hub shows it). */
+  get health(): NodeHealth {
+    const roleState = this.roleState;
+    if (!roleState || this.phase !== 'serving') return { state: 'starting' };
+    if (roleState.role === 'replica') return { state: 'serving' };
+    const gate = roleState.gate?.state;
+    if (!gate) return { state: 'starting' };
+    if (gate.state !== 'serving') return gate;
+    if (this.problems.size > 0) return { state: 'degraded', reason: [...this.problems.values()].join('; ') };
+    return { state: 'serving' };
+  }
+
+  /** The gate opened: no replica is ahead, so writes (and reads) start, in a new epoch. */
+  private serveWrites(roleState: Extract<RoleState, { role: 'primary' }>, log: ReplicationLog, epoch: number, ackTimeoutMs: number): void {
+    const { options } = this;
+    roleState.pipeline = new WritePipeline(
+      this.storage,
+      log,
+      this.links,
+      { epoch, ackTimeoutMs, ...(options.batchWritesMax !== undefined ? { batchWritesMax: options.batchWritesMax } : {}) },
+      (e) => this.emit(e),
+    );
+    this.emit({ event: 'serving', epoch });
+    this.report(this.health);
+  }
+
+  /** Stops serving for good: said in the log, at the hub and in every reply. */
+  private halt(roleState: Extract<RoleState, { role: 'primary' }>, reason: string): void {
+    this.emit({ event: 'fault', message: `HALTED: ${reason}` });
+    roleState.pipeline?.close(reason);
+    for (const link of this.links) void link.close();
+    this.report({ state: 'halted', reason });
+  }
+
+  private replicaProblem(replica: string, problem: string | undefined): void {
+    if (problem === undefined) this.problems.delete(replica);
+    else this.problems.set(replica, problem);
+    this.report(this.health);
+  }
+
+  /** Resolves once the node has left `starting` (serving, degraded or halted); fails after `deadlineMs`. */
+  settled(deadlineMs: number): Promise<NodeHealth> {
+    return firstValueFrom(
+      this.health$.pipe(
+        filter((health) => health.state !== 'starting'),
+        timeout({ first: deadlineMs, with: () => { throw new KvError('UNAVAILABLE', `${this.name} still starting after ${deadlineMs} ms: ${this.health.reason ?? ''}`); } }),
+      ),
+    );
+  }
+
+  private report(health: NodeHealth): void {
+    if (this.phase === 'closed') return;
+    this.health$.next(health);
+    this.hub.report(this.name, health).catch((error: unknown) => {
+      if (this.phase !== 'closed') this.emit({ event: 'fault', message: `cannot report to the hub: ${(error as Error).message}` });
+    });
+  }
+
   close(): Promise<void> {
     this.closing ??= (async () => {
       this.phase = 'closed';
-      this.pipeline?.close();
+      if (this.roleState?.role === 'primary') this.roleState.pipeline?.close();
       await Promise.all(this.links.map((link) => link.close()));
       await this.listener?.close();
       await this.hub.close();
       await this.store?.close();
       this.trace$.complete();
       this.faults$.complete();
+      this.health$.complete();
     })();
     return this.closing;
   }
@@ -198,7 +272,7 @@ export class KvNode {
       connection.close();
       return;
     }
-    const session: Session = { remoteAddress: connection.remoteAddress, isPrimary: false };
+    const session: Session = { connection, remoteAddress: connection.remoteAddress, isPrimary: false };
     connection.frames$.subscribe({ complete: () => service.closed(session) });
     const frameBytesMax = this.options.frameBytesMax ?? FRAME_BYTES_MAX;
     const tracing = () => this.trace$.observed;
@@ -214,8 +288,11 @@ export class KvNode {
         );
         return reply;
       },
+      budget: this.budget,
       onRejected: (_id, error) => {
-        if (tracing()) this.emit({ event: 'rejected', reason: error.message, code: error.code, address: session.remoteAddress });
+        // A frame from the primary that cannot even be parsed is a fault worth the log.
+        if (session.isPrimary) this.emit({ event: 'fault', message: `refused a frame from the primary: ${error.code}: ${error.message}` });
+        else if (tracing()) this.emit({ event: 'rejected', reason: error.message, code: error.code, address: session.remoteAddress });
       },
     });
   }

@@ -12,6 +12,7 @@ import { REPLICA_PENDING_BATCHES_MAX } from '../constants.js';
 import { KvError, toKvError } from '../errors.js';
 import type { WriteOp } from '../protocol/messages.js';
 import type { Restore, Store } from '../storage/store.js';
+import { formatPosition, isAhead } from './primary-gate.js';
 import type { TraceEvent } from './trace.js';
 
 interface Segment {
@@ -100,6 +101,11 @@ export class ReplicaApplier {
       throw new KvError('FORBIDDEN', `epoch ${epoch} is older than this replica's ${this.store.state.epoch}`);
     }
     if (part === 0) {
+      // A node never replaces data of its own that the sender lacks.
+      const own = this.store.state;
+      if (isAhead(own, { epoch, seq })) {
+        throw new KvError('FORBIDDEN', `a snapshot at ${formatPosition({ epoch, seq })} would roll this replica back from ${formatPosition(own)}`);
+      }
       await this.abortRestore();
       this.reset();
       await this.applying;

@@ -12,11 +12,13 @@ import { backoffDelayMs } from '../backoff.js';
 import { BATCH_BYTES_MAX, PEER_FRAME_BYTES_MAX, SNAPSHOT_PART_BYTES_MAX, SNAPSHOT_PART_ENTRIES_MAX } from '../constants.js';
 import { KvError, toKvError } from '../errors.js';
 import { proofFor } from '../protocol/auth.js';
-import { RpcChannel } from '../client/rpc.js';
+import { replyCount } from '../protocol/reply.js';
+import { RpcChannel } from '../protocol/rpc-channel.js';
 import type { HubClient } from '../hub/hub-client.js';
 import type { Store } from '../storage/store.js';
 import { connect } from '../transport/ws-transport.js';
 import { lastSeq, type Batch, type ReplicationLog } from './replication-log.js';
+import type { PrimaryGate } from './primary-gate.js';
 import type { TraceEvent } from './trace.js';
 import type { AckSource } from './write-pipeline.js';
 
@@ -27,13 +29,16 @@ import type { AckSource } from './write-pipeline.js';
 const APPENDS_IN_FLIGHT_MAX = 2;
 
 export interface ReplicaLinkOptions {
-  /** The primary's own name, host (bound for outgoing connections) and epoch. */
+  /** The primary's own name and host (bound for outgoing connections). */
   self: string;
   localAddress: string | undefined;
-  epoch: number;
   secret: string | undefined;
+  /** Where each replica reports its position; no data flows until the gate opens. */
+  gate: PrimaryGate;
   ackTimeoutMs: number;
   resolveDeadlineMs: number;
+  /** Told when the replica starts or stops refusing what it is sent (undefined: all is well). */
+  onProblem(replica: string, problem: string | undefined): void;
 }
 
 export class ReplicaLink implements AckSource {
@@ -45,6 +50,8 @@ export class ReplicaLink implements AckSource {
   private readonly closed$ = new Subject<void>();
   private wake: (() => void) | undefined;
   private running: Promise<void> | undefined;
+  /** Why the replica last refused a frame, until it acknowledges again. */
+  private refusal: string | undefined;
 
   constructor(
     readonly name: string,
@@ -66,6 +73,11 @@ export class ReplicaLink implements AckSource {
     this.pump();
   }
 
+  /** Why the replica is not acknowledging, when it said so (for the error a client gets). */
+  get problem(): string | undefined {
+    return this.refusal;
+  }
+
   async close(): Promise<void> {
     this.closed = true;
     this.closed$.next();
@@ -78,7 +90,7 @@ export class ReplicaLink implements AckSource {
 
   private async run(): Promise<void> {
     let attempt = 0;
-    while (!this.closed) {
+    while (!this.closed && this.options.gate.state.state !== 'halted') {
       try {
         const channel = await this.open();
         attempt = 0;
@@ -99,22 +111,24 @@ export class ReplicaLink implements AckSource {
   }
 
   private async open(): Promise<RpcChannel> {
-    const { self, secret, epoch } = this.options;
+    const { self, secret, gate } = this.options;
     const address = await firstValueFrom(
       this.hub.resolveUntil$(this.name, this.options.resolveDeadlineMs).pipe(takeUntil(this.closed$)),
     );
-    const connection = await connect(address, { maxPayload: PEER_FRAME_BYTES_MAX, localAddress: this.options.localAddress });
+    const connection = await connect(address, { maxPayload: PEER_FRAME_BYTES_MAX, kind: 'peer', localAddress: this.options.localAddress });
     const channel = new RpcChannel(connection, this.options.ackTimeoutMs * 4);
     try {
       this.trace({ event: 'peer', peer: this.name, state: 'connected' });
-      let reply = await channel.request({ op: 'hello', from: self, epoch });
+      let reply = await channel.request({ op: 'hello', from: self, epoch: gate.state.state === 'serving' ? gate.state.epoch : 0 });
       if (typeof reply['challenge'] === 'string') {
         if (secret === undefined) throw new KvError('UNAUTHORIZED', `replica ${this.name} wants the cluster secret`);
         reply = await channel.request({ op: 'auth', proof: proofFor(secret, reply['challenge'], self, this.name) });
       }
-      let replicaSeq = Number(reply['seq']);
-      if (!Number.isSafeInteger(replicaSeq)) throw new KvError('INTERNAL', `replica ${this.name} sent no seq`);
-      this.trace({ event: 'peer', peer: this.name, state: 'authenticated', seq: replicaSeq });
+      const position = { epoch: replyCount(reply, 'epoch'), seq: replyCount(reply, 'seq') };
+      this.trace({ event: 'peer', peer: this.name, state: 'authenticated', seq: position.seq });
+      // Nothing is sent before the primary knows no replica is ahead of it.
+      await gate.admit(this.name, position);
+      let replicaSeq = position.seq;
       if (!this.log.covers(replicaSeq)) replicaSeq = await this.sendSnapshot(channel);
       this.sentSeq = replicaSeq;
       this.advance(replicaSeq);
@@ -133,12 +147,13 @@ export class ReplicaLink implements AckSource {
    */
   private async sendSnapshot(channel: RpcChannel): Promise<number> {
     const snapshot = await this.store.snapshot({ entriesMax: SNAPSHOT_PART_ENTRIES_MAX, bytesMax: SNAPSHOT_PART_BYTES_MAX });
-    const { seq } = snapshot.state;
+    // The snapshot carries the epoch of the store's last write: its position in the history.
+    const { epoch, seq } = snapshot.state;
     this.trace({ event: 'peer', peer: this.name, state: 'snapshot', seq });
     let part = 0;
     let entries = 0;
     const send = (page: readonly [string, string][], done: boolean) =>
-      firstValueFrom(channel.requestText$(snapshotFrame(this.options.epoch, seq, part++, page, done), 'snapshot'));
+      firstValueFrom(channel.requestText$(snapshotFrame(epoch, seq, part++, page, done), 'snapshot'));
     try {
       for await (const page of snapshot.pages()) {
         if (this.closed) throw new KvError('UNAVAILABLE', 'the link is closing');
@@ -178,17 +193,39 @@ export class ReplicaLink implements AckSource {
     channel.requestText$(appendFrame(epoch, first, batches), 'append').subscribe({
       next: (reply) => {
         this.appendsInFlight -= 1;
-        const seq = Number(reply['seq']);
+        let seq: number;
+        try {
+          seq = replyCount(reply, 'seq');
+        } catch (error) {
+          this.refused(first, last, toKvError(error));
+          channel.close();
+          return;
+        }
         this.trace({ event: 'ack', from: this.name, seq });
+        if (this.refusal !== undefined) {
+          this.refusal = undefined;
+          this.options.onProblem(this.name, undefined);
+        }
         this.advance(seq);
         this.pump();
       },
       error: (error: unknown) => {
-        const kvError = toKvError(error);
-        this.trace({ event: 'rejected', reason: `replica ${this.name} refused append: ${kvError.message}`, code: kvError.code });
+        this.refused(first, last, toKvError(error));
         channel.close();
       },
     });
+  }
+
+  /**
+   * The replica refused a batch (or its ack made no sense). The connection is dropped and
+   * the loop sends it again; meanwhile the primary's log, its health at the hub and the
+   * error its clients get all say which seqs and why, so the cluster never wedges silently.
+   */
+  private refused(first: number, last: number, error: KvError): void {
+    if (error.code === 'UNAVAILABLE' && error.message === 'connection closed') return;
+    this.refusal = `replica ${this.name} refused seqs ${first}-${last}: ${error.code}: ${error.message}`;
+    this.trace({ event: 'fault', message: this.refusal });
+    this.options.onProblem(this.name, this.refusal);
   }
 
   private advance(seq: number): void {

@@ -10,6 +10,7 @@ export type TraceEvent =
   | { event: 'rejected'; reason: string; code: string; from?: string; address?: string }
   | { event: 'peer'; peer: string; state: 'connected' | 'authenticated' | 'snapshot' | 'caught-up' | 'disconnected'; seq?: number; keys?: number }
   | { event: 'registered'; what: 'name' | 'service'; address: string }
+  | { event: 'serving'; epoch: number }
   | { event: 'fault'; message: string };
 
 export type NodeTrace = TraceEvent & { node: string; at: number };

@@ -21,6 +21,8 @@ export interface AckSource {
   readonly name: string;
   /** The highest seq the replica has acknowledged. */
   readonly acked$: BehaviorSubject<number>;
+  /** Why the replica is refusing what it is sent, if it said so. */
+  readonly problem?: string | undefined;
   notify(): void;
 }
 
@@ -51,6 +53,7 @@ export class WritePipeline {
   private readonly keyWrites = new Map<string, Promise<void>>();
   private readonly closing$ = new Subject<void>();
   private closed = false;
+  private closeReason = 'the node is closing';
 
   constructor(
     private readonly store: Store,
@@ -64,7 +67,7 @@ export class WritePipeline {
 
   /** Queues a write; resolves with whether its key existed before it, once it is on every replica. */
   submit(op: WriteOp): Promise<boolean> {
-    if (this.closed) return Promise.reject(new KvError('UNAVAILABLE', 'the node is closing'));
+    if (this.closed) return Promise.reject(new KvError('UNAVAILABLE', this.closeReason));
     const bytes = opBytes(op);
     if (
       this.queue.length >= (this.options.writeQueueMax ?? WRITE_QUEUE_MAX) ||
@@ -91,10 +94,12 @@ export class WritePipeline {
     return this.queue.length;
   }
 
-  close(): void {
+  /** Fails every write not yet acknowledged, with `reason`. */
+  close(reason = 'the node is closing'): void {
     if (this.closed) return;
     this.closed = true;
-    const error = new KvError('UNAVAILABLE', 'the node is closing');
+    this.closeReason = reason;
+    const error = new KvError('UNAVAILABLE', reason);
     for (const write of this.queue.splice(0)) write.reject(error);
     this.queueBytes = 0;
     this.closing$.next();
@@ -186,14 +191,16 @@ export class WritePipeline {
         first((acked) => acked >= seq),
         timeout({
           first: ackTimeoutMs,
-          with: () =>
-            throwError(() => new KvError('UNAVAILABLE', `replica ${replica.name} did not acknowledge within ${ackTimeoutMs} ms; the write may be on some nodes`)),
+          with: () => {
+            const why = replica.problem === undefined ? '' : ` (${replica.problem})`;
+            return throwError(() => new KvError('UNAVAILABLE', `replica ${replica.name} did not acknowledge within ${ackTimeoutMs} ms${why}; the write may be on some nodes`));
+          },
         }),
       ),
     );
     const closing = this.closing$.pipe(
       map(() => {
-        throw new KvError('UNAVAILABLE', 'the node closed before every replica acknowledged');
+        throw new KvError('UNAVAILABLE', `${this.closeReason}: the write may be on some nodes`);
       }),
     );
     return race(forkJoin(acks), closing);

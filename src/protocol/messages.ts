@@ -67,7 +67,24 @@ export interface RegisterServiceRequest {
   name: string;
 }
 
+/** A node tells the hub how it is: shown in `status` under `nodes`. */
+export interface ReportRequest {
+  type: 'report';
+  id: RequestId;
+  name: string;
+  state: NodeState;
+  reason: string | undefined;
+}
+/**
+ * starting: not serving yet; serving; degraded: serving, but a replica refuses or misses
+ * what it is sent (writes fail until it recovers); halted: refuses service until an
+ * operator acts. The reason says why.
+ */
+export type NodeState = 'starting' | 'serving' | 'degraded' | 'halted';
+export const NODE_STATES: readonly NodeState[] = ['starting', 'serving', 'degraded', 'halted'];
+
 export type HubRequest =
+  | ReportRequest
   | LookupRequest
   | ResolveRequest
   | StatusRequest

@@ -4,7 +4,7 @@
  */
 import { VALUE_DEPTH_MAX } from '../constants.js';
 import { KvError } from '../errors.js';
-import type { HubRequest, Json, NodeRequest, RequestId, WriteOp } from './messages.js';
+import { NODE_STATES, type HubRequest, type Json, type NodeRequest, type NodeState, type RequestId, type WriteOp } from './messages.js';
 import { parseTextCommand } from './text-commands.js';
 
 export interface Limits {
@@ -113,6 +113,15 @@ function hubRequest(fields: Fields, id: RequestId): HubRequest {
       return { type: 'register', id, name: requireName(fields, 'name'), address: requireAddress(fields) };
     case 'register-service':
       return { type: 'register-service', id, service: requireName(fields, 'service'), name: requireName(fields, 'name') };
+    case 'report': {
+      const state = requireString(fields, 'state');
+      if (!NODE_STATES.includes(state as NodeState)) throw new KvError('BAD_REQUEST', `state must be one of ${NODE_STATES.join(', ')}`);
+      const reason = fields['reason'];
+      if (reason !== undefined && (typeof reason !== 'string' || reason.length > REASON_LENGTH_MAX)) {
+        throw new KvError('BAD_REQUEST', `reason must be a string of at most ${REASON_LENGTH_MAX} characters`);
+      }
+      return { type: 'report', id, name: requireName(fields, 'name'), state: state as NodeState, reason };
+    }
     case 'hello':
       return { type: 'hello', id, from: requireName(fields, 'from'), epoch: 0 };
     case 'auth':
@@ -127,6 +136,7 @@ function hubRequest(fields: Fields, id: RequestId): HubRequest {
 // ---- Field validators --------------------------------------------------------------
 
 const NAME_BYTES_MAX = 128;
+const REASON_LENGTH_MAX = 1024;
 const NAME_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._-]*$/;
 
 function requireOp(fields: Fields): string {
@@ -176,6 +186,7 @@ function requireKey(fields: Fields, limits: Limits): string {
   if (typeof key !== 'string' || key.length === 0) {
     throw new KvError('BAD_REQUEST', 'key must be a non-empty string');
   }
+  if (!isWellFormed(key)) throw new KvError('BAD_REQUEST', NOT_UNICODE('key'));
   // A UTF-16 length within a third of the limit cannot exceed it in UTF-8.
   if (key.length * 3 > limits.keyBytesMax && Buffer.byteLength(key, 'utf8') > limits.keyBytesMax) {
     throw new KvError('TOO_LARGE', `key is over ${limits.keyBytesMax} bytes`);
@@ -188,9 +199,8 @@ function requireValue(fields: Fields, limits: Limits): { value: Json; valueJson:
     throw new KvError('BAD_REQUEST', 'value must be present and not null');
   }
   const value = fields['value'] as Json;
-  if (nestedDeeperThan(value, VALUE_DEPTH_MAX)) {
-    throw new KvError('TOO_LARGE', `value is nested deeper than ${VALUE_DEPTH_MAX} levels`);
-  }
+  const invalid = invalidValue(value, VALUE_DEPTH_MAX);
+  if (invalid) throw invalid;
   const valueJson = JSON.stringify(value);
   if (valueJson.length * 3 > limits.valueBytesMax && Buffer.byteLength(valueJson, 'utf8') > limits.valueBytesMax) {
     throw new KvError('TOO_LARGE', `value is over ${limits.valueBytesMax} bytes serialized`);
@@ -204,7 +214,7 @@ function requireSnapshotEntries(raw: unknown): [string, string][] {
   return raw.map((entry): [string, string] => {
     if (
       Array.isArray(entry) && entry.length === 2 && typeof entry[0] === 'string' && entry[0].length > 0 &&
-      entry[1] !== null && entry[1] !== undefined && !nestedDeeperThan(entry[1], VALUE_DEPTH_MAX)
+      isWellFormed(entry[0]) && entry[1] !== null && entry[1] !== undefined && !invalidValue(entry[1], VALUE_DEPTH_MAX)
     ) {
       return [entry[0], JSON.stringify(entry[1])];
     }
@@ -212,18 +222,54 @@ function requireSnapshotEntries(raw: unknown): [string, string][] {
   });
 }
 
-/** Whether arrays and objects nest deeper than `max`, found without recursion. */
-export function nestedDeeperThan(value: unknown, max: number): boolean {
-  if (typeof value !== 'object' || value === null) return false;
-  const stack: [object, number][] = [[value, 1]];
+const NOT_UNICODE = (what: string) => `${what} must be well-formed Unicode (no lone UTF-16 surrogates)`;
+
+/**
+ * Whether a string is well-formed UTF-16. A lone surrogate has no UTF-8 form: SQLite,
+ * Buffer and TextEncoder would each store or compare it as U+FFFD, so "s\ud800" and
+ * "s\ufffd" would become one key.
+ */
+export function isWellFormed(text: string): boolean {
+  return (text as string & { isWellFormed(): boolean }).isWellFormed();
+}
+
+/**
+ * Why a decoded value cannot be stored as it was sent, or undefined when it can: every
+ * value must survive the round trip through JSON exactly, so numbers are finite (JSON.parse
+ * reads 1e400 as Infinity, which JSON.stringify writes as null) and strings, object keys
+ * included, are well-formed; and nesting stays within `depthMax`. Without recursion, so
+ * no value can overflow the stack.
+ */
+export function invalidValue(value: unknown, depthMax: number): KvError | undefined {
+  const stack: [unknown, number][] = [[value, 1]];
   while (stack.length > 0) {
     const [node, depth] = stack.pop()!;
-    if (depth > max) return true;
-    for (const child of Object.values(node)) {
-      if (typeof child === 'object' && child !== null) stack.push([child, depth + 1]);
+    switch (typeof node) {
+      case 'number':
+        if (!Number.isFinite(node)) return new KvError('BAD_REQUEST', 'numbers in a value must be finite (JSON has no Infinity or NaN)');
+        break;
+      case 'string':
+        if (!isWellFormed(node)) return new KvError('BAD_REQUEST', NOT_UNICODE('strings in a value'));
+        break;
+      case 'object':
+        if (node === null) break;
+        if (depth > depthMax) return new KvError('TOO_LARGE', `value is nested deeper than ${depthMax} levels`);
+        if (Array.isArray(node)) {
+          for (const child of node) stack.push([child, depth + 1]);
+        } else {
+          for (const [name, child] of Object.entries(node)) {
+            if (!isWellFormed(name)) return new KvError('BAD_REQUEST', NOT_UNICODE('object keys in a value'));
+            stack.push([child, depth + 1]);
+          }
+        }
+        break;
+      case 'boolean':
+        break;
+      default:
+        return new KvError('BAD_REQUEST', `a value cannot hold ${typeof node}`);
     }
   }
-  return false;
+  return undefined;
 }
 
 /**
@@ -235,8 +281,8 @@ function requireWriteOps(raw: unknown): WriteOp[] {
     throw new KvError('BAD_REQUEST', 'ops must be a non-empty array');
   }
   return raw.map((entry): WriteOp => {
-    if (Array.isArray(entry) && typeof entry[1] === 'string' && entry[1].length > 0) {
-      if (entry[0] === 'p' && entry.length === 3 && entry[2] !== null && entry[2] !== undefined && !nestedDeeperThan(entry[2], VALUE_DEPTH_MAX)) {
+    if (Array.isArray(entry) && typeof entry[1] === 'string' && entry[1].length > 0 && isWellFormed(entry[1])) {
+      if (entry[0] === 'p' && entry.length === 3 && entry[2] !== null && entry[2] !== undefined && !invalidValue(entry[2], VALUE_DEPTH_MAX)) {
         return { kind: 'put', key: entry[1], valueJson: JSON.stringify(entry[2]) };
       }
       if (entry[0] === 'd' && entry.length === 2) return { kind: 'del', key: entry[1] };

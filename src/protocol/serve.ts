@@ -1,15 +1,55 @@
 /**
  * Serves one connection of a server (the hub or a node): every frame is parsed once and
  * answered by id; a bad frame gets its error and the connection keeps serving. Replies
- * may leave out of order (pipelining). Reading pauses while the connection has too many
- * requests in flight or too many bytes unsent, so one client cannot grow a node's memory.
+ * may leave out of order (pipelining).
+ *
+ * Memory stays bounded for a client that does not read: reading stops while the
+ * connection has too many requests in flight or too many reply bytes unsent (checked as
+ * replies are queued, not only when a frame arrives); replies past the send limit wait
+ * unserialized in an outbox until the socket drains (a get's reply shares its value with
+ * every other reply of that key); and a SendBudget shared by a server's connections drops
+ * the one with the most unsent bytes when all of them together are over the server's limit.
  */
-import { CONNECTION_REQUESTS_IN_FLIGHT_MAX, CONNECTION_SEND_BUFFER_BYTES_MAX } from '../constants.js';
+import {
+  CONNECTION_REQUESTS_IN_FLIGHT_MAX,
+  CONNECTION_SEND_BUFFER_BYTES_MAX,
+  SERVER_SEND_BUFFER_BYTES_MAX,
+} from '../constants.js';
 import { KvError, toKvError } from '../errors.js';
 import type { Connection } from '../transport/transport.js';
 import type { Reply, RequestId } from './messages.js';
 import type { Parsed } from './parse.js';
 import { errorReply } from './reply.js';
+
+/** Unsent reply bytes of all of one server's connections, bounded together. */
+export class SendBudget {
+  private readonly connections = new Set<Connection>();
+
+  constructor(readonly bytesMax = SERVER_SEND_BUFFER_BYTES_MAX) {}
+
+  add(connection: Connection): void {
+    this.connections.add(connection);
+  }
+
+  delete(connection: Connection): void {
+    this.connections.delete(connection);
+  }
+
+  /** Drops the connections with the most unsent bytes while the total is over the limit. */
+  enforce(): void {
+    let total = 0;
+    for (const connection of this.connections) total += connection.bufferedBytes;
+    while (total > this.bytesMax && this.connections.size > 0) {
+      let largest: Connection | undefined;
+      for (const connection of this.connections) {
+        if (!largest || connection.bufferedBytes > largest.bufferedBytes) largest = connection;
+      }
+      total -= largest!.bufferedBytes;
+      this.connections.delete(largest!);
+      largest!.abort();
+    }
+  }
+}
 
 export interface ServeOptions<T> {
   parse(text: string): Parsed<T>;
@@ -17,6 +57,8 @@ export interface ServeOptions<T> {
   handle(request: T): Reply | Promise<Reply>;
   /** Told of every request that was answered with an error. */
   onRejected?(id: RequestId, error: KvError): void;
+  /** Shared by the server's connections; one of its own when not given. */
+  budget?: SendBudget;
   requestsInFlightMax?: number;
   sendBufferBytesMax?: number;
 }
@@ -24,55 +66,79 @@ export interface ServeOptions<T> {
 export function serveConnection<T extends { id: RequestId }>(connection: Connection, options: ServeOptions<T>): void {
   const inFlightMax = options.requestsInFlightMax ?? CONNECTION_REQUESTS_IN_FLIGHT_MAX;
   const sendBufferMax = options.sendBufferBytesMax ?? CONNECTION_SEND_BUFFER_BYTES_MAX;
+  const budget = options.budget ?? new SendBudget();
+  budget.add(connection);
   let inFlight = 0;
   let paused = false;
+  const outbox: Reply[] = [];
 
-  const send = (reply: Reply) => {
-    connection.send(JSON.stringify(reply));
-  };
-  const fail = (id: RequestId, error: KvError) => {
-    options.onRejected?.(id, error);
-    send(errorReply(id, error));
-  };
-  const settle = () => {
-    inFlight -= 1;
-    if (paused && inFlight <= inFlightMax / 2 && connection.bufferedBytes <= sendBufferMax / 2) {
+  const overSendLimit = () => connection.bufferedBytes > sendBufferMax;
+  const flowControl = () => {
+    const blocked = inFlight >= inFlightMax || outbox.length > 0 || overSendLimit();
+    if (blocked && !paused) {
+      paused = true;
+      connection.pause();
+    } else if (!blocked && paused && inFlight <= inFlightMax / 2) {
       paused = false;
       connection.resume();
     }
   };
+  const flush = () => {
+    while (outbox.length > 0 && !overSendLimit() && connection.isOpen) {
+      connection.send(JSON.stringify(outbox.shift()));
+    }
+    if (overSendLimit()) budget.enforce();
+    flowControl();
+  };
+  const deliver = (reply: Reply) => {
+    if (!connection.isOpen) return;
+    outbox.push(reply);
+    flush();
+  };
+  const fail = (id: RequestId, error: KvError) => {
+    options.onRejected?.(id, error);
+    deliver(errorReply(id, error));
+  };
+  const settle = () => {
+    inFlight -= 1;
+    flowControl();
+  };
 
-  connection.frames$.subscribe((text) => {
-    let parsed: Parsed<T>;
-    try {
-      parsed = options.parse(text);
-    } catch (error) {
-      fail(null, new KvError('INTERNAL', `parser fault: ${(error as Error).message}`));
-      return;
-    }
-    if (!parsed.ok) {
-      fail(parsed.id, parsed.error);
-      return;
-    }
-    const { id } = parsed.request;
-    inFlight += 1;
-    if (!paused && (inFlight >= inFlightMax || connection.bufferedBytes > sendBufferMax)) {
-      paused = true;
-      connection.pause();
-    }
-    let answer: Reply | Promise<Reply>;
-    try {
-      answer = options.handle(parsed.request);
-    } catch (error) {
-      fail(id, toKvError(error));
-      settle();
-      return;
-    }
-    if (answer instanceof Promise) {
-      answer.then(send, (error: unknown) => fail(id, toKvError(error))).finally(settle);
-    } else {
-      send(answer);
-      settle();
-    }
+  connection.drain$.subscribe(() => flush());
+  connection.frames$.subscribe({
+    next: (text) => {
+      let parsed: Parsed<T>;
+      try {
+        parsed = options.parse(text);
+      } catch (error) {
+        fail(null, new KvError('INTERNAL', `parser fault: ${(error as Error).message}`));
+        return;
+      }
+      if (!parsed.ok) {
+        fail(parsed.id, parsed.error);
+        return;
+      }
+      const { id } = parsed.request;
+      inFlight += 1;
+      flowControl();
+      let answer: Reply | Promise<Reply>;
+      try {
+        answer = options.handle(parsed.request);
+      } catch (error) {
+        fail(id, toKvError(error));
+        settle();
+        return;
+      }
+      if (answer instanceof Promise) {
+        answer.then(deliver, (error: unknown) => fail(id, toKvError(error))).finally(settle);
+      } else {
+        deliver(answer);
+        settle();
+      }
+    },
+    complete: () => {
+      outbox.length = 0;
+      budget.delete(connection);
+    },
   });
 }

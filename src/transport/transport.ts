@@ -4,9 +4,15 @@
  */
 import type { Observable } from 'rxjs';
 
+/** Clients and peers (nodes talking to nodes or to the hub) have separate slots. */
+export type ConnectionKind = 'client' | 'peer';
+
 export interface Connection {
+  readonly kind: ConnectionKind;
   /** Every text frame received, in order; completes when the connection closes. */
   readonly frames$: Observable<string>;
+  /** Emits whenever the bytes queued for the socket have been written out. */
+  readonly drain$: Observable<void>;
   /** The peer's IP address (IPv4-mapped IPv6 addresses are unwrapped). */
   readonly remoteAddress: string;
   /** Queues a frame; false when the connection is closed (nothing is thrown). */
@@ -16,8 +22,15 @@ export interface Connection {
   /** Stops reading frames (backpressure) until resume(). */
   pause(): void;
   resume(): void;
+  /**
+   * A peer connection proved the cluster secret: it keeps its slot (an unproved one is
+   * dropped after PEER_AUTH_TIMEOUT_MS or when a newer peer needs the slot).
+   */
+  trust(): void;
   /** Closes the connection; calling it again does nothing. */
   close(code?: number, reason?: string): void;
+  /** Drops the connection at once, discarding what is unsent. */
+  abort(): void;
   readonly isOpen: boolean;
 }
 
@@ -27,6 +40,8 @@ export interface Listener {
   readonly url: string;
   readonly host: string;
   readonly port: number;
+  /** Connections now open, by kind, and TCP connections still in their handshake. */
+  counts(): { client: number; peer: number; handshaking: number };
   close(): Promise<void>;
 }
 
@@ -37,4 +52,6 @@ export enum CloseCode {
   TooBig = 1009,
   TryAgainLater = 1013,
   Forbidden = 4003,
+  /** A peer did not prove the cluster secret in time, or a newer one needed its slot. */
+  PeerUnproved = 4001,
 }

@@ -1,75 +1,152 @@
-/** The WebSocket implementation of the Transport interfaces, over the `ws` package. */
+/**
+ * The WebSocket implementation of the Transport interfaces, over the `ws` package.
+ *
+ * The listener owns its HTTP server, so it sees every TCP connection before its upgrade:
+ * a connection must finish its handshake within HANDSHAKE_TIMEOUT_MS, and at most
+ * HANDSHAKES_MAX may be in it at once (the oldest makes room), so half-open connections
+ * cannot exhaust file descriptors. Clients and peers (the URL path PEER_PATH) have
+ * separate slots, so clients can never starve replication.
+ */
+import { createServer, type IncomingMessage } from 'node:http';
+import type { AddressInfo, Socket } from 'node:net';
+import type { Duplex } from 'node:stream';
 import { Subject } from 'rxjs';
 import { WebSocket, WebSocketServer } from 'ws';
 import type { RawData } from 'ws';
-import type { AddressInfo } from 'node:net';
-import { CONNECT_TIMEOUT_MS, KEEPALIVE_INTERVAL_MS } from '../constants.js';
+import {
+  CONNECT_TIMEOUT_MS,
+  HANDSHAKES_MAX,
+  HANDSHAKE_TIMEOUT_MS,
+  KEEPALIVE_INTERVAL_MS,
+  PEER_AUTH_TIMEOUT_MS,
+  PEER_CONNECTIONS_MAX,
+  PEER_PATH,
+} from '../constants.js';
 import { KvError } from '../errors.js';
-import { CloseCode, type Connection, type Listener } from './transport.js';
+import { CloseCode, type Connection, type ConnectionKind, type Listener } from './transport.js';
 
 export interface ListenOptions {
   host: string;
   port: number;
   /** Largest frame accepted; a larger one closes the connection with 1009. */
   maxPayload: number;
-  /** Connections accepted at once; one more is closed with 1013. */
+  /** Client connections accepted at once; one more is closed with 1013. */
   connectionsMax: number;
+  peerConnectionsMax?: number;
+  peerAuthTimeoutMs?: number;
+  handshakeTimeoutMs?: number;
+  handshakesMax?: number;
   keepaliveIntervalMs?: number;
   onConnection(connection: Connection): void;
-  /** Told of socket-level errors that do not belong to one connection. */
+  /** Told of socket-level errors (a listener's, or a connection's before it closes). */
   onError?(error: Error): void;
 }
 
+interface Accepted {
+  connection: WsConnection;
+  peerTimer?: NodeJS.Timeout;
+}
+
 export async function listen(options: ListenOptions): Promise<Listener> {
-  const server = new WebSocketServer({
-    host: options.host,
-    port: options.port,
-    maxPayload: options.maxPayload,
-    perMessageDeflate: false,
-    clientTracking: true,
-  });
-  await new Promise<void>((resolve, reject) => {
-    server.once('listening', resolve);
-    server.once('error', reject);
-  });
-  server.on('error', (error) => options.onError?.(error));
+  const handshakeTimeoutMs = options.handshakeTimeoutMs ?? HANDSHAKE_TIMEOUT_MS;
+  const handshakesMax = options.handshakesMax ?? HANDSHAKES_MAX;
+  const peersMax = options.peerConnectionsMax ?? PEER_CONNECTIONS_MAX;
+  const peerAuthTimeoutMs = options.peerAuthTimeoutMs ?? PEER_AUTH_TIMEOUT_MS;
+  const reportError = (error: Error) => options.onError?.(error);
 
-  const alive = new WeakSet<WebSocket>();
-  server.on('connection', (socket, request) => {
-    if (server.clients.size > options.connectionsMax) {
-      socket.on('error', () => {});
-      socket.close(CloseCode.TryAgainLater, 'too many connections');
-      return;
+  const http = createServer((_request, response) => {
+    response.writeHead(426, { 'content-type': 'text/plain' }).end('pbkv speaks WebSocket: try wscat -c ws://HOST:PORT\n');
+  });
+  http.headersTimeout = handshakeTimeoutMs;
+  http.requestTimeout = handshakeTimeoutMs;
+  const wss = new WebSocketServer({ noServer: true, maxPayload: options.maxPayload, perMessageDeflate: false, clientTracking: false });
+  wss.on('error', reportError);
+
+  // TCP connections not yet upgraded, oldest first (a Map keeps insertion order).
+  const handshaking = new Map<Socket, NodeJS.Timeout>();
+  const endHandshake = (socket: Socket) => {
+    clearTimeout(handshaking.get(socket));
+    handshaking.delete(socket);
+  };
+  http.on('connection', (socket: Socket) => {
+    if (handshaking.size >= handshakesMax) {
+      const [oldest] = handshaking.keys();
+      endHandshake(oldest!);
+      oldest!.destroy();
     }
-    alive.add(socket);
-    socket.on('pong', () => alive.add(socket));
-    options.onConnection(wrap(socket));
+    const timer = setTimeout(() => {
+      handshaking.delete(socket);
+      socket.destroy();
+    }, handshakeTimeoutMs);
+    timer.unref();
+    handshaking.set(socket, timer);
+    socket.once('close', () => endHandshake(socket));
   });
+  http.on('clientError', (_error, socket) => socket.destroy());
 
-  const keepalive = setInterval(() => {
-    for (const socket of server.clients) {
-      if (!alive.has(socket)) {
-        socket.terminate();
-        continue;
+  const open = { client: new Set<Accepted>(), peer: new Set<Accepted>() };
+  const admit = (kind: ConnectionKind): boolean => {
+    if (kind === 'client') return open.client.size < options.connectionsMax;
+    if (open.peer.size < peersMax) return true;
+    // The oldest peer that has not proved the secret yet makes room for the new one.
+    const unproved = [...open.peer].find((entry) => !entry.connection.trusted);
+    unproved?.connection.close(CloseCode.PeerUnproved, 'a newer peer needed the slot');
+    if (unproved) open.peer.delete(unproved);
+    return unproved !== undefined;
+  };
+
+  http.on('upgrade', (request: IncomingMessage, socket: Duplex, head: Buffer) => {
+    endHandshake(socket as Socket);
+    const kind: ConnectionKind = new URL(request.url ?? '/', 'ws://x').pathname === PEER_PATH ? 'peer' : 'client';
+    wss.handleUpgrade(request, socket, head, (ws) => {
+      if (!admit(kind)) {
+        ws.on('error', reportError);
+        ws.close(CloseCode.TryAgainLater, kind === 'client' ? 'too many connections' : 'too many peer connections');
+        return;
       }
-      alive.delete(socket);
-      socket.ping();
-    }
-  }, options.keepaliveIntervalMs ?? KEEPALIVE_INTERVAL_MS);
-  keepalive.unref();
+      const connection = new WsConnection(ws, request.socket, kind, options.keepaliveIntervalMs ?? KEEPALIVE_INTERVAL_MS, reportError);
+      const entry: Accepted = { connection };
+      open[kind].add(entry);
+      if (kind === 'peer') {
+        entry.peerTimer = setTimeout(() => {
+          if (!connection.trusted) connection.close(CloseCode.PeerUnproved, 'the cluster secret was not proved in time');
+        }, peerAuthTimeoutMs);
+        entry.peerTimer.unref();
+      }
+      ws.once('close', () => {
+        clearTimeout(entry.peerTimer);
+        open[kind].delete(entry);
+      });
+      options.onConnection(connection);
+    });
+  });
 
-  const { port, address } = server.address() as AddressInfo;
+  await new Promise<void>((resolve, reject) => {
+    http.once('error', reject);
+    http.listen(options.port, options.host, () => {
+      http.off('error', reject);
+      resolve();
+    });
+  });
+  http.on('error', reportError);
+
+  const { port, address } = http.address() as AddressInfo;
   const host = address.includes(':') ? `[${address}]` : address;
   let closing: Promise<void> | undefined;
   return {
     url: `ws://${host}:${port}`,
     host: address,
     port,
+    counts: () => ({ client: open.client.size, peer: open.peer.size, handshaking: handshaking.size }),
     close() {
       closing ??= new Promise<void>((resolve) => {
-        clearInterval(keepalive);
-        for (const socket of server.clients) socket.terminate();
-        server.close(() => resolve());
+        for (const socket of [...handshaking.keys()]) {
+          endHandshake(socket);
+          socket.destroy();
+        }
+        for (const entry of [...open.client, ...open.peer]) entry.connection.abort();
+        http.close(() => resolve());
+        http.closeAllConnections();
       });
       return closing;
     },
@@ -78,89 +155,138 @@ export async function listen(options: ListenOptions): Promise<Listener> {
 
 export interface ConnectOptions {
   maxPayload: number;
+  /** `peer` connects to PEER_PATH, where peers have slots of their own. */
+  kind?: ConnectionKind;
   /** The local address to bind, so the peer sees who is connecting (node to node). */
   localAddress?: string;
   timeoutMs?: number;
+  keepaliveIntervalMs?: number;
+  onError?(error: Error): void;
 }
 
 /** Opens a connection; rejects with UNAVAILABLE when the peer cannot be reached. */
 export function connect(url: string, options: ConnectOptions): Promise<Connection> {
+  const kind = options.kind ?? 'client';
+  const target = kind === 'peer' ? new URL(PEER_PATH, url).toString() : url;
   return new Promise((resolve, reject) => {
-    const socket = new WebSocket(url, {
+    const socket = new WebSocket(target, {
       maxPayload: options.maxPayload,
       perMessageDeflate: false,
       handshakeTimeout: options.timeoutMs ?? CONNECT_TIMEOUT_MS,
       ...(options.localAddress ? { localAddress: options.localAddress } : {}),
     });
+    let raw: Socket | undefined;
     const fail = (error: Error) => {
       socket.removeAllListeners();
-      socket.on('error', () => {});
+      socket.on('error', () => undefined);
       socket.terminate();
       reject(new KvError('UNAVAILABLE', `cannot connect to ${url}: ${error.message}`));
     };
     socket.once('error', fail);
-    socket.once('unexpected-response', (_request, response) =>
-      fail(new Error(`HTTP ${response.statusCode}`)),
-    );
+    socket.once('upgrade', (response: IncomingMessage) => (raw = response.socket));
+    socket.once('unexpected-response', (_request, response) => fail(new Error(`HTTP ${response.statusCode}`)));
     socket.once('open', () => {
       socket.off('error', fail);
-      resolve(wrap(socket));
+      if (!raw) return fail(new Error('no socket after the upgrade'));
+      resolve(new WsConnection(socket, raw, kind, options.keepaliveIntervalMs ?? KEEPALIVE_INTERVAL_MS, options.onError ?? (() => undefined)));
     });
   });
 }
 
-function unwrapAddress(address: string): string {
-  return address.startsWith('::ffff:') ? address.slice(7) : address;
+class WsConnection implements Connection {
+  readonly remoteAddress: string;
+  trusted = false;
+  private readonly frames = new Subject<string>();
+  private readonly drains = new Subject<void>();
+  readonly frames$ = this.frames.asObservable();
+  readonly drain$ = this.drains.asObservable();
+  private corked = false;
+  private alive = true;
+  private readonly keepalive: NodeJS.Timeout;
+
+  constructor(
+    private readonly socket: WebSocket,
+    private readonly raw: Socket,
+    readonly kind: ConnectionKind,
+    keepaliveIntervalMs: number,
+    reportError: (error: Error) => void,
+  ) {
+    this.remoteAddress = unwrapAddress(raw.remoteAddress ?? '');
+    // A socket error is always followed by 'close'; it is reported, then the close ends the stream.
+    socket.on('error', (error) => reportError(new Error(`${this.remoteAddress}: ${error.message}`)));
+    // Binary frames are read as UTF-8 text too: some clients send nothing else.
+    socket.on('message', (data: RawData) => this.frames.next(rawToString(data)));
+    socket.on('pong', () => (this.alive = true));
+    raw.on('drain', () => this.drains.next());
+    // Both ends ping; a peer that missed a whole interval is gone (a half-open TCP connection).
+    this.keepalive = setInterval(() => {
+      if (!this.alive) return this.abort();
+      this.alive = false;
+      socket.ping();
+    }, keepaliveIntervalMs);
+    this.keepalive.unref();
+    socket.on('close', () => {
+      clearInterval(this.keepalive);
+      this.frames.complete();
+      this.drains.complete();
+    });
+  }
+
+  get bufferedBytes(): number {
+    return this.socket.bufferedAmount;
+  }
+
+  get isOpen(): boolean {
+    return this.socket.readyState === WebSocket.OPEN;
+  }
+
+  send(text: string): boolean {
+    if (this.socket.readyState !== WebSocket.OPEN) return false;
+    this.cork();
+    this.socket.send(text);
+    return true;
+  }
+
+  pause(): void {
+    this.socket.pause();
+  }
+
+  resume(): void {
+    this.socket.resume();
+  }
+
+  trust(): void {
+    this.trusted = true;
+  }
+
+  close(code: number = CloseCode.Normal, reason = ''): void {
+    const state = this.socket.readyState;
+    if (state === WebSocket.CLOSED || state === WebSocket.CLOSING) return;
+    if (state === WebSocket.CONNECTING) this.socket.terminate();
+    else this.socket.close(code, reason);
+  }
+
+  abort(): void {
+    this.socket.terminate();
+  }
+
+  /**
+   * Frames sent in one turn of the event loop (the replies of one batch) leave in one
+   * writev: a syscall per frame was the primary's largest cost.
+   */
+  private cork(): void {
+    if (this.corked) return;
+    this.corked = true;
+    this.raw.cork();
+    process.nextTick(() => {
+      this.corked = false;
+      this.raw.uncork();
+    });
+  }
 }
 
-function wrap(socket: WebSocket): Connection {
-  const frames = new Subject<string>();
-  // ws keeps its net.Socket in `_socket`, on the server and the client side alike: the
-  // peer's address comes from it, and corking it below.
-  const raw = (socket as unknown as { _socket?: { remoteAddress?: string; cork(): void; uncork(): void } })._socket;
-  const remoteAddress = unwrapAddress(raw?.remoteAddress ?? '');
-  // Frames sent in one turn of the event loop (the replies of one batch) leave in one
-  // writev: a syscall per frame was the primary's largest cost. Without a socket (never
-  // seen) frames simply go out one by one.
-  let corked = false;
-  const cork = () => {
-    if (corked || !raw) return;
-    corked = true;
-    raw.cork();
-    process.nextTick(() => {
-      corked = false;
-      raw.uncork();
-    });
-  };
-  // A socket error is always followed by 'close'; listening keeps it from throwing.
-  socket.on('error', () => {});
-  // Binary frames are read as UTF-8 text too: some clients send nothing else.
-  socket.on('message', (data: RawData) => frames.next(rawToString(data)));
-  socket.on('close', () => frames.complete());
-
-  return {
-    frames$: frames.asObservable(),
-    remoteAddress,
-    get bufferedBytes() {
-      return socket.bufferedAmount;
-    },
-    get isOpen() {
-      return socket.readyState === WebSocket.OPEN;
-    },
-    send(text) {
-      if (socket.readyState !== WebSocket.OPEN) return false;
-      cork();
-      socket.send(text);
-      return true;
-    },
-    pause: () => socket.pause(),
-    resume: () => socket.resume(),
-    close(code = CloseCode.Normal, reason = '') {
-      if (socket.readyState === WebSocket.CLOSED || socket.readyState === WebSocket.CLOSING) return;
-      if (socket.readyState === WebSocket.CONNECTING) socket.terminate();
-      else socket.close(code, reason);
-    },
-  };
+function unwrapAddress(address: string): string {
+  return address.startsWith('::ffff:') ? address.slice(7) : address;
 }
 
 function rawToString(data: RawData): string {

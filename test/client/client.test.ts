@@ -3,6 +3,8 @@ import * as assert from 'uvu/assert';
 import { KvClient } from '../../src/client/client.js';
 import { startInProcessCluster } from '../../src/cluster/in-process.js';
 import { KvNode } from '../../src/node/node.js';
+import { MemoryStore } from '../../src/storage/memory-store.js';
+import { GatedStore } from '../stores.js';
 import { Disposer, tempDir, waitFor } from '../helpers.js';
 
 const disposer = new Disposer();
@@ -31,10 +33,15 @@ Client('get, put, del as promises; types kept; errors as KvError codes', async (
 
 Client('a request times out with UNAVAILABLE instead of hanging', async () => {
   const dataDir = await tempDir(disposer);
-  // Replica n1 is named but never started: the primary cannot get an ack.
+  // Replica n1 holds every batch: the primary cannot get an ack.
+  const held = new GatedStore(new MemoryStore());
+  held.closeGate();
   const cluster = disposer.add(
-    await startInProcessCluster({ dataDir, sync: 'memory', replicas: 1, order: ['n0'], nodeOptions: { ackTimeoutMs: 60_000 } }),
-    (c) => c.close(),
+    await startInProcessCluster({ dataDir, sync: 'memory', replicas: 1, nodeOptions: { ackTimeoutMs: 60_000 }, perNode: { n1: { store: held } } }),
+    async (c) => {
+      held.openGate();
+      await c.close();
+    },
   );
   const client = disposer.add(new KvClient({ hubUrl: cluster.hubUrl, requestTimeoutMs: 200 }), (c) => c.close());
   await client.put('k', 1).then(

@@ -8,7 +8,7 @@ import { Disposer, RawClient } from '../helpers.js';
 
 const disposer = new Disposer();
 const startHub = async (secret?: string) =>
-  disposer.add(await new DirectoryHub(secret ? { secret } : {}).listen(), (hub) => hub.close());
+  disposer.add(await new DirectoryHub(secret ? { secret } : { insecure: true }).listen(), (hub) => hub.close());
 const client = (url: string, options: ConstructorParameters<typeof HubClient>[1] = {}) =>
   disposer.add(new HubClient(url, options), (c) => c.close());
 
@@ -23,7 +23,7 @@ Hub('without a secret: register, resolve, lookup, status', async () => {
   const reader = client(hub.url);
   assert.is(await reader.resolve('n0'), 'ws://127.0.0.11:7401');
   assert.equal(await reader.lookup('kv'), { node: 'n0', address: 'ws://127.0.0.11:7401' });
-  assert.equal(await reader.status(), { names: { n0: 'ws://127.0.0.11:7401' }, services: { kv: 'n0' } });
+  assert.equal(await reader.status(), { names: { n0: 'ws://127.0.0.11:7401' }, services: { kv: 'n0' }, nodes: {} });
 });
 
 Hub('unknown names and services are NOT_FOUND, and the connection keeps serving', async () => {
@@ -34,7 +34,7 @@ Hub('unknown names and services are NOT_FOUND, and the connection keeps serving'
   assert.equal((await raw.ask({ id: 2, op: 'lookup', service: 'kv' }))['error'].code, 'NOT_FOUND');
   assert.equal((await raw.ask('lookup kv'))['error'].code, 'NOT_FOUND');
   assert.equal((await raw.ask('{"id": 3, "op": "register", "name": "x"}'))['error'].code, 'BAD_REQUEST');
-  assert.equal(await raw.ask({ id: 4, op: 'status' }), { id: 4, ok: true, names: {}, services: {} });
+  assert.equal(await raw.ask({ id: 4, op: 'status' }), { id: 4, ok: true, names: {}, services: {}, nodes: {} });
 });
 
 Hub('with a secret: lookups are open, registering needs the proof', async () => {
@@ -84,12 +84,12 @@ Hub('resolveUntil$ waits for a late registration; it gives up at its deadline', 
 });
 
 Hub('a node registers again with a hub that restarted', async () => {
-  const first = await new DirectoryHub().listen();
+  const first = await new DirectoryHub({ insecure: true }).listen();
   const port = Number(new URL(first.url).port);
   const node = client(first.url, { name: 'n0' });
   await node.register('n0', 'ws://127.0.0.11:7401');
   await first.close();
-  const second = disposer.add(await new DirectoryHub({ port }).listen(), (hub) => hub.close());
+  const second = disposer.add(await new DirectoryHub({ port, insecure: true }).listen(), (hub) => hub.close());
   const reader = client(second.url);
   assert.is(await firstValueFrom(reader.resolveUntil$('n0', 10_000)), 'ws://127.0.0.11:7401');
 });

@@ -8,14 +8,15 @@ import { BAD_FRAMES } from '../protocol/bad-frames.js';
 import { Disposer, RawClient, tempDir } from '../helpers.js';
 
 const disposer = new Disposer();
+const SECRET = 'client-protocol-test-secret';
 
 /** A hub and a lone primary on a real SQLite file, with small limits to reach them quickly. */
 async function startPrimary(options: Partial<KvNodeOptions> = {}): Promise<KvNode> {
   const dir = await tempDir(disposer);
-  const hub = disposer.add(await new DirectoryHub().listen(), (h) => h.close());
+  const hub = disposer.add(await new DirectoryHub({ secret: SECRET }).listen(), (h) => h.close());
   const node = disposer.add(
     new KvNode({
-      name: 'n0', role: 'primary', replicas: [], hubUrl: hub.url, dataFile: path.join(dir, 'n0.sqlite'),
+      name: 'n0', role: 'primary', replicas: [], hubUrl: hub.url, secret: SECRET, dataFile: path.join(dir, 'n0.sqlite'),
       keyBytesMax: 16, valueBytesMax: 32, frameBytesMax: 1024, ...options,
     }),
     (n) => n.close(),

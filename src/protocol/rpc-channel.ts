@@ -1,26 +1,25 @@
 /**
  * Request/reply over one Connection, for the side that asks: a client of a node, a node
  * or client of the hub, the primary of its replicas. A request is registered before it
- * is sent, so a fast reply cannot be missed; replies are matched by id; closing rejects
- * every pending request.
+ * is sent, so a fast reply cannot be missed; replies are parsed at the boundary and
+ * matched by id; closing rejects every pending request; at most RPC_PENDING_MAX wait.
  */
 import { Observable } from 'rxjs';
-import { REQUEST_TIMEOUT_MS } from '../constants.js';
+import { REQUEST_TIMEOUT_MS, RPC_PENDING_MAX } from '../constants.js';
 import { KvError } from '../errors.js';
-import type { Reply } from '../protocol/messages.js';
-
-/** A successful reply: its fields are the op's own. */
-export type OkReply = Extract<Reply, { ok: true }>;
-import { replyError } from '../protocol/reply.js';
 import type { Connection } from '../transport/transport.js';
+import { parseReply, type OkReply } from './reply.js';
+
+export type { OkReply } from './reply.js';
 
 export class RpcChannel {
   private nextId = 1;
-  private readonly pending = new Map<number, (reply: Reply | KvError) => void>();
+  private readonly pending = new Map<number, (result: OkReply | KvError) => void>();
 
   constructor(
     readonly connection: Connection,
     private readonly requestTimeoutMs = REQUEST_TIMEOUT_MS,
+    private readonly pendingMax = RPC_PENDING_MAX,
   ) {
     connection.frames$.subscribe({
       next: (frame) => this.dispatch(frame),
@@ -43,18 +42,21 @@ export class RpcChannel {
    */
   requestText$(objectText: string, op: string, timeoutMs = this.requestTimeoutMs): Observable<OkReply> {
     return new Observable<OkReply>((subscriber) => {
+      if (this.pending.size >= this.pendingMax) {
+        subscriber.error(new KvError('UNAVAILABLE', `${this.pendingMax} requests already await replies on this connection`));
+        return undefined;
+      }
       const id = this.nextId++;
       const timer = setTimeout(() => {
         this.pending.delete(id);
         subscriber.error(new KvError('UNAVAILABLE', `no reply to "${op}" within ${timeoutMs} ms`));
       }, timeoutMs);
-      this.pending.set(id, (reply) => {
+      this.pending.set(id, (result) => {
         clearTimeout(timer);
         this.pending.delete(id);
-        const error = reply instanceof KvError ? reply : replyError(reply);
-        if (error) subscriber.error(error);
+        if (result instanceof KvError) subscriber.error(result);
         else {
-          subscriber.next(reply as OkReply);
+          subscriber.next(result);
           subscriber.complete();
         }
       });
@@ -81,16 +83,11 @@ export class RpcChannel {
     this.failAll(new KvError('UNAVAILABLE', 'connection closed'));
   }
 
-  /** A frame that is no reply to a pending request (late, after its timeout) is dropped. */
+  /** A frame that answers no pending request (late, after its timeout, or unreadable) is dropped. */
   private dispatch(frame: string): void {
-    let reply: Reply;
-    try {
-      reply = JSON.parse(frame) as Reply;
-    } catch {
-      return;
-    }
-    const handler = typeof reply?.id === 'number' ? this.pending.get(reply.id) : undefined;
-    handler?.(reply);
+    const reply = parseReply(frame);
+    if (reply === undefined || typeof reply.id !== 'number') return;
+    this.pending.get(reply.id)?.(reply.result);
   }
 
   private failAll(error: KvError): void {
