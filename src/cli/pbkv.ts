@@ -1,82 +1,317 @@
 #!/usr/bin/env node
 /**
- * pbkv: the command line.
- *   pbkv put KEY VALUE [--json]   store VALUE (a string; with --json, parsed as JSON)
- *   pbkv get KEY                  print the value (strings as they are, others as JSON)
- *   pbkv del KEY                  delete KEY
- *   pbkv status                   the hub's names and services
- * --hub URL or PBKV_HUB picks the hub (default ws://127.0.0.1:7400).
+ * pbkv: the command line (`pbkv help` prints the usage).
+ * Only the options pbkv knows are options, so a value such as `-5` or `--weird` after the
+ * command is taken as it is (as redis-cli and etcdctl users expect); `--` ends options.
  * Exit codes: 0 done, 1 the request failed or the key was not found, 2 bad usage.
  */
-import { parseArgs } from 'node:util';
+import { readFile } from 'node:fs/promises';
 import { KvClient } from '../client/client.js';
-import { DEFAULT_HUB_PORT } from '../constants.js';
+import { DEFAULT_HUB_PORT, FRAME_BYTES_MAX, REQUEST_TIMEOUT_MS } from '../constants.js';
 import { KvError } from '../errors.js';
 import type { Json } from '../protocol/messages.js';
 
-const USAGE = `usage: pbkv [--hub URL] put KEY VALUE [--json] | get KEY | del KEY | status`;
+const DEFAULT_HUB_URL = `ws://127.0.0.1:${DEFAULT_HUB_PORT}`;
 
-class UsageError extends Error {}
+/** Each command's usage lines and what it does; `pbkv help COMMAND` prints them. */
+const COMMANDS = {
+  put: {
+    usage: ['pbkv put KEY VALUE [--json]', 'pbkv put KEY - [--json]     (or --stdin)'],
+    about: [
+      'Stores VALUE under KEY; prints OK once the primary and every replica have it.',
+      'VALUE is a string, kept exactly; with --json it is parsed as JSON, so 42 is a number',
+      'and \'"42"\' a string. With - or --stdin, VALUE is everything on stdin, less one',
+      'trailing newline. A VALUE that starts with - is a value (pbkv put t -5); after --,',
+      'so is anything (pbkv put t -- --json).',
+    ],
+  },
+  get: {
+    usage: ['pbkv get KEY [--json]'],
+    about: [
+      'Prints the value of KEY: a string as it is, any other value as JSON. With --json the',
+      'value is always printed as JSON, so its type shows ("42" is a string, 42 a number).',
+      'Prints (not found) on stderr and exits 1 when KEY is absent.',
+    ],
+  },
+  del: {
+    usage: ['pbkv del KEY'],
+    about: ['Deletes KEY; prints deleted, or (not found) on stderr with exit code 1 when KEY was absent.'],
+  },
+  status: {
+    usage: ['pbkv status [--json]'],
+    about: ['Prints the hub\'s services and the addresses of the nodes registered there.'],
+  },
+  help: {
+    usage: ['pbkv help [COMMAND]'],
+    about: ['Prints the usage of pbkv, or of one command.'],
+  },
+  version: {
+    usage: ['pbkv version            (or --version, -v)'],
+    about: ['Prints the version of pbkv.'],
+  },
+} as const satisfies Record<string, { usage: readonly string[]; about: readonly string[] }>;
 
-async function main(argv: string[]): Promise<number> {
-  const { values, positionals } = parseArgs({
-    args: argv,
-    allowPositionals: true,
-    options: {
-      hub: { type: 'string', default: process.env['PBKV_HUB'] ?? `ws://127.0.0.1:${DEFAULT_HUB_PORT}` },
-      json: { type: 'boolean', default: false },
-      timeout: { type: 'string', default: '10000' },
-      help: { type: 'boolean', short: 'h', default: false },
-    },
-  });
-  if (values.help) {
-    console.log(USAGE);
+type Command = keyof typeof COMMANDS;
+
+const OPTIONS_HELP = [
+  'Options (anywhere before --):',
+  `  --hub URL          the directory hub (env PBKV_HUB; default ${DEFAULT_HUB_URL})`,
+  `  --timeout-ms MS    how long to wait for each reply (default ${REQUEST_TIMEOUT_MS})`,
+  '  --json             put: parse VALUE as JSON; get, status: print JSON',
+  '  --stdin            put: read VALUE from stdin (as VALUE - does)',
+  '  --                 ends the options: what follows is KEY and VALUE, whatever it looks like',
+  '  -h, --help         print the usage (of the command given, if any)',
+  '  -v, --version      print the version',
+];
+
+const OVERALL_HELP = [
+  'usage: pbkv [options] COMMAND [ARGS]',
+  '',
+  'Commands:',
+  '  put KEY VALUE      store VALUE (a string; with --json, parsed as JSON)',
+  '  put KEY -          store everything on stdin, less one trailing newline (also: --stdin)',
+  '  get KEY            print the value (with --json, as JSON so its type shows)',
+  '  del KEY            delete KEY',
+  '  status             the hub\'s services and nodes',
+  '  help [COMMAND]     this text, or one command\'s',
+  '  version            the version of pbkv',
+  '',
+  ...OPTIONS_HELP,
+  '',
+  'Exit codes: 0 done, 1 the request failed (the message says CODE: why) or the key was',
+  'not found, 2 bad usage.',
+].join('\n');
+
+function commandHelp(command: Command): string {
+  const [first, ...more] = COMMANDS[command].usage;
+  return [`usage: ${first}`, ...more.map((line) => `       ${line}`), '', ...COMMANDS[command].about, '', ...OPTIONS_HELP].join('\n');
+}
+
+/** Bad usage (exit 2): the message, then the usage of `command`, or the overall usage. */
+class UsageError extends Error {
+  constructor(
+    message: string,
+    readonly command?: Command,
+  ) {
+    super(message);
+  }
+
+  usage(): string {
+    if (this.command === undefined) return OVERALL_HELP;
+    const [first, ...more] = COMMANDS[this.command].usage;
+    return [`usage: ${first}`, ...more.map((line) => `       ${line}`), `(pbkv help ${this.command} says more)`].join('\n');
+  }
+}
+
+interface Invocation {
+  positionals: string[];
+  hubUrl: string;
+  timeoutMs: number;
+  json: boolean;
+  stdin: boolean;
+  help: boolean;
+  version: boolean;
+}
+
+/**
+ * Reads the command line. Only known options are options: an unknown one before the
+ * command is a usage error, one after the command is an argument (a key or a value).
+ */
+function parseCommandLine(argv: readonly string[]): Invocation {
+  const invocation: Invocation = {
+    positionals: [],
+    hubUrl: process.env['PBKV_HUB'] || DEFAULT_HUB_URL,
+    timeoutMs: REQUEST_TIMEOUT_MS,
+    json: false,
+    stdin: false,
+    help: false,
+    version: false,
+  };
+  let optionsEnded = false;
+  for (let index = 0; index < argv.length; index += 1) {
+    const token = argv[index]!;
+    if (optionsEnded || !token.startsWith('-') || token === '-') {
+      invocation.positionals.push(token);
+      continue;
+    }
+    if (token === '--') {
+      optionsEnded = true;
+      continue;
+    }
+    const equals = token.startsWith('--') ? token.indexOf('=') : -1;
+    const name = equals === -1 ? token : token.slice(0, equals);
+    const inline = equals === -1 ? undefined : token.slice(equals + 1);
+    const command = commandOf(invocation.positionals[0]);
+    const valueOf = () => {
+      const value = inline ?? argv[++index];
+      if (value === undefined) throw new UsageError(`${name} needs a value`, command);
+      return value;
+    };
+    const flag = (field: 'json' | 'stdin' | 'help' | 'version') => {
+      if (inline !== undefined) throw new UsageError(`${name} takes no value`, command);
+      invocation[field] = true;
+    };
+    switch (name) {
+      case '--hub':
+        invocation.hubUrl = valueOf();
+        break;
+      case '--timeout-ms':
+      case '--timeout': {
+        const text = valueOf();
+        invocation.timeoutMs = Number(text);
+        if (!Number.isInteger(invocation.timeoutMs) || invocation.timeoutMs <= 0) {
+          throw new UsageError(`${name} must be a positive number of milliseconds, not "${text}"`, command);
+        }
+        break;
+      }
+      case '--json':
+        flag('json');
+        break;
+      case '--stdin':
+        flag('stdin');
+        break;
+      case '-h':
+      case '--help':
+        flag('help');
+        break;
+      case '-v':
+      case '--version':
+        flag('version');
+        break;
+      default:
+        if (invocation.positionals.length === 0) throw new UsageError(`unknown option ${token}`);
+        invocation.positionals.push(token);
+    }
+  }
+  return invocation;
+}
+
+function commandOf(word: string | undefined): Command | undefined {
+  return word !== undefined && Object.hasOwn(COMMANDS, word) ? (word as Command) : undefined;
+}
+
+async function main(argv: readonly string[]): Promise<number> {
+  const invocation = parseCommandLine(argv);
+  const [word, ...args] = invocation.positionals;
+  const command = commandOf(word);
+  if (word !== undefined && command === undefined) throw new UsageError(`unknown command "${word}"`);
+  if (invocation.version) return printVersion();
+  if (invocation.help) {
+    console.log(command === undefined || command === 'help' ? OVERALL_HELP : commandHelp(command));
     return 0;
   }
-  const [command, key, ...rest] = positionals;
-  const arity: Record<string, number> = { put: 2, get: 1, del: 1, status: 0 };
-  if (command === undefined || !(command in arity)) throw new UsageError(USAGE);
-  if (positionals.length - 1 !== arity[command]) throw new UsageError(USAGE);
+  if (command === undefined) throw new UsageError('no command given');
 
-  const client = new KvClient({ hubUrl: values.hub!, requestTimeoutMs: Number(values.timeout) });
-  try {
-    switch (command) {
-      case 'put': {
-        await client.put(key!, parseValue(rest[0]!, values.json!));
+  const expect = (count: number) => {
+    if (args.length !== count) throw new UsageError(`${command} takes ${count === 0 ? 'no arguments' : count === 1 ? 'one argument' : `${count} arguments`}, not ${args.length}`, command);
+  };
+  const only = (option: 'json' | 'stdin', commands: readonly Command[]) => {
+    if (invocation[option] && !commands.includes(command)) throw new UsageError(`--${option} is for ${commands.length === 1 ? commands[0] : `${commands.slice(0, -1).join(', ')} and ${commands.at(-1)}`}, not ${command}`, command);
+  };
+  only('json', ['put', 'get', 'status']);
+  only('stdin', ['put']);
+  switch (command) {
+    case 'help': {
+      if (args.length > 1) expect(1);
+      const about = commandOf(args[0]);
+      if (args[0] !== undefined && about === undefined) throw new UsageError(`unknown command "${args[0]}"`);
+      console.log(about === undefined || about === 'help' ? OVERALL_HELP : commandHelp(about));
+      return 0;
+    }
+    case 'version':
+      expect(0);
+      return printVersion();
+    case 'put': {
+      const fromStdin = invocation.stdin || args[1] === '-';
+      if (invocation.stdin && args.length === 2) throw new UsageError('--stdin and VALUE: give one of them', command);
+      expect(fromStdin && invocation.stdin ? 1 : 2);
+      const text = fromStdin ? await readStdin() : args[1]!;
+      const value = invocation.json ? parseJson(text) : text;
+      return withClient(invocation, async (client) => {
+        await client.put(args[0]!, value);
         console.log('OK');
         return 0;
-      }
-      case 'get': {
-        const value = await client.get(key!);
+      });
+    }
+    case 'get':
+      expect(1);
+      return withClient(invocation, async (client) => {
+        const value = await client.get(args[0]!);
         if (value === undefined) {
-          console.error(`(not found) ${key}`);
+          console.error('(not found)');
           return 1;
         }
-        console.log(typeof value === 'string' ? value : JSON.stringify(value));
+        console.log(typeof value === 'string' && !invocation.json ? value : JSON.stringify(value));
         return 0;
-      }
-      case 'del': {
-        console.log((await client.del(key!)) ? 'deleted' : '(not found)');
-        return 0;
-      }
-      default: {
+      });
+    case 'del':
+      expect(1);
+      return withClient(invocation, async (client) => {
+        if (await client.del(args[0]!)) {
+          console.log('deleted');
+          return 0;
+        }
+        console.error('(not found)');
+        return 1;
+      });
+    case 'status':
+      expect(0);
+      return withClient(invocation, async (client) => {
         const { names, services } = await client.status();
+        if (invocation.json) {
+          console.log(JSON.stringify({ services, names }));
+          return 0;
+        }
         for (const [service, node] of Object.entries(services)) console.log(`service ${service} -> ${node}`);
         for (const [name, address] of Object.entries(names)) console.log(`node    ${name.padEnd(8)} ${address}`);
         return 0;
-      }
-    }
+      });
+  }
+}
+
+async function withClient(invocation: Invocation, use: (client: KvClient) => Promise<number>): Promise<number> {
+  const client = new KvClient({ hubUrl: invocation.hubUrl, requestTimeoutMs: invocation.timeoutMs });
+  try {
+    return await use(client);
   } finally {
     await client.close();
   }
 }
 
-function parseValue(text: string, asJson: boolean): Json {
-  if (!asJson) return text;
+async function printVersion(): Promise<number> {
+  // dist/src/cli/pbkv.js -> the package's own package.json, wherever it is installed.
+  const text = await readFile(new URL('../../../package.json', import.meta.url), 'utf8');
+  console.log(`pbkv ${(JSON.parse(text) as { version: string }).version}`);
+  return 0;
+}
+
+/**
+ * All of stdin as UTF-8, less one trailing newline (what `echo` and editors add). Bounded:
+ * a value is at most VALUE_BYTES_MAX, so more than a frame's worth is refused unread.
+ */
+async function readStdin(): Promise<string> {
+  const chunks: Buffer[] = [];
+  let bytes = 0;
+  for await (const chunk of process.stdin as AsyncIterable<Buffer>) {
+    bytes += chunk.length;
+    if (bytes > FRAME_BYTES_MAX) throw new KvError('TOO_LARGE', `stdin holds more than ${FRAME_BYTES_MAX} bytes, more than a value may`);
+    chunks.push(chunk);
+  }
+  let text: string;
+  try {
+    // fatal: bytes that are not UTF-8 would otherwise become U+FFFD, a silently different value.
+    text = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true }).decode(Buffer.concat(chunks));
+  } catch {
+    throw new UsageError('stdin is not UTF-8 text (pbkv stores text and JSON; encode binary data, e.g. as base64)', 'put');
+  }
+  return text.replace(/\r?\n$/, '');
+}
+
+function parseJson(text: string): Json {
   try {
     return JSON.parse(text) as Json;
   } catch {
-    throw new UsageError(`--json: "${text}" is not valid JSON`);
+    throw new UsageError(`--json: ${JSON.stringify(text.length > 80 ? `${text.slice(0, 80)}...` : text)} is not valid JSON`, 'put');
   }
 }
 
@@ -85,8 +320,8 @@ main(process.argv.slice(2)).then(
     process.exitCode = code;
   },
   (error: unknown) => {
-    if (error instanceof UsageError || (error as { code?: string }).code?.startsWith('ERR_PARSE_ARGS')) {
-      console.error(`pbkv: ${(error as Error).message}`);
+    if (error instanceof UsageError) {
+      console.error(`pbkv: ${error.message}\n${error.usage()}`);
       process.exitCode = 2;
     } else if (error instanceof KvError) {
       console.error(`pbkv: ${error.code}: ${error.message}`);

@@ -1,6 +1,9 @@
 /**
  * Command lines for people at a wscat prompt (PROTOCOL.md, "Text commands"): a frame
  * that does not start with `{` becomes the fields of the equivalent JSON request.
+ * A word may be double-quoted, so a key can hold spaces: put "my key" some value.
+ * Inside quotes only \" and \\ are escapes (as in a POSIX shell, any other backslash
+ * stays), so a Windows path or a regex needs no doubling.
  */
 import { KvError } from '../errors.js';
 
@@ -16,11 +19,15 @@ const COMMANDS: Record<string, { args: string[]; restOfLine?: boolean }> = {
 };
 
 export const HELP_TEXT = [
-  'put KEY VALUE   store VALUE (the rest of the line, as a string) under KEY',
-  'get KEY         read KEY',
-  'del KEY         delete KEY',
-  'help            this text',
-  'JSON frames: {"id": 1, "op": "put", "key": "k", "value": <any JSON but null>}',
+  'Commands (one per line; each is answered with a JSON reply):',
+  '  put KEY VALUE     store VALUE under KEY; VALUE is the rest of the line, as a string',
+  '  get KEY           read KEY',
+  '  del KEY           delete KEY',
+  '  help              this text',
+  'A KEY with spaces goes in double quotes, where \\" is a quote and \\\\ a backslash:',
+  '  put "my key" some value        get "my key"        del "my key"',
+  'Any other JSON value, or a request id, needs a JSON frame:',
+  '  {"id": 1, "op": "put", "key": "k", "value": {"list": [1, "1"]}}',
 ].join('\n');
 
 export function parseTextCommand(line: string): Record<string, unknown> | KvError {
@@ -36,18 +43,48 @@ export function parseTextCommand(line: string): Record<string, unknown> | KvErro
   for (const [index, name] of command.args.entries()) {
     const last = index === command.args.length - 1;
     if (last && command.restOfLine) {
-      fields[name] = rest;
+      if (rest !== '') fields[name] = rest;
       rest = '';
-    } else {
-      const word = /^(\S+)\s*(.*)$/s.exec(rest);
-      if (!word) break;
-      fields[name] = word[1];
-      rest = word[2]!;
+      break;
     }
-    if (fields[name] === '') delete fields[name];
+    const word = readWord(rest);
+    if (word instanceof KvError) return word;
+    if (word === undefined) break;
+    fields[name] = word.word;
+    rest = word.rest;
   }
   const usage = `usage: ${[op, ...command.args.map((a) => a.toUpperCase())].join(' ')}`;
   if (command.args.some((name) => fields[name] === undefined)) return new KvError('BAD_REQUEST', usage);
-  if (rest.trim() !== '') return new KvError('BAD_REQUEST', `${usage} (unexpected "${rest.trim()}")`);
+  if (rest.trim() !== '') return new KvError('BAD_REQUEST', `${usage} (unexpected "${rest.trim()}"; a KEY with spaces goes in double quotes)`);
   return fields;
+}
+
+/**
+ * The first word of `text` (a run of non-spaces, or a double-quoted string) and what
+ * follows it, blanks skipped; undefined when there is none. A quoted word may be empty
+ * (`get ""`): the request's own check then says why an empty key is refused.
+ */
+function readWord(text: string): { word: string; rest: string } | KvError | undefined {
+  if (!text.startsWith('"')) {
+    const word = /^(\S+)\s*(.*)$/s.exec(text);
+    return word ? { word: word[1]!, rest: word[2]! } : undefined;
+  }
+  let word = '';
+  for (let index = 1; index < text.length; index += 1) {
+    const char = text[index]!;
+    if (char === '\\' && (text[index + 1] === '"' || text[index + 1] === '\\')) {
+      word += text[index + 1];
+      index += 1;
+    } else if (char === '"') {
+      const after = text.slice(index + 1);
+      if (after !== '' && !/^\s/.test(after)) {
+        return new KvError('BAD_REQUEST', `a space must follow the closing quote of ${JSON.stringify(word)}`);
+      }
+      return { word, rest: after.trimStart() };
+    } else {
+      word += char;
+    }
+  }
+  const preview = text.length > 40 ? `${text.slice(0, 40)}...` : text;
+  return new KvError('BAD_REQUEST', `unterminated quote: ${preview} needs a closing " (write \\" for a quote inside quotes)`);
 }

@@ -1,38 +1,49 @@
-import { execFile } from 'node:child_process';
+import { spawn } from 'node:child_process';
+import { readFile } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { startInProcessCluster } from '../../src/cluster/in-process.js';
-import { Disposer, tempDir } from '../helpers.js';
+import { startInProcessCluster, type InProcessCluster } from '../../src/cluster/in-process.js';
+import type { Json } from '../../src/protocol/messages.js';
+import { Disposer, tempDir, within } from '../helpers.js';
 
 const CLI = fileURLToPath(new URL('../../src/cli/pbkv.js', import.meta.url));
+const PACKAGE_JSON = new URL('../../../package.json', import.meta.url);
 const disposer = new Disposer();
 
 interface Run { code: number; stdout: string; stderr: string }
 
-/** Runs `pbkv ARGS` as its own process, as a person at a shell would. */
-function pbkv(args: string[], env: NodeJS.ProcessEnv = {}): Promise<Run> {
+/** Runs `pbkv ARGS` as its own process, as a person at a shell would, with `stdin` piped in. */
+async function pbkv(args: string[], env: NodeJS.ProcessEnv = {}, stdin: string | Buffer = ''): Promise<Run> {
   // Color settings of the calling shell would make node warn on stderr.
-  const { FORCE_COLOR: _force, NO_COLOR: _no, ...inherited } = process.env;
-  return new Promise((resolve) => {
-    execFile(process.execPath, [CLI, ...args], { env: { ...inherited, ...env }, timeout: 20_000 }, (error, stdout, stderr) => {
-      resolve({ code: error ? Number(error.code ?? 1) : 0, stdout, stderr });
-    });
-  });
+  const { FORCE_COLOR: _force, NO_COLOR: _no, PBKV_HUB: _hub, ...inherited } = process.env;
+  const child = spawn(process.execPath, [CLI, ...args], { env: { ...inherited, ...env }, stdio: ['pipe', 'pipe', 'pipe'] });
+  disposer.add(child, (c) => c.exitCode === null && c.signalCode === null && c.kill('SIGKILL'));
+  let stdout = '';
+  let stderr = '';
+  child.stdout.setEncoding('utf8').on('data', (text: string) => (stdout += text));
+  child.stderr.setEncoding('utf8').on('data', (text: string) => (stderr += text));
+  child.stdin.end(stdin);
+  const code = await within(`pbkv ${args.join(' ')}`, new Promise<number | null>((resolve) => child.once('close', resolve)), 20_000);
+  return { code: code ?? -1, stdout, stderr };
+}
+
+async function cluster(replicas = 1): Promise<InProcessCluster> {
+  return disposer.add(await startInProcessCluster({ dataDir: await tempDir(disposer), replicas }), (c) => c.close());
 }
 
 const Cli = suite('cli: pbkv end to end');
 Cli.after.each(() => disposer.dispose());
 
 Cli('put, get, del and status against a running cluster', async () => {
-  const cluster = disposer.add(await startInProcessCluster({ dataDir: await tempDir(disposer) }), (c) => c.close());
-  const hub = ['--hub', cluster.hubUrl];
+  const running = disposer.add(await startInProcessCluster({ dataDir: await tempDir(disposer) }), (c) => c.close());
+  const hub = ['--hub', running.hubUrl];
   assert.equal(await pbkv([...hub, 'put', 'color', 'light blue']), { code: 0, stdout: 'OK\n', stderr: '' });
   assert.equal(await pbkv([...hub, 'get', 'color']), { code: 0, stdout: 'light blue\n', stderr: '' });
   assert.equal(await pbkv([...hub, 'put', 'n', '{"a":[1,2]}', '--json']), { code: 0, stdout: 'OK\n', stderr: '' });
-  assert.equal(await pbkv(['get', 'n'], { PBKV_HUB: cluster.hubUrl }), { code: 0, stdout: '{"a":[1,2]}\n', stderr: '' });
+  assert.equal(await pbkv(['get', 'n'], { PBKV_HUB: running.hubUrl }), { code: 0, stdout: '{"a":[1,2]}\n', stderr: '' });
   assert.equal(await pbkv([...hub, 'put', 'one', '1']), { code: 0, stdout: 'OK\n', stderr: '' });
-  assert.is(await cluster.replicas[1]!.storage.get('one'), '1', 'without --json a value is a string');
+  assert.is(await running.replicas[1]!.storage.get('one'), '1', 'without --json a value is a string');
   assert.equal(await pbkv([...hub, 'del', 'color']), { code: 0, stdout: 'deleted\n', stderr: '' });
   const missing = await pbkv([...hub, 'get', 'color']);
   assert.is(missing.code, 1);
@@ -54,10 +65,138 @@ Cli('errors: a clear message and a non-zero exit code', async () => {
   const down = await pbkv(['--hub', 'ws://127.0.0.1:1', 'get', 'k']);
   assert.is(down.code, 1);
   assert.match(down.stderr, /UNAVAILABLE/);
-  const cluster = disposer.add(await startInProcessCluster({ dataDir: await tempDir(disposer), replicas: 0 }), (c) => c.close());
-  const tooLarge = await pbkv(['--hub', cluster.hubUrl, 'put', 'x'.repeat(1025), 'v']);
+  const running = await cluster(0);
+  const tooLarge = await pbkv(['--hub', running.hubUrl, 'put', 'x'.repeat(1025), 'v']);
   assert.is(tooLarge.code, 1);
   assert.match(tooLarge.stderr, /TOO_LARGE/);
+});
+
+const OK = { code: 0, stdout: 'OK\n', stderr: '' };
+
+Cli('values that start with - are values: only known options are options, and -- ends them', async () => {
+  const running = await cluster();
+  const hub = ['--hub', running.hubUrl];
+  // Each put has its own key: they run side by side.
+  const puts: [string[], string, Json][] = [
+    [['put', 't', '-5'], 't', '-5'],
+    [['put', 'w', '--weird'], 'w', '--weird'],
+    [['put', 'n', '-5', '--json'], 'n', -5],
+    [['put', 'j', '--', '--json'], 'j', '--json'],
+    [['put', '-k', 'v'], '-k', 'v'],
+  ];
+  const runs = await Promise.all(puts.map(([args]) => pbkv([...hub, ...args])));
+  for (const [index, [args, key, value]] of puts.entries()) {
+    assert.equal(runs[index], OK, args.join(' '));
+    assert.equal(await running.replicas[0]!.storage.get(key), value, args.join(' '));
+  }
+  assert.equal(await pbkv([...hub, 'get', '-k']), { code: 0, stdout: 'v\n', stderr: '' }, 'a key may start with - too');
+  assert.equal(await pbkv(['get', 't', `--hub=${running.hubUrl}`]), { code: 0, stdout: '-5\n', stderr: '' }, 'options may come last');
+});
+
+Cli('not found: get and del exit 1 and say (not found) on stderr', async () => {
+  const running = await cluster();
+  const hub = ['--hub', running.hubUrl];
+  const notFound = { code: 1, stdout: '', stderr: '(not found)\n' };
+  assert.equal(await Promise.all([pbkv([...hub, 'get', 'absent']), pbkv([...hub, 'del', 'absent'])]), [notFound, notFound]);
+  assert.equal(await pbkv([...hub, 'put', 'present', 'x']), OK);
+  assert.equal(await pbkv([...hub, 'del', 'present']), { code: 0, stdout: 'deleted\n', stderr: '' });
+  assert.equal(await pbkv([...hub, 'del', 'present']), notFound, 'a second del finds nothing');
+});
+
+Cli('get --json prints the value as JSON so its type shows: "42" and 42 differ', async () => {
+  const running = await cluster();
+  const hub = ['--hub', running.hubUrl];
+  const puts = [['put', 'text', '42'], ['put', 'number', '42', '--json'], ['put', 'quote', 'say "hi"\nbye']];
+  assert.equal(await Promise.all(puts.map((args) => pbkv([...hub, ...args]))), [OK, OK, OK]);
+  const gets: [string[], string][] = [
+    [['get', 'text', '--json'], '"42"\n'],
+    [['get', 'number', '--json'], '42\n'],
+    [['get', 'text'], '42\n'],
+    [['get', 'number'], '42\n'],
+    [['get', '--json', 'quote'], '"say \\"hi\\"\\nbye"\n'],
+    [['get', 'quote'], 'say "hi"\nbye\n'],
+  ];
+  const runs = await Promise.all(gets.map(([args]) => pbkv([...hub, ...args])));
+  gets.forEach(([args, stdout], index) => assert.equal(runs[index], { code: 0, stdout, stderr: '' }, args.join(' ')));
+  const status = await pbkv([...hub, 'status', '--json']);
+  assert.is(status.code, 0);
+  assert.is(JSON.parse(status.stdout).services.kv, 'n0');
+});
+
+Cli('put KEY - and put KEY --stdin store all of stdin less one trailing newline; with --json it is parsed', async () => {
+  const running = await cluster();
+  const hub = ['--hub', running.hubUrl];
+  const puts: [string[], string | Buffer, Json][] = [
+    [['put', 'a', '-'], 'line one\nline two\n', 'line one\nline two'],
+    [['put', 'b', '--stdin'], 'kept\n\n', 'kept\n'],
+    [['--stdin', 'put', 'c'], '  -spaces and dashes-  ', '  -spaces and dashes-  '],
+    [['put', 'd', '-'], 'windows\r\n', 'windows'],
+    [['put', 'e', '-', '--json'], '{"list": [1, "1"]}\n', { list: [1, '1'] }],
+    [['put', 'f', '-'], '', ''],
+  ];
+  const runs = await Promise.all(puts.map(([args, stdin]) => pbkv([...hub, ...args], {}, stdin)));
+  for (const [index, [args, , value]] of puts.entries()) {
+    assert.equal(runs[index], OK, args.join(' '));
+    const key = args.filter((arg) => !arg.startsWith('-'))[1]!;
+    assert.equal(await running.replicas[0]!.storage.get(key), value, args.join(' '));
+  }
+
+  const refused: [string[], string | Buffer, RegExp][] = [
+    [['put', 'x', 'v', '--stdin'], 'x', /^pbkv: --stdin and VALUE: give one of them\n/],
+    [['put', 'x', '-', '--json'], '{nope', /^pbkv: --json: "\{nope" is not valid JSON\n/],
+    [['put', 'x', '-'], Buffer.from([0x61, 0xff, 0xfe]), /^pbkv: stdin is not UTF-8 text/],
+  ];
+  const refusals = await Promise.all(refused.map(([args, stdin]) => pbkv([...hub, ...args], {}, stdin)));
+  refused.forEach(([args, , message], index) => {
+    assert.is(refusals[index]!.code, 2, args.join(' '));
+    assert.match(refusals[index]!.stderr, message);
+  });
+  assert.is(await running.replicas[0]!.storage.get('x'), undefined, 'nothing was stored, not even with replacement characters');
+});
+
+Cli('--version prints the package version; help and help COMMAND print usage and exit 0', async () => {
+  const { version } = JSON.parse(await readFile(PACKAGE_JSON, 'utf8')) as { version: string };
+  // None of these reach a hub: they run side by side.
+  const [longVersion, shortVersion, versionCommand, help, longHelp, shortHelp, helpPut, putHelp, helpGet, unknown] = await Promise.all(
+    [['--version'], ['-v'], ['version'], ['help'], ['--help'], ['-h'], ['help', 'put'], ['put', '--help'], ['help', 'get'], ['help', 'frobnicate']].map((args) => pbkv(args)),
+  );
+  for (const run of [longVersion, shortVersion, versionCommand]) assert.equal(run, { code: 0, stdout: `pbkv ${version}\n`, stderr: '' });
+  for (const run of [help!, longHelp!, shortHelp!]) {
+    assert.is(run.code, 0);
+    assert.is(run.stderr, '');
+    assert.match(run.stdout, /^usage: pbkv \[options\] COMMAND/);
+    for (const command of ['put', 'get', 'del', 'status', 'help']) assert.match(run.stdout, `  ${command} `);
+    assert.match(run.stdout, /Exit codes: 0 done, 1 .*, 2 bad usage/s);
+  }
+  for (const run of [helpPut!, putHelp!]) {
+    assert.is(run.code, 0);
+    assert.match(run.stdout, /^usage: pbkv put KEY VALUE \[--json\]\n {7}pbkv put KEY - \[--json\]/);
+    assert.match(run.stdout, /--stdin/);
+  }
+  assert.match(helpGet!.stdout, /^usage: pbkv get KEY \[--json\]/);
+  assert.is(unknown!.code, 2);
+  assert.match(unknown!.stderr, /unknown command "frobnicate"/);
+});
+
+Cli('bad usage exits 2 with the usage: an unknown option, a missing or extra argument, no command', async () => {
+  const runs = await Promise.all(
+    [['--bogus', 'get', 'k'], ['put', 'k'], ['get', 'a', 'b'], [], ['get', 'k', '--hub'], ['--timeout-ms', 'soon', 'get', 'k'], ['del', 'k', '--json']].map((args) => pbkv(args)),
+  );
+  const expected = [
+    /^pbkv: unknown option --bogus\nusage: pbkv/,
+    /^pbkv: put takes 2 arguments, not 1\nusage: pbkv put KEY VALUE/,
+    /^pbkv: get takes one argument, not 2\nusage: pbkv get KEY/,
+    /^pbkv: no command given\nusage: pbkv/,
+    /^pbkv: --hub needs a value\nusage: pbkv get KEY/,
+    /^pbkv: --timeout-ms must be a positive number of milliseconds, not "soon"\nusage: pbkv/,
+    /^pbkv: --json is for put, get and status, not del\nusage: pbkv del KEY/,
+  ];
+  runs.forEach((run, index) => {
+    assert.is(run.code, 2, String(expected[index]));
+    assert.is(run.stdout, '');
+    assert.match(run.stderr, expected[index]!);
+    assert.not.match(run.stderr, /\n\s+at /, 'no stack trace');
+  });
 });
 
 Cli.run();
