@@ -65,6 +65,13 @@ export interface KvNodeOptions {
   valueBytesMax?: number;
   frameBytesMax?: number;
   connectionsMax?: number;
+  peerConnectionsMax?: number;
+  peerAuthTimeoutMs?: number;
+  handshakeTimeoutMs?: number;
+  handshakesMax?: number;
+  /** Unsent reply bytes: per connection before it stops being read; all connections together. */
+  sendBufferBytesMax?: number;
+  serverSendBufferBytesMax?: number;
   batchWritesMax?: number;
   /** The catch-up window kept for returning replicas (REPLICATION_LOG_*_MAX). */
   replicationLogEntriesMax?: number;
@@ -88,7 +95,7 @@ export class KvNode {
   private links: ReplicaLink[] = [];
   private closing: Promise<void> | undefined;
   private readonly limits: Limits;
-  private readonly budget = new SendBudget();
+  private readonly budget: SendBudget;
   /** Replicas refusing what they are sent, and why (shown as `degraded` at the hub). */
   private readonly problems = new Map<string, string>();
 
@@ -97,6 +104,7 @@ export class KvNode {
     else assert(options.primary !== undefined, 'a replica is given the primary\'s name');
     assert(options.secret !== undefined || options.insecure === true, `${options.name} needs the cluster secret, or insecure: true`);
     assert(options.secret === undefined || options.secret.length > 0, 'the cluster secret is not empty');
+    this.budget = new SendBudget(options.serverSendBufferBytesMax);
     this.limits = {
       keyBytesMax: options.keyBytesMax ?? KEY_BYTES_MAX,
       valueBytesMax: options.valueBytesMax ?? VALUE_BYTES_MAX,
@@ -144,6 +152,12 @@ export class KvNode {
       port: options.port ?? 0,
       maxPayload: PEER_FRAME_BYTES_MAX,
       connectionsMax: options.connectionsMax ?? CONNECTIONS_MAX,
+      ...definedOnly({
+        peerConnectionsMax: options.peerConnectionsMax,
+        peerAuthTimeoutMs: options.peerAuthTimeoutMs,
+        handshakeTimeoutMs: options.handshakeTimeoutMs,
+        handshakesMax: options.handshakesMax,
+      }),
       onConnection: (connection) => this.serve(connection),
       onError: (error) => this.emit({ event: 'fault', message: `listener: ${error.message}` }),
     });
@@ -289,6 +303,7 @@ export class KvNode {
         return reply;
       },
       budget: this.budget,
+      ...definedOnly({ sendBufferBytesMax: this.options.sendBufferBytesMax }),
       onRejected: (_id, error) => {
         // A frame from the primary that cannot even be parsed is a fault worth the log.
         if (session.isPrimary) this.emit({ event: 'fault', message: `refused a frame from the primary: ${error.code}: ${error.message}` });
@@ -309,6 +324,11 @@ export class KvNode {
     if (event.event === 'fault') this.faults$.next({ node: this.name, at: Date.now(), ...event });
     if (this.trace$.observed) this.trace$.next({ node: this.name, at: Date.now(), ...event });
   }
+}
+
+/** The fields of `fields` that are set: options passed on keep their defaults otherwise. */
+function definedOnly<T extends Record<string, unknown>>(fields: T): Partial<T> {
+  return Object.fromEntries(Object.entries(fields).filter(([, value]) => value !== undefined)) as Partial<T>;
 }
 
 /** A specific local address to bind outgoing connections to, or none for a wildcard. */

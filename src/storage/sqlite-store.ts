@@ -4,7 +4,7 @@ import Keyv from 'keyv';
 import KeyvSqlite from '@keyv/sqlite';
 import sqlite3 from 'sqlite3';
 import { Subject } from 'rxjs';
-import { CHECKPOINT_INTERVAL_MS, KEY_BYTES_MAX, WAL_AUTOCHECKPOINT_PAGES } from '../constants.js';
+import { CHECKPOINT_INTERVAL_MS, KEY_BYTES_MAX, READ_QUEUE_MAX, WAL_AUTOCHECKPOINT_PAGES } from '../constants.js';
 import { KvError, assert } from '../errors.js';
 import type { Json, WriteOp } from '../protocol/messages.js';
 import {
@@ -57,6 +57,8 @@ export class SqliteStore implements Store {
   private walDirty = false;
   private checkpointing: Promise<void> | undefined;
   private checkpointTimer: NodeJS.Timeout | undefined;
+  /** Reads waiting for the next batch read; past it a get is UNAVAILABLE (tests lower it). */
+  readQueueMax = READ_QUEUE_MAX;
 
   private constructor(
     readonly file: string,
@@ -119,6 +121,9 @@ export class SqliteStore implements Store {
   }
 
   get(key: string): Promise<Json | undefined> {
+    if (this.readQueue.length >= this.readQueueMax) {
+      return Promise.reject(new KvError('UNAVAILABLE', `${this.readQueueMax} reads are queued already; retry later`));
+    }
     return new Promise((resolve, reject) => {
       this.readQueue.push({ key, resolve, reject });
       if (!this.reading) void this.readQueued();
@@ -166,8 +171,7 @@ export class SqliteStore implements Store {
 
   /** Which of the batch's keys exist now (batches are applied one at a time, so still before it). */
   private async existingKeys(ops: readonly WriteOp[]): Promise<Set<string>> {
-    const keys = sqlText(JSON.stringify([...new Set(ops.map((op) => op.key))]));
-    const rows = await all(this.writer, `SELECT key FROM ${TABLE} WHERE key IN (SELECT value FROM json_each(${keys}))`);
+    const rows = await all(this.writer, `SELECT key FROM ${TABLE} WHERE key IN ${keySet([...new Set(ops.map((op) => op.key))])}`);
     return new Set(rows.map((row) => row['key'] as string));
   }
 
@@ -177,7 +181,7 @@ export class SqliteStore implements Store {
     const statements = ['BEGIN IMMEDIATE;'];
     if (puts.length > 0) statements.push(upsertSql(puts));
     if (dels.length > 0) {
-      statements.push(`DELETE FROM ${TABLE} WHERE key IN (SELECT value FROM json_each(${sqlText(JSON.stringify(dels))}));`);
+      statements.push(`DELETE FROM ${TABLE} WHERE key IN ${keySet(dels)};`);
     }
     statements.push(stateSql({ epoch, seq }), 'COMMIT;');
     try {
@@ -307,9 +311,24 @@ export class SqliteStore implements Store {
   }
 }
 
+/**
+ * Keys travel into SQL as hex, turned back into TEXT by SQLite: the exact UTF-8 bytes that
+ * a bound parameter (Keyv's reads) carries. Through json_each directly, a key holding
+ * U+0000 came out cut at the NUL, so "a\0b" and "a\0c" were one row.
+ */
+function hexKey(key: string): string {
+  return Buffer.from(key, 'utf8').toString('hex');
+}
+
+/** `(SELECT ...)`: the keys as a set of TEXT values, for IN. */
+function keySet(keys: readonly string[]): string {
+  return `(SELECT CAST(unhex(value) AS TEXT) FROM json_each(${sqlText(JSON.stringify(keys.map(hexKey)))}))`;
+}
+
 /** Writes [key, stored text] rows, as one statement over json_each. */
 function upsertSql(rows: readonly [string, string][]): string {
-  return `INSERT INTO ${TABLE}(key, value) SELECT value->>0, value->>1 FROM json_each(${sqlText(JSON.stringify(rows))}) WHERE true
+  const encoded = JSON.stringify(rows.map(([key, text]) => [hexKey(key), text]));
+  return `INSERT INTO ${TABLE}(key, value) SELECT CAST(unhex(value->>0) AS TEXT), value->>1 FROM json_each(${sqlText(encoded)}) WHERE true
     ON CONFLICT(key) DO UPDATE SET value = excluded.value;`;
 }
 
