@@ -4,7 +4,8 @@ import { DirectoryHub } from '../../src/hub/hub.js';
 import { HubClient } from '../../src/hub/hub-client.js';
 import { proofFor } from '../../src/protocol/auth.js';
 import { firstValueFrom } from 'rxjs';
-import { Disposer, RawClient } from '../helpers.js';
+import { HUB_FRAME_BYTES_MAX } from '../../src/constants.js';
+import { Disposer, RawClient, waitFor } from '../helpers.js';
 
 const disposer = new Disposer();
 const startHub = async (secret?: string) =>
@@ -92,6 +93,29 @@ Hub('a node registers again with a hub that restarted', async () => {
   const second = disposer.add(await new DirectoryHub({ port, insecure: true }).listen(), (hub) => hub.close());
   const reader = client(second.url);
   assert.is(await firstValueFrom(reader.resolveUntil$('n0', 10_000)), 'ws://127.0.0.11:7401');
+});
+
+Hub('names are bounded: a new one replaces the oldest that no live connection holds, else UNAVAILABLE', async () => {
+  const hub = disposer.add(await new DirectoryHub({ insecure: true, namesMax: 2 }).listen(), (h) => h.close());
+  const a = client(hub.url, { name: 'a' });
+  const b = client(hub.url, { name: 'b' });
+  await a.register('a', 'ws://127.0.0.1:1');
+  await b.register('b', 'ws://127.0.0.1:2');
+  const raw = await RawClient.open(hub.url, disposer);
+  assert.is((await raw.ask({ id: 1, op: 'register', name: 'c', address: 'ws://127.0.0.1:3' }))['error'].code, 'UNAVAILABLE');
+  await a.close();
+  await waitFor('a\'s name to be released', async () => (await raw.ask({ id: 2, op: 'register', name: 'c', address: 'ws://127.0.0.1:3' }))['ok'] === true);
+  assert.equal(Object.keys((await client(hub.url).status()).names).sort(), ['b', 'c']);
+});
+
+Hub('the hub reads frames up to HUB_FRAME_BYTES_MAX, the limit its clients read too', async () => {
+  const hub = await startHub();
+  const raw = await RawClient.open(hub.url, disposer);
+  raw.send('x'.repeat(HUB_FRAME_BYTES_MAX + 1));
+  assert.is(await raw.closed(), 1009);
+  const big = await RawClient.open(hub.url, disposer);
+  const reply = await big.ask(`{"id":1,"op":"status","pad":"${'x'.repeat(HUB_FRAME_BYTES_MAX - 100)}"}`);
+  assert.is(reply['ok'], true);
 });
 
 Hub.run();

@@ -28,6 +28,25 @@ Applier('a batch past a gap waits for it; then both are applied in seq order', a
   assert.equal(store.state, { epoch: 1, seq: 3 });
 });
 
+Applier('a snapshot that would roll the replica back is FORBIDDEN and changes nothing', async () => {
+  const { store, replica } = applier();
+  await replica.append(2, 1, [put('a', 1), put('b', 2), put('c', 3)]);
+  for (const [epoch, seq] of [[2, 2], [1, 10], [0, 0]] as const) {
+    await replica.snapshotPart(epoch, seq, 0, [['a', '"older"']], true).then(
+      () => assert.unreachable(`a snapshot at (${epoch}, ${seq}) must be refused`),
+      (error: { code: string; message: string }) => {
+        assert.is(error.code, 'FORBIDDEN');
+        assert.match(error.message, /would roll this replica back from \(epoch 2, seq 3\)|epoch [01] is older than this replica's 2/);
+      },
+    );
+  }
+  assert.equal(store.state, { epoch: 2, seq: 3 });
+  assert.is(await store.get('a'), 1);
+  // One at or past the replica's position is taken.
+  assert.is(await replica.snapshotPart(2, 3, 0, [['a', '"same"']], true), 3);
+  assert.is(await store.get('a'), 'same');
+});
+
 Applier('a duplicate is acked again without being reapplied; an overlap is trimmed', async () => {
   const { store, replica } = applier();
   assert.is(await replica.append(1, 1, [put('a', 1), put('b', 1)]), 2);

@@ -39,6 +39,37 @@ Store('keys are stored as given: "keyv:x" and "x" are two keys', async () => {
   assert.is(await store.get('keyv:x'), 2);
 });
 
+Store('keys holding U+0000 are whole keys on every path: put, get, del, snapshot and restore', async () => {
+  const store = await open('normal');
+  const keys = ['a\u0000b', 'a\u0000c', 'a', '\u0000', 'x\u0000'];
+  await store.apply(1, 1, keys.map((key, index) => put(key, index)));
+  for (const [index, key] of keys.entries()) assert.is(await store.get(key), index, JSON.stringify(key));
+  assert.is(await store.count(), keys.length);
+  assert.equal(await store.apply(1, 6, [del('a\u0000c')]), [true]);
+  assert.is(await store.get('a\u0000c'), undefined);
+  assert.is(await store.get('a\u0000b'), 0);
+  const snapshot = await store.snapshot({ entriesMax: 100, bytesMax: 1 << 20 });
+  const entries: [string, string][] = [];
+  for await (const page of snapshot.pages()) entries.push(...page);
+  await snapshot.close();
+  const copy = await open('normal');
+  const restore = await copy.beginRestore();
+  await restore.add(entries);
+  await restore.finish(store.state);
+  for (const key of ['a\u0000b', 'a', '\u0000', 'x\u0000']) assert.equal(await copy.get(key), await store.get(key), JSON.stringify(key));
+  assert.is(await copy.count(), 4);
+});
+
+Store('reads queued past the limit are UNAVAILABLE; the others are answered', async () => {
+  const store = (await open('normal')) as Store & { readQueueMax: number };
+  await store.apply(1, 1, [put('k', 1)]);
+  store.readQueueMax = 3;
+  // The first read starts at once; the next three queue behind it; the rest are refused.
+  const outcomes = await Promise.all(Array.from({ length: 8 }, () => store.get('k').then((v) => v, (e: { code: string }) => e.code)));
+  assert.equal(outcomes.filter((o) => o === 1).length, 4);
+  assert.equal(outcomes.filter((o) => o === 'UNAVAILABLE').length, 4);
+});
+
 Store('data and seq survive a restart; WAL is on; the file is readable by plain SQLite', async () => {
   const file = path.join(await tempDir(disposer), 'durable.sqlite');
   const first = await openStore('normal', file);
