@@ -51,7 +51,15 @@ export class RawClient {
 
   private constructor(readonly socket: WebSocket) {
     socket.on('message', (data) => {
-      this.received.push(JSON.parse(data.toString()) as Frame);
+      // Replies are JSON; the help of a text command is plain text, kept as { text }.
+      const text = data.toString();
+      let frame: Frame;
+      try {
+        frame = JSON.parse(text) as Frame;
+      } catch {
+        frame = { text };
+      }
+      this.received.push(frame);
       for (const wake of this.waiters.splice(0)) wake();
     });
     socket.on('close', (code) => {

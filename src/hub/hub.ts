@@ -11,7 +11,7 @@ import { Subject } from 'rxjs';
 import { CONNECTIONS_MAX, HUB_FRAME_BYTES_MAX, HUB_NAMES_MAX } from '../constants.js';
 import { KvError, assert, assertNever } from '../errors.js';
 import { newChallenge, verifyProof } from '../protocol/auth.js';
-import type { HubRequest, NodeState, Reply } from '../protocol/messages.js';
+import type { Answer, HubRequest, NodeState } from '../protocol/messages.js';
 import { parseHubFrame } from '../protocol/parse.js';
 import { okReply } from '../protocol/reply.js';
 import { SendBudget, serveConnection } from '../protocol/serve.js';
@@ -117,7 +117,7 @@ export class DirectoryHub {
     for (const entry of this.names.values()) if (entry.owner === session) entry.owner = undefined;
   }
 
-  private handle(request: HubRequest, session: Session): Reply {
+  private handle(request: HubRequest, session: Session): Answer {
     switch (request.type) {
       case 'lookup': {
         const name = this.services.get(request.service);
@@ -178,7 +178,7 @@ export class DirectoryHub {
         return okReply(request.id);
       }
       case 'help':
-        return okReply(request.id, { help: HUB_HELP });
+        return request.asText ? `${HUB_HELP}\n` : okReply(request.id, { help: HUB_HELP });
       default:
         return assertNever(request);
     }

@@ -7,7 +7,7 @@ import { lookup as dnsLookup } from 'node:dns/promises';
 import { isIP } from 'node:net';
 import { KvError, assertNever, toKvError } from '../errors.js';
 import { newChallenge, verifyProof } from '../protocol/auth.js';
-import type { AppendRequest, AuthRequest, HelloRequest, NodeRequest, Reply, SnapshotRequest } from '../protocol/messages.js';
+import type { Answer, AppendRequest, AuthRequest, HelloRequest, NodeRequest, Reply, SnapshotRequest } from '../protocol/messages.js';
 import { okReply } from '../protocol/reply.js';
 import { HELP_TEXT } from '../protocol/text-commands.js';
 import type { HubClient } from '../hub/hub-client.js';
@@ -46,7 +46,7 @@ export class KvService {
     private readonly trace: (event: TraceEvent) => void,
   ) {}
 
-  handle(request: NodeRequest, session: Session): Reply | Promise<Reply> {
+  handle(request: NodeRequest, session: Session): Answer | Promise<Answer> {
     switch (request.type) {
       case 'get':
         return this.get(request.id, request.key);
@@ -55,7 +55,7 @@ export class KvService {
       case 'del':
         return this.write(request.id, { kind: 'del', key: request.key });
       case 'help':
-        return okReply(request.id, { help: HELP_TEXT });
+        return request.asText ? `${HELP_TEXT}\n` : okReply(request.id, { help: HELP_TEXT });
       case 'hello':
         return this.hello(request, session);
       case 'auth':

@@ -297,7 +297,7 @@ export class KvNode {
         this.emit({ event: 'request', id: request.id, op: request.type, ...('key' in request ? { key: request.key } : {}) });
         const reply = Promise.resolve(service.handle(request, session));
         reply.then(
-          (answer) => this.emit({ event: 'reply', id: request.id, ok: answer.ok }),
+          (answer) => this.emit({ event: 'reply', id: request.id, ok: typeof answer === 'string' || answer.ok }),
           (error: unknown) => this.emit({ event: 'reply', id: request.id, ok: false, code: (error as KvError).code }),
         );
         return reply;

@@ -21,7 +21,8 @@ export type WriteOp =
 export interface GetRequest { type: 'get'; id: RequestId; key: string }
 export interface PutRequest { type: 'put'; id: RequestId; key: string; value: Json; valueJson: string }
 export interface DelRequest { type: 'del'; id: RequestId; key: string }
-export interface HelpRequest { type: 'help'; id: RequestId }
+/** `asText`: a person typed `help` at a wscat prompt, so the answer is plain text, not JSON. */
+export interface HelpRequest { type: 'help'; id: RequestId; asText: boolean }
 /** Opens a node-to-node (or node-to-hub) session: who is speaking. */
 export interface HelloRequest { type: 'hello'; id: RequestId; from: string; epoch: number }
 /** Answers the challenge of a hello: HMAC-SHA256 over the challenge (auth.ts). */
@@ -97,6 +98,9 @@ export type HubRequest =
 // ---- Replies ----------------------------------------------------------------------
 
 export interface WireError { code: ErrorCode; message: string; [detail: string]: unknown }
+/** What a server sends back: a reply, or plain text for a person (the help of a text command). */
+export type Answer = Reply | string;
+
 export type Reply =
   | ({ id: RequestId; ok: true } & Record<string, unknown>)
   | { id: RequestId; ok: false; error: WireError };

@@ -31,7 +31,8 @@ function parseFrame<T>(text: string, build: (fields: Fields, id: RequestId) => T
   if (!text.trimStart().startsWith('{')) {
     const command = parseTextCommand(text);
     if (command instanceof KvError) return { ok: false, id: null, error: command };
-    fields = command;
+    // A person typed it: `help` then answers with plain text.
+    fields = { ...command, text: true };
   } else {
     let decoded: unknown;
     try {
@@ -69,7 +70,7 @@ function nodeRequest(fields: Fields, id: RequestId, limits: Limits): NodeRequest
       return { type: 'put', id, key, value, valueJson };
     }
     case 'help':
-      return { type: 'help', id };
+      return { type: 'help', id, asText: fields['text'] === true };
     case 'hello':
       return { type: 'hello', id, from: requireName(fields, 'from'), epoch: requireCount(fields, 'epoch') };
     case 'auth':
@@ -127,7 +128,7 @@ function hubRequest(fields: Fields, id: RequestId): HubRequest {
     case 'auth':
       return { type: 'auth', id, proof: requireString(fields, 'proof') };
     case 'help':
-      return { type: 'help', id };
+      return { type: 'help', id, asText: fields['text'] === true };
     default:
       throw new KvError('BAD_REQUEST', `unknown op "${op}" (try "help")`);
   }

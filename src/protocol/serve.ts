@@ -17,7 +17,7 @@ import {
 } from '../constants.js';
 import { KvError, toKvError } from '../errors.js';
 import type { Connection } from '../transport/transport.js';
-import type { Reply, RequestId } from './messages.js';
+import type { Answer, RequestId } from './messages.js';
 import type { Parsed } from './parse.js';
 import { errorReply } from './reply.js';
 
@@ -54,7 +54,7 @@ export class SendBudget {
 export interface ServeOptions<T> {
   parse(text: string): Parsed<T>;
   /** Answers one request; a thrown KvError becomes its error reply. */
-  handle(request: T): Reply | Promise<Reply>;
+  handle(request: T): Answer | Promise<Answer>;
   /** Told of every request that was answered with an error. */
   onRejected?(id: RequestId, error: KvError): void;
   /** Shared by the server's connections; one of its own when not given. */
@@ -70,7 +70,7 @@ export function serveConnection<T extends { id: RequestId }>(connection: Connect
   budget.add(connection);
   let inFlight = 0;
   let paused = false;
-  const outbox: Reply[] = [];
+  const outbox: Answer[] = [];
 
   const overSendLimit = () => connection.bufferedBytes > sendBufferMax;
   const flowControl = () => {
@@ -85,14 +85,15 @@ export function serveConnection<T extends { id: RequestId }>(connection: Connect
   };
   const flush = () => {
     while (outbox.length > 0 && !overSendLimit() && connection.isOpen) {
-      connection.send(JSON.stringify(outbox.shift()));
+      const answer = outbox.shift()!;
+      connection.send(typeof answer === 'string' ? answer : JSON.stringify(answer));
     }
     if (overSendLimit()) budget.enforce();
     flowControl();
   };
-  const deliver = (reply: Reply) => {
+  const deliver = (answer: Answer) => {
     if (!connection.isOpen) return;
-    outbox.push(reply);
+    outbox.push(answer);
     flush();
   };
   const fail = (id: RequestId, error: KvError) => {
@@ -121,7 +122,7 @@ export function serveConnection<T extends { id: RequestId }>(connection: Connect
       const { id } = parsed.request;
       inFlight += 1;
       flowControl();
-      let answer: Reply | Promise<Reply>;
+      let answer: Answer | Promise<Answer>;
       try {
         answer = options.handle(parsed.request);
       } catch (error) {

@@ -19,7 +19,7 @@ const COMMANDS: Record<string, { args: string[]; restOfLine?: boolean }> = {
 };
 
 export const HELP_TEXT = [
-  'Commands (one per line; each is answered with a JSON reply):',
+  'Commands (one per line; each but help is answered with a JSON reply):',
   '  put KEY VALUE     store VALUE under KEY; VALUE is the rest of the line, as a string',
   '  get KEY           read KEY',
   '  del KEY           delete KEY',

@@ -77,7 +77,8 @@ Text('at a node: a quoted key put by text is read back by a JSON frame, and help
   assert.equal(await wscat.ask('del "my key"'), { id: null, ok: true, found: true });
   const unterminated = await wscat.ask('get "my key');
   assert.is(unterminated['error']?.code, 'BAD_REQUEST');
-  assert.equal(await wscat.ask('help'), { id: null, ok: true, help: HELP_TEXT });
+  assert.equal(await wscat.ask('help'), { text: `${HELP_TEXT}\n` });
+  assert.equal(await wscat.ask({ id: 7, op: 'help' }), { id: 7, ok: true, help: HELP_TEXT });
 });
 
 Text.run();
