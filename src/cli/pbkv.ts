@@ -257,13 +257,17 @@ async function main(argv: readonly string[]): Promise<number> {
     case 'status':
       expect(0);
       return withClient(invocation, async (client) => {
-        const { names, services } = await client.status();
+        const { names, services, nodes } = await client.status();
         if (invocation.json) {
-          console.log(JSON.stringify({ services, names }));
+          console.log(JSON.stringify({ services, names, nodes }));
           return 0;
         }
         for (const [service, node] of Object.entries(services)) console.log(`service ${service} -> ${node}`);
-        for (const [name, address] of Object.entries(names)) console.log(`node    ${name.padEnd(8)} ${address}`);
+        for (const [name, address] of Object.entries(names)) {
+          const health = nodes[name];
+          const state = health ? `  ${health.state}${health.reason ? `: ${health.reason}` : ''}` : '';
+          console.log(`node    ${name.padEnd(8)} ${address}${state}`);
+        }
         return 0;
       });
   }

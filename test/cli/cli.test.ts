@@ -52,6 +52,7 @@ Cli('put, get, del and status against a running cluster', async () => {
   assert.is(status.code, 0);
   assert.match(status.stdout, /service kv -> n0/);
   assert.match(status.stdout, /n2\s+ws:\/\//);
+  assert.match(status.stdout, /n0\s+ws:\/\/\S+\s+serving/, "each node's health as it reported it");
 });
 
 Cli('errors: a clear message and a non-zero exit code', async () => {
