@@ -49,7 +49,7 @@ export class KvService {
   handle(request: NodeRequest, session: Session): Answer | Promise<Answer> {
     switch (request.type) {
       case 'get':
-        return this.get(request.id, request.key);
+        return this.get(request.id, request.key, session);
       case 'put':
         return this.write(request.id, { kind: 'put', key: request.key, valueJson: request.valueJson });
       case 'del':
@@ -69,11 +69,11 @@ export class KvService {
     }
   }
 
-  private async get(id: NodeRequest['id'], key: string): Promise<Reply> {
+  private async get(id: NodeRequest['id'], key: string, session: Session): Promise<Reply> {
     const pipeline = await this.primaryPipeline();
     // A read waits for the writes to its key in flight: it never returns what a failover could lose.
     await pipeline.settled(key);
-    const value = await this.store.get(key);
+    const value = await this.store.get(key, () => !session.connection.isOpen);
     return value === undefined ? okReply(id, { found: false }) : okReply(id, { found: true, value });
   }
 

@@ -21,33 +21,99 @@ import type { Answer, RequestId } from './messages.js';
 import type { Parsed } from './parse.js';
 import { errorReply } from './reply.js';
 
-/** Unsent reply bytes of all of one server's connections, bounded together. */
+/**
+ * Unsent reply bytes of all of one server's connections, bounded together: on the socket
+ * and in each connection's outbox (what its waiting replies hold).
+ */
 export class SendBudget {
-  private readonly connections = new Set<Connection>();
+  private readonly unsent = new Map<Connection, () => number>();
 
   constructor(readonly bytesMax = SERVER_SEND_BUFFER_BYTES_MAX) {}
 
-  add(connection: Connection): void {
-    this.connections.add(connection);
+  add(connection: Connection, unsentBytes: () => number): void {
+    this.unsent.set(connection, unsentBytes);
   }
 
   delete(connection: Connection): void {
-    this.connections.delete(connection);
+    this.unsent.delete(connection);
   }
 
   /** Drops the connections with the most unsent bytes while the total is over the limit. */
   enforce(): void {
+    const sizes = new Map([...this.unsent].map(([connection, unsentBytes]) => [connection, unsentBytes()]));
     let total = 0;
-    for (const connection of this.connections) total += connection.bufferedBytes;
-    while (total > this.bytesMax && this.connections.size > 0) {
-      let largest: Connection | undefined;
-      for (const connection of this.connections) {
-        if (!largest || connection.bufferedBytes > largest.bufferedBytes) largest = connection;
-      }
-      total -= largest!.bufferedBytes;
-      this.connections.delete(largest!);
-      largest!.abort();
+    for (const size of sizes.values()) total += size;
+    while (total > this.bytesMax && sizes.size > 0) {
+      const [largest, size] = [...sizes].reduce((a, b) => (b[1] > a[1] ? b : a));
+      total -= size;
+      sizes.delete(largest);
+      this.unsent.delete(largest);
+      largest.abort();
     }
+  }
+}
+
+/** What a JSON value will cost serialized, remembered per object (replies of one read share it). */
+const jsonBytesSeen = new WeakMap<object, number>();
+function jsonBytes(value: unknown): number {
+  if (typeof value === 'string') return value.length + 2;
+  if (typeof value !== 'object' || value === null) return 24;
+  let bytes = jsonBytesSeen.get(value);
+  if (bytes === undefined) {
+    bytes = JSON.stringify(value).length;
+    jsonBytesSeen.set(value, bytes);
+  }
+  return bytes;
+}
+
+/** The value an answer carries (a get's value), which other answers may share. */
+function answerValue(answer: Answer): unknown {
+  return typeof answer === 'string' ? undefined : answer.ok ? answer['value'] : answer.error.message;
+}
+
+/** Bytes an answer holds beyond its value (a frame's fields; or the whole of a text answer). */
+const ANSWER_OVERHEAD_BYTES = 96;
+
+/**
+ * The memory an outbox holds: each waiting answer's overhead and value, an object value
+ * once however many answers carry it (the replies of one batch read share it). Strings
+ * cannot be told apart by identity: each answer's string counts, so this may count a
+ * shared one many times, never a distinct one too few.
+ */
+class OutboxBytes {
+  bytes = 0;
+  private readonly objects = new Map<object, number>();
+
+  add(answer: Answer): void {
+    this.bytes += typeof answer === 'string' ? answer.length : ANSWER_OVERHEAD_BYTES;
+    const value = answerValue(answer);
+    if (typeof value !== 'object' || value === null) {
+      this.bytes += value === undefined ? 0 : jsonBytes(value);
+      return;
+    }
+    const holders = this.objects.get(value) ?? 0;
+    if (holders === 0) this.bytes += jsonBytes(value);
+    this.objects.set(value, holders + 1);
+  }
+
+  remove(answer: Answer): void {
+    this.bytes -= typeof answer === 'string' ? answer.length : ANSWER_OVERHEAD_BYTES;
+    const value = answerValue(answer);
+    if (typeof value !== 'object' || value === null) {
+      this.bytes -= value === undefined ? 0 : jsonBytes(value);
+      return;
+    }
+    const holders = this.objects.get(value) ?? 1;
+    if (holders > 1) this.objects.set(value, holders - 1);
+    else {
+      this.objects.delete(value);
+      this.bytes -= jsonBytes(value);
+    }
+  }
+
+  clear(): void {
+    this.bytes = 0;
+    this.objects.clear();
   }
 }
 
@@ -67,10 +133,13 @@ export function serveConnection<T extends { id: RequestId }>(connection: Connect
   const inFlightMax = options.requestsInFlightMax ?? CONNECTION_REQUESTS_IN_FLIGHT_MAX;
   const sendBufferMax = options.sendBufferBytesMax ?? CONNECTION_SEND_BUFFER_BYTES_MAX;
   const budget = options.budget ?? new SendBudget();
-  budget.add(connection);
   let inFlight = 0;
   let paused = false;
   const outbox: Answer[] = [];
+  // Counted only while answers wait (the common path sends at once); `counted` marks which.
+  const held = new OutboxBytes();
+  const counted = new WeakSet<object>();
+  budget.add(connection, () => connection.bufferedBytes + held.bytes);
 
   const overSendLimit = () => connection.bufferedBytes > sendBufferMax;
   const flowControl = () => {
@@ -86,13 +155,19 @@ export function serveConnection<T extends { id: RequestId }>(connection: Connect
   const flush = () => {
     while (outbox.length > 0 && !overSendLimit() && connection.isOpen) {
       const answer = outbox.shift()!;
+      if (typeof answer !== 'string' && counted.has(answer)) held.remove(answer);
+      if (outbox.length === 0) held.clear();
       connection.send(typeof answer === 'string' ? answer : JSON.stringify(answer));
     }
-    if (overSendLimit()) budget.enforce();
+    if (outbox.length > 0 || overSendLimit()) budget.enforce();
     flowControl();
   };
   const deliver = (answer: Answer) => {
     if (!connection.isOpen) return;
+    if (outbox.length > 0 || overSendLimit()) {
+      held.add(answer);
+      if (typeof answer !== 'string') counted.add(answer);
+    }
     outbox.push(answer);
     flush();
   };
@@ -139,6 +214,7 @@ export function serveConnection<T extends { id: RequestId }>(connection: Connect
     },
     complete: () => {
       outbox.length = 0;
+      held.clear();
       budget.delete(connection);
     },
   });

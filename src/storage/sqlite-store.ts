@@ -4,7 +4,7 @@ import Keyv from 'keyv';
 import KeyvSqlite from '@keyv/sqlite';
 import sqlite3 from 'sqlite3';
 import { Subject } from 'rxjs';
-import { CHECKPOINT_INTERVAL_MS, KEY_BYTES_MAX, READ_QUEUE_MAX, WAL_AUTOCHECKPOINT_PAGES } from '../constants.js';
+import { CHECKPOINT_INTERVAL_MS, KEY_BYTES_MAX, READ_BATCH_KEYS_MAX, READ_QUEUE_MAX, WAL_AUTOCHECKPOINT_PAGES } from '../constants.js';
 import { KvError, assert } from '../errors.js';
 import type { Json, WriteOp } from '../protocol/messages.js';
 import {
@@ -30,6 +30,7 @@ type Query = (sql: string, ...params: unknown[]) => Promise<Record<string, unkno
 
 interface PendingRead {
   key: string;
+  abandoned: (() => boolean) | undefined;
   resolve(value: Json | undefined): void;
   reject(error: KvError): void;
 }
@@ -120,22 +121,25 @@ export class SqliteStore implements Store {
     return this.adapter.query as unknown as Query;
   }
 
-  get(key: string): Promise<Json | undefined> {
+  get(key: string, abandoned?: () => boolean): Promise<Json | undefined> {
     if (this.readQueue.length >= this.readQueueMax) {
       return Promise.reject(new KvError('UNAVAILABLE', `${this.readQueueMax} reads are queued already; retry later`));
     }
     return new Promise((resolve, reject) => {
-      this.readQueue.push({ key, resolve, reject });
+      this.readQueue.push({ key, abandoned, resolve, reject });
       if (!this.reading) void this.readQueued();
     });
   }
 
-  /** Reads what queued up while the previous read was in flight, in one getMany. */
+  /**
+   * Reads what queued up while the previous read was in flight, in one getMany of at most
+   * READ_BATCH_KEYS_MAX keys: a batch holds every value it reads in memory at once.
+   */
   private async readQueued(): Promise<void> {
     this.reading = true;
     while (this.readQueue.length > 0) {
-      const reads = this.readQueue;
-      this.readQueue = [];
+      const reads = this.takeReads();
+      if (reads.length === 0) continue;
       try {
         const keys = [...new Set(reads.map((read) => read.key))];
         const values = keys.length === 1 ? [await this.keyv.get<Json>(keys[0]!)] : await this.keyv.getMany<Json>(keys);
@@ -147,6 +151,25 @@ export class SqliteStore implements Store {
       }
     }
     this.reading = false;
+  }
+
+  private takeReads(): PendingRead[] {
+    const keys = new Set<string>();
+    const taken: PendingRead[] = [];
+    let count = 0;
+    for (const read of this.readQueue) {
+      if (read.abandoned?.()) {
+        read.reject(new KvError('UNAVAILABLE', 'the reader is gone'));
+        count += 1;
+        continue;
+      }
+      if (!keys.has(read.key) && keys.size >= READ_BATCH_KEYS_MAX) break;
+      keys.add(read.key);
+      taken.push(read);
+      count += 1;
+    }
+    this.readQueue.splice(0, count);
+    return taken;
   }
 
   async apply(epoch: number, first: number, ops: readonly WriteOp[]): Promise<boolean[]> {

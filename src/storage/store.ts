@@ -22,7 +22,12 @@ export interface Store {
   readonly state: ReplicationState;
   /** Faults reported by Keyv or SQLite outside any call (a call's own fault rejects it). */
   readonly errors$: Observable<Error>;
-  get(key: string): Promise<Json | undefined>;
+  /**
+   * The value of `key`. `abandoned` tells whether whoever asked is gone (its connection
+   * closed): a read still queued for it is skipped, so a dropped client's pipelined reads
+   * cost nothing.
+   */
+  get(key: string, abandoned?: () => boolean): Promise<Json | undefined>;
   /**
    * Applies `ops` as seqs first, first+1, ... of `epoch`, all or nothing, together with
    * the new state. Resolves with, for each op, whether its key existed just before it.

@@ -184,7 +184,7 @@ async function assertSlotsFull(name: string, held: RawClient[], refused: number)
 const Crash = suite('cluster: kill -9, lost files and floods over real processes');
 let t0 = 0;
 Crash.before.each(() => { t0 = Date.now(); });
-Crash.after.each(async (ctx) => { console.log(`\nTIMING ${ctx.__test__} ${Date.now() - t0} ms`); await disposer.dispose(); });
+Crash.after.each(async (ctx) => { console.log(`\nTIMING ${ctx.__test__} ${Date.now() - t0} ms`); try { await disposer.dispose(); } catch (e) { console.log('DISPOSE ERROR', e); throw e; } });
 
 Crash('kill -9 of the primary, its files deleted, restarted with the same flags: it halts and both replicas keep every acknowledged write', async () => {
   const cluster = await startCluster();
@@ -303,6 +303,7 @@ async function halfOpenFlood(host: string, port: number, atOnce: number, done: (
     flood.open.add(socket);
     socket.on('connect', () => {
       connectedAt = Date.now();
+      (socket as any).connectedAt = connectedAt;
       flood.connected += 1;
       connectedNow += 1;
       flood.connectedAtOnceMax = Math.max(flood.connectedAtOnceMax, connectedNow);
@@ -369,7 +370,11 @@ Crash('20,000 half-open handshakes do not stop a node from serving new clients',
 
   const flood = await flooding;
   const floodEndedAt = Date.now();
-  await waitFor('the node to close every half-open socket', () => flood.open.size === 0, HANDSHAKE_TIMEOUT_MS + HALF_OPEN_CLOSE_MARGIN_MS);
+  try { await waitFor('the node to close every half-open socket', () => flood.open.size === 0, HANDSHAKE_TIMEOUT_MS + HALF_OPEN_CLOSE_MARGIN_MS); } catch (e) {
+    const now = Date.now();
+    console.log('DIAG open', flood.open.size, [...flood.open].slice(0, 20).map((s) => ({ connecting: s.connecting, ready: s.readyState, age: now - ((s as any).connectedAt ?? now), local: s.localPort })), 'lifetimes max', flood.lifetimesMs.reduce((a, b) => Math.max(a, b), 0), 'connected', flood.connected, 'opened', flood.opened, 'sinceEnd', now - floodEndedAt);
+    throw e;
+  }
   const summary = `${flood.opened} opened, ${flood.connected} connected, at most ${flood.connectedAtOnceMax} connected at once, ` +
     `longest ${flood.lifetimesMs.reduce((a, b) => Math.max(a, b), 0)} ms, errors ${JSON.stringify([...flood.errors])}, probe took ${probe.attempts} attempt(s) with ${probe.halfOpenAtReply} half-open`;
   console.log(`half-open flood: ${summary}`);

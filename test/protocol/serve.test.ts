@@ -91,12 +91,12 @@ const MiB = 1024 * 1024;
 const bigValue = 'v'.repeat(MiB);
 
 /** Serves gets of one 1 MiB value, as a node would: every reply shares the one value. */
-function serveBigGets(connection: Connection, budget?: SendBudget): void {
+function serveBigGets(connection: Connection, budget = new SendBudget(4 * 1024 * MiB)): void {
   serveConnection(connection, {
     parse: (text) => parseNodeFrame(text, { keyBytesMax: 1024, valueBytesMax: 2 * MiB }),
     handle: async (request) => ({ id: request.id, ok: true, found: true, value: bigValue }),
     sendBufferBytesMax: 4 * MiB,
-    ...(budget ? { budget } : {}),
+    budget,
   });
 }
 
