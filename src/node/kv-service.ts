@@ -83,15 +83,17 @@ export class KvService {
 
   private read(id: NodeRequest['id'], key: string): Answer {
     const json = this.store.readJson(key);
-    if (json === undefined) return okReply(id, { found: false });
-    return `{"id":${JSON.stringify(id)},"ok":true,"found":true,"value":${json}}`;
+    const idJson = typeof id === 'number' ? String(id) : JSON.stringify(id);
+    return json === undefined ? `{"id":${idJson},"ok":true,"found":false}` : `{"id":${idJson},"ok":true,"found":true,"value":${json}}`;
   }
 
-  private async write(id: NodeRequest['id'], op: Parameters<WritePipeline['submit']>[0]): Promise<Reply> {
+  /** The reply is built as text: a batch's replies are many, and each is this small. */
+  private async write(id: NodeRequest['id'], op: Parameters<WritePipeline['submit']>[0]): Promise<Answer> {
     const { state } = this;
     if (state.role === 'replica') return this.notPrimary(state.primary);
     const found = await this.servingPipeline(state).submit(op);
-    return op.kind === 'del' ? okReply(id, { found }) : okReply(id);
+    const idJson = typeof id === 'number' ? String(id) : JSON.stringify(id);
+    return op.kind === 'del' ? `{"id":${idJson},"ok":true,"found":${found}}` : `{"id":${idJson},"ok":true}`;
   }
 
   private async notPrimary(primaryName: string): Promise<never> {
