@@ -259,24 +259,35 @@ async function preload(url: string, count: number, value: string): Promise<void>
   socket.close();
 }
 
+/** A JSON string of about --value-bytes bytes. */
+function benchValue(): string {
+  return JSON.stringify('v'.repeat(Math.max(0, config.valueBytes - 2)));
+}
+
+/** The measured run against one WebSocket server: `connections` x `depth` until the time or the ops run out. */
+async function measure(system: string, url: string, peakRss: () => Record<string, number | undefined>): Promise<Result> {
+  const sockets = await Promise.all(Array.from({ length: config.connections }, () => open(url)));
+  const measurement = new Measurement();
+  const budget = { left: config.ops ?? Number.MAX_SAFE_INTEGER };
+  const progress = setInterval(() => measurement.progress(system.padEnd(5)), 250);
+  try {
+    await Promise.all(sockets.map((socket) => drive(socket, measurement, budget, measurement.started + config.seconds * 1000, benchValue())));
+  } finally {
+    clearInterval(progress);
+    process.stderr.write('\n');
+    for (const socket of sockets) socket.close();
+  }
+  return measurement.result(system, (Date.now() - measurement.started) / 1000, peakRss());
+}
+
 async function runPbkv(): Promise<Result> {
   const cluster: Cluster | undefined = values.hub ? undefined : await startCluster();
   const hub = new HubClient(values.hub ?? cluster!.hubUrl);
   try {
     const { address } = await hub.lookup('kv');
-    const value = JSON.stringify('v'.repeat(Math.max(0, config.valueBytes - 2)));
     await warmUp(address);
-    if (config.preload > 0) await preload(address, config.preload, value);
-    const sockets = await Promise.all(Array.from({ length: config.connections }, () => open(address)));
-    const measurement = new Measurement();
-    const budget = { left: config.ops ?? Number.MAX_SAFE_INTEGER };
-    const progress = setInterval(() => measurement.progress('pbkv '), 250);
-    await Promise.all(sockets.map((socket) => drive(socket, measurement, budget, measurement.started + config.seconds * 1000, value)));
-    clearInterval(progress);
-    process.stderr.write('\n');
-    const seconds = (Date.now() - measurement.started) / 1000;
-    for (const socket of sockets) socket.close();
-    return measurement.result('pbkv', seconds, Object.fromEntries((cluster?.nodes ?? []).map((node) => [node.name, peakRssMb(node.process.pid)])));
+    if (config.preload > 0) await preload(address, config.preload, benchValue());
+    return await measure('pbkv', address, () => Object.fromEntries((cluster?.nodes ?? []).map((node) => [node.name, peakRssMb(node.process.pid)])));
   } finally {
     await hub.close();
     await cluster?.stop();
@@ -304,17 +315,7 @@ async function runEcho(): Promise<Result> {
       createInterface({ input: child.stdout! }).once('line', (line) => resolve((JSON.parse(line) as { url: string }).url));
       child.once('exit', (code) => reject(new Error(`the echo server exited with ${code}`)));
     });
-    const value = JSON.stringify('v'.repeat(Math.max(0, config.valueBytes - 2)));
-    const sockets = await Promise.all(Array.from({ length: config.connections }, () => open(url)));
-    const measurement = new Measurement();
-    const budget = { left: config.ops ?? Number.MAX_SAFE_INTEGER };
-    const progress = setInterval(() => measurement.progress('echo '), 250);
-    await Promise.all(sockets.map((socket) => drive(socket, measurement, budget, measurement.started + config.seconds * 1000, value)));
-    clearInterval(progress);
-    process.stderr.write('\n');
-    const seconds = (Date.now() - measurement.started) / 1000;
-    for (const socket of sockets) socket.close();
-    return measurement.result('echo', seconds, { echo: peakRssMb(child.pid) });
+    return await measure('echo', url, () => ({ echo: peakRssMb(child.pid) }));
   } finally {
     child.stdin!.end();
     if (child.exitCode === null) await new Promise((resolve) => child.once('exit', resolve));
