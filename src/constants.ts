@@ -53,13 +53,6 @@ export const CONNECTION_SEND_BUFFER_BYTES_MAX = 4 * 1024 * 1024;
  * with the most unsent bytes is dropped (a client that does not read its replies).
  */
 export const SERVER_SEND_BUFFER_BYTES_MAX = 32 * 1024 * 1024;
-/** Reads the store holds queued (not yet in a batch read) before it answers UNAVAILABLE. */
-export const READ_QUEUE_MAX = 100_000;
-/**
- * Distinct keys one batch read fetches: it holds all their values at once, so with values
- * at the 1 MiB limit a larger batch could outgrow the node's heap.
- */
-export const READ_BATCH_KEYS_MAX = 16;
 /** Requests one RPC channel (a client, a link, a hub client) may have awaiting replies. */
 export const RPC_PENDING_MAX = 100_000;
 /** Names the hub keeps (registered nodes) and services. */

@@ -1,28 +1,25 @@
 /** Direct access to a node's SQLite file, as an operator would have: not through pbkv. */
-import sqlite3 from 'sqlite3';
+import { DatabaseSync } from 'node:sqlite';
 
 /** Runs a statement on a SQLite file through a connection of its own. */
-export function execSqlite(file: string, sql: string): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const db = new sqlite3.Database(file, (error) => {
-      if (error) return reject(error);
-      db.exec(sql, (execError) => db.close(() => (execError ? reject(execError) : resolve())));
-    });
-  });
+export async function execSqlite(file: string, sql: string): Promise<void> {
+  const database = new DatabaseSync(file, { timeout: 5_000 });
+  try {
+    database.exec(sql);
+  } finally {
+    database.close();
+  }
 }
 
 /** Reads a SQLite file directly, as an operator would, not through pbkv. */
-export function readSqlite(file: string, sql: string): Promise<Record<string, unknown>[]> {
-  return new Promise((resolve, reject) => {
-    const db = new sqlite3.Database(file, sqlite3.OPEN_READONLY, (error) => {
-      if (error) return reject(error);
-      db.all(sql, (queryError, rows) => {
-        db.close();
-        if (queryError) reject(queryError);
-        else resolve(rows as Record<string, unknown>[]);
-      });
-    });
-  });
+export async function readSqlite(file: string, sql: string): Promise<Record<string, unknown>[]> {
+  const database = new DatabaseSync(file, { readOnly: true, timeout: 5_000 });
+  try {
+    // Plain objects: node:sqlite's rows have no prototype, which deep equality tells apart.
+    return database.prepare(sql).all().map((row) => ({ ...row }));
+  } finally {
+    database.close();
+  }
 }
 
 /** Every key and value in a node's file, values parsed from their stored form. */

@@ -10,6 +10,7 @@ class DelegatingStore implements Store {
   get state() { return this.inner.state; }
   get errors$() { return this.inner.errors$; }
   get(key: string): Promise<Json | undefined> { return this.inner.get(key); }
+  readJson(key: string): string | undefined { return this.inner.readJson(key); }
   apply(epoch: number, first: number, ops: readonly WriteOp[]): Promise<boolean[]> { return this.inner.apply(epoch, first, ops); }
   snapshot(limits: PageLimits) { return this.inner.snapshot(limits); }
   beginRestore() { return this.inner.beginRestore(); }

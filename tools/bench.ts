@@ -2,16 +2,21 @@
 /**
  * npm run bench -- [--connections 8] [--depth 8] [--seconds 10 | --ops N] [--mix 1:0]
  *   [--value-bytes 100] [--keys 10000] [--preload N] [--replicas 2] [--sync normal]
- *   [--hub URL] [--json] [--compare redis]
+ *   [--hub URL] [--json] [--compare redis,echo]
  *
  * Starts a local cluster (one process per node, temp directories, loopback, free ports) or
  * uses the one at --hub, then keeps `depth` requests in flight on each of `connections`
  * connections for `seconds` (or until `ops`), and prints ops/s, latency percentiles
  * (HDR histogram, microseconds), errors and each node's peak RSS (VmHWM). With
- * --compare redis, the same workload runs against Redis (SET + WAIT) and both are printed
- * side by side (tools/redis-compare.ts).
+ * --compare redis, the same workload runs against Redis (SET + WAIT for puts, GET for
+ * gets; tools/redis-compare.ts); with --compare echo, against a bare WebSocket echo of the
+ * same shape and ws settings (tools/echo-server.ts), the transport's own limit. All are
+ * printed side by side, with pbkv's ratio to each.
  */
+import { spawn } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
+import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
 import { readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -44,7 +49,8 @@ const { values } = parseArgs({
     compare: { type: 'string' },
   },
 });
-if (values.compare !== undefined && values.compare !== 'redis') fail('--compare takes "redis"');
+const compare = (values.compare ?? '').split(',').filter((name) => name !== '');
+if (compare.some((name) => name !== 'redis' && name !== 'echo')) fail('--compare takes redis, echo or redis,echo');
 
 const config = {
   connections: bounded('connections', 1, 256),
@@ -253,24 +259,35 @@ async function preload(url: string, count: number, value: string): Promise<void>
   socket.close();
 }
 
+/** A JSON string of about --value-bytes bytes. */
+function benchValue(): string {
+  return JSON.stringify('v'.repeat(Math.max(0, config.valueBytes - 2)));
+}
+
+/** The measured run against one WebSocket server: `connections` x `depth` until the time or the ops run out. */
+async function measure(system: string, url: string, peakRss: () => Record<string, number | undefined>): Promise<Result> {
+  const sockets = await Promise.all(Array.from({ length: config.connections }, () => open(url)));
+  const measurement = new Measurement();
+  const budget = { left: config.ops ?? Number.MAX_SAFE_INTEGER };
+  const progress = setInterval(() => measurement.progress(system.padEnd(5)), 250);
+  try {
+    await Promise.all(sockets.map((socket) => drive(socket, measurement, budget, measurement.started + config.seconds * 1000, benchValue())));
+  } finally {
+    clearInterval(progress);
+    process.stderr.write('\n');
+    for (const socket of sockets) socket.close();
+  }
+  return measurement.result(system, (Date.now() - measurement.started) / 1000, peakRss());
+}
+
 async function runPbkv(): Promise<Result> {
   const cluster: Cluster | undefined = values.hub ? undefined : await startCluster();
   const hub = new HubClient(values.hub ?? cluster!.hubUrl);
   try {
     const { address } = await hub.lookup('kv');
-    const value = JSON.stringify('v'.repeat(Math.max(0, config.valueBytes - 2)));
     await warmUp(address);
-    if (config.preload > 0) await preload(address, config.preload, value);
-    const sockets = await Promise.all(Array.from({ length: config.connections }, () => open(address)));
-    const measurement = new Measurement();
-    const budget = { left: config.ops ?? Number.MAX_SAFE_INTEGER };
-    const progress = setInterval(() => measurement.progress('pbkv '), 250);
-    await Promise.all(sockets.map((socket) => drive(socket, measurement, budget, measurement.started + config.seconds * 1000, value)));
-    clearInterval(progress);
-    process.stderr.write('\n');
-    const seconds = (Date.now() - measurement.started) / 1000;
-    for (const socket of sockets) socket.close();
-    return measurement.result('pbkv', seconds, Object.fromEntries((cluster?.nodes ?? []).map((node) => [node.name, peakRssMb(node.process.pid)])));
+    if (config.preload > 0) await preload(address, config.preload, benchValue());
+    return await measure('pbkv', address, () => Object.fromEntries((cluster?.nodes ?? []).map((node) => [node.name, peakRssMb(node.process.pid)])));
   } finally {
     await hub.close();
     await cluster?.stop();
@@ -290,10 +307,26 @@ async function runRedis(): Promise<Result> {
   }
 }
 
+/** The same workload against a bare ws echo in a process of its own. */
+async function runEcho(): Promise<Result> {
+  const child = spawn(process.execPath, [fileURLToPath(new URL('./echo-server.js', import.meta.url))], { stdio: ['pipe', 'pipe', 'inherit'] });
+  try {
+    const url = await new Promise<string>((resolve, reject) => {
+      createInterface({ input: child.stdout! }).once('line', (line) => resolve((JSON.parse(line) as { url: string }).url));
+      child.once('exit', (code) => reject(new Error(`the echo server exited with ${code}`)));
+    });
+    return await measure('echo', url, () => ({ echo: peakRssMb(child.pid) }));
+  } finally {
+    child.stdin!.end();
+    if (child.exitCode === null) await new Promise((resolve) => child.once('exit', resolve));
+  }
+}
+
 async function main(): Promise<void> {
   const results = [await runPbkv()];
-  if (values.compare === 'redis') results.push(await runRedis());
-  if (values.json) console.log(JSON.stringify(results.length === 1 ? results[0] : { pbkv: results[0], redis: results[1] }));
+  if (compare.includes('redis')) results.push(await runRedis());
+  if (compare.includes('echo')) results.push(await runEcho());
+  if (values.json) console.log(JSON.stringify(results.length === 1 ? results[0] : Object.fromEntries(results.map((r) => [r.system, r]))));
   else printTable(results);
 }
 
@@ -307,17 +340,17 @@ function printTable(results: Result[]): void {
     ['errors', (r) => (r.errors === 0 ? '0' : `${r.errors} ${JSON.stringify(r.errorCodes)}`)],
     ['peak RSS MB', (r) => Object.entries(r.peakRssMb).map(([k, v]) => `${k} ${v ?? '?'}`).join(' ') || '-'],
   ];
-  const header = ['', ...results.map((r) => r.system)];
-  if (results.length === 2) header.push('pbkv / redis');
-  console.log(header.map((cell, i) => (i === 0 ? cell.padEnd(12) : cell.padEnd(26))).join(' '));
+  const [pbkv, ...others] = results;
+  const header = ['', ...results.map((r) => r.system), ...others.map((r) => `pbkv / ${r.system}`)];
+  console.log(header.map((cell, i) => (i === 0 ? cell.padEnd(12) : cell.padEnd(20))).join(' '));
   for (const [name, cell] of rows) {
     const cells = results.map(cell);
-    if (results.length === 2) {
-      const [a, b] = results;
-      const ratio = name === 'ops/s' ? a!.opsPerSecond / b!.opsPerSecond : name.endsWith(' ms') ? a!.latencyMs[name.split(' ')[0]!]! / b!.latencyMs[name.split(' ')[0]!]! : undefined;
+    for (const other of others) {
+      const percentile = name.split(' ')[0]!;
+      const ratio = name === 'ops/s' ? pbkv!.opsPerSecond / other.opsPerSecond : name.endsWith(' ms') ? pbkv!.latencyMs[percentile]! / other.latencyMs[percentile]! : undefined;
       cells.push(ratio === undefined || !Number.isFinite(ratio) ? '' : `${ratio.toFixed(2)}x`);
     }
-    console.log([name.padEnd(12), ...cells.map((c) => c.padEnd(26))].join(' '));
+    console.log([name.padEnd(12), ...cells.map((c) => c.padEnd(20))].join(' '));
   }
 }
 

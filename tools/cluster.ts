@@ -9,12 +9,12 @@
  */
 import { createServer } from 'node:net';
 import path from 'node:path';
-import { parseArgs } from 'node:util';
 import { localClusterSpec, type ClusterSpec } from '../src/cluster/config.js';
 import { describeExit, spawnHub, spawnNode, type ChildHandle } from '../src/cluster/processes.js';
 import { loadOrCreateSecret, SECRET_FILE_NAME } from '../src/cluster/secret.js';
 import { DEFAULT_HUB_PORT, DEFAULT_NODE_PORT_FIRST } from '../src/constants.js';
 import { SYNC_MODES, type SyncMode } from '../src/storage/store.js';
+import { failWith, readFlags, type Fail } from './flags.js';
 import { onShutdown } from './shutdown.js';
 
 const USAGE = `usage: npm start -- [options]   (or: node dist/tools/cluster.js [options])
@@ -26,30 +26,7 @@ const USAGE = `usage: npm start -- [options]   (or: node dist/tools/cluster.js [
   --trace          print every node's trace events as JSON lines
   -h, --help       this text`;
 
-function fail(message: string, code = 2): never {
-  console.error(`cluster: ${message}`);
-  if (code === 2) console.error(USAGE);
-  process.exit(code);
-}
-
-function flags() {
-  try {
-    return parseArgs({
-      strict: true,
-      options: {
-        trace: { type: 'boolean', default: false },
-        replicas: { type: 'string', default: '2' },
-        data: { type: 'string', default: 'data' },
-        sync: { type: 'string', default: 'normal' },
-        'hub-port': { type: 'string', default: String(DEFAULT_HUB_PORT) },
-        port: { type: 'string', default: String(DEFAULT_NODE_PORT_FIRST) },
-        help: { type: 'boolean', short: 'h', default: false },
-      },
-    }).values;
-  } catch (error) {
-    return fail((error as Error).message);
-  }
-}
+const fail: Fail = failWith('cluster', USAGE);
 
 /** More replicas than a laptop runs well; also keeps each on its own 127.0.0.x address. */
 const REPLICAS_MAX = 50;
@@ -60,11 +37,14 @@ function integerFlag(flag: string, text: string, max: number): number {
   return value;
 }
 
-const values = flags();
-if (values.help) {
-  console.log(USAGE);
-  process.exit(0);
-}
+const values = readFlags(fail, USAGE, {
+  trace: { type: 'boolean', default: false },
+  replicas: { type: 'string', default: '2' },
+  data: { type: 'string', default: 'data' },
+  sync: { type: 'string', default: 'normal' },
+  'hub-port': { type: 'string', default: String(DEFAULT_HUB_PORT) },
+  port: { type: 'string', default: String(DEFAULT_NODE_PORT_FIRST) },
+});
 if (!SYNC_MODES.includes(values.sync as SyncMode)) fail(`--sync is one of ${SYNC_MODES.join(', ')}`);
 let spec: ClusterSpec;
 try {

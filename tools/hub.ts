@@ -5,7 +5,6 @@
  * (generated there, mode 0600, if absent).
  */
 import path from 'node:path';
-import { parseArgs } from 'node:util';
 import {
   chooseSecret,
   insecureWarning,
@@ -17,6 +16,7 @@ import {
 } from '../src/cluster/secret.js';
 import { DEFAULT_HUB_PORT } from '../src/constants.js';
 import { DirectoryHub } from '../src/hub/hub.js';
+import { failWith, readFlags, type Fail } from './flags.js';
 import { onShutdown } from './shutdown.js';
 
 const DEFAULT_SECRET_FILE = path.join('data', SECRET_FILE_NAME);
@@ -28,34 +28,14 @@ ${secretFlagsUsage(22, DEFAULT_SECRET_FILE)}
   --trace             print every registration as a JSON line
   -h, --help          this text`;
 
-function fail(message: string, code = 2): never {
-  console.error(`hub: ${message}`);
-  if (code === 2) console.error(USAGE);
-  process.exit(code);
-}
+const fail: Fail = failWith('hub', USAGE);
 
-function flags() {
-  try {
-    return parseArgs({
-      strict: true,
-      options: {
-        host: { type: 'string', default: '127.0.0.1' },
-        port: { type: 'string', default: String(DEFAULT_HUB_PORT) },
-        ...SECRET_FLAGS,
-        trace: { type: 'boolean', default: false },
-        help: { type: 'boolean', short: 'h', default: false },
-      },
-    }).values;
-  } catch (error) {
-    return fail((error as Error).message);
-  }
-}
-
-const values = flags();
-if (values.help) {
-  console.log(USAGE);
-  process.exit(0);
-}
+const values = readFlags(fail, USAGE, {
+  host: { type: 'string', default: '127.0.0.1' },
+  port: { type: 'string', default: String(DEFAULT_HUB_PORT) },
+  ...SECRET_FLAGS,
+  trace: { type: 'boolean', default: false },
+});
 const port = Number(values.port);
 if (!Number.isInteger(port) || port < 0 || port > 65_535) fail(`--port must be a port number, not "${values.port}"`);
 

@@ -8,7 +8,6 @@
  * used (generated there, mode 0600, if absent).
  */
 import path from 'node:path';
-import { parseArgs } from 'node:util';
 import {
   chooseSecret,
   insecureWarning,
@@ -21,6 +20,7 @@ import {
 import { ACK_TIMEOUT_MS, DEFAULT_HUB_PORT } from '../src/constants.js';
 import { KvNode } from '../src/node/node.js';
 import { SYNC_MODES, type SyncMode } from '../src/storage/store.js';
+import { failWith, readFlags, type Fail } from './flags.js';
 import { onShutdown } from './shutdown.js';
 
 const USAGE = `usage: node dist/tools/node.js --name NAME [options]
@@ -38,42 +38,22 @@ ${secretFlagsUsage(25, `${SECRET_FILE_NAME} beside --data`)}
   --trace                print trace events as JSON lines
   -h, --help             this text`;
 
-function fail(message: string, code = 2): never {
-  console.error(`node: ${message}`);
-  if (code === 2) console.error(USAGE);
-  process.exit(code);
-}
+const fail: Fail = failWith('node', USAGE);
 
-function flags() {
-  try {
-    return parseArgs({
-      strict: true,
-      options: {
-        name: { type: 'string' },
-        role: { type: 'string', default: 'primary' },
-        host: { type: 'string', default: '127.0.0.1' },
-        port: { type: 'string', default: '0' },
-        hub: { type: 'string', default: process.env['PBKV_HUB'] ?? `ws://127.0.0.1:${DEFAULT_HUB_PORT}` },
-        data: { type: 'string' },
-        sync: { type: 'string', default: 'normal' },
-        replicas: { type: 'string', default: '' },
-        primary: { type: 'string' },
-        ...SECRET_FLAGS,
-        'ack-timeout-ms': { type: 'string', default: String(ACK_TIMEOUT_MS) },
-        trace: { type: 'boolean', default: false },
-        help: { type: 'boolean', short: 'h', default: false },
-      },
-    }).values;
-  } catch (error) {
-    return fail((error as Error).message);
-  }
-}
-
-const values = flags();
-if (values.help) {
-  console.log(USAGE);
-  process.exit(0);
-}
+const values = readFlags(fail, USAGE, {
+  name: { type: 'string' },
+  role: { type: 'string', default: 'primary' },
+  host: { type: 'string', default: '127.0.0.1' },
+  port: { type: 'string', default: '0' },
+  hub: { type: 'string', default: process.env['PBKV_HUB'] ?? `ws://127.0.0.1:${DEFAULT_HUB_PORT}` },
+  data: { type: 'string' },
+  sync: { type: 'string', default: 'normal' },
+  replicas: { type: 'string', default: '' },
+  primary: { type: 'string' },
+  ...SECRET_FLAGS,
+  'ack-timeout-ms': { type: 'string', default: String(ACK_TIMEOUT_MS) },
+  trace: { type: 'boolean', default: false },
+});
 if (!values.name) fail('--name is required');
 if (values.role !== 'primary' && values.role !== 'replica') fail('--role is primary or replica');
 if (!SYNC_MODES.includes(values.sync as SyncMode)) fail(`--sync is one of ${SYNC_MODES.join(', ')}`);

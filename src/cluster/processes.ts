@@ -107,7 +107,9 @@ function spawnTool(name: string, script: string, args: string[], options: SpawnO
   // 'close', not 'exit': the last lines the child printed have been read by then.
   const exited = new Promise<number | null>((resolve) => child.once('close', (code) => resolve(code)));
   const recent = new RecentLines(CHILD_OUTPUT_LINES_KEPT, CHILD_OUTPUT_LINE_CHARS_KEPT);
-  const command = shellCommand(['node', ...nodeFlags, path.relative(process.cwd(), TOOLS_DIR + script) || script, ...toolArgs]);
+  // The runtime this process runs on (the project's pinned Node), not whatever `node` a shell finds.
+  const runtime = path.relative(process.cwd(), process.execPath);
+  const command = shellCommand([runtime.startsWith('..') ? process.execPath : runtime, ...nodeFlags, path.relative(process.cwd(), TOOLS_DIR + script) || script, ...toolArgs]);
   createInterface({ input: child.stderr! }).on('line', (line) => {
     recent.push(line);
     options.onLine?.(name, line);

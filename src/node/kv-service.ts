@@ -49,7 +49,7 @@ export class KvService {
   handle(request: NodeRequest, session: Session): Answer | Promise<Answer> {
     switch (request.type) {
       case 'get':
-        return this.get(request.id, request.key, session);
+        return this.get(request.id, request.key);
       case 'put':
         return this.write(request.id, { kind: 'put', key: request.key, valueJson: request.valueJson });
       case 'del':
@@ -69,28 +69,41 @@ export class KvService {
     }
   }
 
-  private async get(id: NodeRequest['id'], key: string, session: Session): Promise<Reply> {
-    const pipeline = await this.primaryPipeline();
-    // A read waits for the writes to its key in flight: it never returns what a failover could lose.
-    await pipeline.settled(key);
-    const value = await this.store.get(key, () => !session.connection.isOpen);
-    return value === undefined ? okReply(id, { found: false }) : okReply(id, { found: true, value });
-  }
-
-  private async write(id: NodeRequest['id'], op: Parameters<WritePipeline['submit']>[0]): Promise<Reply> {
-    const pipeline = await this.primaryPipeline();
-    const found = await pipeline.submit(op);
-    return op.kind === 'del' ? okReply(id, { found }) : okReply(id);
-  }
-
-  private async primaryPipeline(): Promise<WritePipeline> {
+  /**
+   * Answered at once, as text with the stored JSON spliced in, unless a write to the key is
+   * in flight: a read waits for it, so it never returns what a failover could lose.
+   */
+  private get(id: NodeRequest['id'], key: string): Answer | Promise<Answer> {
     const { state } = this;
-    if (state.role === 'replica') {
-      const primary = await this.hub.resolve(state.primary).catch(() => undefined);
-      throw new KvError('NOT_PRIMARY', `${this.name} is a replica; send requests to the primary ${state.primary}`, {
-        ...(primary ? { primary } : {}),
-      });
-    }
+    if (state.role === 'replica') return this.notPrimary(state.primary);
+    const pipeline = this.servingPipeline(state);
+    const inFlight = pipeline.settled(key);
+    return inFlight ? inFlight.then(() => this.read(id, key)) : this.read(id, key);
+  }
+
+  private read(id: NodeRequest['id'], key: string): Answer {
+    const json = this.store.readJson(key);
+    const idJson = typeof id === 'number' ? String(id) : JSON.stringify(id);
+    return json === undefined ? `{"id":${idJson},"ok":true,"found":false}` : `{"id":${idJson},"ok":true,"found":true,"value":${json}}`;
+  }
+
+  /** The reply is built as text: a batch's replies are many, and each is this small. */
+  private async write(id: NodeRequest['id'], op: Parameters<WritePipeline['submit']>[0]): Promise<Answer> {
+    const { state } = this;
+    if (state.role === 'replica') return this.notPrimary(state.primary);
+    const found = await this.servingPipeline(state).submit(op);
+    const idJson = typeof id === 'number' ? String(id) : JSON.stringify(id);
+    return op.kind === 'del' ? `{"id":${idJson},"ok":true,"found":${found}}` : `{"id":${idJson},"ok":true}`;
+  }
+
+  private async notPrimary(primaryName: string): Promise<never> {
+    const primary = await this.hub.resolve(primaryName).catch(() => undefined);
+    throw new KvError('NOT_PRIMARY', `${this.name} is a replica; send requests to the primary ${primaryName}`, {
+      ...(primary ? { primary } : {}),
+    });
+  }
+
+  private servingPipeline(state: Extract<RoleState, { role: 'primary' }>): WritePipeline {
     const serving = state.gate?.state;
     if (serving?.state === 'halted' || serving?.state === 'starting') throw new KvError('UNAVAILABLE', serving.reason);
     if (!state.pipeline) throw new KvError('UNAVAILABLE', `${this.name} is starting; retry shortly`);

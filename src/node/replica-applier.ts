@@ -89,7 +89,8 @@ export class ReplicaApplier {
       this.waiting.delete(next.first);
       if (next.first + next.ops.length > this.expected) this.enqueue(next);
     }
-    this.applying ??= this.applyReady();
+    // After a microtask: the other appends of the same socket read join this transaction.
+    this.applying ??= Promise.resolve().then(() => this.applyReady());
   }
 
   /**

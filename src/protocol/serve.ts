@@ -135,40 +135,49 @@ export function serveConnection<T extends { id: RequestId }>(connection: Connect
   const budget = options.budget ?? new SendBudget();
   let inFlight = 0;
   let paused = false;
+  let flushing = false;
+  /** Answers waiting for the socket to drain, and what they hold. */
   const outbox: Answer[] = [];
-  // Counted only while answers wait (the common path sends at once); `counted` marks which.
   const held = new OutboxBytes();
-  const counted = new WeakSet<object>();
+  /** Requests read while answers wait: handled once the socket drains, so they add nothing meanwhile. */
+  const waiting: T[] = [];
   budget.add(connection, () => connection.bufferedBytes + held.bytes);
 
   const overSendLimit = () => connection.bufferedBytes > sendBufferMax;
+  const blocked = () => outbox.length > 0 || overSendLimit();
   const flowControl = () => {
-    const blocked = inFlight >= inFlightMax || outbox.length > 0 || overSendLimit();
-    if (blocked && !paused) {
+    const stop = inFlight >= inFlightMax || blocked();
+    if (stop && !paused) {
       paused = true;
       connection.pause();
-    } else if (!blocked && paused && inFlight <= inFlightMax / 2) {
+    } else if (!stop && paused && inFlight <= inFlightMax / 2) {
       paused = false;
       connection.resume();
     }
   };
+  /** Sends what fits, then handles what waited; a loop, not recursion, however much waits. */
   const flush = () => {
-    while (outbox.length > 0 && !overSendLimit() && connection.isOpen) {
-      const answer = outbox.shift()!;
-      if (typeof answer !== 'string' && counted.has(answer)) held.remove(answer);
-      if (outbox.length === 0) held.clear();
-      connection.send(typeof answer === 'string' ? answer : JSON.stringify(answer));
+    if (flushing) return;
+    flushing = true;
+    while (connection.isOpen) {
+      if (outbox.length > 0 && !overSendLimit()) {
+        const answer = outbox.shift()!;
+        held.remove(answer);
+        connection.send(typeof answer === 'string' ? answer : JSON.stringify(answer));
+      } else if (!blocked() && waiting.length > 0) {
+        handle(waiting.shift()!);
+      } else {
+        break;
+      }
     }
-    if (outbox.length > 0 || overSendLimit()) budget.enforce();
+    flushing = false;
+    if (blocked()) budget.enforce();
     flowControl();
   };
   const deliver = (answer: Answer) => {
     if (!connection.isOpen) return;
-    if (outbox.length > 0 || overSendLimit()) {
-      held.add(answer);
-      if (typeof answer !== 'string') counted.add(answer);
-    }
     outbox.push(answer);
+    held.add(answer);
     flush();
   };
   const fail = (id: RequestId, error: KvError) => {
@@ -178,6 +187,22 @@ export function serveConnection<T extends { id: RequestId }>(connection: Connect
   const settle = () => {
     inFlight -= 1;
     flowControl();
+  };
+  const handle = (request: T) => {
+    let answer: Answer | Promise<Answer>;
+    try {
+      answer = options.handle(request);
+    } catch (error) {
+      fail(request.id, toKvError(error));
+      settle();
+      return;
+    }
+    if (answer instanceof Promise) {
+      answer.then(deliver, (error: unknown) => fail(request.id, toKvError(error))).finally(settle);
+    } else {
+      deliver(answer);
+      settle();
+    }
   };
 
   connection.drain$.subscribe(() => flush());
@@ -194,26 +219,18 @@ export function serveConnection<T extends { id: RequestId }>(connection: Connect
         fail(parsed.id, parsed.error);
         return;
       }
-      const { id } = parsed.request;
       inFlight += 1;
-      flowControl();
-      let answer: Answer | Promise<Answer>;
-      try {
-        answer = options.handle(parsed.request);
-      } catch (error) {
-        fail(id, toKvError(error));
-        settle();
+      if (blocked() || waiting.length > 0) {
+        waiting.push(parsed.request);
+        flowControl();
         return;
       }
-      if (answer instanceof Promise) {
-        answer.then(deliver, (error: unknown) => fail(id, toKvError(error))).finally(settle);
-      } else {
-        deliver(answer);
-        settle();
-      }
+      flowControl();
+      handle(parsed.request);
     },
     complete: () => {
       outbox.length = 0;
+      waiting.length = 0;
       held.clear();
       budget.delete(connection);
     },

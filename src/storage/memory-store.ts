@@ -2,15 +2,16 @@ import Keyv from 'keyv';
 import { Subject } from 'rxjs';
 import { assert } from '../errors.js';
 import type { Json, WriteOp } from '../protocol/messages.js';
-import { existedBefore, keyvSerialization, storedText, type ReplicationState, type PageLimits, type Restore, type Snapshot, type Store } from './store.js';
+import { existedBefore, keyvSerialization, storedText, valueJsonOf, type ReplicationState, type PageLimits, type Restore, type Snapshot, type Store } from './store.js';
 
 /** Keyv over its in-memory Map: for tests and demos; nothing survives the process. */
 export class MemoryStore implements Store {
   readonly file = undefined;
   readonly syncMode = 'memory' as const;
   readonly errors$ = new Subject<Error>();
-  private readonly map = new Map<string, string>();
-  private readonly keyv = new Keyv({ store: this.map, useKeyPrefix: false, throwOnErrors: true, ...keyvSerialization });
+  /** Keyv 6 keeps a Map's entries as `{ value: <serialized>, expires }`. */
+  private readonly map = new Map<string, { value: string }>();
+  private readonly keyv = new Keyv({ store: this.map, ...keyvSerialization });
   private replication: ReplicationState = { epoch: 0, seq: 0 };
 
   constructor() {
@@ -25,12 +26,17 @@ export class MemoryStore implements Store {
     return (await this.keyv.get<Json>(key)) ?? undefined;
   }
 
+  readJson(key: string): string | undefined {
+    const stored = this.map.get(key);
+    return stored === undefined ? undefined : valueJsonOf(stored.value);
+  }
+
   /** Synchronous inside, so the batch is atomic to every reader. */
   async apply(epoch: number, first: number, ops: readonly WriteOp[]): Promise<boolean[]> {
     assert(ops.length > 0, 'a batch is not empty');
     const found = existedBefore(ops, new Set(ops.filter((op) => this.map.has(op.key)).map((op) => op.key)));
     for (const op of ops) {
-      if (op.kind === 'put') this.map.set(op.key, storedText(op.valueJson));
+      if (op.kind === 'put') this.map.set(op.key, { value: storedText(op.valueJson) });
       else this.map.delete(op.key);
     }
     this.replication = { epoch, seq: first + ops.length - 1 };
@@ -42,7 +48,7 @@ export class MemoryStore implements Store {
     const state = this.replication;
     const rows = [...this.map.keys()].sort().map((key): [string, string] => [
       key,
-      JSON.stringify((JSON.parse(this.map.get(key)!) as { value: Json }).value),
+      valueJsonOf(this.map.get(key)!.value),
     ]);
     return {
       state,
@@ -66,10 +72,10 @@ export class MemoryStore implements Store {
   }
 
   async beginRestore(): Promise<Restore> {
-    const next = new Map<string, string>();
+    const next = new Map<string, { value: string }>();
     return {
       add: async (entries) => {
-        for (const [key, valueJson] of entries) next.set(key, storedText(valueJson));
+        for (const [key, valueJson] of entries) next.set(key, { value: storedText(valueJson) });
       },
       finish: async (state) => {
         this.map.clear();

@@ -22,12 +22,13 @@ export interface Store {
   readonly state: ReplicationState;
   /** Faults reported by Keyv or SQLite outside any call (a call's own fault rejects it). */
   readonly errors$: Observable<Error>;
+  /** The value of `key`, parsed. */
+  get(key: string): Promise<Json | undefined>;
   /**
-   * The value of `key`. `abandoned` tells whether whoever asked is gone (its connection
-   * closed): a read still queued for it is skipped, so a dropped client's pipelined reads
-   * cost nothing.
+   * The value of `key` as the JSON text it is stored as, read synchronously: a reply
+   * splices it in as it is, with no parse and no serialization.
    */
-  get(key: string, abandoned?: () => boolean): Promise<Json | undefined>;
+  readJson(key: string): string | undefined;
   /**
    * Applies `ops` as seqs first, first+1, ... of `epoch`, all or nothing, together with
    * the new state. Resolves with, for each op, whether its key existed just before it.
@@ -72,10 +73,21 @@ export function storedText(valueJson: string): string {
   return `{"value":${valueJson}}`;
 }
 
+/**
+ * The value's JSON inside its stored form. pbkv writes `{"value":<JSON>}` exactly, so this
+ * is a slice; anything else (a row Keyv itself wrote, with more fields) is parsed.
+ */
+export function valueJsonOf(stored: string): string {
+  const prefix = '{"value":';
+  if (stored.startsWith(prefix) && stored.endsWith('}') && !stored.includes(',"expires"', stored.length - 40)) {
+    return stored.slice(prefix.length, -1);
+  }
+  return JSON.stringify((JSON.parse(stored) as { value: Json }).value);
+}
+
 /** Keyv's serializer for pbkv: values are JSON already, so plain JSON keeps every type. */
 export const keyvSerialization = {
-  serialize: (data: unknown) => JSON.stringify(data),
-  deserialize: (text: string) => JSON.parse(text),
+  serialization: { stringify: (data: unknown) => JSON.stringify(data), parse: (text: string) => JSON.parse(text) as unknown },
 };
 
 /** Which keys exist after each op, given which existed before the batch. */

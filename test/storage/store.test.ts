@@ -1,7 +1,10 @@
 import path from 'node:path';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
+import Keyv from 'keyv';
+import KeyvSqlite from '@keyv/sqlite';
 import { openStore } from '../../src/storage/open-store.js';
+import { keyvSerialization } from '../../src/storage/store.js';
 import type { Store, SyncMode } from '../../src/storage/store.js';
 import type { WriteOp } from '../../src/protocol/messages.js';
 import { Disposer, tempDir } from '../helpers.js';
@@ -60,14 +63,19 @@ Store('keys holding U+0000 are whole keys on every path: put, get, del, snapshot
   assert.is(await copy.count(), 4);
 });
 
-Store('reads queued past the limit are UNAVAILABLE; the others are answered', async () => {
-  const store = (await open('normal')) as Store & { readQueueMax: number };
-  await store.apply(1, 1, [put('k', 1)]);
-  store.readQueueMax = 3;
-  // The first read starts at once; the next three queue behind it; the rest are refused.
-  const outcomes = await Promise.all(Array.from({ length: 8 }, () => store.get('k').then((v) => v, (e: { code: string }) => e.code)));
-  assert.equal(outcomes.filter((o) => o === 1).length, 4);
-  assert.equal(outcomes.filter((o) => o === 'UNAVAILABLE').length, 4);
+Store('a node\'s file is a Keyv store: Keyv with @keyv/sqlite opens it and reads every value back', async () => {
+  const file = path.join(await tempDir(disposer), 'keyv.sqlite');
+  const store = await openStore('normal', file);
+  const values: [string, unknown][] = [['s', '1'], ['n', 1], ['o', { a: [1, 'x'] }], ['t', true], ['ключ', 'знач']];
+  await store.apply(1, 1, values.map(([key, value]) => put(key, value)));
+  await store.close();
+  const adapter = new KeyvSqlite({ uri: `sqlite://${file}`, driver: 'node:sqlite' });
+  const keyv = new Keyv({ store: adapter, ...keyvSerialization });
+  try {
+    for (const [key, value] of values) assert.equal(await keyv.get(key), value, key);
+  } finally {
+    await keyv.disconnect();
+  }
 });
 
 Store('data and seq survive a restart; WAL is on; the file is readable by plain SQLite', async () => {
