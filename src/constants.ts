@@ -65,10 +65,11 @@ export const WRITE_QUEUE_MAX = 100_000;
 export const WRITE_QUEUE_BYTES_MAX = 32 * 1024 * 1024;
 /**
  * Batches the primary has applied that still wait for acks; further writes wait and batch
- * up. Two let the next commit overlap the current batch's replication; more only split
- * the writes in flight into smaller batches, which cost more per write (PERFORMANCE.md).
+ * up. With the synchronous store a commit costs tens of microseconds, so overlapping the
+ * next commit with the current batch's replication gains less than one larger batch does:
+ * 1 measured 15% more puts at 8 x 8 than 2, and 4 fewer still (docs/PERFORMANCE.md).
  */
-export const BATCHES_IN_FLIGHT_MAX = 2;
+export const BATCHES_IN_FLIGHT_MAX = 1;
 /** Writes in one batch: one SQLite transaction and one replication frame. */
 export const BATCH_WRITES_MAX = 2048;
 /** Bytes of keys and values in one batch. */
