@@ -9,7 +9,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
-import { NODE_HEAP_MB_MAX } from '../constants.js';
+import { NODE_HEAP_MB_MAX, NODE_SEMI_SPACE_MB } from '../constants.js';
 import { KvError } from '../errors.js';
 import type { ClusterSpec, NodeSpec } from './config.js';
 import { SECRET_FILE_NAME } from './secret.js';
@@ -76,8 +76,8 @@ export function spawnNode(node: NodeSpec, spec: ClusterSpec, hubUrl: string, opt
     ...(node.role === 'primary' ? ['--replicas', replicas.join(',')] : ['--primary', primary]),
     ...secretArgs(spec, options),
   ];
-  const heapFlag = `--max-old-space-size=${NODE_HEAP_MB_MAX}`;
-  return spawnTool(node.name, 'node.js', args, options, [heapFlag]);
+  const heapFlags = [`--max-old-space-size=${NODE_HEAP_MB_MAX}`, `--max-semi-space-size=${NODE_SEMI_SPACE_MB}`];
+  return spawnTool(node.name, 'node.js', args, options, heapFlags);
 }
 
 function secretArgs(spec: ClusterSpec, options: SpawnOptions): string[] {
