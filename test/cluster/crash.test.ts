@@ -189,6 +189,20 @@ Crash.after.each(() =>
     throw error;
   }));
 
+Crash('kill -9 of all three nodes right after a burst of acknowledged puts loses none of them', async () => {
+  const cluster = await startCluster();
+  const client = cluster.client();
+  await eventually('the primary to serve', () => client.put('warm', 0), isUnavailable, SETTLE_DEADLINE_MS);
+  await putAll(client, 0, 2_000);
+  // No pause, no clean stop: the processes die the moment the last ack arrived.
+  await Promise.all(['n0', 'n1', 'n2'].map((name) => cluster.kill(name)));
+  const expected = { ...expectedKeys(2_000), warm: 0 };
+  for (const name of ['n0', 'n1', 'n2']) {
+    assert.equal(await fileContents(cluster.file(name)), expected, `${name}'s file holds every acknowledged put`);
+    assert.equal(await metaRows(cluster.file(name)), [{ name: 'epoch', value: 1 }, { name: 'seq', value: 2_001 }], `${name}'s seq`);
+  }
+});
+
 Crash('kill -9 of the primary, its files deleted, restarted with the same flags: it halts and both replicas keep every acknowledged write', async () => {
   const cluster = await startCluster();
   const client = cluster.client();
