@@ -70,15 +70,15 @@ export class KvService {
   }
 
   /**
-   * Answered at once, as text with the stored JSON spliced in, unless a write to the key is
-   * in flight: a read waits for it, so it never returns what a failover could lose.
+   * Answered at once, as text with the stored JSON spliced in, unless the last write to the
+   * key is not yet on every replica: the read waits for it, so it never returns what a
+   * failover could lose.
    */
   private get(id: NodeRequest['id'], key: string): Answer | Promise<Answer> {
     const { state } = this;
     if (state.role === 'replica') return this.notPrimary(state.primary);
-    const pipeline = this.servingPipeline(state);
-    const inFlight = pipeline.settled(key);
-    return inFlight ? inFlight.then(() => this.read(id, key)) : this.read(id, key);
+    const unacked = this.servingPipeline(state).readable(key);
+    return unacked ? unacked.then(() => this.read(id, key)) : this.read(id, key);
   }
 
   private read(id: NodeRequest['id'], key: string): Answer {

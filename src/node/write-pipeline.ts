@@ -8,7 +8,7 @@
  * earlier ones, up to BATCHES_IN_FLIGHT_MAX; order is kept because seqs are, and
  * replicas apply in seq order.
  */
-import { BehaviorSubject, Subject, first, forkJoin, map, of, race, throwError, timeout, type Observable } from 'rxjs';
+import { BehaviorSubject, Subject, first, firstValueFrom, forkJoin, map, of, race, throwError, timeout, type Observable } from 'rxjs';
 import { BATCHES_IN_FLIGHT_MAX, BATCH_BYTES_MAX, BATCH_WRITES_MAX, WRITE_QUEUE_BYTES_MAX, WRITE_QUEUE_MAX } from '../constants.js';
 import { KvError, toKvError } from '../errors.js';
 import type { WriteOp } from '../protocol/messages.js';
@@ -50,7 +50,12 @@ export class WritePipeline {
   private draining = false;
   private batchesInFlight = 0;
   private nextSeq: number;
-  private readonly keyWrites = new Map<string, Promise<void>>();
+  /**
+   * The seq of the last write to each key committed here but maybe not yet on every
+   * replica. A Map keeps insertion order and a key is re-inserted when written again, so
+   * seqs rise from front to back and acked entries are dropped from the front.
+   */
+  private readonly unacked = new Map<string, number>();
   private readonly closing$ = new Subject<void>();
   private closed = false;
   private closeReason = 'the node is closing';
@@ -79,14 +84,34 @@ export class WritePipeline {
     const written = new Promise<boolean>((resolve, reject) => {
       this.queue.push({ op, bytes, resolve, reject });
     });
-    this.trackKey(op.key, written);
     this.kick();
     return written;
   }
 
-  /** Settles once every write to `key` queued so far has settled: a read after it cannot see a write a failover would lose. */
-  settled(key: string): Promise<void> | undefined {
-    return this.keyWrites.get(key);
+  /**
+   * Undefined when a read of `key` may be answered now: every replica has the last write to
+   * it that this node committed. Otherwise settles when they all have it, or fails with
+   * UNAVAILABLE after the ack timeout: a read never returns what a failover could lose
+   * (not even the value of a put that was answered UNAVAILABLE, or of one being replicated).
+   */
+  readable(key: string): Promise<void> | undefined {
+    const seq = this.unacked.get(key);
+    if (seq === undefined || this.ackedByAll() >= seq) return undefined;
+    return firstValueFrom(this.allAcked$(seq)).then(() => undefined);
+  }
+
+  /** The highest seq every replica has acknowledged. */
+  private ackedByAll(): number {
+    return this.replicas.length === 0 ? Number.MAX_SAFE_INTEGER : Math.min(...this.replicas.map((replica) => replica.acked$.value));
+  }
+
+  /** Forgets the keys whose last write every replica has acknowledged. */
+  private forgetAcked(): void {
+    const acked = this.ackedByAll();
+    for (const [key, seq] of this.unacked) {
+      if (seq > acked) break;
+      this.unacked.delete(key);
+    }
   }
 
   /** Writes waiting for a batch. */
@@ -104,17 +129,6 @@ export class WritePipeline {
     this.queueBytes = 0;
     this.closing$.next();
     this.closing$.complete();
-  }
-
-  private trackKey(key: string, written: Promise<boolean>): void {
-    const done = written.then(
-      () => undefined,
-      () => undefined,
-    );
-    this.keyWrites.set(key, done);
-    void done.then(() => {
-      if (this.keyWrites.get(key) === done) this.keyWrites.delete(key);
-    });
   }
 
   private kick(): void {
@@ -146,6 +160,10 @@ export class WritePipeline {
         continue;
       }
       const last = first + ops.length - 1;
+      ops.forEach((op, index) => {
+        this.unacked.delete(op.key);
+        this.unacked.set(op.key, first + index);
+      });
       this.trace({ event: 'applied', first, last, writes: ops.length, role: 'primary' });
       this.log.append(encodeBatch(this.options.epoch, first, ops));
       for (const replica of this.replicas) replica.notify();
@@ -153,6 +171,7 @@ export class WritePipeline {
       this.allAcked$(last).subscribe({
         next: () => {
           this.batchesInFlight -= 1;
+          this.forgetAcked();
           writes.forEach((write, index) => write.resolve(found[index]!));
           this.kick();
         },

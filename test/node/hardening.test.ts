@@ -14,7 +14,7 @@ import { KvNode } from '../../src/node/node.js';
 import { openStore } from '../../src/storage/open-store.js';
 import { Disposer, RawClient, tempDir, waitFor, within } from '../helpers.js';
 import { fileContents, readSqlite } from '../sqlite-files.js';
-import { FailingStore } from '../stores.js';
+import { FailingStore, GatedStore } from '../stores.js';
 
 const disposer = new Disposer();
 
@@ -227,6 +227,23 @@ Hardening('property: any well-formed key round-trips byte for byte through batch
       assert.ok(expected.has(row['key'] as string), `seed ${seed}: the file holds each key's UTF-8 bytes`);
     }
   }
+});
+
+Hardening('a get never returns a write that is not on every replica: not after an UNAVAILABLE put, not while one replicates', async () => {
+  const dataDir = await tempDir(disposer);
+  const held = new GatedStore(await openStore('normal', path.join(dataDir, 'n1-own.sqlite')));
+  const cluster = await start({ dataDir, nodeOptions: { ackTimeoutMs: 300 }, perNode: { n1: { store: held } } });
+  const client = cluster.client();
+  await client.put('k', 'v1');
+  held.closeGate();
+  await client.put('k', 'v2').then(() => assert.unreachable('n1 holds the batch'), (e: { code: string }) => assert.is(e.code, 'UNAVAILABLE'));
+  // v2 is on n0 and n2 only: a failover to n1 would lose it, so no read may return it.
+  const read = await client.get('k').then((value) => ({ value }), (e: { code: string; message: string }) => e);
+  assert.is((read as { code?: string }).code, 'UNAVAILABLE', `the get answered ${JSON.stringify(read)}`);
+  const other = await client.get('untouched').then((value) => value ?? 'absent');
+  assert.is(other, 'absent', 'other keys are served meanwhile');
+  held.openGate();
+  await waitFor('v2 on every replica, then readable', () => client.get('k').then((value) => value === 'v2', () => false));
 });
 
 Hardening('a live name at the hub is never taken over by another address', async () => {
