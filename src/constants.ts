@@ -57,6 +57,8 @@ export const SERVER_SEND_BUFFER_BYTES_MAX = 32 * 1024 * 1024;
 export const RPC_PENDING_MAX = 100_000;
 /** Names the hub keeps (registered nodes) and services. */
 export const HUB_NAMES_MAX = 1024;
+/** Longest reason a node reports with its health (the hub refuses longer; the node cuts it). */
+export const REPORT_REASON_LENGTH_MAX = 1024;
 /** Largest frame the hub reads, and that a hub client reads from it (status lists every name). */
 export const HUB_FRAME_BYTES_MAX = 1024 * 1024;
 /** Writes the primary holds queued (not yet in a batch) before it answers UNAVAILABLE. */

@@ -8,8 +8,8 @@
  */
 import { defer, firstValueFrom, retry, throwError, timeout, type Observable } from 'rxjs';
 import { backoff, backoffDelayMs } from '../backoff.js';
-import { HUB_FRAME_BYTES_MAX, REQUEST_TIMEOUT_MS, RESOLVE_DEADLINE_MS } from '../constants.js';
-import { KvError } from '../errors.js';
+import { HUB_FRAME_BYTES_MAX, REPORT_REASON_LENGTH_MAX, REQUEST_TIMEOUT_MS, RESOLVE_DEADLINE_MS } from '../constants.js';
+import { KvError, toKvError } from '../errors.js';
 import { proofFor } from '../protocol/auth.js';
 import { replyString, replyStringMap, type OkReply } from '../protocol/reply.js';
 import { RpcChannel } from '../protocol/rpc-channel.js';
@@ -37,6 +37,8 @@ export class HubClient {
   /** One per name, service and health report: replayed on every new connection. */
   private readonly registrations = new Map<string, Record<string, unknown>>();
   private readonly known = new Map<string, string>();
+  /** The delivery loop of each registration key that is running. */
+  private readonly delivering = new Map<string, Promise<void>>();
   private reconnectTimer: NodeJS.Timeout | undefined;
   private reconnectAttempt = 0;
   private closed = false;
@@ -58,7 +60,10 @@ export class HubClient {
 
   /** Tells the hub how this node is (shown in the hub's status), retrying likewise. */
   report(name: string, health: NodeHealth): Promise<void> {
-    return this.remember(`report ${name}`, { op: 'report', name, ...health });
+    const reason = health.reason !== undefined && health.reason.length > REPORT_REASON_LENGTH_MAX
+      ? `${health.reason.slice(0, REPORT_REASON_LENGTH_MAX - 1)}…`
+      : health.reason;
+    return this.remember(`report ${name}`, { op: 'report', name, state: health.state, ...(reason !== undefined ? { reason } : {}) });
   }
 
   /**
@@ -122,18 +127,33 @@ export class HubClient {
    */
   private remember(key: string, fields: Record<string, unknown>): Promise<void> {
     this.registrations.set(key, fields);
-    // Each attempt sends the latest version: a newer report overtakes an older one's retries.
-    const attempt$ = defer(() => this.request(this.registrations.get(key) ?? fields)).pipe(
-      retry({
-        delay: (error: unknown, attempt) => {
-          const held = error instanceof KvError && error.code === 'FORBIDDEN' && error.details['holder'] !== undefined;
-          if (!held && !this.retryable(error, 'UNAVAILABLE')) return throwError(() => error);
-          this.options.onRetry?.(error as KvError);
-          return backoff(error, attempt);
-        },
-      }),
-    );
-    return firstValueFrom(attempt$).then(() => undefined);
+    // One loop per key, which ends only once the latest version was delivered: a newer
+    // report joins the loop of an older one instead of starting its own.
+    const running = this.delivering.get(key);
+    if (running) return running;
+    const deliver = async () => {
+      for (;;) {
+        let sent: Record<string, unknown> | undefined;
+        const attempt$ = defer(() => {
+          sent = this.registrations.get(key) ?? fields;
+          return this.request(sent);
+        }).pipe(
+          retry({
+            delay: (error: unknown, attempt) => {
+              const held = error instanceof KvError && error.code === 'FORBIDDEN' && error.details['holder'] !== undefined;
+              if (!held && !this.retryable(error, 'UNAVAILABLE')) return throwError(() => error);
+              this.options.onRetry?.(error as KvError);
+              return backoff(error, attempt);
+            },
+          }),
+        );
+        await firstValueFrom(attempt$);
+        if ((this.registrations.get(key) ?? sent) === sent) return;
+      }
+    };
+    const delivered = deliver().finally(() => this.delivering.delete(key));
+    this.delivering.set(key, delivered);
+    return delivered;
   }
 
   /** Whether a failed call is worth another try: the hub unreachable, or the code given. */
@@ -168,7 +188,14 @@ export class HubClient {
           await channel.request({ op: 'auth', proof: proofFor(secret, hello['challenge'], name, HUB_NAME) });
         }
       }
-      for (const registration of this.registrations.values()) await channel.request(registration);
+      // A registration the hub refuses is reported and left to its own call's loop: one
+      // refused entry must not make every later connection fail.
+      for (const registration of this.registrations.values()) {
+        await channel.request(registration).catch((error: unknown) => {
+          if (error instanceof KvError && error.code === 'UNAVAILABLE') throw error;
+          this.options.onRetry?.(toKvError(error));
+        });
+      }
       this.reconnectAttempt = 0;
       return channel;
     } catch (error) {

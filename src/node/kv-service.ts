@@ -166,7 +166,7 @@ export class KvService {
       return this.refuse(session, session.peer, 'FORBIDDEN', 'snapshots are accepted only from the primary');
     }
     try {
-      return okReply(request.id, { seq: await state.applier.snapshotPart(request.epoch, request.seq, request.part, request.entries, request.done) });
+      return okReply(request.id, { seq: await state.applier.snapshotPart(request.epoch, request.seq, request.part, request.entries, request.done, session) });
     } catch (error) {
       throw this.refusedFromPrimary(`snapshot part ${request.part} at seq ${request.seq}`, error);
     }
@@ -181,7 +181,7 @@ export class KvService {
 
   /** The connection of `session` closed: a snapshot it was sending will not be finished. */
   closed(session: Session): void {
-    if (session.isPrimary && this.state.role === 'replica') void this.state.applier.abortRestore();
+    if (session.isPrimary && this.state.role === 'replica') void this.state.applier.abortRestore(session);
   }
 
   private refuse(session: Session, from: string | undefined, code: 'FORBIDDEN' | 'UNAUTHORIZED', reason: string): never {

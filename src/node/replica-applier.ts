@@ -30,7 +30,8 @@ export class ReplicaApplier {
   /** Batches past a gap, by their first seq. */
   private readonly waiting = new Map<number, Segment>();
   private applying: Promise<void> | undefined;
-  private restoring: { restore: Restore; epoch: number; seq: number; nextPart: number } | undefined;
+  /** The restore in progress, and the sender (a connection's session) it belongs to. */
+  private restoring: { restore: Restore; epoch: number; seq: number; nextPart: number; owner: object | undefined } | undefined;
   /** Emits when a transaction failed: everyone waiting on a seq past it gets the error. */
   private readonly failure$ = new Subject<KvError>();
 
@@ -97,7 +98,7 @@ export class ReplicaApplier {
    * Takes one part of a snapshot; resolves with the replica's seq (the snapshot's once
    * the last part is in). Part 0 starts a restore, dropping anything queued.
    */
-  async snapshotPart(epoch: number, seq: number, part: number, entries: readonly [string, string][], done: boolean): Promise<number> {
+  async snapshotPart(epoch: number, seq: number, part: number, entries: readonly [string, string][], done: boolean, owner?: object): Promise<number> {
     if (epoch < this.store.state.epoch) {
       throw new KvError('FORBIDDEN', `epoch ${epoch} is older than this replica's ${this.store.state.epoch}`);
     }
@@ -110,10 +111,10 @@ export class ReplicaApplier {
       await this.abortRestore();
       this.reset();
       await this.applying;
-      this.restoring = { restore: await this.store.beginRestore(), epoch, seq, nextPart: 0 };
+      this.restoring = { restore: await this.store.beginRestore(), epoch, seq, nextPart: 0, owner };
     }
     const current = this.restoring;
-    if (!current || current.nextPart !== part || current.seq !== seq) {
+    if (!current || current.nextPart !== part || current.seq !== seq || current.owner !== owner) {
       throw new KvError('BAD_REQUEST', `snapshot part ${part} of seq ${seq} is out of order`);
     }
     current.nextPart += 1;
@@ -132,9 +133,13 @@ export class ReplicaApplier {
     return seq;
   }
 
-  /** Undoes a restore that will not be finished (its connection closed). */
-  async abortRestore(): Promise<void> {
+  /**
+   * Undoes a restore that will not be finished (its connection closed). With `owner`, only
+   * that sender's restore: an old connection closing late must not undo a newer one.
+   */
+  async abortRestore(owner?: object): Promise<void> {
     const current = this.restoring;
+    if (owner !== undefined && current?.owner !== owner) return;
     this.restoring = undefined;
     await current?.restore.abort();
   }

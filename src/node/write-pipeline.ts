@@ -56,6 +56,8 @@ export class WritePipeline {
    * seqs rise from front to back and acked entries are dropped from the front.
    */
   private readonly unacked = new Map<string, number>();
+  /** Per key, settles when every write to it queued so far has settled (read your own pipelined writes). */
+  private readonly queuedWrites = new Map<string, Promise<void>>();
   private readonly closing$ = new Subject<void>();
   private closed = false;
   private closeReason = 'the node is closing';
@@ -84,8 +86,20 @@ export class WritePipeline {
     const written = new Promise<boolean>((resolve, reject) => {
       this.queue.push({ op, bytes, resolve, reject });
     });
+    this.trackQueued(op.key, written);
     this.kick();
     return written;
+  }
+
+  private trackQueued(key: string, written: Promise<boolean>): void {
+    const done = written.then(
+      () => undefined,
+      () => undefined,
+    );
+    this.queuedWrites.set(key, done);
+    void done.then(() => {
+      if (this.queuedWrites.get(key) === done) this.queuedWrites.delete(key);
+    });
   }
 
   /**
@@ -95,6 +109,9 @@ export class WritePipeline {
    * (not even the value of a put that was answered UNAVAILABLE, or of one being replicated).
    */
   readable(key: string): Promise<void> | undefined {
+    // A write to the key sent before this read (the same client's pipelined put) goes first.
+    const queued = this.queuedWrites.get(key);
+    if (queued) return queued.then(() => this.readable(key));
     const seq = this.unacked.get(key);
     if (seq === undefined || this.ackedByAll() >= seq) return undefined;
     return firstValueFrom(this.allAcked$(seq)).then(() => undefined);

@@ -2,7 +2,7 @@
  * One parse per server: a frame becomes a typed request or a KvError with the request's
  * id, never an exception. Field validators are shared; the op tables differ.
  */
-import { VALUE_DEPTH_MAX } from '../constants.js';
+import { REPORT_REASON_LENGTH_MAX as REASON_LENGTH_MAX, VALUE_DEPTH_MAX } from '../constants.js';
 import { KvError } from '../errors.js';
 import { NODE_STATES, type HubRequest, type Json, type NodeRequest, type NodeState, type RequestId, type WriteOp } from './messages.js';
 import { parseTextCommand } from './text-commands.js';
@@ -137,7 +137,7 @@ function hubRequest(fields: Fields, id: RequestId): HubRequest {
 // ---- Field validators --------------------------------------------------------------
 
 const NAME_BYTES_MAX = 128;
-const REASON_LENGTH_MAX = 1024;
+
 const NAME_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._-]*$/;
 
 function requireOp(fields: Fields): string {

@@ -45,6 +45,7 @@ export class SqliteStore implements Store {
   private replication: ReplicationState = { epoch: 0, seq: 0 };
   private restoring = false;
   private closing: Promise<void> | undefined;
+  private readonly checkpointerExited: Promise<void>;
   private readonly statements: {
     upsert: StatementSync;
     remove: StatementSync;
@@ -67,6 +68,7 @@ export class SqliteStore implements Store {
       meta: writer.prepare(`INSERT INTO ${META_TABLE}(name, value) VALUES ('epoch', ?), ('seq', ?) ON CONFLICT(name) DO UPDATE SET value = excluded.value`),
       read: reader.prepare(`SELECT value FROM ${TABLE} WHERE key = ?`),
     };
+    this.checkpointerExited = new Promise((resolve) => checkpointer.once('exit', () => resolve()));
     checkpointer.on('error', (error) => this.errors$.next(new Error(`checkpointer: ${error.message}`)));
     checkpointer.on('message', (message: { error?: string }) => {
       if (message.error) this.errors$.next(new Error(`checkpoint failed: ${message.error}`));
@@ -252,10 +254,9 @@ export class SqliteStore implements Store {
       try {
         // The checkpointer finishes what it is doing and closes its own connection; one
         // that does not within the deadline is stopped (SQLite recovers the WAL on open).
-        const exited = new Promise<void>((resolve) => this.checkpointer.once('exit', () => resolve()));
         this.checkpointer.postMessage('stop');
         const deadline = setTimeout(() => void this.checkpointer.terminate(), CHECKPOINTER_STOP_DEADLINE_MS);
-        await exited;
+        await this.checkpointerExited;
         clearTimeout(deadline);
         this.reader.close();
         if (this.writer.isTransaction) this.writer.exec('ROLLBACK');

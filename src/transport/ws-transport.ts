@@ -23,6 +23,9 @@ import {
   PEER_PATH,
 } from '../constants.js';
 import { KvError } from '../errors.js';
+
+/** How long a closed connection may wait for the peer's close frame before it is dropped. */
+const CLOSE_GRACE_MS = 1_000;
 import { CloseCode, type Connection, type ConnectionKind, type Listener } from './transport.js';
 
 export interface ListenOptions {
@@ -102,6 +105,7 @@ export async function listen(options: ListenOptions): Promise<Listener> {
       if (!admit(kind)) {
         ws.on('error', reportError);
         ws.close(CloseCode.TryAgainLater, kind === 'client' ? 'too many connections' : 'too many peer connections');
+        setTimeout(() => ws.terminate(), CLOSE_GRACE_MS).unref();
         return;
       }
       const connection = new WsConnection(ws, request.socket, kind, options.keepaliveIntervalMs ?? KEEPALIVE_INTERVAL_MS, reportError);
@@ -262,8 +266,10 @@ class WsConnection implements Connection {
   close(code: number = CloseCode.Normal, reason = ''): void {
     const state = this.socket.readyState;
     if (state === WebSocket.CLOSED || state === WebSocket.CLOSING) return;
-    if (state === WebSocket.CONNECTING) this.socket.terminate();
-    else this.socket.close(code, reason);
+    if (state === WebSocket.CONNECTING) return this.socket.terminate();
+    this.socket.close(code, reason);
+    // A peer that never answers the close would hold the socket for ws's 30 s.
+    setTimeout(() => this.socket.terminate(), CLOSE_GRACE_MS).unref();
   }
 
   abort(): void {
@@ -281,6 +287,9 @@ class WsConnection implements Connection {
     process.nextTick(() => {
       this.corked = false;
       this.raw.uncork();
+      // The socket's own 'drain' comes only after a write passed its high-water mark; a
+      // reader waiting for less (a small send limit) hears it here instead.
+      if (this.raw.writableLength === 0) this.drains.next();
     });
   }
 }

@@ -193,7 +193,9 @@ Replication('a stopped replica turns puts into UNAVAILABLE within the timeout; i
     (error: { code: string }) => assert.is(error.code, 'UNAVAILABLE'),
   );
   assert.ok(Date.now() - started < 3000, 'UNAVAILABLE comes with the ack timeout, not later');
-  assert.is(await client.get('during'), 2, 'the primary still serves, and has the write');
+  // The primary has the write, but n1 does not: no read may return it until n1 does.
+  await client.get('during').then(() => assert.unreachable('during is only on n0 and n2'), (error: { code: string }) => assert.is(error.code, 'UNAVAILABLE'));
+  assert.is(await client.get('before'), 1, 'keys every replica has are still served');
 
   const back = disposer.add(
     new KvNode({ ...n1.options, port: 0, store: undefined, dataFile: path.join(dataDir, 'n1.sqlite') }),
