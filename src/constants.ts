@@ -43,9 +43,8 @@ export const HANDSHAKES_MAX = 256;
 /** Requests one connection may have in flight before it is paused. */
 export const CONNECTION_REQUESTS_IN_FLIGHT_MAX = 1024;
 /**
- * Reply bytes one connection may have unsent before it stops being read; replies past it
- * wait unserialized (a reply of a get shares its value with every other reply of that key)
- * until the socket drains.
+ * Reply bytes one connection may have unsent before it stops being read; replies past it,
+ * and requests already read, wait until the socket drains.
  */
 export const CONNECTION_SEND_BUFFER_BYTES_MAX = 4 * 1024 * 1024;
 /**

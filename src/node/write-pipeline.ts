@@ -4,9 +4,9 @@
  * transaction, and only if that succeeded goes to the replication log, from which every
  * replica link forwards it. Each write's promise settles when every replica has acked a
  * seq at or past the batch's last one (forkJoin over their ack streams), or fails with
- * UNAVAILABLE after the ack timeout. Local commits of later batches overlap the acks of
- * earlier ones, up to BATCHES_IN_FLIGHT_MAX; order is kept because seqs are, and
- * replicas apply in seq order.
+ * UNAVAILABLE after the ack timeout. At most BATCHES_IN_FLIGHT_MAX batches wait for acks;
+ * order is kept because seqs are, and replicas apply in seq order. Reads ask `readable`
+ * first: a key whose last write is not on every replica is not read until it is.
  */
 import { BehaviorSubject, Subject, first, firstValueFrom, forkJoin, map, of, race, throwError, timeout, type Observable } from 'rxjs';
 import { BATCHES_IN_FLIGHT_MAX, BATCH_BYTES_MAX, BATCH_WRITES_MAX, WRITE_QUEUE_BYTES_MAX, WRITE_QUEUE_MAX } from '../constants.js';

@@ -5,10 +5,10 @@
  *
  * Memory stays bounded for a client that does not read: reading stops while the
  * connection has too many requests in flight or too many reply bytes unsent (checked as
- * replies are queued, not only when a frame arrives); replies past the send limit wait
- * unserialized in an outbox until the socket drains (a get's reply shares its value with
- * every other reply of that key); and a SendBudget shared by a server's connections drops
- * the one with the most unsent bytes when all of them together are over the server's limit.
+ * replies are queued, not only when a frame arrives); replies past the send limit wait in
+ * an outbox, and requests read meanwhile wait unhandled, until the socket drains; and a
+ * SendBudget shared by a server's connections drops the one with the most unsent bytes
+ * when all of them together are over the server's limit.
  */
 import {
   CONNECTION_REQUESTS_IN_FLIGHT_MAX,
@@ -53,69 +53,13 @@ export class SendBudget {
   }
 }
 
-/** What a JSON value will cost serialized, remembered per object (replies of one read share it). */
-const jsonBytesSeen = new WeakMap<object, number>();
-function jsonBytes(value: unknown): number {
-  if (typeof value === 'string') return value.length + 2;
-  if (typeof value !== 'object' || value === null) return 24;
-  let bytes = jsonBytesSeen.get(value);
-  if (bytes === undefined) {
-    bytes = JSON.stringify(value).length;
-    jsonBytesSeen.set(value, bytes);
-  }
-  return bytes;
+/** Bytes an answer holds while it waits: a text answer (a get's reply) its length, a reply object roughly its fields. */
+function answerBytes(answer: Answer): number {
+  if (typeof answer === 'string') return answer.length;
+  return ANSWER_OVERHEAD_BYTES + (answer.ok ? 0 : answer.error.message.length);
 }
 
-/** The value an answer carries (a get's value), which other answers may share. */
-function answerValue(answer: Answer): unknown {
-  return typeof answer === 'string' ? undefined : answer.ok ? answer['value'] : answer.error.message;
-}
-
-/** Bytes an answer holds beyond its value (a frame's fields; or the whole of a text answer). */
 const ANSWER_OVERHEAD_BYTES = 96;
-
-/**
- * The memory an outbox holds: each waiting answer's overhead and value, an object value
- * once however many answers carry it (the replies of one batch read share it). Strings
- * cannot be told apart by identity: each answer's string counts, so this may count a
- * shared one many times, never a distinct one too few.
- */
-class OutboxBytes {
-  bytes = 0;
-  private readonly objects = new Map<object, number>();
-
-  add(answer: Answer): void {
-    this.bytes += typeof answer === 'string' ? answer.length : ANSWER_OVERHEAD_BYTES;
-    const value = answerValue(answer);
-    if (typeof value !== 'object' || value === null) {
-      this.bytes += value === undefined ? 0 : jsonBytes(value);
-      return;
-    }
-    const holders = this.objects.get(value) ?? 0;
-    if (holders === 0) this.bytes += jsonBytes(value);
-    this.objects.set(value, holders + 1);
-  }
-
-  remove(answer: Answer): void {
-    this.bytes -= typeof answer === 'string' ? answer.length : ANSWER_OVERHEAD_BYTES;
-    const value = answerValue(answer);
-    if (typeof value !== 'object' || value === null) {
-      this.bytes -= value === undefined ? 0 : jsonBytes(value);
-      return;
-    }
-    const holders = this.objects.get(value) ?? 1;
-    if (holders > 1) this.objects.set(value, holders - 1);
-    else {
-      this.objects.delete(value);
-      this.bytes -= jsonBytes(value);
-    }
-  }
-
-  clear(): void {
-    this.bytes = 0;
-    this.objects.clear();
-  }
-}
 
 export interface ServeOptions<T> {
   parse(text: string): Parsed<T>;
@@ -138,10 +82,10 @@ export function serveConnection<T extends { id: RequestId }>(connection: Connect
   let flushing = false;
   /** Answers waiting for the socket to drain, and what they hold. */
   const outbox: Answer[] = [];
-  const held = new OutboxBytes();
+  let heldBytes = 0;
   /** Requests read while answers wait: handled once the socket drains, so they add nothing meanwhile. */
   const waiting: T[] = [];
-  budget.add(connection, () => connection.bufferedBytes + held.bytes);
+  budget.add(connection, () => connection.bufferedBytes + heldBytes);
 
   const overSendLimit = () => connection.bufferedBytes > sendBufferMax;
   const blocked = () => outbox.length > 0 || overSendLimit();
@@ -162,7 +106,7 @@ export function serveConnection<T extends { id: RequestId }>(connection: Connect
     while (connection.isOpen) {
       if (outbox.length > 0 && !overSendLimit()) {
         const answer = outbox.shift()!;
-        held.remove(answer);
+        heldBytes -= answerBytes(answer);
         connection.send(typeof answer === 'string' ? answer : JSON.stringify(answer));
       } else if (!blocked() && waiting.length > 0) {
         handle(waiting.shift()!);
@@ -177,7 +121,7 @@ export function serveConnection<T extends { id: RequestId }>(connection: Connect
   const deliver = (answer: Answer) => {
     if (!connection.isOpen) return;
     outbox.push(answer);
-    held.add(answer);
+    heldBytes += answerBytes(answer);
     flush();
   };
   const fail = (id: RequestId, error: KvError) => {
@@ -231,7 +175,7 @@ export function serveConnection<T extends { id: RequestId }>(connection: Connect
     complete: () => {
       outbox.length = 0;
       waiting.length = 0;
-      held.clear();
+      heldBytes = 0;
       budget.delete(connection);
     },
   });

@@ -1,6 +1,7 @@
 /**
  * A node's store: its data and its replication state, committed together. Reads go
- * through Keyv; a batch of writes is applied as one unit (one SQLite transaction).
+ * synchronously (Keyv's own reads add a promise and a parse per get); a batch of writes is
+ * applied as one unit (one SQLite transaction). The file stays one Keyv can read.
  */
 import type { Observable } from 'rxjs';
 import type { Json, WriteOp } from '../protocol/messages.js';

@@ -90,17 +90,18 @@ class UnreadConnection implements Connection {
 const MiB = 1024 * 1024;
 const bigValue = 'v'.repeat(MiB);
 
-/** Serves gets of one 1 MiB value, as a node would: every reply shares the one value. */
+/** Serves gets of one 1 MiB value, as a node would. */
 function serveBigGets(connection: Connection, budget = new SendBudget(4 * 1024 * MiB)): void {
   serveConnection(connection, {
     parse: (text) => parseNodeFrame(text, { keyBytesMax: 1024, valueBytesMax: 2 * MiB }),
-    handle: async (request) => ({ id: request.id, ok: true, found: true, value: bigValue }),
+    // As a node answers a get: the reply as text, the stored value spliced in.
+    handle: async (request) => `{"id":${JSON.stringify(request.id)},"ok":true,"found":true,"value":"${bigValue}"}`,
     sendBufferBytesMax: 4 * MiB,
     budget,
   });
 }
 
-Serve('a client that does not read: replies past the send limit wait unserialized, reading stops, and all go out as it drains', async () => {
+Serve('a client that does not read: replies past the send limit wait, reading and handling stop, and all go out as it drains', async () => {
   const connection = new UnreadConnection();
   serveBigGets(connection);
   for (let i = 0; i < 1500; i += 1) connection.frames.next(JSON.stringify({ id: i, op: 'get', key: 'big' }));
