@@ -11,6 +11,7 @@ import { backoff, backoffDelayMs } from '../backoff.js';
 import { HUB_FRAME_BYTES_MAX, REPORT_REASON_LENGTH_MAX, REQUEST_TIMEOUT_MS, RESOLVE_DEADLINE_MS } from '../constants.js';
 import { KvError, toKvError } from '../errors.js';
 import { proofFor } from '../protocol/auth.js';
+import { NODE_STATES, type NodeState } from '../protocol/messages.js';
 import { replyString, replyStringMap, type OkReply } from '../protocol/reply.js';
 import { RpcChannel } from '../protocol/rpc-channel.js';
 import { connect } from '../transport/ws-transport.js';
@@ -93,7 +94,7 @@ export class HubClient {
     return {
       names: replyStringMap(reply, 'names'),
       services: replyStringMap(reply, 'services'),
-      nodes: typeof nodes === 'object' && nodes !== null && !Array.isArray(nodes) ? (nodes as Record<string, NodeHealth>) : {},
+      nodes: parseNodes(nodes),
     };
   }
 
@@ -217,4 +218,19 @@ export class HubClient {
     }, backoffDelayMs(this.reconnectAttempt));
     this.reconnectTimer.unref();
   }
+}
+
+/** The hub status's `nodes`: each node's state and reason, checked like every reply field. */
+function parseNodes(raw: unknown): Record<string, NodeHealth> {
+  if (raw === undefined) return {};
+  if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) throw new KvError('INTERNAL', 'malformed reply: nodes must be an object');
+  const nodes: Record<string, NodeHealth> = {};
+  for (const [name, health] of Object.entries(raw as Record<string, unknown>)) {
+    const { state, reason } = (health ?? {}) as { state?: unknown; reason?: unknown };
+    if (!NODE_STATES.includes(state as NodeState) || (reason !== undefined && typeof reason !== 'string')) {
+      throw new KvError('INTERNAL', `malformed reply: nodes.${name} must be {state, reason}`);
+    }
+    nodes[name] = { state: state as NodeState, ...(reason !== undefined ? { reason: reason as string } : {}) };
+  }
+  return nodes;
 }

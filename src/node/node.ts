@@ -282,10 +282,7 @@ export class KvNode {
 
   private serve(connection: Connection): void {
     const service = this.service;
-    if (!service) {
-      connection.close();
-      return;
-    }
+    assert(service, 'the service exists before the listener accepts');
     const session: Session = { connection, remoteAddress: connection.remoteAddress, isPrimary: false };
     connection.frames$.subscribe({ complete: () => service.closed(session) });
     const frameBytesMax = this.options.frameBytesMax ?? FRAME_BYTES_MAX;
