@@ -103,6 +103,8 @@ export const WAL_AUTOCHECKPOINT_PAGES = 10_000;
 export const ACK_TIMEOUT_MS = 2_000;
 /** How long a client waits for the reply to one request. */
 export const REQUEST_TIMEOUT_MS = 10_000;
+/** How long a replica reuses the primary's address it resolved for NOT_PRIMARY replies. */
+export const PRIMARY_ADDRESS_TTL_MS = 1_000;
 /** How long a node keeps retrying to resolve a peer's name at the hub. */
 export const RESOLVE_DEADLINE_MS = 30_000;
 /** First and largest delay between two retries (resolve, reconnect). */

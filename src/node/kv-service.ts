@@ -5,6 +5,7 @@
  */
 import { lookup as dnsLookup } from 'node:dns/promises';
 import { isIP } from 'node:net';
+import { PRIMARY_ADDRESS_TTL_MS } from '../constants.js';
 import { KvError, assertNever, toKvError } from '../errors.js';
 import { newChallenge, verifyProof } from '../protocol/auth.js';
 import type { Answer, AppendRequest, AuthRequest, HelloRequest, NodeRequest, Reply, SnapshotRequest } from '../protocol/messages.js';
@@ -37,6 +38,7 @@ export type RoleState =
   | { role: 'replica'; primary: string; applier: ReplicaApplier };
 
 export class KvService {
+  private primaryAddress: { at: number; address: Promise<string | undefined> } | undefined;
   constructor(
     private readonly name: string,
     private readonly store: Store,
@@ -96,8 +98,17 @@ export class KvService {
     return op.kind === 'del' ? `{"id":${idJson},"ok":true,"found":${found}}` : `{"id":${idJson},"ok":true}`;
   }
 
+  /**
+   * NOT_PRIMARY with the primary's address. The address is asked of the hub at most once
+   * per PRIMARY_ADDRESS_TTL_MS, whatever the number of clients: a flood of requests at a
+   * replica must not become a flood of hub requests that crowds out the node's own.
+   */
   private async notPrimary(primaryName: string): Promise<never> {
-    const primary = await this.hub.resolve(primaryName).catch(() => undefined);
+    const now = Date.now();
+    if (!this.primaryAddress || now - this.primaryAddress.at > PRIMARY_ADDRESS_TTL_MS) {
+      this.primaryAddress = { at: now, address: this.hub.resolve(primaryName).catch(() => undefined) };
+    }
+    const primary = await this.primaryAddress.address;
     throw new KvError('NOT_PRIMARY', `${this.name} is a replica; send requests to the primary ${primaryName}`, {
       ...(primary ? { primary } : {}),
     });

@@ -10,6 +10,7 @@ import * as assert from 'uvu/assert';
 import { startInProcessCluster, type InProcessCluster, type InProcessClusterOptions } from '../../src/cluster/in-process.js';
 import { KvClient } from '../../src/client/client.js';
 import { DirectoryHub } from '../../src/hub/hub.js';
+import { HubClient } from '../../src/hub/hub-client.js';
 import { KvNode } from '../../src/node/node.js';
 import { openStore } from '../../src/storage/open-store.js';
 import { Disposer, RawClient, tempDir, waitFor, within } from '../helpers.js';
@@ -244,6 +245,28 @@ Hardening('a get never returns a write that is not on every replica: not after a
   assert.is(other, 'absent', 'other keys are served meanwhile');
   held.openGate();
   await waitFor('v2 on every replica, then readable', () => client.get('k').then((value) => value === 'v2', () => false));
+});
+
+Hardening('a flood of client requests at a replica is answered NOT_PRIMARY without a hub request each', async () => {
+  const cluster = await start();
+  const resolves = { count: 0 };
+  const resolve = HubClient.prototype.resolve;
+  HubClient.prototype.resolve = function (this: HubClient, name: string) {
+    resolves.count += 1;
+    return resolve.call(this, name);
+  };
+  try {
+    const raw = await RawClient.open(cluster.replicas[0]!.url, disposer);
+    for (let i = 0; i < 2_000; i += 1) raw.send({ id: i, op: 'get', key: `k${i}` });
+    for (let i = 0; i < 2_000; i += 1) {
+      const reply = await raw.next();
+      assert.is(reply['error']?.code, 'NOT_PRIMARY');
+      assert.is(reply['error'].primary, cluster.primary.url);
+    }
+  } finally {
+    HubClient.prototype.resolve = resolve;
+  }
+  assert.ok(resolves.count <= 5, `${resolves.count} hub resolves for 2,000 requests`);
 });
 
 Hardening('a live name at the hub is never taken over by another address', async () => {
