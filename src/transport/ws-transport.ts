@@ -88,21 +88,29 @@ export async function listen(options: ListenOptions): Promise<Listener> {
   http.on('clientError', (_error, socket) => socket.destroy());
 
   const open = { client: new Set<Accepted>(), peer: new Set<Accepted>() };
-  const admit = (kind: ConnectionKind): boolean => {
+  const admit = (kind: ConnectionKind, from: string): boolean => {
     if (kind === 'client') return open.client.size < options.connectionsMax;
     if (open.peer.size < peersMax) return true;
-    // The oldest peer that has not proved the secret yet makes room for the new one.
-    const unproved = [...open.peer].find((entry) => !entry.connection.trusted);
-    unproved?.connection.close(CloseCode.PeerUnproved, 'a newer peer needed the slot');
-    if (unproved) open.peer.delete(unproved);
-    return unproved !== undefined;
+    // An unproved peer makes room: the oldest from the address holding the most unproved
+    // slots (a flood evicts its own), or from the newcomer's own address. A lone pending
+    // peer of another address, a real node mid-handshake, is never pushed out.
+    const unproved = [...open.peer].filter((entry) => !entry.connection.trusted);
+    const perAddress = new Map<string, number>();
+    for (const entry of unproved) perAddress.set(entry.connection.remoteAddress, (perAddress.get(entry.connection.remoteAddress) ?? 0) + 1);
+    const [crowded, held] = [...perAddress].reduce((a, b) => (b[1] > a[1] ? b : a), ['', 0]);
+    const victimAddress = held > 1 ? crowded : perAddress.has(from) ? from : undefined;
+    const victim = victimAddress === undefined ? undefined : unproved.find((entry) => entry.connection.remoteAddress === victimAddress);
+    if (!victim) return false;
+    victim.connection.close(CloseCode.PeerUnproved, 'a newer peer needed the slot');
+    open.peer.delete(victim);
+    return true;
   };
 
   http.on('upgrade', (request: IncomingMessage, socket: Duplex, head: Buffer) => {
     endHandshake(socket as Socket);
     const kind: ConnectionKind = new URL(request.url ?? '/', 'ws://x').pathname === PEER_PATH ? 'peer' : 'client';
     wss.handleUpgrade(request, socket, head, (ws) => {
-      if (!admit(kind)) {
+      if (!admit(kind, unwrapAddress(request.socket.remoteAddress ?? ''))) {
         ws.on('error', reportError);
         ws.close(CloseCode.TryAgainLater, kind === 'client' ? 'too many connections' : 'too many peer connections');
         setTimeout(() => ws.terminate(), CLOSE_GRACE_MS).unref();

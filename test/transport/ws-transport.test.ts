@@ -76,6 +76,17 @@ Transport('peers have their own slots; an unproved peer makes room for a new one
   assert.equal(listener.counts(), { client: 1, peer: 2, handshaking: 0 });
 });
 
+Transport('a flood of unproved peers from one address evicts its own, never a lone pending peer of another address', async () => {
+  const { listener } = await echoServer({ peerConnectionsMax: 4, peerAuthTimeoutMs: 60_000 });
+  const real = await RawClient.open(listener.url + PEER_PATH, disposer, '127.0.0.2');
+  const flood: RawClient[] = [];
+  for (let i = 0; i < 10; i += 1) flood.push(await RawClient.open(listener.url + PEER_PATH, disposer, '127.0.0.3'));
+  await waitFor('the flood to evict its own', () => flood.filter((c) => c.closeCode === 4001).length >= 7);
+  assert.is(real.closeCode, undefined, 'the lone pending peer keeps its slot');
+  real.send({ still: 'here' });
+  assert.equal(await real.next(), { still: 'here' });
+});
+
 Transport('a peer that does not prove the secret in time is dropped', async () => {
   const { listener } = await echoServer({ peerAuthTimeoutMs: 200 });
   const peer = await RawClient.open(listener.url + PEER_PATH, disposer);
