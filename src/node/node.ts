@@ -140,14 +140,20 @@ export class KvNode {
     assert(this.phase === 'new', `init() of ${this.name} in phase ${this.phase}`);
     this.phase = 'initialized';
     const { options } = this;
-    this.store = options.store ?? (await openStore(options.sync ?? 'normal', options.dataFile));
+    const store = options.store ?? (await openStore(options.sync ?? 'normal', options.dataFile));
+    // close() may have run while the store opened: it found nothing to close, so this does.
+    if (this.closing) {
+      if (!options.store) await store.close();
+      throw new KvError('UNAVAILABLE', `${this.name} was closed while it started`);
+    }
+    this.store = store;
     this.store.errors$.subscribe((error) => this.emit({ event: 'fault', message: `store: ${error.message}` }));
     this.roleState =
       options.role === 'primary'
         ? { role: 'primary', gate: undefined, pipeline: undefined }
         : { role: 'replica', primary: options.primary!, applier: new ReplicaApplier(this.store, (e) => this.emit(e)) };
     this.service = new KvService(this.name, this.store, this.hub, this.roleState, options.secret, (e) => this.emit(e));
-    this.listener = await listen({
+    const listener = await listen({
       host: options.host ?? '127.0.0.1',
       port: options.port ?? 0,
       maxPayload: PEER_FRAME_BYTES_MAX,
@@ -161,6 +167,12 @@ export class KvNode {
       onConnection: (connection) => this.serve(connection),
       onError: (error) => this.emit({ event: 'fault', message: `listener: ${error.message}` }),
     });
+    if (this.closing) {
+      await listener.close();
+      await this.closing;
+      throw new KvError('UNAVAILABLE', `${this.name} was closed while it started`);
+    }
+    this.listener = listener;
     // Retried until the hub takes it: a node started while the hub is down waits, listening.
     await this.hub.register(this.name, this.listener.url);
     this.emit({ event: 'registered', what: 'name', address: this.listener.url });

@@ -269,6 +269,21 @@ Hardening('a flood of client requests at a replica is answered NOT_PRIMARY witho
   assert.ok(resolves.count <= 5, `${resolves.count} hub resolves for 2,000 requests`);
 });
 
+Hardening('close() while init() is opening the store releases the file and the port', async () => {
+  const dataDir = await tempDir(disposer);
+  const hub = disposer.add(await new DirectoryHub({ secret: 's' }).listen(), (h) => h.close());
+  const options = { name: 'n0', role: 'primary' as const, replicas: [], hubUrl: hub.url, secret: 's', dataFile: path.join(dataDir, 'n0.sqlite') };
+  const node = new KvNode(options);
+  const init = node.init();
+  await node.close();
+  await init.then(() => assert.unreachable('closed while starting'), (e: { code: string }) => assert.is(e.code, 'UNAVAILABLE'));
+  // The file is free again in this process (two stores on one file are refused).
+  const again = disposer.add(new KvNode(options), (n) => n.close());
+  await again.init();
+  await again.startServices();
+  assert.equal(await again.settled(10_000), { state: 'serving' });
+});
+
 Hardening('a live name at the hub is never taken over by another address', async () => {
   const cluster = await start({ replicas: 1 });
   const { secret } = cluster;
