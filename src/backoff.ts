@@ -1,13 +1,14 @@
 import { timer, type Observable } from 'rxjs';
 import { RETRY_DELAY_FIRST_MS, RETRY_DELAY_MAX_MS } from './constants.js';
+import type { Environment } from './env/environment.js';
 
 /** Exponential backoff with full jitter: the delay before retry number `attempt` (1-based). */
-export function backoffDelayMs(attempt: number, firstMs = RETRY_DELAY_FIRST_MS, maxMs = RETRY_DELAY_MAX_MS): number {
+export function backoffDelayMs(attempt: number, fraction: number, firstMs = RETRY_DELAY_FIRST_MS, maxMs = RETRY_DELAY_MAX_MS): number {
   const ceiling = Math.min(maxMs, firstMs * 2 ** Math.min(attempt - 1, 16));
-  return ceiling / 2 + Math.random() * (ceiling / 2);
+  return ceiling / 2 + fraction * (ceiling / 2);
 }
 
-/** For rxjs `retry({ delay })`. */
-export function backoff(_error: unknown, attempt: number): Observable<0> {
-  return timer(backoffDelayMs(attempt));
+/** For rxjs `retry({ delay })`: the backoff on the environment's clock and randomness. */
+export function backoff(env: Pick<Environment, 'clock' | 'random'>): (error: unknown, attempt: number) => Observable<0> {
+  return (_error, attempt) => timer(backoffDelayMs(attempt, env.random.fraction()), env.clock.scheduler);
 }

@@ -7,9 +7,11 @@
 import { FRAME_BYTES_MAX, REQUEST_TIMEOUT_MS } from '../constants.js';
 import { KvError } from '../errors.js';
 import type { Json } from '../protocol/messages.js';
+import type { Environment } from '../env/environment.js';
+import { realEnvironment } from '../env/real.js';
 import { HubClient } from '../hub/hub-client.js';
-import { connect } from '../transport/ws-transport.js';
 import { RpcChannel, type OkReply } from '../protocol/rpc-channel.js';
+import { Redialer } from '../transport/redialer.js';
 
 export interface KvClientOptions {
   /** The directory hub, ws://host:port. */
@@ -17,15 +19,19 @@ export interface KvClientOptions {
   /** The service to look up; `kv` unless told otherwise. */
   service?: string;
   requestTimeoutMs?: number;
+  /** The network, clock and randomness (the real ones unless given). */
+  env?: Environment;
 }
 
 export class KvClient {
+  private readonly env: Environment;
   private readonly hub: HubClient;
-  private channel: Promise<RpcChannel> | undefined;
-  private closed = false;
+  private readonly channel: Redialer<RpcChannel>;
 
   constructor(private readonly options: KvClientOptions) {
-    this.hub = new HubClient(options.hubUrl, { requestTimeoutMs: options.requestTimeoutMs ?? REQUEST_TIMEOUT_MS });
+    this.env = options.env ?? realEnvironment;
+    this.hub = new HubClient(options.hubUrl, { requestTimeoutMs: options.requestTimeoutMs ?? REQUEST_TIMEOUT_MS, env: this.env });
+    this.channel = new Redialer(() => this.connect(), { env: this.env });
   }
 
   /** The value stored under `key`, or undefined. */
@@ -56,37 +62,19 @@ export class KvClient {
 
   /** Sends any request to the primary (for tools that speak the protocol directly). */
   async request(fields: Record<string, unknown>): Promise<OkReply> {
-    const channel = await this.open();
+    const channel = await this.channel.get();
     return channel.request(fields);
   }
 
   async close(): Promise<void> {
-    this.closed = true;
-    const channel = this.channel;
-    this.channel = undefined;
-    if (channel) (await channel.catch(() => undefined))?.close();
+    this.channel.close();
     await this.hub.close();
   }
 
-  private open(): Promise<RpcChannel> {
-    if (this.closed) return Promise.reject(new KvError('UNAVAILABLE', 'the client is closed'));
-    this.channel ??= this.connect().catch((error: unknown) => {
-      this.channel = undefined;
-      throw error;
-    });
-    return this.channel;
-  }
-
+  /** Looks the primary up and connects to it: on first use, and after the connection dropped. */
   private async connect(): Promise<RpcChannel> {
     const { address } = await this.hub.lookup(this.options.service ?? 'kv');
-    const connection = await connect(address, { maxPayload: FRAME_BYTES_MAX * 2 });
-    const channel = new RpcChannel(connection, this.options.requestTimeoutMs ?? REQUEST_TIMEOUT_MS);
-    const current = this.channel;
-    connection.frames$.subscribe({
-      complete: () => {
-        if (this.channel === current) this.channel = undefined;
-      },
-    });
-    return channel;
+    const connection = await this.env.transport.connect(address, { maxPayload: FRAME_BYTES_MAX * 2 });
+    return new RpcChannel(connection, this.env.clock, this.options.requestTimeoutMs ?? REQUEST_TIMEOUT_MS);
   }
 }

@@ -7,14 +7,16 @@
  * what the node already knows (the peer still has to prove the cluster secret).
  */
 import { defer, firstValueFrom, retry, throwError, timeout, type Observable } from 'rxjs';
-import { backoff, backoffDelayMs } from '../backoff.js';
+import { backoff } from '../backoff.js';
 import { HUB_FRAME_BYTES_MAX, REPORT_REASON_LENGTH_MAX, REQUEST_TIMEOUT_MS, RESOLVE_DEADLINE_MS } from '../constants.js';
 import { KvError, toKvError } from '../errors.js';
 import { proofFor } from '../protocol/auth.js';
 import { NODE_STATES, type NodeState } from '../protocol/messages.js';
 import { replyString, replyStringMap, type OkReply } from '../protocol/reply.js';
 import { RpcChannel } from '../protocol/rpc-channel.js';
-import { connect } from '../transport/ws-transport.js';
+import type { Environment } from '../env/environment.js';
+import { realEnvironment } from '../env/real.js';
+import { Redialer } from '../transport/redialer.js';
 import { HUB_NAME, type NodeHealth } from './hub.js';
 
 export interface HubClientOptions {
@@ -22,6 +24,8 @@ export interface HubClientOptions {
   name?: string;
   secret?: string;
   requestTimeoutMs?: number;
+  /** The network, clock and randomness (the real ones unless given). */
+  env?: Environment;
   /** Told of each failed attempt to reach the hub or to register (for the node's log). */
   onRetry?(error: KvError): void;
 }
@@ -34,20 +38,22 @@ export interface HubStatus {
 }
 
 export class HubClient {
-  private channel: Promise<RpcChannel> | undefined;
+  private readonly env: Environment;
+  private readonly channel: Redialer<RpcChannel>;
   /** One per name, service and health report: replayed on every new connection. */
   private readonly registrations = new Map<string, Record<string, unknown>>();
   private readonly known = new Map<string, string>();
   /** The delivery loop of each registration key that is running. */
   private readonly delivering = new Map<string, Promise<void>>();
-  private reconnectTimer: NodeJS.Timeout | undefined;
-  private reconnectAttempt = 0;
   private closed = false;
 
   constructor(
     readonly url: string,
     private readonly options: HubClientOptions = {},
-  ) {}
+  ) {
+    this.env = options.env ?? realEnvironment;
+    this.channel = new Redialer(() => this.connect(), { env: this.env });
+  }
 
   /** Registers a node's name, retrying until the hub takes it (or the client closes). */
   register(name: string, address: string): Promise<void> {
@@ -104,9 +110,10 @@ export class HubClient {
    */
   resolveUntil$(name: string, deadlineMs = RESOLVE_DEADLINE_MS): Observable<string> {
     return defer(() => this.resolve(name)).pipe(
-      retry({ delay: (error: unknown, attempt) => (this.retryable(error, 'NOT_FOUND') ? backoff(error, attempt) : throwError(() => error)) }),
+      retry({ delay: (error: unknown, attempt) => (this.retryable(error, 'NOT_FOUND') ? this.backoff(error, attempt) : throwError(() => error)) }),
       timeout({
         first: deadlineMs,
+        scheduler: this.env.clock.scheduler,
         with: () => throwError(() => new KvError('UNAVAILABLE', `"${name}" did not register at the hub within ${deadlineMs} ms`)),
       }),
     );
@@ -114,11 +121,10 @@ export class HubClient {
 
   async close(): Promise<void> {
     this.closed = true;
-    clearTimeout(this.reconnectTimer);
-    const channel = this.channel;
-    this.channel = undefined;
-    if (channel) (await channel.catch(() => undefined))?.close();
+    this.channel.close();
   }
+
+  private readonly backoff = (error: unknown, attempt: number) => backoff(this.env)(error, attempt);
 
   /**
    * Keeps a registration for replay and sends it until the hub takes it. A name still held
@@ -128,6 +134,8 @@ export class HubClient {
    */
   private remember(key: string, fields: Record<string, unknown>): Promise<void> {
     this.registrations.set(key, fields);
+    // A node's registrations must reach a restarted hub without waiting for its next request.
+    this.channel.keepUp();
     // One loop per key, which ends only once the latest version was delivered: a newer
     // report joins the loop of an older one instead of starting its own.
     const running = this.delivering.get(key);
@@ -144,7 +152,7 @@ export class HubClient {
               const held = error instanceof KvError && error.code === 'FORBIDDEN' && error.details['holder'] !== undefined;
               if (!held && !this.retryable(error, 'UNAVAILABLE')) return throwError(() => error);
               this.options.onRetry?.(error as KvError);
-              return backoff(error, attempt);
+              return this.backoff(error, attempt);
             },
           }),
         );
@@ -163,24 +171,15 @@ export class HubClient {
   }
 
   private async request(fields: Record<string, unknown>): Promise<OkReply> {
-    const channel = await this.open();
+    const channel = await this.channel.get();
     return channel.request(fields, this.options.requestTimeoutMs ?? REQUEST_TIMEOUT_MS);
   }
 
-  private open(): Promise<RpcChannel> {
-    if (this.closed) return Promise.reject(new KvError('UNAVAILABLE', 'hub client is closed'));
-    this.channel ??= this.connect().catch((error: unknown) => {
-      this.channel = undefined;
-      throw error;
-    });
-    return this.channel;
-  }
-
+  /** Opens a session: proves the secret (a node) and replays every registration. */
   private async connect(): Promise<RpcChannel> {
     const { name, secret } = this.options;
-    const connection = await connect(this.url, { maxPayload: HUB_FRAME_BYTES_MAX, kind: name === undefined ? 'client' : 'peer' });
-    const channel = new RpcChannel(connection, this.options.requestTimeoutMs ?? REQUEST_TIMEOUT_MS);
-    connection.frames$.subscribe({ complete: () => this.dropped(channel) });
+    const connection = await this.env.transport.connect(this.url, { maxPayload: HUB_FRAME_BYTES_MAX, kind: name === undefined ? 'client' : 'peer' });
+    const channel = new RpcChannel(connection, this.env.clock, this.options.requestTimeoutMs ?? REQUEST_TIMEOUT_MS);
     try {
       if (name !== undefined) {
         const hello = await channel.request({ op: 'hello', from: name });
@@ -197,26 +196,11 @@ export class HubClient {
           this.options.onRetry?.(toKvError(error));
         });
       }
-      this.reconnectAttempt = 0;
       return channel;
     } catch (error) {
       channel.close();
       throw error;
     }
-  }
-
-  /** A node's registrations must not wait for its next request to reach a new hub. */
-  private dropped(channel: RpcChannel): void {
-    void this.channel?.then((current) => {
-      if (current === channel) this.channel = undefined;
-    }, () => undefined);
-    if (this.closed || this.registrations.size === 0) return;
-    this.reconnectAttempt += 1;
-    clearTimeout(this.reconnectTimer);
-    this.reconnectTimer = setTimeout(() => {
-      this.open().catch(() => this.dropped(channel));
-    }, backoffDelayMs(this.reconnectAttempt));
-    this.reconnectTimer.unref();
   }
 }
 

@@ -15,8 +15,9 @@ import type { Answer, HubRequest, NodeState } from '../protocol/messages.js';
 import { parseHubFrame } from '../protocol/parse.js';
 import { okReply } from '../protocol/reply.js';
 import { SendBudget, serveConnection } from '../protocol/serve.js';
+import type { Environment } from '../env/environment.js';
+import { realEnvironment } from '../env/real.js';
 import type { Connection, Listener } from '../transport/transport.js';
-import { listen } from '../transport/ws-transport.js';
 
 export const HUB_NAME = 'hub';
 
@@ -29,6 +30,8 @@ export interface HubOptions {
   insecure?: boolean;
   connectionsMax?: number;
   namesMax?: number;
+  /** The network, clock and randomness (the real ones unless given). */
+  env?: Environment;
 }
 
 /** What a node last reported of itself. */
@@ -71,8 +74,10 @@ export class DirectoryHub {
   private readonly budget = new SendBudget();
   private listener: Listener | undefined;
   private closing: Promise<void> | undefined;
+  private readonly env: Environment;
 
   constructor(private readonly options: HubOptions = {}) {
+    this.env = options.env ?? realEnvironment;
     assert(options.secret !== undefined || options.insecure === true, 'a hub needs the cluster secret, or insecure: true');
     assert(options.secret === undefined || options.secret.length > 0, 'the cluster secret is not empty');
   }
@@ -83,7 +88,7 @@ export class DirectoryHub {
   }
 
   async listen(): Promise<this> {
-    this.listener = await listen({
+    this.listener = await this.env.transport.listen({
       host: this.options.host ?? '127.0.0.1',
       port: this.options.port ?? 0,
       maxPayload: HUB_FRAME_BYTES_MAX,
@@ -141,7 +146,7 @@ export class DirectoryHub {
           session.connection.trust();
           return okReply(request.id);
         }
-        session.challenge = newChallenge();
+        session.challenge = newChallenge(this.env.random);
         return okReply(request.id, { challenge: session.challenge });
       }
       case 'auth': {

@@ -11,6 +11,7 @@ import { newChallenge, verifyProof } from '../protocol/auth.js';
 import type { Answer, AppendRequest, AuthRequest, HelloRequest, NodeRequest, Reply, SnapshotRequest } from '../protocol/messages.js';
 import { okReply } from '../protocol/reply.js';
 import { HELP_TEXT } from '../protocol/text-commands.js';
+import type { Environment } from '../env/environment.js';
 import type { HubClient } from '../hub/hub-client.js';
 import type { Store } from '../storage/store.js';
 import type { Connection } from '../transport/transport.js';
@@ -41,6 +42,7 @@ export class KvService {
   private primaryAddress: { at: number; address: Promise<string | undefined> } | undefined;
   constructor(
     private readonly name: string,
+    private readonly env: Environment,
     private readonly store: Store,
     private readonly hub: HubClient,
     private readonly state: RoleState,
@@ -104,7 +106,7 @@ export class KvService {
    * replica must not become a flood of hub requests that crowds out the node's own.
    */
   private async notPrimary(primaryName: string): Promise<never> {
-    const now = Date.now();
+    const now = this.env.clock.now();
     if (!this.primaryAddress || now - this.primaryAddress.at > PRIMARY_ADDRESS_TTL_MS) {
       this.primaryAddress = { at: now, address: this.hub.resolve(primaryName).catch(() => undefined) };
     }
@@ -142,7 +144,7 @@ export class KvService {
       session.connection.trust();
       return okReply(request.id, { seq: state.applier.seq, epoch: state.applier.epoch });
     }
-    session.challenge = newChallenge();
+    session.challenge = newChallenge(this.env.random);
     return okReply(request.id, { challenge: session.challenge });
   }
 

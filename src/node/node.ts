@@ -26,8 +26,9 @@ import { HubClient } from '../hub/hub-client.js';
 import type { NodeHealth } from '../hub/hub.js';
 import { openStore } from '../storage/open-store.js';
 import type { Store, SyncMode } from '../storage/store.js';
+import type { Environment } from '../env/environment.js';
+import { realEnvironment } from '../env/real.js';
 import type { Connection, Listener } from '../transport/transport.js';
-import { listen } from '../transport/ws-transport.js';
 import { KvService, type Role, type RoleState, type Session } from './kv-service.js';
 import { PrimaryGate } from './primary-gate.js';
 import { ReplicaApplier } from './replica-applier.js';
@@ -76,6 +77,8 @@ export interface KvNodeOptions {
   /** The catch-up window kept for returning replicas (REPLICATION_LOG_*_MAX). */
   replicationLogEntriesMax?: number;
   replicationLogBytesMax?: number;
+  /** The network, clock and randomness (the real ones unless given: the simulator's in tests). */
+  env?: Environment;
 }
 
 type Phase = 'new' | 'initialized' | 'serving' | 'closed';
@@ -98,8 +101,10 @@ export class KvNode {
   private readonly budget: SendBudget;
   /** Replicas refusing what they are sent, and why (shown as `degraded` at the hub). */
   private readonly problems = new Map<string, string>();
+  private readonly env: Environment;
 
   constructor(readonly options: KvNodeOptions) {
+    this.env = options.env ?? realEnvironment;
     if (options.role === 'primary') assert(options.replicas !== undefined, 'a primary is given its replicas\' names');
     else assert(options.primary !== undefined, 'a replica is given the primary\'s name');
     assert(options.secret !== undefined || options.insecure === true, `${options.name} needs the cluster secret, or insecure: true`);
@@ -112,6 +117,7 @@ export class KvNode {
     this.hub = new HubClient(options.hubUrl, {
       name: options.name,
       ...(options.secret !== undefined ? { secret: options.secret } : {}),
+      env: this.env,
       onRetry: (error) => this.emit({ event: 'fault', message: `hub ${options.hubUrl}: ${error.message} (retrying)` }),
     });
   }
@@ -152,8 +158,8 @@ export class KvNode {
       options.role === 'primary'
         ? { role: 'primary', gate: undefined, pipeline: undefined }
         : { role: 'replica', primary: options.primary!, applier: new ReplicaApplier(this.store, (e) => this.emit(e)) };
-    this.service = new KvService(this.name, this.store, this.hub, this.roleState, options.secret, (e) => this.emit(e));
-    const listener = await listen({
+    this.service = new KvService(this.name, this.env, this.store, this.hub, this.roleState, options.secret, (e) => this.emit(e));
+    const listener = await this.env.transport.listen({
       host: options.host ?? '127.0.0.1',
       port: options.port ?? 0,
       maxPayload: PEER_FRAME_BYTES_MAX,
@@ -204,6 +210,7 @@ export class KvNode {
     });
     roleState.gate = gate;
     const linkOptions = {
+      env: this.env,
       self: this.name,
       localAddress: bindableAddress(options.host),
       secret: options.secret,
@@ -238,7 +245,7 @@ export class KvNode {
       this.storage,
       log,
       this.links,
-      { epoch, ackTimeoutMs, ...(options.batchWritesMax !== undefined ? { batchWritesMax: options.batchWritesMax } : {}) },
+      { clock: this.env.clock, epoch, ackTimeoutMs, ...(options.batchWritesMax !== undefined ? { batchWritesMax: options.batchWritesMax } : {}) },
       (e) => this.emit(e),
     );
     this.emit({ event: 'serving', epoch });
@@ -249,7 +256,7 @@ export class KvNode {
   private halt(roleState: Extract<RoleState, { role: 'primary' }>, reason: string): void {
     this.emit({ event: 'fault', message: `HALTED: ${reason}` });
     roleState.pipeline?.close(reason);
-    for (const link of this.links) void link.close();
+    for (const link of this.links) link.close();
     this.report({ state: 'halted', reason });
   }
 
@@ -264,7 +271,7 @@ export class KvNode {
     return firstValueFrom(
       this.health$.pipe(
         filter((health) => health.state !== 'starting'),
-        timeout({ first: deadlineMs, with: () => { throw new KvError('UNAVAILABLE', `${this.name} still starting after ${deadlineMs} ms: ${this.health.reason ?? ''}`); } }),
+        timeout({ first: deadlineMs, scheduler: this.env.clock.scheduler, with: () => { throw new KvError('UNAVAILABLE', `${this.name} still starting after ${deadlineMs} ms: ${this.health.reason ?? ''}`); } }),
       ),
     );
   }
@@ -281,7 +288,7 @@ export class KvNode {
     this.closing ??= (async () => {
       this.phase = 'closed';
       if (this.roleState?.role === 'primary') this.roleState.pipeline?.close();
-      await Promise.all(this.links.map((link) => link.close()));
+      for (const link of this.links) link.close();
       await this.listener?.close();
       await this.hub.close();
       await this.store?.close();
@@ -330,8 +337,8 @@ export class KvNode {
   }
 
   private emit(event: TraceEvent): void {
-    if (event.event === 'fault') this.faults$.next({ node: this.name, at: Date.now(), ...event });
-    if (this.trace$.observed) this.trace$.next({ node: this.name, at: Date.now(), ...event });
+    if (event.event === 'fault') this.faults$.next({ node: this.name, at: this.env.clock.now(), ...event });
+    if (this.trace$.observed) this.trace$.next({ node: this.name, at: this.env.clock.now(), ...event });
   }
 }
 

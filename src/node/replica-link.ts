@@ -4,19 +4,20 @@
  * primary's own address, proves the cluster secret, learns the replica's applied seq and
  * sends it everything after that from the replication log (or, when the log no longer
  * reaches back that far, a snapshot of the store first), then streams new batches as they
- * are logged. Acks advance `acked$`. Any failure closes the connection; one loop with
- * backoff reconnects and catches up again, which also heals frames lost in between.
+ * are logged. Acks advance `acked$`. Any failure closes the connection; the Redialer
+ * reconnects with backoff and the link catches up again, which also heals frames lost in
+ * between.
  */
 import { BehaviorSubject, Subject, firstValueFrom, takeUntil } from 'rxjs';
-import { backoffDelayMs } from '../backoff.js';
 import { BATCH_BYTES_MAX, PEER_FRAME_BYTES_MAX, SNAPSHOT_PART_BYTES_MAX, SNAPSHOT_PART_ENTRIES_MAX } from '../constants.js';
 import { KvError, toKvError } from '../errors.js';
 import { proofFor } from '../protocol/auth.js';
 import { replyCount } from '../protocol/reply.js';
 import { RpcChannel } from '../protocol/rpc-channel.js';
 import type { HubClient } from '../hub/hub-client.js';
+import type { Environment } from '../env/environment.js';
 import type { Store } from '../storage/store.js';
-import { connect } from '../transport/ws-transport.js';
+import { Redialer } from '../transport/redialer.js';
 import { lastSeq, type Batch, type ReplicationLog } from './replication-log.js';
 import type { PrimaryGate } from './primary-gate.js';
 import type { TraceEvent } from './trace.js';
@@ -29,6 +30,7 @@ import type { AckSource } from './write-pipeline.js';
 const APPENDS_IN_FLIGHT_MAX = 2;
 
 export interface ReplicaLinkOptions {
+  env: Environment;
   /** The primary's own name and host (bound for outgoing connections). */
   self: string;
   localAddress: string | undefined;
@@ -48,8 +50,7 @@ export class ReplicaLink implements AckSource {
   private appendsInFlight = 0;
   private closed = false;
   private readonly closed$ = new Subject<void>();
-  private wake: (() => void) | undefined;
-  private running: Promise<void> | undefined;
+  private readonly redialer: Redialer<RpcChannel>;
   /** Why the replica last refused a frame, until it acknowledges again. */
   private refusal: string | undefined;
 
@@ -62,11 +63,22 @@ export class ReplicaLink implements AckSource {
     private readonly trace: (event: TraceEvent) => void,
   ) {
     this.acked$ = new BehaviorSubject(0);
+    this.redialer = new Redialer(() => this.open(), {
+      env: options.env,
+      onError: (error) => {
+        if (!this.closed) this.trace({ event: 'rejected', reason: `replica ${this.name}: ${error.message}`, code: error.code });
+      },
+      onDown: () => {
+        this.channel = undefined;
+        this.appendsInFlight = 0;
+        this.trace({ event: 'peer', peer: this.name, state: 'disconnected' });
+      },
+    });
   }
 
   /** Starts the connect loop; resolution of the replica's name begins now, not before. */
   start(): void {
-    this.running ??= this.run();
+    if (this.options.gate.state.state !== 'halted') this.redialer.keepUp();
   }
 
   notify(): void {
@@ -78,36 +90,14 @@ export class ReplicaLink implements AckSource {
     return this.refusal;
   }
 
-  async close(): Promise<void> {
+  close(): void {
+    if (this.closed) return;
     this.closed = true;
     this.closed$.next();
     this.closed$.complete();
+    this.redialer.close();
     this.channel?.close();
-    this.wake?.();
-    await this.running;
     this.acked$.complete();
-  }
-
-  private async run(): Promise<void> {
-    let attempt = 0;
-    while (!this.closed && this.options.gate.state.state !== 'halted') {
-      try {
-        const channel = await this.open();
-        attempt = 0;
-        await new Promise<void>((resolve) => channel.connection.frames$.subscribe({ complete: resolve }));
-        this.trace({ event: 'peer', peer: this.name, state: 'disconnected' });
-      } catch (error) {
-        if (!this.closed) {
-          const kvError = toKvError(error);
-          this.trace({ event: 'rejected', reason: `replica ${this.name}: ${kvError.message}`, code: kvError.code });
-        }
-      } finally {
-        this.channel = undefined;
-        this.appendsInFlight = 0;
-      }
-      attempt += 1;
-      if (!this.closed) await this.sleep(backoffDelayMs(attempt));
-    }
   }
 
   private async open(): Promise<RpcChannel> {
@@ -115,8 +105,8 @@ export class ReplicaLink implements AckSource {
     const address = await firstValueFrom(
       this.hub.resolveUntil$(this.name, this.options.resolveDeadlineMs).pipe(takeUntil(this.closed$)),
     );
-    const connection = await connect(address, { maxPayload: PEER_FRAME_BYTES_MAX, kind: 'peer', localAddress: this.options.localAddress });
-    const channel = new RpcChannel(connection, this.options.ackTimeoutMs * 4);
+    const connection = await this.options.env.transport.connect(address, { maxPayload: PEER_FRAME_BYTES_MAX, kind: 'peer', localAddress: this.options.localAddress });
+    const channel = new RpcChannel(connection, this.options.env.clock, this.options.ackTimeoutMs * 4);
     try {
       this.trace({ event: 'peer', peer: this.name, state: 'connected' });
       let reply = await channel.request({ op: 'hello', from: self, epoch: gate.state.state === 'serving' ? gate.state.epoch : 0 });
@@ -230,16 +220,6 @@ export class ReplicaLink implements AckSource {
 
   private advance(seq: number): void {
     if (seq > this.acked$.value) this.acked$.next(Math.min(seq, this.log.lastSeq));
-  }
-
-  private sleep(ms: number): Promise<void> {
-    return new Promise((resolve) => {
-      const timer = setTimeout(resolve, ms);
-      this.wake = () => {
-        clearTimeout(timer);
-        resolve();
-      };
-    });
   }
 }
 

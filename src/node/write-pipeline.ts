@@ -11,6 +11,7 @@
 import { BehaviorSubject, Subject, first, firstValueFrom, forkJoin, map, of, race, throwError, timeout, type Observable } from 'rxjs';
 import { BATCHES_IN_FLIGHT_MAX, BATCH_BYTES_MAX, BATCH_WRITES_MAX, WRITE_QUEUE_BYTES_MAX, WRITE_QUEUE_MAX } from '../constants.js';
 import { KvError, toKvError } from '../errors.js';
+import type { Clock } from '../env/environment.js';
 import type { WriteOp } from '../protocol/messages.js';
 import type { Store } from '../storage/store.js';
 import { encodeBatch, opBytes, type ReplicationLog } from './replication-log.js';
@@ -27,6 +28,7 @@ export interface AckSource {
 }
 
 export interface WritePipelineOptions {
+  clock: Clock;
   epoch: number;
   ackTimeoutMs: number;
   batchWritesMax?: number;
@@ -227,6 +229,7 @@ export class WritePipeline {
         first((acked) => acked >= seq),
         timeout({
           first: ackTimeoutMs,
+          scheduler: this.options.clock.scheduler,
           with: () => {
             const why = replica.problem === undefined ? '' : ` (${replica.problem})`;
             return throwError(() => new KvError('UNAVAILABLE', `replica ${replica.name} did not acknowledge within ${ackTimeoutMs} ms${why}; the write may be on some nodes`));

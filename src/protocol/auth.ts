@@ -3,10 +3,11 @@
  * proves it knows the cluster secret with an HMAC-SHA256 over a fresh challenge, bound
  * to both ends' names so a proof cannot be replayed to another node.
  */
-import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
+import { createHmac, timingSafeEqual } from 'node:crypto';
+import type { Random } from '../env/environment.js';
 
-export function newChallenge(): string {
-  return randomBytes(32).toString('hex');
+export function newChallenge(random: Random): string {
+  return random.hex(32);
 }
 
 export function proofFor(secret: string, challenge: string, from: string, to: string): string {

@@ -7,6 +7,7 @@
 import { Observable } from 'rxjs';
 import { REQUEST_TIMEOUT_MS, RPC_PENDING_MAX } from '../constants.js';
 import { KvError } from '../errors.js';
+import type { Clock } from '../env/environment.js';
 import type { Connection } from '../transport/transport.js';
 import { parseReply, type OkReply } from './reply.js';
 
@@ -15,15 +16,23 @@ export type { OkReply } from './reply.js';
 export class RpcChannel {
   private nextId = 1;
   private readonly pending = new Map<number, (result: OkReply | KvError) => void>();
+  /** Settles when the connection has closed. */
+  readonly closed: Promise<void>;
 
   constructor(
     readonly connection: Connection,
+    private readonly clock: Clock,
     private readonly requestTimeoutMs = REQUEST_TIMEOUT_MS,
     private readonly pendingMax = RPC_PENDING_MAX,
   ) {
+    let gone: () => void;
+    this.closed = new Promise((resolve) => (gone = resolve));
     connection.frames$.subscribe({
       next: (frame) => this.dispatch(frame),
-      complete: () => this.failAll(new KvError('UNAVAILABLE', 'connection closed')),
+      complete: () => {
+        this.failAll(new KvError('UNAVAILABLE', 'connection closed'));
+        gone();
+      },
     });
   }
 
@@ -47,12 +56,12 @@ export class RpcChannel {
         return undefined;
       }
       const id = this.nextId++;
-      const timer = setTimeout(() => {
+      const cancelTimeout = this.clock.after(timeoutMs, () => {
         this.pending.delete(id);
         subscriber.error(new KvError('UNAVAILABLE', `no reply to "${op}" within ${timeoutMs} ms`));
-      }, timeoutMs);
+      });
       this.pending.set(id, (result) => {
-        clearTimeout(timer);
+        cancelTimeout();
         this.pending.delete(id);
         if (result instanceof KvError) subscriber.error(result);
         else {
@@ -65,7 +74,7 @@ export class RpcChannel {
         this.pending.get(id)?.(new KvError('UNAVAILABLE', 'connection closed'));
       }
       return () => {
-        clearTimeout(timer);
+        cancelTimeout();
         this.pending.delete(id);
       };
     });

@@ -45,6 +45,41 @@ export interface Listener {
   close(): Promise<void>;
 }
 
+export interface ListenOptions {
+  host: string;
+  port: number;
+  /** Largest frame accepted; a larger one closes the connection with 1009. */
+  maxPayload: number;
+  /** Client connections accepted at once; one more is closed with 1013. */
+  connectionsMax: number;
+  peerConnectionsMax?: number;
+  peerAuthTimeoutMs?: number;
+  handshakeTimeoutMs?: number;
+  handshakesMax?: number;
+  keepaliveIntervalMs?: number;
+  onConnection(connection: Connection): void;
+  /** Told of socket-level errors (a listener's, or a connection's before it closes). */
+  onError?(error: Error): void;
+}
+
+export interface ConnectOptions {
+  maxPayload: number;
+  /** `peer` connects to PEER_PATH, where peers have slots of their own. */
+  kind?: ConnectionKind;
+  /** The local address to bind, so the peer sees who is connecting (node to node). */
+  localAddress?: string | undefined;
+  timeoutMs?: number;
+  keepaliveIntervalMs?: number;
+  onError?(error: Error): void;
+}
+
+/** A network: WebSockets in real runs, the simulator's seeded one in tests. */
+export interface Transport {
+  listen(options: ListenOptions): Promise<Listener>;
+  /** Opens a connection; rejects with UNAVAILABLE when the peer cannot be reached. */
+  connect(url: string, options: ConnectOptions): Promise<Connection>;
+}
+
 /** WebSocket close codes used by pbkv (4000-4999 are the application's). */
 export enum CloseCode {
   Normal = 1000,

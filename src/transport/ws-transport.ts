@@ -26,24 +26,7 @@ import { KvError } from '../errors.js';
 
 /** How long a closed connection may wait for the peer's close frame before it is dropped. */
 const CLOSE_GRACE_MS = 1_000;
-import { CloseCode, type Connection, type ConnectionKind, type Listener } from './transport.js';
-
-export interface ListenOptions {
-  host: string;
-  port: number;
-  /** Largest frame accepted; a larger one closes the connection with 1009. */
-  maxPayload: number;
-  /** Client connections accepted at once; one more is closed with 1013. */
-  connectionsMax: number;
-  peerConnectionsMax?: number;
-  peerAuthTimeoutMs?: number;
-  handshakeTimeoutMs?: number;
-  handshakesMax?: number;
-  keepaliveIntervalMs?: number;
-  onConnection(connection: Connection): void;
-  /** Told of socket-level errors (a listener's, or a connection's before it closes). */
-  onError?(error: Error): void;
-}
+import { CloseCode, type ConnectOptions, type Connection, type ConnectionKind, type ListenOptions, type Listener, type Transport } from './transport.js';
 
 interface Accepted {
   connection: WsConnection;
@@ -165,17 +148,6 @@ export async function listen(options: ListenOptions): Promise<Listener> {
   };
 }
 
-export interface ConnectOptions {
-  maxPayload: number;
-  /** `peer` connects to PEER_PATH, where peers have slots of their own. */
-  kind?: ConnectionKind;
-  /** The local address to bind, so the peer sees who is connecting (node to node). */
-  localAddress?: string;
-  timeoutMs?: number;
-  keepaliveIntervalMs?: number;
-  onError?(error: Error): void;
-}
-
 /** Opens a connection; rejects with UNAVAILABLE when the peer cannot be reached. */
 export function connect(url: string, options: ConnectOptions): Promise<Connection> {
   const kind = options.kind ?? 'client';
@@ -204,6 +176,8 @@ export function connect(url: string, options: ConnectOptions): Promise<Connectio
     });
   });
 }
+
+export const wsTransport: Transport = { listen, connect };
 
 class WsConnection implements Connection {
   readonly remoteAddress: string;

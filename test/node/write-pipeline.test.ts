@@ -5,6 +5,7 @@ import { ReplicationLog } from '../../src/node/replication-log.js';
 import { WritePipeline, type AckSource } from '../../src/node/write-pipeline.js';
 import { MemoryStore } from '../../src/storage/memory-store.js';
 import type { WriteOp } from '../../src/protocol/messages.js';
+import { realClock } from '../../src/env/real.js';
 import { GatedStore } from '../stores.js';
 import { waitFor, within } from '../helpers.js';
 
@@ -14,7 +15,7 @@ const rejection = (promise: Promise<unknown>) => promise.then(() => undefined, (
 function pipeline(options: Partial<ConstructorParameters<typeof WritePipeline>[3]> = {}, replicas: AckSource[] = []) {
   const store = new GatedStore(new MemoryStore());
   const log = new ReplicationLog(0);
-  const writes = new WritePipeline(store, log, replicas, { epoch: 1, ackTimeoutMs: 5_000, ...options }, () => {});
+  const writes = new WritePipeline(store, log, replicas, { clock: realClock, epoch: 1, ackTimeoutMs: 5_000, ...options }, () => {});
   return { store, log, writes };
 }
 
@@ -57,14 +58,14 @@ function ackingReplica(name: string, log: () => ReplicationLog): AckSource {
 Pipeline('a write waits for every replica and fails with UNAVAILABLE at the ack timeout', async () => {
   const log = new ReplicationLog(0);
   const silent: AckSource = { name: 'r2', acked$: new BehaviorSubject(0), notify: () => {} };
-  const writes = new WritePipeline(new MemoryStore(), log, [ackingReplica('r1', () => log), silent], { epoch: 1, ackTimeoutMs: 100 }, () => {});
+  const writes = new WritePipeline(new MemoryStore(), log, [ackingReplica('r1', () => log), silent], { clock: realClock, epoch: 1, ackTimeoutMs: 100 }, () => {});
   const refused = await rejection(writes.submit(put('a')));
   assert.is(refused?.code, 'UNAVAILABLE');
   assert.match(refused!.message, /r2 did not acknowledge/);
 
   const log2 = new ReplicationLog(0);
   const acking = [ackingReplica('r1', () => log2), ackingReplica('r2', () => log2)];
-  const both = new WritePipeline(new MemoryStore(), log2, acking, { epoch: 1, ackTimeoutMs: 5_000 }, () => {});
+  const both = new WritePipeline(new MemoryStore(), log2, acking, { clock: realClock, epoch: 1, ackTimeoutMs: 5_000 }, () => {});
   await both.submit(put('a'));
   assert.is(await both.submit({ kind: 'del', key: 'a' }), true);
   assert.equal(acking.map((r) => r.acked$.value), [2, 2]);
@@ -74,7 +75,7 @@ Pipeline('at most batchesInFlightMax batches wait for acks; what arrives meanwhi
   const log = new ReplicationLog(0);
   const held: AckSource = { name: 'r1', acked$: new BehaviorSubject(0), notify: () => {} };
   const store = new MemoryStore();
-  const writes = new WritePipeline(store, log, [held], { epoch: 1, ackTimeoutMs: 5_000, batchesInFlightMax: 2 }, () => {});
+  const writes = new WritePipeline(store, log, [held], { clock: realClock, epoch: 1, ackTimeoutMs: 5_000, batchesInFlightMax: 2 }, () => {});
   const first = writes.submit(put('a'));
   await waitFor('batch 1', () => log.lastSeq === 1);
   const second = writes.submit(put('b'));

@@ -13,6 +13,7 @@ import { KvNode } from '../../src/node/node.js';
 import type { NodeTrace } from '../../src/node/trace.js';
 import { parseReply } from '../../src/protocol/reply.js';
 import { RpcChannel } from '../../src/protocol/rpc-channel.js';
+import { realClock } from '../../src/env/real.js';
 import { connect, listen } from '../../src/transport/ws-transport.js';
 import { Disposer, waitFor } from '../helpers.js';
 
@@ -131,7 +132,7 @@ Replies('a replica link answered with malformed replies reports them, retries, a
 
 Replies('an RPC channel holds at most pendingMax requests awaiting replies; closing fails them all', async () => {
   const silent = await fakeServer(() => undefined);
-  const channel = new RpcChannel(await connect(silent, { maxPayload: 1024 }), 60_000, 2);
+  const channel = new RpcChannel(await connect(silent, { maxPayload: 1024 }), realClock, 60_000, 2);
   disposer.add(channel, (c) => c.close());
   const waiting = [channel.request({ op: 'get', key: 'a' }), channel.request({ op: 'get', key: 'b' })];
   const refused = await channel.request({ op: 'get', key: 'c' }).then(() => 'answered', (e: KvError) => e);
