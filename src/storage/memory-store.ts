@@ -1,96 +1,198 @@
-import Keyv from 'keyv';
 import { Subject } from 'rxjs';
-import { assert } from '../errors.js';
+import { KvError, assert } from '../errors.js';
 import type { Json, WriteOp } from '../protocol/messages.js';
-import { existedBefore, keyvSerialization, storedText, valueJsonOf, type ReplicationState, type PageLimits, type Restore, type Snapshot, type Store } from './store.js';
+import { existedBefore, type PageLimits, type ReplicationState, type Restore, type Snapshot, type Store } from './store.js';
 
-/** Keyv over its in-memory Map: for tests and demos; nothing survives the process. */
+/**
+ * A node's store in a Map, for the simulator, tests and demos. It keeps the contract that
+ * SqliteStore keeps (test/storage runs one suite against both), so a simulated node behaves
+ * as a real one does; and it is deterministic: no timers, no randomness, no clock, and every
+ * call does its work synchronously when it is made, as SqliteStore's calls do. So a batch is
+ * committed once `apply` has been called, before its promise settles.
+ *
+ * A plain Map, not Keyv over one: Keyv's get reads a stored `null` as a missing key and
+ * checks expiry against the wall clock, and in memory there is no file for Keyv to read.
+ */
 export class MemoryStore implements Store {
   readonly file = undefined;
   readonly syncMode = 'memory' as const;
   readonly errors$ = new Subject<Error>();
-  /** Keyv 6 keeps a Map's entries as `{ value: <serialized>, expires }`. */
-  private readonly map = new Map<string, { value: string }>();
-  private readonly keyv = new Keyv({ store: this.map, ...keyvSerialization });
-  private replication: ReplicationState = { epoch: 0, seq: 0 };
+  /** Key to value JSON. Only strings, which cannot change: a copy of the Map shares nothing. */
+  private data = new Map<string, string>();
+  private replication = frozenState({ epoch: 0, seq: 0 });
+  private restoring = false;
+  private closed = false;
+  /** Set by crash(): the data now belongs to the store crash() returned. */
+  private crashed = false;
 
-  constructor() {
-    this.keyv.on('error', (error: unknown) => this.errors$.next(error instanceof Error ? error : new Error(String(error))));
-  }
-
+  /**
+   * The state committed with the last batch. Still readable after a crash: like
+   * SqliteStore's, it is a copy in the process's memory, not a read of the disk.
+   */
   get state(): ReplicationState {
     return this.replication;
   }
 
   async get(key: string): Promise<Json | undefined> {
-    return (await this.keyv.get<Json>(key)) ?? undefined;
+    const json = this.readJson(key);
+    return json === undefined ? undefined : (JSON.parse(json) as Json);
   }
 
   readJson(key: string): string | undefined {
-    const stored = this.map.get(key);
-    return stored === undefined ? undefined : valueJsonOf(stored.value);
+    this.refuseIfGone('read');
+    return this.data.get(key);
   }
 
-  /** Synchronous inside, so the batch is atomic to every reader. */
   async apply(epoch: number, first: number, ops: readonly WriteOp[]): Promise<boolean[]> {
+    this.refuseIfGone('write');
+    assert(!this.restoring, 'no batch is applied during a restore');
     assert(ops.length > 0, 'a batch is not empty');
-    const found = existedBefore(ops, new Set(ops.filter((op) => this.map.has(op.key)).map((op) => op.key)));
+    const found = existedBefore(ops, new Set(ops.filter((op) => this.data.has(op.key)).map((op) => op.key)));
     for (const op of ops) {
-      if (op.kind === 'put') this.map.set(op.key, { value: storedText(op.valueJson) });
-      else this.map.delete(op.key);
+      if (op.kind === 'put') this.data.set(op.key, op.valueJson);
+      else this.data.delete(op.key);
     }
-    this.replication = { epoch, seq: first + ops.length - 1 };
+    this.replication = frozenState({ epoch, seq: first + ops.length - 1 });
     return found;
   }
 
-  /** A copy taken synchronously, so no batch lands halfway through it. */
+  /** The rows are copied when it is taken, so no later batch or restore shows in it. */
   async snapshot(limits: PageLimits): Promise<Snapshot> {
-    const state = this.replication;
-    const rows = [...this.map.keys()].sort().map((key): [string, string] => [
-      key,
-      valueJsonOf(this.map.get(key)!.value),
-    ]);
+    this.refuseIfGone('snapshot');
+    let rows: [string, string][] | undefined = [...this.data].sort(([a], [b]) => compareKeys(a, b));
+    const refuseIfCrashed = () => {
+      if (this.crashed) throw new KvError('UNAVAILABLE', 'snapshot read refused: the memory store crashed');
+    };
     return {
-      state,
+      state: this.replication,
+      // As with SqliteStore's reader connection, closing the store does not end a snapshot;
+      // a crash does: a process that died reads nothing more.
       async *pages() {
-        let page: [string, string][] = [];
-        let bytes = 0;
-        for (const row of rows) {
-          const size = row[0].length + row[1].length;
-          if (page.length > 0 && (page.length >= limits.entriesMax || bytes + size > limits.bytesMax)) {
-            yield page;
-            page = [];
-            bytes = 0;
-          }
-          page.push(row);
-          bytes += size;
+        for (const page of pagesOf(rows ?? [], limits)) {
+          refuseIfCrashed();
+          yield page;
         }
-        if (page.length > 0) yield page;
       },
-      close: async () => undefined,
+      close: async () => {
+        rows = undefined;
+      },
     };
   }
 
+  /** Parts gather in a Map of their own, which replaces the data at `finish`. */
   async beginRestore(): Promise<Restore> {
-    const next = new Map<string, { value: string }>();
+    this.refuseIfGone('restore');
+    assert(!this.restoring, 'one restore at a time');
+    this.restoring = true;
+    const next = new Map<string, string>();
+    let open = true;
+    // A part or a finish after the restore ended is a caller's bug, caught here: SqliteStore
+    // would write it into the live table outside any transaction.
+    const refuseIfUnusable = (what: string) => {
+      this.refuseIfGone(`restore ${what}`);
+      assert(open, `a restore that has ended takes no ${what}`);
+    };
     return {
       add: async (entries) => {
-        for (const [key, valueJson] of entries) next.set(key, { value: storedText(valueJson) });
+        refuseIfUnusable('add');
+        for (const [key, valueJson] of entries) next.set(key, valueJson);
       },
       finish: async (state) => {
-        this.map.clear();
-        for (const [key, text] of next) this.map.set(key, text);
-        this.replication = state;
+        refuseIfUnusable('finish');
+        open = false;
+        this.restoring = false;
+        this.data = next;
+        this.replication = frozenState(state);
       },
-      abort: async () => undefined,
+      // Also after a crash: it changes nothing, and a caller's cleanup may still run it.
+      abort: async () => {
+        if (!open || this.crashed) return;
+        open = false;
+        this.restoring = false;
+      },
     };
   }
 
   async count(): Promise<number> {
-    return this.map.size;
+    this.refuseIfGone('count');
+    return this.data.size;
   }
 
   async close(): Promise<void> {
+    this.closed = true;
     this.errors$.complete();
   }
+
+  /**
+   * For the simulator: this store's process died. Returns a new store holding exactly
+   * what was committed, every applied batch and finished restore with its state, and
+   * nothing of a restore still in progress. From now on this store refuses every read
+   * and write of its data with UNAVAILABLE: the node that held it may still be running
+   * code in the simulator, and must not write into a disk its process no longer has.
+   * A closed store hands its data on the same way, so a node can also be restarted cleanly.
+   */
+  crash(): MemoryStore {
+    if (this.crashed) throw new KvError('UNAVAILABLE', 'memory store crashed already: its data went to the store its first crash() returned');
+    const survivor = new MemoryStore();
+    survivor.data = new Map(this.data);
+    survivor.replication = this.replication;
+    this.crashed = true;
+    // Nothing reads it any more; a long simulation crashes many nodes.
+    this.data = new Map();
+    return survivor;
+  }
+
+  private refuseIfGone(what: string): void {
+    if (this.crashed) throw new KvError('UNAVAILABLE', `${what} refused: the memory store crashed`);
+    if (this.closed) throw new KvError('UNAVAILABLE', `${what} refused: the store is closed`);
+  }
+}
+
+/**
+ * A state of its own, frozen: the store hands it out (state, a snapshot's state) and a
+ * crash copy takes it over, so no holder can change it under another.
+ */
+function frozenState(state: ReplicationState): ReplicationState {
+  return Object.freeze({ epoch: state.epoch, seq: state.seq });
+}
+
+/**
+ * SQLite's order of keys: its BINARY collation compares UTF-8 bytes, which is code point
+ * order. Comparing UTF-16 code units, as `<` and sort() do, would put a key from U+10000 up
+ * (a surrogate pair) before one in U+E000..U+FFFF, and snapshot pages would differ.
+ */
+export function compareKeys(a: string, b: string): number {
+  const shorter = Math.min(a.length, b.length);
+  for (let i = 0; i < shorter; i += 1) {
+    const x = a.charCodeAt(i);
+    const y = b.charCodeAt(i);
+    if (x !== y) return codePointRank(x) - codePointRank(y);
+  }
+  return a.length - b.length;
+}
+
+/** Moves surrogates (which start code points above U+FFFF) above U+E000..U+FFFF. */
+function codePointRank(unit: number): number {
+  if (unit < 0xd800) return unit;
+  return unit >= 0xe000 ? unit - 0x800 : unit + 0x2000;
+}
+
+/**
+ * Sorted rows cut into pages as SqliteStore cuts them: at most `entriesMax` entries, and
+ * key plus JSON lengths within `bytesMax`, except that a page always holds one entry.
+ */
+function* pagesOf(rows: readonly [string, string][], limits: PageLimits): Generator<[string, string][]> {
+  let page: [string, string][] = [];
+  let bytes = 0;
+  for (const row of rows) {
+    const size = row[0].length + row[1].length;
+    if (page.length > 0 && (page.length >= limits.entriesMax || bytes + size > limits.bytesMax)) {
+      yield page;
+      page = [];
+      bytes = 0;
+    }
+    page.push(row);
+    bytes += size;
+  }
+  if (page.length > 0) yield page;
 }

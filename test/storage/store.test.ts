@@ -3,67 +3,33 @@ import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import Keyv from 'keyv';
 import KeyvSqlite from '@keyv/sqlite';
+import { KvError } from '../../src/errors.js';
+import { MemoryStore } from '../../src/storage/memory-store.js';
 import { openStore } from '../../src/storage/open-store.js';
-import { keyvSerialization } from '../../src/storage/store.js';
-import type { Store, SyncMode } from '../../src/storage/store.js';
-import type { WriteOp } from '../../src/protocol/messages.js';
+import { SYNC_MODES, keyvSerialization } from '../../src/storage/store.js';
+import type { Store } from '../../src/storage/store.js';
 import { Disposer, tempDir } from '../helpers.js';
 import { execSqlite, readSqlite } from '../sqlite-files.js';
+import { del, put, rejection, snapshotEntries, storeContract } from './store-contract.js';
+
+// Every behaviour of the Store interface, against each store: SQLite normal, SQLite full, memory.
+for (const mode of SYNC_MODES) {
+  storeContract(mode, async (disposer) =>
+    openStore(mode, mode === 'memory' ? undefined : path.join(await tempDir(disposer), 's.sqlite')),
+  ).run();
+}
 
 const disposer = new Disposer();
-const put = (key: string, value: unknown): WriteOp => ({ kind: 'put', key, valueJson: JSON.stringify(value) });
-const del = (key: string): WriteOp => ({ kind: 'del', key });
 
-async function open(syncMode: SyncMode, file?: string): Promise<Store> {
-  const store = await openStore(syncMode, file ?? (syncMode === 'memory' ? undefined : path.join(await tempDir(disposer), 's.sqlite')));
-  return disposer.add(store, (s) => s.close());
+async function openSqlite(syncMode: 'normal' | 'full', file: string): Promise<Store> {
+  return disposer.add(await openStore(syncMode, file), (store) => store.close());
 }
 
-const Store = suite('storage: Keyv + SQLite store');
-Store.after.each(() => disposer.dispose());
+/** What only the SQLite store has: a file that Keyv and SQLite read, that outlives the process. */
+const Sqlite = suite('storage: the SQLite file');
+Sqlite.after.each(() => disposer.dispose());
 
-for (const mode of ['normal', 'full', 'memory'] as const) {
-  Store(`${mode}: values keep their JSON type; del reports whether the key existed`, async () => {
-    const store = await open(mode);
-    const values = ['1', 1, true, false, 0, '', [1, null], { a: { b: 'c' } }, ':x', 'keyv:y'];
-    await store.apply(1, 1, values.map((value, index) => put(`k${index}`, value)));
-    for (const [index, value] of values.entries()) assert.equal(await store.get(`k${index}`), value);
-    assert.equal(await store.apply(1, 11, [del('k0'), del('nope'), put('n', 1), del('n'), del('n')]), [true, false, false, true, false]);
-    assert.is(await store.get('k0'), undefined);
-    assert.equal(store.state, { epoch: 1, seq: 15 });
-    assert.is(await store.count(), values.length - 1);
-  });
-}
-
-Store('keys are stored as given: "keyv:x" and "x" are two keys', async () => {
-  const store = await open('normal');
-  await store.apply(1, 1, [put('x', 1), put('keyv:x', 2)]);
-  assert.is(await store.get('x'), 1);
-  assert.is(await store.get('keyv:x'), 2);
-});
-
-Store('keys holding U+0000 are whole keys on every path: put, get, del, snapshot and restore', async () => {
-  const store = await open('normal');
-  const keys = ['a\u0000b', 'a\u0000c', 'a', '\u0000', 'x\u0000'];
-  await store.apply(1, 1, keys.map((key, index) => put(key, index)));
-  for (const [index, key] of keys.entries()) assert.is(await store.get(key), index, JSON.stringify(key));
-  assert.is(await store.count(), keys.length);
-  assert.equal(await store.apply(1, 6, [del('a\u0000c')]), [true]);
-  assert.is(await store.get('a\u0000c'), undefined);
-  assert.is(await store.get('a\u0000b'), 0);
-  const snapshot = await store.snapshot({ entriesMax: 100, bytesMax: 1 << 20 });
-  const entries: [string, string][] = [];
-  for await (const page of snapshot.pages()) entries.push(...page);
-  await snapshot.close();
-  const copy = await open('normal');
-  const restore = await copy.beginRestore();
-  await restore.add(entries);
-  await restore.finish(store.state);
-  for (const key of ['a\u0000b', 'a', '\u0000', 'x\u0000']) assert.equal(await copy.get(key), await store.get(key), JSON.stringify(key));
-  assert.is(await copy.count(), 4);
-});
-
-Store('a node\'s file is a Keyv store: Keyv with @keyv/sqlite opens it and reads every value back', async () => {
+Sqlite('a node\'s file is a Keyv store: Keyv with @keyv/sqlite opens it and reads every value back', async () => {
   const file = path.join(await tempDir(disposer), 'keyv.sqlite');
   const store = await openStore('normal', file);
   const values: [string, unknown][] = [['s', '1'], ['n', 1], ['o', { a: [1, 'x'] }], ['t', true], ['ключ', 'знач']];
@@ -78,13 +44,13 @@ Store('a node\'s file is a Keyv store: Keyv with @keyv/sqlite opens it and reads
   }
 });
 
-Store('data and seq survive a restart; WAL is on; the file is readable by plain SQLite', async () => {
+Sqlite('data and seq survive a restart; WAL is on; the file is readable by plain SQLite', async () => {
   const file = path.join(await tempDir(disposer), 'durable.sqlite');
   const first = await openStore('normal', file);
   await first.apply(3, 1, [put('a', 'one'), put('b', [2])]);
   await first.apply(3, 3, [del('a'), put('c', { three: 3 })]);
   await first.close();
-  const again = await open('normal', file);
+  const again = await openSqlite('normal', file);
   assert.equal(again.state, { epoch: 3, seq: 4 });
   assert.is(await again.get('a'), undefined);
   assert.equal(await again.get('b'), [2]);
@@ -95,9 +61,21 @@ Store('data and seq survive a restart; WAL is on; the file is readable by plain 
   assert.equal(rows, [{ key: 'b', value: '{"value":[2]}' }, { key: 'c', value: '{"value":{"three":3}}' }]);
 });
 
-Store('a failed batch changes neither data nor seq', async () => {
+Sqlite('a store in full sync mode keeps its data and state across a restart too', async () => {
+  const file = path.join(await tempDir(disposer), 'full.sqlite');
+  const first = await openStore('full', file);
+  assert.is(first.syncMode, 'full');
+  await first.apply(1, 1, [put('a', 1)]);
+  await first.close();
+  const again = await openSqlite('full', file);
+  assert.equal(again.state, { epoch: 1, seq: 1 });
+  assert.is(await again.get('a'), 1);
+  assert.is(again.file, path.resolve(file));
+});
+
+Sqlite('a failed batch changes neither data nor seq', async () => {
   const file = path.join(await tempDir(disposer), 'poisoned.sqlite');
-  const store = await open('normal', file);
+  const store = await openSqlite('normal', file);
   await store.apply(1, 1, [put('a', 1)]);
   // A trigger installed by another connection makes SQLite abort any insert of "poison".
   await execSqlite(file, `CREATE TRIGGER poison BEFORE INSERT ON keyv WHEN NEW.key = 'poison' BEGIN SELECT RAISE(ABORT, 'poisoned'); END`);
@@ -116,68 +94,146 @@ Store('a failed batch changes neither data nor seq', async () => {
   assert.equal(store.state, { epoch: 1, seq: 2 });
 });
 
-Store('two stores on one file in one process are refused', async () => {
+Sqlite('two stores on one file in one process are refused', async () => {
   const file = path.join(await tempDir(disposer), 'shared.sqlite');
-  await open('normal', file);
+  await openSqlite('normal', file);
   await openStore('normal', file).then(
     () => assert.unreachable('the second open should fail'),
     (error: { code: string; message: string }) => assert.match(error.message, /own data file/),
   );
 });
 
-for (const mode of ['normal', 'memory'] as const) {
-  Store(`${mode}: a snapshot is the state it was taken at, though writes go on`, async () => {
-    const store = await open(mode);
-    await store.apply(1, 1, Array.from({ length: 25 }, (_, i) => put(`k${String(i).padStart(2, '0')}`, i % 2 ? `s${i}` : i)));
-    const snapshot = await store.snapshot({ entriesMax: 10, bytesMax: 1 << 20 });
-    await store.apply(1, 26, [put('k00', 'changed'), del('k01'), put('zz', 'new')]);
-    const seen: [string, string][] = [];
-    for await (const page of snapshot.pages()) {
-      assert.ok(page.length <= 10);
-      seen.push(...page);
-    }
-    await snapshot.close();
-    assert.equal(snapshot.state, { epoch: 1, seq: 25 });
-    assert.is(seen.length, 25);
-    assert.equal(seen[0], ['k00', '0']);
-    assert.equal(seen[1], ['k01', '"s1"'], 'values come as JSON, strings quoted');
-    assert.not.ok(seen.some(([key]) => key === 'zz'));
-  });
-
-  Store(`${mode}: a restore replaces everything at once; an aborted one changes nothing`, async () => {
-    const store = await open(mode);
-    await store.apply(1, 1, [put('old', 1), put('kept', 'before')]);
-    const aborted = await store.beginRestore();
-    await aborted.add([['x', '1']]);
-    await aborted.abort();
-    assert.equal(store.state, { epoch: 1, seq: 2 });
-    assert.is(await store.get('old'), 1);
-    assert.is(await store.get('x'), undefined);
-
-    const restore = await store.beginRestore();
-    await restore.add([['kept', '"after"'], ['n', '{"a":[1,"1"]}']]);
-    await restore.add([['s', '":colon"']]);
-    await restore.finish({ epoch: 2, seq: 40 });
-    assert.equal(store.state, { epoch: 2, seq: 40 });
-    assert.is(await store.get('old'), undefined, 'keys not in the snapshot are gone');
-    assert.is(await store.get('kept'), 'after');
-    assert.equal(await store.get('n'), { a: [1, '1'] });
-    assert.is(await store.get('s'), ':colon');
-    await store.apply(2, 41, [put('next', true)]);
-    assert.equal(store.state, { epoch: 2, seq: 41 });
-  });
-}
-
-Store('a restored SQLite store keeps its state across a restart', async () => {
+Sqlite('a restored SQLite store keeps its state across a restart', async () => {
   const file = path.join(await tempDir(disposer), 'restored.sqlite');
   const first = await openStore('normal', file);
   const restore = await first.beginRestore();
   await restore.add([['a', '1']]);
   await restore.finish({ epoch: 3, seq: 99 });
   await first.close();
-  const again = await open('normal', file);
+  const again = await openSqlite('normal', file);
   assert.equal(again.state, { epoch: 3, seq: 99 });
   assert.is(await again.get('a'), 1);
 });
 
-Store.run();
+Sqlite.run();
+
+/** What only the MemoryStore has: the simulator's crash, which keeps what was committed. */
+const Memory = suite('storage: a memory store crashing');
+Memory.after.each(() => disposer.dispose());
+
+const memoryStore = (store = new MemoryStore()) => disposer.add(store, (s) => s.close());
+
+async function assertCrashedRefusal(what: string, call: () => Promise<unknown>): Promise<void> {
+  const error = await rejection(what, call());
+  assert.instance(error, KvError, what);
+  assert.is(error.code, 'UNAVAILABLE', what);
+  assert.match(error.message, /crashed/, what);
+}
+
+Memory('committed batches, deletes, a finished restore and their state survive a crash', async () => {
+  const old = memoryStore();
+  await old.apply(1, 1, [put('gone', 0), put('a', 1)]);
+  const restore = await old.beginRestore();
+  await restore.add([['a', '"restored"'], ['b', '[2]'], ['c', '{"c":3}']]);
+  await restore.finish({ epoch: 2, seq: 10 });
+  await old.apply(2, 11, [del('c'), put('d', null)]);
+  // Committed when called, as SqliteStore's synchronous commit is: its promise has not settled.
+  const unsettled = old.apply(2, 13, [put('e', 'last')]);
+  const survivor = memoryStore(old.crash());
+  assert.equal(await unsettled, [false]);
+  assert.equal(survivor.state, { epoch: 2, seq: 13 });
+  assert.equal(await snapshotEntries(survivor), [['a', '"restored"'], ['b', '[2]'], ['d', 'null'], ['e', '"last"']]);
+  assert.is(await survivor.count(), 4);
+  assert.is(await survivor.get('gone'), undefined);
+  assert.is(survivor.readJson('d'), 'null');
+  await survivor.apply(2, 14, [put('f', 6)]);
+  assert.equal(survivor.state, { epoch: 2, seq: 14 });
+});
+
+Memory('a restore begun but not finished before a crash is not in the new store, and can no longer add or finish', async () => {
+  const old = memoryStore();
+  await old.apply(1, 1, [put('a', 1)]);
+  const restore = await old.beginRestore();
+  await restore.add([['x', '1']]);
+  const survivor = memoryStore(old.crash());
+  await assertCrashedRefusal('restore.add after the crash', () => restore.add([['y', '2']]));
+  await assertCrashedRefusal('restore.finish after the crash', () => restore.finish({ epoch: 5, seq: 50 }));
+  await restore.abort();
+  assert.equal(survivor.state, { epoch: 1, seq: 1 });
+  assert.equal(await snapshotEntries(survivor), [['a', '1']]);
+  // The new store has no restore in progress: one can begin.
+  const fresh = await survivor.beginRestore();
+  await fresh.add([['z', '3']]);
+  await fresh.finish({ epoch: 2, seq: 7 });
+  assert.equal(await snapshotEntries(survivor), [['z', '3']]);
+});
+
+Memory('after a crash the old store refuses every read and write of its data with UNAVAILABLE, and can still be closed', async () => {
+  const old = memoryStore();
+  await old.apply(1, 1, [put('a', 1), put('b', 2)]);
+  const snapshot = await old.snapshot({ entriesMax: 1, bytesMax: 1 << 20 });
+  const pages = snapshot.pages()[Symbol.asyncIterator]();
+  assert.equal((await pages.next()).value, [['a', '1']]);
+  const survivor = memoryStore(old.crash());
+  await assertCrashedRefusal('apply', () => old.apply(1, 3, [put('c', 3)]));
+  await assertCrashedRefusal('beginRestore', () => old.beginRestore());
+  await assertCrashedRefusal('snapshot', () => old.snapshot({ entriesMax: 10, bytesMax: 1 << 20 }));
+  await assertCrashedRefusal('a snapshot page after the crash', () => pages.next());
+  await assertCrashedRefusal('get', () => old.get('a'));
+  await assertCrashedRefusal('count', () => old.count());
+  await assertCrashedRefusal('readJson', async () => old.readJson('a'));
+  await assertCrashedRefusal('a second crash', async () => old.crash());
+  assert.equal(old.state, { epoch: 1, seq: 2 }, 'the state it held in memory is still readable');
+  await snapshot.close();
+  await old.close();
+  await old.close();
+  assert.is(await survivor.get('c'), undefined, 'the refused batch reached no disk');
+  assert.equal(await snapshotEntries(survivor), [['a', '1'], ['b', '2']]);
+});
+
+Memory('the store a crash returns shares nothing with the old one: changing either changes nothing in the other', async () => {
+  const old = memoryStore();
+  await old.apply(1, 1, [put('a', { nested: [1] })]);
+  const stateAtCrash = old.state;
+  const survivor = memoryStore(old.crash());
+  await survivor.apply(1, 2, [put('a', 'changed'), put('b', 2)]);
+  const restore = await survivor.beginRestore();
+  await restore.add([['c', '3']]);
+  await restore.finish({ epoch: 2, seq: 20 });
+  assert.equal(old.state, { epoch: 1, seq: 1 }, 'the old state is as it was at the crash');
+  assert.throws(() => {
+    (stateAtCrash as { seq: number }).seq = 99;
+  }, TypeError);
+  // A second crash, of the new store, carries the new store's data, not the old store's.
+  const second = memoryStore(survivor.crash());
+  assert.equal(second.state, { epoch: 2, seq: 20 });
+  assert.equal(await snapshotEntries(second), [['c', '3']]);
+  await second.apply(2, 21, [put('d', 4)]);
+  await assertCrashedRefusal('the crashed new store', () => survivor.count());
+  assert.equal(await snapshotEntries(second), [['c', '3'], ['d', '4']]);
+});
+
+Memory('a closed store hands its data on through crash(), as a node restarted cleanly finds its disk', async () => {
+  const old = memoryStore();
+  await old.apply(3, 1, [put('a', 1)]);
+  await old.close();
+  const survivor = memoryStore(old.crash());
+  assert.equal(survivor.state, { epoch: 3, seq: 1 });
+  assert.is(await survivor.get('a'), 1);
+});
+
+Memory('a restore that has ended takes no more entries and no second finish', async () => {
+  const store = memoryStore();
+  const restore = await store.beginRestore();
+  await restore.add([['a', '1']]);
+  await restore.finish({ epoch: 1, seq: 1 });
+  assert.match((await rejection('an add after finish', restore.add([['b', '2']]))).message, /has ended/);
+  assert.match((await rejection('a second finish', restore.finish({ epoch: 9, seq: 9 }))).message, /has ended/);
+  const aborted = await store.beginRestore();
+  await aborted.abort();
+  assert.match((await rejection('a finish after abort', aborted.finish({ epoch: 9, seq: 9 }))).message, /has ended/);
+  assert.equal(store.state, { epoch: 1, seq: 1 });
+  assert.equal(await snapshotEntries(store), [['a', '1']]);
+});
+
+Memory.run();

@@ -1,0 +1,334 @@
+/**
+ * What every Store does, as one uvu suite that runs against each store: the simulator runs
+ * nodes on the MemoryStore, so it must keep every promise SqliteStore keeps.
+ */
+import { suite, type Test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { KvError } from '../../src/errors.js';
+import type { Store } from '../../src/storage/store.js';
+import type { WriteOp } from '../../src/protocol/messages.js';
+import { Disposer } from '../helpers.js';
+
+export const put = (key: string, value: unknown): WriteOp => ({ kind: 'put', key, valueJson: JSON.stringify(value) });
+export const del = (key: string): WriteOp => ({ kind: 'del', key });
+
+/** Every entry of a snapshot, its pages joined, and the snapshot closed. */
+export async function snapshotEntries(store: Store, limits = { entriesMax: 100, bytesMax: 1 << 20 }): Promise<[string, string][]> {
+  const snapshot = await store.snapshot(limits);
+  try {
+    const entries: [string, string][] = [];
+    for await (const page of snapshot.pages()) entries.push(...page);
+    return entries;
+  } finally {
+    await snapshot.close();
+  }
+}
+
+/** Resolves with what `promise` rejected with; fails the test if it resolved. */
+export async function rejection(what: string, promise: Promise<unknown>): Promise<Error & { code?: string }> {
+  return promise.then(
+    () => {
+      throw new assert.Assertion({ message: `${what} should be refused`, operator: 'rejects', expects: 'a rejection', actual: 'a value', generated: false });
+    },
+    (error: Error & { code?: string }) => error,
+  );
+}
+
+/**
+ * The contract suite for one store. `open` gives a new, empty store (and registers with
+ * the disposer anything it made besides, such as a temp directory); the suite closes it.
+ */
+export function storeContract(name: string, open: (disposer: Disposer) => Promise<Store>): Test {
+  const disposer = new Disposer();
+  const fresh = async () => disposer.add(await open(disposer), (store) => store.close());
+  const test = suite(`store contract: ${name}`);
+  test.after.each(() => disposer.dispose());
+
+  test('a new store is empty, at epoch 0 seq 0, and its snapshot has no pages', async () => {
+    const store = await fresh();
+    assert.equal(store.state, { epoch: 0, seq: 0 });
+    assert.is(await store.count(), 0);
+    assert.is(await store.get('a'), undefined);
+    assert.is(store.readJson('a'), undefined);
+    const snapshot = await store.snapshot({ entriesMax: 10, bytesMax: 1 << 20 });
+    assert.equal(snapshot.state, { epoch: 0, seq: 0 });
+    let pages = 0;
+    for await (const _page of snapshot.pages()) pages += 1;
+    await snapshot.close();
+    assert.is(pages, 0);
+  });
+
+  test('values keep their JSON type; del reports whether the key existed', async () => {
+    const store = await fresh();
+    const values = ['1', 1, true, false, 0, '', [1, null], { a: { b: 'c' } }, ':x', 'keyv:y'];
+    await store.apply(1, 1, values.map((value, index) => put(`k${index}`, value)));
+    for (const [index, value] of values.entries()) assert.equal(await store.get(`k${index}`), value);
+    assert.equal(await store.apply(1, 11, [del('k0'), del('nope'), put('n', 1), del('n'), del('n')]), [true, false, false, true, false]);
+    assert.is(await store.get('k0'), undefined);
+    assert.equal(store.state, { epoch: 1, seq: 15 });
+    assert.is(await store.count(), values.length - 1);
+  });
+
+  test('a value stored as JSON null reads back as null, not as a missing key; numbers and unicode keep their form', async () => {
+    const store = await fresh();
+    await store.apply(1, 1, [put('null', null), put('tiny', -1.5e-7), put('big', 2 ** 53 - 1), put('text', 'ключ 😀')]);
+    assert.is(await store.get('null'), null);
+    assert.is(store.readJson('null'), 'null');
+    assert.is(await store.get('tiny'), -1.5e-7);
+    assert.is(await store.get('big'), 2 ** 53 - 1);
+    assert.is(await store.get('text'), 'ключ 😀');
+    assert.is(await store.count(), 4);
+  });
+
+  test('readJson gives back the JSON text exactly as it was put, and undefined for a missing key', async () => {
+    const store = await fresh();
+    const texts = ['"a\\"b\\n\\u0000"', '{"z":1,"a":[true,null]}', '"ключ"', '12.5', 'null'];
+    await store.apply(1, 1, texts.map((valueJson, index): WriteOp => ({ kind: 'put', key: `t${index}`, valueJson })));
+    for (const [index, text] of texts.entries()) assert.is(store.readJson(`t${index}`), text, `t${index}`);
+    assert.is(store.readJson('t9'), undefined);
+    await store.apply(1, 6, [del('t1')]);
+    assert.is(store.readJson('t1'), undefined);
+  });
+
+  test('the state after a batch is its epoch and the seq of its last op', async () => {
+    const store = await fresh();
+    await store.apply(2, 10, [put('a', 1), put('b', 2), del('a')]);
+    assert.equal(store.state, { epoch: 2, seq: 12 });
+    await store.apply(3, 13, [put('c', 3)]);
+    assert.equal(store.state, { epoch: 3, seq: 13 });
+  });
+
+  test('within one batch the last op on a key wins, and each del sees the ops before it', async () => {
+    const store = await fresh();
+    await store.apply(1, 1, [put('c', 'old')]);
+    const found = await store.apply(1, 2, [put('a', 1), put('a', 2), put('b', 1), del('b'), del('c'), put('c', 3)]);
+    assert.is(found[3], true, 'b was put earlier in the batch');
+    assert.is(found[4], true, 'c existed before the batch');
+    assert.is(await store.get('a'), 2);
+    assert.is(await store.get('b'), undefined);
+    assert.is(await store.get('c'), 3);
+    assert.is(await store.count(), 2);
+    assert.equal(store.state, { epoch: 1, seq: 7 });
+  });
+
+  test('an empty batch is refused as a programmer error and changes nothing', async () => {
+    const store = await fresh();
+    await store.apply(1, 1, [put('a', 1)]);
+    const error = await rejection('an empty batch', store.apply(1, 2, []));
+    assert.match(error.message, /a batch is not empty/);
+    assert.equal(store.state, { epoch: 1, seq: 1 });
+    assert.is(await store.count(), 1);
+  });
+
+  test('keys are stored as given: "keyv:x" and "x" are two keys', async () => {
+    const store = await fresh();
+    await store.apply(1, 1, [put('x', 1), put('keyv:x', 2)]);
+    assert.is(await store.get('x'), 1);
+    assert.is(await store.get('keyv:x'), 2);
+    assert.is(await store.count(), 2);
+  });
+
+  test('keys holding U+0000 are whole keys on every path: put, get, del, snapshot and restore', async () => {
+    const store = await fresh();
+    const keys = ['a\u0000b', 'a\u0000c', 'a', '\u0000', 'x\u0000'];
+    await store.apply(1, 1, keys.map((key, index) => put(key, index)));
+    for (const [index, key] of keys.entries()) assert.is(await store.get(key), index, JSON.stringify(key));
+    assert.is(await store.count(), keys.length);
+    assert.equal(await store.apply(1, 6, [del('a\u0000c')]), [true]);
+    assert.is(await store.get('a\u0000c'), undefined);
+    assert.is(await store.get('a\u0000b'), 0);
+    const entries = await snapshotEntries(store);
+    assert.equal(entries.map(([key]) => key), ['\u0000', 'a', 'a\u0000b', 'x\u0000']);
+    const copy = await fresh();
+    const restore = await copy.beginRestore();
+    await restore.add(entries);
+    await restore.finish(store.state);
+    for (const key of ['a\u0000b', 'a', '\u0000', 'x\u0000']) assert.equal(await copy.get(key), await store.get(key), JSON.stringify(key));
+    assert.is(await copy.count(), 4);
+  });
+
+  test('a snapshot lists keys in code point order, as SQLite compares UTF-8: U+1F600 after U+FF71', async () => {
+    const store = await fresh();
+    const keys = ['😀', 'b', 'ｱ', 'a\u0000', 'ключ', 'A', 'é', 'a', '\u{10FFFF}', '\uFFFF'];
+    await store.apply(1, 1, keys.map((key) => put(key, key)));
+    for (const key of keys) assert.is(await store.get(key), key, JSON.stringify(key));
+    const entries = await snapshotEntries(store, { entriesMax: 3, bytesMax: 1 << 20 });
+    assert.equal(entries.map(([key]) => key), ['A', 'a', 'a\u0000', 'b', 'é', 'ключ', 'ｱ', '\uFFFF', '😀', '\u{10FFFF}']);
+    assert.equal(entries[8], ['😀', '"😀"']);
+  });
+
+  test('snapshot pages hold at most entriesMax entries and bytesMax of key and JSON, but always one entry', async () => {
+    const store = await fresh();
+    // Sizes (key length + JSON length): a 2, b 5, c 13, d 2, e 2, f 2.
+    await store.apply(1, 1, [put('a', 1), put('b', 'xx'), put('c', 'y'.repeat(10)), put('d', 2), put('e', 3), put('f', 4)]);
+    const snapshot = await store.snapshot({ entriesMax: 2, bytesMax: 8 });
+    const pages: [string, string][][] = [];
+    for await (const page of snapshot.pages()) pages.push(page);
+    await snapshot.close();
+    assert.equal(pages, [
+      [['a', '1'], ['b', '"xx"']],
+      [['c', '"yyyyyyyyyy"']],
+      [['d', '2'], ['e', '3']],
+      [['f', '4']],
+    ]);
+    const single = await snapshotEntries(store, { entriesMax: 1, bytesMax: 1 });
+    assert.is(single.length, 6, 'pages of one entry each still reach every key');
+  });
+
+  test('a snapshot is the state it was taken at, though writes go on', async () => {
+    const store = await fresh();
+    await store.apply(1, 1, Array.from({ length: 25 }, (_, i) => put(`k${String(i).padStart(2, '0')}`, i % 2 ? `s${i}` : i)));
+    const snapshot = await store.snapshot({ entriesMax: 10, bytesMax: 1 << 20 });
+    await store.apply(1, 26, [put('k00', 'changed'), del('k01'), put('zz', 'new')]);
+    const seen: [string, string][] = [];
+    for await (const page of snapshot.pages()) {
+      assert.ok(page.length <= 10);
+      seen.push(...page);
+      // Writes between pages do not show either.
+      await store.apply(1, store.state.seq + 1, [put('k24', 'later'), del('k23')]);
+    }
+    await snapshot.close();
+    assert.equal(snapshot.state, { epoch: 1, seq: 25 });
+    assert.is(seen.length, 25);
+    assert.equal(seen[0], ['k00', '0']);
+    assert.equal(seen[1], ['k01', '"s1"'], 'values come as JSON, strings quoted');
+    assert.equal(seen[23], ['k23', '"s23"']);
+    assert.equal(seen[24], ['k24', '24']);
+    assert.not.ok(seen.some(([key]) => key === 'zz'));
+  });
+
+  test('a snapshot taken before a restore finishes reads the data it was taken at', async () => {
+    const store = await fresh();
+    await store.apply(1, 1, [put('a', 1), put('b', 2)]);
+    const snapshot = await store.snapshot({ entriesMax: 1, bytesMax: 1 << 20 });
+    const restore = await store.beginRestore();
+    await restore.add([['c', '3']]);
+    await restore.finish({ epoch: 2, seq: 9 });
+    const seen: [string, string][] = [];
+    for await (const page of snapshot.pages()) seen.push(...page);
+    await snapshot.close();
+    assert.equal(seen, [['a', '1'], ['b', '2']]);
+    assert.equal(snapshot.state, { epoch: 1, seq: 2 });
+    assert.equal(await snapshotEntries(store), [['c', '3']]);
+  });
+
+  test('a snapshot closed before its last page can be closed again, and the store goes on', async () => {
+    const store = await fresh();
+    await store.apply(1, 1, [put('a', 1), put('b', 2), put('c', 3)]);
+    const snapshot = await store.snapshot({ entriesMax: 1, bytesMax: 1 << 20 });
+    for await (const page of snapshot.pages()) {
+      assert.equal(page, [['a', '1']]);
+      break;
+    }
+    await snapshot.close();
+    await snapshot.close();
+    await store.apply(1, 4, [del('b'), put('d', 4)]);
+    assert.equal(await snapshotEntries(store), [['a', '1'], ['c', '3'], ['d', '4']]);
+  });
+
+  test('a snapshot outlives the store\'s close: its pages can still be read', async () => {
+    const store = await fresh();
+    await store.apply(1, 1, [put('a', 1), put('b', 2)]);
+    const snapshot = await store.snapshot({ entriesMax: 1, bytesMax: 1 << 20 });
+    await store.close();
+    const seen: [string, string][] = [];
+    for await (const page of snapshot.pages()) seen.push(...page);
+    await snapshot.close();
+    assert.equal(seen, [['a', '1'], ['b', '2']]);
+  });
+
+  test('a restore replaces everything at once; an aborted one changes nothing', async () => {
+    const store = await fresh();
+    await store.apply(1, 1, [put('old', 1), put('kept', 'before')]);
+    const aborted = await store.beginRestore();
+    await aborted.add([['x', '1']]);
+    await aborted.abort();
+    assert.equal(store.state, { epoch: 1, seq: 2 });
+    assert.is(await store.get('old'), 1);
+    assert.is(await store.get('x'), undefined);
+
+    const restore = await store.beginRestore();
+    await restore.add([['kept', '"after"'], ['n', '{"a":[1,"1"]}']]);
+    await restore.add([['s', '":colon"']]);
+    await restore.finish({ epoch: 2, seq: 40 });
+    assert.equal(store.state, { epoch: 2, seq: 40 });
+    assert.is(await store.get('old'), undefined, 'keys not in the snapshot are gone');
+    assert.is(await store.get('kept'), 'after');
+    assert.equal(await store.get('n'), { a: [1, '1'] });
+    assert.is(await store.get('s'), ':colon');
+    assert.is(store.readJson('n'), '{"a":[1,"1"]}');
+    assert.is(await store.count(), 3);
+    await restore.abort();
+    assert.is(await store.get('kept'), 'after', 'an abort after finish undoes nothing');
+    await store.apply(2, 41, [put('next', true)]);
+    assert.equal(store.state, { epoch: 2, seq: 41 });
+  });
+
+  test('a restore is invisible until it finishes: reads, count, state and snapshots show the data before it', async () => {
+    const store = await fresh();
+    await store.apply(1, 1, [put('a', 1), put('b', 2)]);
+    const restore = await store.beginRestore();
+    await restore.add([['c', '3'], ['a', '"new"']]);
+    assert.is(await store.get('a'), 1);
+    assert.is(store.readJson('b'), '2');
+    assert.is(await store.get('c'), undefined);
+    assert.is(await store.count(), 2);
+    assert.equal(store.state, { epoch: 1, seq: 2 });
+    const during = await store.snapshot({ entriesMax: 10, bytesMax: 1 << 20 });
+    const seen: [string, string][] = [];
+    for await (const page of during.pages()) seen.push(...page);
+    await during.close();
+    assert.equal(seen, [['a', '1'], ['b', '2']]);
+    assert.equal(during.state, { epoch: 1, seq: 2 });
+    await restore.finish({ epoch: 1, seq: 30 });
+    assert.is(await store.get('a'), 'new');
+    assert.is(await store.get('b'), undefined);
+    assert.is(await store.count(), 2);
+  });
+
+  test('a restore with no entries empties the store and sets its state', async () => {
+    const store = await fresh();
+    await store.apply(1, 1, [put('a', 1), put('b', 2)]);
+    const restore = await store.beginRestore();
+    await restore.finish({ epoch: 4, seq: 0 });
+    assert.is(await store.count(), 0);
+    assert.is(await store.get('a'), undefined);
+    assert.equal(store.state, { epoch: 4, seq: 0 });
+    assert.equal(await snapshotEntries(store), []);
+  });
+
+  test('during a restore, batches and a second restore are refused as programmer errors; after it they are taken again', async () => {
+    const store = await fresh();
+    await store.apply(1, 1, [put('a', 1)]);
+    const first = await store.beginRestore();
+    await first.add([['b', '2']]);
+    assert.match((await rejection('a batch during a restore', store.apply(1, 2, [put('z', 1)]))).message, /no batch is applied during a restore/);
+    assert.match((await rejection('a second restore', store.beginRestore())).message, /one restore at a time/);
+    assert.is(await store.get('z'), undefined);
+    assert.equal(store.state, { epoch: 1, seq: 1 });
+    await first.abort();
+    await store.apply(1, 2, [put('z', 1)]);
+    const second = await store.beginRestore();
+    await second.add([['c', '3']]);
+    await second.finish({ epoch: 2, seq: 5 });
+    assert.equal(await snapshotEntries(store), [['c', '3']], 'the refused batch and restore left nothing behind');
+    await store.apply(2, 6, [put('d', 4)]);
+    assert.equal(store.state, { epoch: 2, seq: 6 });
+  });
+
+  test('close completes errors$ and can be called twice; a closed store refuses batches and reads with a KvError', async () => {
+    const store = await fresh();
+    await store.apply(1, 1, [put('a', 1)]);
+    let completed = false;
+    store.errors$.subscribe({ complete: () => (completed = true) });
+    await store.close();
+    await store.close();
+    assert.ok(completed, 'errors$ completed');
+    const write = await rejection('a batch after close', store.apply(1, 2, [put('b', 2)]));
+    assert.instance(write, KvError);
+    const read = await rejection('a read after close', store.get('a'));
+    assert.instance(read, KvError);
+  });
+
+  return test;
+}
