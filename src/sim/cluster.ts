@@ -1,0 +1,221 @@
+/**
+ * A pbkv cluster inside the simulator: the real DirectoryHub, KvNode and KvClient, each in
+ * a simulated process with its own address, clock and transport, on in-memory disks that
+ * survive a process crash (or are lost with the disk). The disks record what they apply,
+ * so the scenario can check the invariants against the primary's history.
+ */
+import { DirectoryHub } from '../hub/hub.js';
+import { KvClient } from '../client/client.js';
+import { KvNode } from '../node/node.js';
+import type { Environment } from '../env/environment.js';
+import { assert } from '../errors.js';
+import type { WriteOp } from '../protocol/messages.js';
+import { MemoryStore } from '../storage/memory-store.js';
+import type { PageLimits, Restore, ReplicationState, Snapshot, Store } from '../storage/store.js';
+import { SimNetwork } from '../transport/sim-network.js';
+import type { SimProcess, SimWorld } from './world.js';
+
+export const SIM_HUB_PORT = 7400;
+export const SIM_NODE_PORT = 7401;
+
+/** Told of every batch a disk applies or restore it finishes, before it is applied. */
+export interface DiskWatcher {
+  applying(node: string, disk: RecordingStore, epoch: number, first: number, ops: readonly WriteOp[]): void;
+  restored(node: string, disk: RecordingStore, state: ReplicationState): void;
+}
+
+/** A node's disk: a MemoryStore that reports what it applies, and may be told to fail. */
+export class RecordingStore implements Store {
+  /** While set, every batch fails as a full disk would (nothing is written). */
+  failing = false;
+
+  constructor(
+    readonly node: string,
+    private readonly inner: MemoryStore,
+    private readonly watcher: DiskWatcher,
+    /** The time a commit takes; a process that dies meanwhile never commits. */
+    private readonly latency: () => Promise<void>,
+  ) {}
+
+  get file() { return this.inner.file; }
+  get syncMode() { return this.inner.syncMode; }
+  get state() { return this.inner.state; }
+  get errors$() { return this.inner.errors$; }
+  get(key: string) { return this.inner.get(key); }
+  readJson(key: string) { return this.inner.readJson(key); }
+  snapshot(limits: PageLimits): Promise<Snapshot> { return this.inner.snapshot(limits); }
+  count() { return this.inner.count(); }
+  close() { return this.inner.close(); }
+
+  async apply(epoch: number, first: number, ops: readonly WriteOp[]): Promise<boolean[]> {
+    await this.latency();
+    if (this.failing) throw new Error('store write failed: disk full (simulated)');
+    this.watcher.applying(this.node, this, epoch, first, ops);
+    return this.inner.apply(epoch, first, ops);
+  }
+
+  async beginRestore(): Promise<Restore> {
+    const restore = await this.inner.beginRestore();
+    return {
+      add: (entries) => restore.add(entries),
+      abort: () => restore.abort(),
+      finish: async (state) => {
+        await restore.finish(state);
+        this.watcher.restored(this.node, this, state);
+      },
+    };
+  }
+
+  /** Every key and its value JSON, sorted: what convergence compares. */
+  async contents(): Promise<string> {
+    const snapshot = await this.inner.snapshot({ entriesMax: 1_000_000, bytesMax: Number.MAX_SAFE_INTEGER });
+    const rows: string[] = [];
+    for await (const page of snapshot.pages()) for (const [key, value] of page) rows.push(`${JSON.stringify(key)}=${value}`);
+    await snapshot.close();
+    return rows.join(',');
+  }
+
+  /** The process died: a new store object holds exactly what was committed. */
+  crashed(): RecordingStore {
+    return new RecordingStore(this.node, this.inner.crash(), this.watcher, this.latency);
+  }
+}
+
+export interface SimNodeHandle {
+  name: string;
+  process: SimProcess;
+  disk: RecordingStore;
+  node: KvNode | undefined;
+  /** Resolves when the node serves (or fails while starting). */
+  started: Promise<void> | undefined;
+}
+
+export interface SimClusterOptions {
+  replicas: number;
+  secret: string;
+  ackTimeoutMs?: number;
+  watcher: DiskWatcher;
+  /** Told of what nodes log as faults, and of node start failures. */
+  log(line: string): void;
+}
+
+export class SimCluster {
+  readonly network: SimNetwork;
+  readonly hubProcess: SimProcess;
+  hub: DirectoryHub | undefined;
+  readonly nodes: SimNodeHandle[];
+  readonly hubUrl: string;
+
+  constructor(
+    readonly world: SimWorld,
+    private readonly options: SimClusterOptions,
+  ) {
+    this.network = new SimNetwork(world);
+    this.hubProcess = world.process('hub', '127.0.1.1');
+    this.hubUrl = `ws://${this.hubProcess.address}:${SIM_HUB_PORT}`;
+    this.nodes = Array.from({ length: options.replicas + 1 }, (_, index) => {
+      const name = `n${index}`;
+      const process = world.process(name, `127.0.1.${10 + index}`);
+      return { name, process, disk: this.newDisk(name, process), node: undefined, started: undefined };
+    });
+  }
+
+  get primary(): SimNodeHandle {
+    return this.nodes[0]!;
+  }
+
+  get replicas(): SimNodeHandle[] {
+    return this.nodes.slice(1);
+  }
+
+  node(name: string): SimNodeHandle {
+    const handle = this.nodes.find((candidate) => candidate.name === name);
+    assert(handle, `no node ${name}`);
+    return handle;
+  }
+
+  env(process: SimProcess): Environment {
+    return { transport: this.network.transportFor(process), clock: process.clock, random: this.world.random };
+  }
+
+  /** Starts the hub and every node, the seed's way: all registered, then services. */
+  startAll(): Promise<void> {
+    void this.startHub();
+    for (const handle of this.nodes) this.startNode(handle);
+    return Promise.all(this.nodes.map((handle) => handle.started)).then(() => undefined);
+  }
+
+  startHub(): Promise<void> {
+    this.hub = new DirectoryHub({ host: this.hubProcess.address, port: SIM_HUB_PORT, secret: this.options.secret, env: this.env(this.hubProcess) });
+    return this.hub.listen().then(() => undefined);
+  }
+
+  crashHub(): void {
+    this.hubProcess.crash();
+    this.network.crashed(this.hubProcess);
+    this.hub = undefined;
+  }
+
+  restartHub(): void {
+    this.hubProcess.restart();
+    void this.startHub();
+  }
+
+  crash(handle: SimNodeHandle, diskLost: boolean): void {
+    handle.process.crash();
+    this.network.crashed(handle.process);
+    handle.node = undefined;
+    handle.started = undefined;
+    handle.disk = diskLost ? this.newDisk(handle.name, handle.process) : handle.disk.crashed();
+  }
+
+  restart(handle: SimNodeHandle): void {
+    handle.process.restart();
+    this.startNode(handle);
+  }
+
+  client(process: SimProcess, requestTimeoutMs: number): KvClient {
+    return new KvClient({ hubUrl: this.hubUrl, requestTimeoutMs, env: this.env(process) });
+  }
+
+  /**
+   * An empty disk. A commit takes a fraction of a millisecond, now and then tens (an
+   * fsync stalling), on the clock of the process's current life.
+   */
+  private newDisk(name: string, process: SimProcess): RecordingStore {
+    const random = this.world.random;
+    const latency = () =>
+      new Promise<void>((resolve) => {
+        const delayMs = random.chance(0.03) ? 2 + random.fraction() * 30 : 0.02 + random.fraction() * 0.5;
+        process.clock.after(delayMs, resolve);
+      });
+    return new RecordingStore(name, new MemoryStore(), this.options.watcher, latency);
+  }
+
+  private startNode(handle: SimNodeHandle): void {
+    const isPrimary = handle === this.primary;
+    const node = new KvNode({
+      name: handle.name,
+      role: isPrimary ? 'primary' : 'replica',
+      hubUrl: this.hubUrl,
+      host: handle.process.address,
+      port: SIM_NODE_PORT,
+      sync: 'memory',
+      store: handle.disk,
+      secret: this.options.secret,
+      env: this.env(handle.process),
+      ...(this.options.ackTimeoutMs !== undefined ? { ackTimeoutMs: this.options.ackTimeoutMs } : {}),
+      ...(isPrimary ? { replicas: this.replicas.map((replica) => replica.name) } : { primary: this.primary.name }),
+    });
+    node.faults$.subscribe((fault) => this.options.log(`${handle.name} fault: ${'message' in fault ? fault.message : fault.event}`));
+    handle.node = node;
+    const generation = handle.process.generation;
+    handle.started = node.init().then(
+      () => node.startServices(),
+      (error: unknown) => {
+        // A node that crashed while it started is no news; any other failure is.
+        if (handle.process.generation === generation) this.options.log(`${handle.name} failed to start: ${(error as Error).message}`);
+      },
+    );
+  }
+}

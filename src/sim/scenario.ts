@@ -1,0 +1,457 @@
+/**
+ * One simulated run: a cluster, clients doing pipelined get/put/del over a few keys,
+ * faults drawn from the seed, then a healing phase that must converge. Checked as it
+ * runs and at the end:
+ *   I1  a put is acknowledged only once every replica had applied it (checked on the
+ *       reply frame as the primary sends it);
+ *   I2  replicas apply the primary's writes, in its order, at its seqs, nothing else
+ *       (so a batch that failed on the primary, I3, or a forged one, I4, is caught too);
+ *   I4  a rogue process forging hellos and appends is refused;
+ *   I5  garbage gets an error and the connection keeps serving; nothing throws or hangs;
+ *   after healing: the primary serves, every store equals the primary's, a fresh put is
+ *   acknowledged, and the whole client history (final reads of every key included) is
+ *   linearizable, so no acknowledged write was lost.
+ * The same seed gives the same run: the trace's hash says so.
+ */
+import { createHash } from 'node:crypto';
+import { KvError } from '../errors.js';
+import type { KvClient } from '../client/client.js';
+import type { WriteOp } from '../protocol/messages.js';
+import { RpcChannel } from '../protocol/rpc-channel.js';
+import type { ReplicationState } from '../storage/store.js';
+import { SIM_NODE_PORT, SimCluster, type DiskWatcher, type RecordingStore, type SimNodeHandle } from './cluster.js';
+import { checkLinearizable, type HistoryEntry, type KvOp } from './linearizability.js';
+import { SimWorld, type SimProcess } from './world.js';
+
+export const FAULT_KINDS = ['replica-crash', 'replica-disk-loss', 'partition', 'hub-crash', 'primary-crash', 'disk-full'] as const;
+export type FaultKind = (typeof FAULT_KINDS)[number];
+
+export interface ScenarioOptions {
+  seed: number;
+  faults?: readonly FaultKind[];
+  faultPhaseMs?: number;
+  healDeadlineMs?: number;
+  clients?: number;
+  keys?: number;
+  /** Requests each client keeps in flight. */
+  pipelineDepth?: number;
+  /** Lines of trace kept for the report of a failure. */
+  traceLinesKept?: number;
+}
+
+export interface ScenarioResult {
+  seed: number;
+  /** The broken check and what broke it, or undefined. */
+  failure: { check: string; message: string } | undefined;
+  /** sha256 of the whole trace: the same seed must give the same hash. */
+  traceHash: string;
+  lastLines: string[];
+  stats: { ops: number; acked: number; unknown: number; faults: number; events: number; virtualMs: number; linearizability: 'ok' | 'undecided' | 'failed' };
+}
+
+const REQUEST_TIMEOUT_MS = 5_000;
+const CONVERGE_POLL_MS = 250;
+const FINAL_PUT_TRIES = 60;
+
+class Violation extends Error {
+  constructor(
+    readonly check: string,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+/** Every line of what happened, hashed; the last ones kept to print. */
+class Trace {
+  private readonly hash = createHash('sha256');
+  readonly lines: string[] = [];
+
+  constructor(
+    private readonly world: SimWorld,
+    private readonly kept: number,
+  ) {}
+
+  log(line: string): void {
+    const text = `${this.world.nowMs.toFixed(3).padStart(10)} ${line}`;
+    this.hash.update(text).update('\n');
+    this.lines.push(text);
+    if (this.lines.length > this.kept * 2) this.lines.splice(0, this.lines.length - this.kept);
+  }
+
+  digest(): string {
+    return this.hash.digest('hex');
+  }
+
+  last(): string[] {
+    return this.lines.slice(-this.kept);
+  }
+}
+
+function isAtOrPast(a: ReplicationState, b: ReplicationState): boolean {
+  return a.epoch > b.epoch || (a.epoch === b.epoch && a.seq >= b.seq);
+}
+
+function encode(op: WriteOp): string {
+  return op.kind === 'put' ? `put ${op.key}=${op.valueJson}` : `del ${op.key}`;
+}
+
+export async function runScenario(options: ScenarioOptions): Promise<ScenarioResult> {
+  const world = new SimWorld(options.seed);
+  const random = world.random;
+  const trace = new Trace(world, options.traceLinesKept ?? 60);
+  const faults = options.faults ?? FAULT_KINDS;
+  const faultPhaseMs = options.faultPhaseMs ?? 20_000;
+  const keys = Array.from({ length: options.keys ?? 6 }, (_, index) => `k${index}`);
+  let violation: Violation | undefined;
+  const fail = (check: string, message: string) => {
+    if (violation) return;
+    violation = new Violation(check, message);
+    trace.log(`VIOLATION ${check}: ${message}`);
+    world.fail(violation);
+  };
+
+  // What the primary committed, by seq, and where each put's value landed: the truth the
+  // replicas' disks are checked against.
+  const primaryOps = new Map<number, string>();
+  const valueAt = new Map<string, ReplicationState>();
+  const highWater = new Map<string, ReplicationState>();
+  const raise = (node: string, state: ReplicationState) => {
+    const high = highWater.get(node);
+    if (!high || isAtOrPast(state, high)) highWater.set(node, state);
+  };
+  const watcher: DiskWatcher = {
+    applying(node: string, disk: RecordingStore, epoch: number, first: number, ops: readonly WriteOp[]) {
+      const last = first + ops.length - 1;
+      trace.log(`${node} applies ${first}-${last} epoch ${epoch}`);
+      if (first !== disk.state.seq + 1) fail('I2', `${node} applied seqs ${first}-${last} on top of seq ${disk.state.seq}`);
+      if (epoch < disk.state.epoch) fail('I4', `${node} applied epoch ${epoch} over its epoch ${disk.state.epoch}`);
+      if (node === cluster.primary.name) {
+        ops.forEach((op, index) => {
+          primaryOps.set(first + index, encode(op));
+          if (op.kind === 'put') valueAt.set(op.valueJson, { epoch, seq: first + index });
+        });
+      } else {
+        ops.forEach((op, index) => {
+          const committed = primaryOps.get(first + index);
+          if (committed !== encode(op)) fail('I2', `${node} applied "${encode(op)}" at seq ${first + index}, where the primary committed ${committed ?? 'nothing'}`);
+        });
+      }
+      raise(node, { epoch, seq: last });
+    },
+    restored(node: string, _disk: RecordingStore, state: ReplicationState) {
+      trace.log(`${node} restored a snapshot at (${state.epoch}, ${state.seq})`);
+      raise(node, state);
+    },
+  };
+
+  const secret = random.hex(16);
+  const cluster = new SimCluster(world, { replicas: 2, secret, watcher, log: (line) => trace.log(line) });
+  const history: HistoryEntry[] = [];
+  let nextOpId = 1;
+  let faultsInjected = 0;
+
+  watchAcks(cluster, valueAt, highWater, fail);
+
+  // Start: every node registered, then services; the primary serves once replicas report.
+  trace.log(`seed ${options.seed}: start`);
+  void cluster.startAll();
+  const serving = () => cluster.primary.node?.health.state === 'serving';
+  if (!(await world.run(30_000, serving))) fail('start', 'the primary did not serve within 30 s');
+
+  // Clients.
+  let stopped = false;
+  let inFlight = 0;
+  /** Resolves with whether the request was answered ok. */
+  const run = async (client: KvClient, clientIndex: number, op: KvOp): Promise<boolean> => {
+    const entry: HistoryEntry = { client: clientIndex, id: nextOpId++, op, callMs: world.nowMs, returnMs: undefined, outcome: { status: 'unknown' } };
+    inFlight += 1;
+    let refusal = 'refused';
+    try {
+      if (op.kind === 'put') await client.put(op.key, op.value);
+      else if (op.kind === 'del') entry.outcome = { status: 'ok', found: await client.del(op.key) };
+      else {
+        const value = await client.get(op.key);
+        if (value !== undefined && typeof value !== 'string') fail('I5', `a get of ${op.key} returned ${JSON.stringify(value)}`);
+        entry.outcome = { status: 'ok', value: value as string | undefined };
+      }
+      if (op.kind === 'put') entry.outcome = { status: 'ok' };
+      entry.returnMs = world.nowMs;
+      history.push(entry);
+    } catch (error) {
+      const code = error instanceof KvError ? error.code : 'INTERNAL';
+      // UNAVAILABLE (a timeout, a dropped connection) leaves the outcome unknown; any other
+      // code says the request was refused before it took effect.
+      refusal = `refused ${code}: ${(error as Error).message}`;
+      const diskFull = code === 'INTERNAL' && /disk full \(simulated\)/.test((error as Error).message);
+      if (code === 'UNAVAILABLE') history.push(entry);
+      // NOT_FOUND: the lookup found no primary (a hub that restarted has not heard from it yet).
+      else if (code !== 'NOT_PRIMARY' && code !== 'NOT_FOUND' && !diskFull) fail('I5', `client ${clientIndex} got ${code} for ${JSON.stringify(op)}: ${(error as Error).message}`);
+    } finally {
+      inFlight -= 1;
+    }
+    trace.log(`c${clientIndex} ${describe(op)} -> ${history.at(-1)?.id === entry.id ? describeOutcome(entry) : refusal}`);
+    return entry.outcome.status === 'ok';
+  };
+  const clientCount = options.clients ?? 3;
+  const pipelineDepth = options.pipelineDepth ?? 3;
+  for (let index = 0; index < clientCount; index += 1) {
+    const process = world.process(`c${index}`, `127.0.1.${100 + index}`);
+    const client = cluster.client(process, REQUEST_TIMEOUT_MS);
+    let counter = 0;
+    const slot = () => {
+      if (stopped) return;
+      const key = random.pick(keys);
+      const roll = random.fraction();
+      const op: KvOp = roll < 0.5 ? { kind: 'put', key, value: `c${index}-${counter++}` } : roll < 0.85 ? { kind: 'get', key } : { kind: 'del', key };
+      // A client that got no answer backs off a little, as a real one would.
+      void run(client, index, op).then((ok) => process.clock.after(ok ? random.int(0, 40) : random.int(50, 300), slot));
+    };
+    for (let depth = 0; depth < pipelineDepth; depth += 1) process.clock.after(random.int(0, 10), slot);
+  }
+
+  // The rogue: forges replication frames and sends garbage, from its own address.
+  const rogue = world.process('rogue', '127.0.1.200');
+  const rogueRound = () => {
+    if (stopped) return;
+    void probeAsRogue(cluster, rogue, random.pick(cluster.nodes), fail, trace).then(() => rogue.clock.after(random.int(500, 3_000), rogueRound));
+  };
+  rogue.clock.after(random.int(100, 1_000), rogueRound);
+
+  // Faults, drawn from the seed, during the fault phase.
+  const down = new Set<SimNodeHandle | 'hub'>();
+  const faultEnd = world.nowMs + faultPhaseMs;
+  const processes = (): SimProcess[] => [cluster.hubProcess, ...cluster.nodes.map((n) => n.process)];
+  const injectFault = () => {
+    if (world.nowMs >= faultEnd) return;
+    const kind = random.pick(faults);
+    const lasting = random.int(100, 6_000);
+    faultsInjected += 1;
+    switch (kind) {
+      case 'replica-crash':
+      case 'replica-disk-loss':
+      case 'primary-crash': {
+        const handle = kind === 'primary-crash' ? cluster.primary : random.pick(cluster.replicas);
+        if (down.has(handle)) break;
+        const diskLost = kind === 'replica-disk-loss';
+        trace.log(`FAULT ${handle.name} crashes${diskLost ? ', its disk lost' : ''}; back in ${lasting} ms`);
+        cluster.crash(handle, diskLost);
+        down.add(handle);
+        world.schedule(lasting, () => {
+          if (!down.delete(handle)) return;
+          trace.log(`FAULT ${handle.name} restarts`);
+          cluster.restart(handle);
+        });
+        break;
+      }
+      case 'hub-crash':
+        if (down.has('hub')) break;
+        trace.log(`FAULT hub crashes; back in ${lasting} ms`);
+        cluster.crashHub();
+        down.add('hub');
+        world.schedule(lasting, () => {
+          if (!down.delete('hub')) return;
+          trace.log('FAULT hub restarts');
+          cluster.restartHub();
+        });
+        break;
+      case 'partition': {
+        const [a, b] = twoOf(processes(), random);
+        const both = random.chance(0.5);
+        trace.log(`FAULT partition ${a.name} ${both ? '<->' : '->'} ${b.name}; healed in ${lasting} ms`);
+        cluster.network.partition(a, b, both);
+        world.schedule(lasting, () => {
+          trace.log('FAULT partitions healed');
+          cluster.network.heal();
+        });
+        break;
+      }
+      case 'disk-full': {
+        const disk = cluster.primary.disk;
+        trace.log(`FAULT ${cluster.primary.name}'s disk is full for ${lasting} ms`);
+        disk.failing = true;
+        world.schedule(lasting, () => (disk.failing = false));
+        break;
+      }
+    }
+    world.schedule(random.int(300, 4_000), injectFault);
+  };
+  world.schedule(random.int(0, 1_000), injectFault);
+
+  try {
+    await world.run(faultEnd);
+
+    // Healing: every fault lifted; the cluster must converge and take writes again.
+    trace.log('HEAL every fault lifted');
+    cluster.network.heal();
+    cluster.primary.disk.failing = false;
+    for (const handle of [...down]) {
+      down.delete(handle);
+      if (handle === 'hub') cluster.restartHub();
+      else cluster.restart(handle);
+    }
+    const healDeadline = world.nowMs + (options.healDeadlineMs ?? 60_000);
+    let converged = false;
+    while (!converged && world.nowMs < healDeadline) {
+      await world.run(world.nowMs + CONVERGE_POLL_MS);
+      converged = serving() && (await storesEqual(cluster)) === undefined;
+    }
+    if (!converged) fail('convergence', `not converged ${options.healDeadlineMs ?? 60_000} ms after healing: ${serving() ? await storesEqual(cluster) : `the primary is ${cluster.primary.node?.health.state ?? 'down'}: ${cluster.primary.node?.health.reason ?? ''}`}`);
+
+    // Quiesce: clients stop; what they have in flight finishes (or times out).
+    stopped = true;
+    await world.run(world.nowMs + REQUEST_TIMEOUT_MS * 2, () => inFlight === 0);
+    if (inFlight > 0) fail('I5', `${inFlight} requests still unanswered ${REQUEST_TIMEOUT_MS * 2} ms after the clients stopped`);
+
+    // A fresh client writes once more and reads every key: the end of the history.
+    const checker = world.process('checker', '127.0.1.250');
+    const client = cluster.client(checker, REQUEST_TIMEOUT_MS);
+    // Tried until acknowledged, for a while: a hub that restarted may not know the primary
+    // yet (a primary whose hub connection died behind a partition hears of it only through
+    // its keepalive: up to KEEPALIVE_INTERVAL_MS after the partition heals).
+    const finalKey = random.pick(keys);
+    let written = false;
+    for (let attempt = 1; attempt <= FINAL_PUT_TRIES && !written; attempt += 1) {
+      written = await runToEnd(world, run(client, clientCount, { kind: 'put', key: finalKey, value: `after-healing-${attempt}` }), fail);
+      if (!written) await world.run(world.nowMs + 500);
+    }
+    if (!written) fail('convergence', `no put was acknowledged in ${FINAL_PUT_TRIES} tries, 500 ms apart, after healing`);
+    for (const key of keys) await runToEnd(world, run(client, clientCount, { kind: 'get', key }), fail);
+    const unequal = await storesEqual(cluster);
+    if (unequal !== undefined) fail('I2', `after the final writes: ${unequal}`);
+  } catch (error) {
+    if (!(error instanceof Violation)) {
+      fail('I5', `the simulation threw: ${(error as Error).stack ?? String(error)}`);
+    }
+  }
+
+  let linearizability: ScenarioResult['stats']['linearizability'] = 'failed';
+  if (!violation) {
+    const result = checkLinearizable(history);
+    if (result.ok === true) linearizability = 'ok';
+    else if (result.ok === 'undecided') {
+      linearizability = 'undecided';
+      trace.log(`linearizability undecided on ${result.key}: ${result.reason}`);
+    } else {
+      violation = new Violation('linearizability', `the history of key ${result.key} is not linearizable:\n${result.explanation}`);
+    }
+  }
+
+  return {
+    seed: options.seed,
+    failure: violation ? { check: violation.check, message: violation.message } : undefined,
+    traceHash: trace.digest(),
+    lastLines: trace.last(),
+    stats: {
+      ops: history.length,
+      acked: history.filter((entry) => entry.outcome.status === 'ok').length,
+      unknown: history.filter((entry) => entry.outcome.status === 'unknown').length,
+      faults: faultsInjected,
+      events: world.events,
+      virtualMs: Math.round(world.nowMs),
+      linearizability,
+    },
+  };
+}
+
+/** Runs the world until `work` settles (or 30 s of virtual time pass). */
+async function runToEnd(world: SimWorld, work: Promise<boolean>, fail: (check: string, message: string) => void): Promise<boolean> {
+  let result: boolean | undefined;
+  void work.then((ok) => (result = ok));
+  if (!(await world.run(world.nowMs + 30_000, () => result !== undefined))) fail('I5', 'a request after healing got no answer within 30 s');
+  return result ?? false;
+}
+
+/** Undefined when every node's disk holds what the primary's does; else how they differ. */
+async function storesEqual(cluster: SimCluster): Promise<string | undefined> {
+  const primary = cluster.primary.disk;
+  const expected = await primary.contents();
+  for (const replica of cluster.replicas) {
+    const { state } = replica.disk;
+    if (state.seq !== primary.state.seq) return `${replica.name} is at seq ${state.seq}, the primary at ${primary.state.seq}`;
+    if ((await replica.disk.contents()) !== expected) return `${replica.name} holds other data than the primary at seq ${state.seq}`;
+  }
+  return undefined;
+}
+
+/**
+ * I1, checked where it matters: when the primary sends "ok" for a put, every replica has
+ * applied (at some point) the seq the put was committed at.
+ */
+function watchAcks(cluster: SimCluster, valueAt: Map<string, ReplicationState>, highWater: Map<string, ReplicationState>, fail: (check: string, message: string) => void): void {
+  const puts = new Map<string, string>();
+  cluster.network.sent$.subscribe(({ from, to, connection, text }) => {
+    const primary = cluster.primary.process;
+    if (to === primary && from.name.startsWith('c')) {
+      const request = JSON.parse(text) as { id?: unknown; op?: unknown; value?: unknown };
+      if (request.op === 'put') puts.set(`${connection}:${String(request.id)}`, JSON.stringify(request.value));
+      return;
+    }
+    if (from !== primary || !to.name.startsWith('c')) return;
+    const reply = JSON.parse(text) as { id?: unknown; ok?: unknown };
+    const key = `${connection}:${String(reply.id)}`;
+    const valueJson = puts.get(key);
+    if (valueJson === undefined) return;
+    puts.delete(key);
+    if (reply.ok !== true) return;
+    const at = valueAt.get(valueJson);
+    if (!at) return fail('I1', `the primary acknowledged the put of ${valueJson}, which it never applied`);
+    for (const replica of cluster.replicas) {
+      const high = highWater.get(replica.name) ?? { epoch: 0, seq: 0 };
+      if (!isAtOrPast(high, at)) {
+        fail('I1', `the primary acknowledged the put of ${valueJson} at (${at.epoch}, ${at.seq}); ${replica.name} had applied only up to (${high.epoch}, ${high.seq})`);
+      }
+    }
+  });
+}
+
+/** Forged hellos and appends are refused; garbage gets an error and the connection stays usable. */
+async function probeAsRogue(cluster: SimCluster, rogue: SimProcess, target: SimNodeHandle, fail: (check: string, message: string) => void, trace: Trace): Promise<void> {
+  const env = cluster.env(rogue);
+  let channel: RpcChannel;
+  try {
+    const connection = await env.transport.connect(`ws://${target.process.address}:${SIM_NODE_PORT}`, { maxPayload: 1 << 20, kind: 'peer' });
+    channel = new RpcChannel(connection, env.clock, 2_000);
+  } catch {
+    return; // the target is down or cut off: nothing to probe this round
+  }
+  const expectRefused = async (fields: Record<string, unknown>, what: string) => {
+    try {
+      await channel.request(fields);
+      fail('I4', `${target.name} accepted a forged ${what} from ${rogue.address}`);
+    } catch (error) {
+      if (!(error instanceof KvError)) fail('I5', `${target.name} answered a forged ${what} with ${String(error)}`);
+    }
+  };
+  await expectRefused({ op: 'hello', from: cluster.primary.name, epoch: 1 }, 'hello');
+  await expectRefused({ op: 'append', epoch: 1_000, first: 1, ops: [['p', 'k0', 'rogue']] }, 'append');
+  channel.connection.send('{"id":9,"op":');
+  try {
+    await channel.request({ op: 'help' });
+  } catch (error) {
+    const code = error instanceof KvError ? error.code : 'INTERNAL';
+    // A connection that dropped with its node (a crash) is no fault of the garbage.
+    if (code !== 'UNAVAILABLE') fail('I5', `${target.name} stopped answering after a garbage frame: ${code}`);
+  }
+  trace.log(`rogue probed ${target.name}`);
+  channel.close();
+}
+
+function twoOf<T>(items: readonly T[], random: SimWorld['random']): [T, T] {
+  const first = random.int(0, items.length - 1);
+  let second = random.int(0, items.length - 2);
+  if (second >= first) second += 1;
+  return [items[first]!, items[second]!];
+}
+
+function describe(op: KvOp): string {
+  return op.kind === 'put' ? `put ${op.key}=${op.value}` : `${op.kind} ${op.key}`;
+}
+
+function describeOutcome(entry: HistoryEntry): string {
+  const { outcome } = entry;
+  if (outcome.status === 'unknown') return 'unknown';
+  if (entry.op.kind === 'get') return outcome.value === undefined ? 'not found' : outcome.value;
+  if (entry.op.kind === 'del') return `found ${String(outcome.found)}`;
+  return 'ok';
+}

@@ -1,0 +1,243 @@
+/**
+ * The simulator's world: virtual time, one queue of events, and one seeded generator.
+ * Everything a simulated process does happens in an event (a timer firing, a frame
+ * arriving); between two events every promise continuation runs to completion, so one
+ * seed always gives the same order of everything. Time jumps from event to event: an
+ * idle minute costs nothing.
+ *
+ * A process is a name, an address and a generation. Its clock only fires while the
+ * generation that scheduled a timer is alive: a crash ends the generation, so the code of
+ * a dead process never runs again, and a restart starts a new one.
+ */
+import { assert } from '../errors.js';
+import { clockScheduler, type Cancel, type Clock, type Random } from '../env/environment.js';
+
+interface Event {
+  atMs: number;
+  order: number;
+  run(): void;
+  cancelled: boolean;
+}
+
+/** sfc32 seeded through splitmix32: small, fast, and good enough for a test bed. */
+export class SeededRandom implements Random {
+  private a: number;
+  private b: number;
+  private c: number;
+  private d: number;
+
+  constructor(seed: number) {
+    let state = seed >>> 0;
+    const next = () => {
+      state = (state + 0x9e3779b9) >>> 0;
+      let z = state;
+      z = Math.imul(z ^ (z >>> 16), 0x85ebca6b);
+      z = Math.imul(z ^ (z >>> 13), 0xc2b2ae35);
+      return (z ^ (z >>> 16)) >>> 0;
+    };
+    this.a = next();
+    this.b = next();
+    this.c = next();
+    this.d = next();
+    for (let i = 0; i < 12; i += 1) this.uint32();
+  }
+
+  uint32(): number {
+    const t = (((this.a + this.b) >>> 0) + this.d) >>> 0;
+    this.d = (this.d + 1) >>> 0;
+    this.a = this.b ^ (this.b >>> 9);
+    this.b = (this.c + (this.c << 3)) >>> 0;
+    this.c = (this.c << 21) | (this.c >>> 11);
+    this.c = (this.c + t) >>> 0;
+    return t;
+  }
+
+  fraction(): number {
+    return this.uint32() / 2 ** 32;
+  }
+
+  /** An integer in [low, high]. */
+  int(low: number, high: number): number {
+    return low + Math.floor(this.fraction() * (high - low + 1));
+  }
+
+  chance(probability: number): boolean {
+    return this.fraction() < probability;
+  }
+
+  pick<T>(items: readonly T[]): T {
+    assert(items.length > 0, 'pick from a non-empty list');
+    return items[this.int(0, items.length - 1)]!;
+  }
+
+  hex(bytes: number): string {
+    let text = '';
+    for (let i = 0; i < bytes; i += 1) text += this.int(0, 255).toString(16).padStart(2, '0');
+    return text;
+  }
+}
+
+/** A min-heap of events by time, then by the order they were scheduled in. */
+class EventQueue {
+  private readonly heap: Event[] = [];
+
+  get size(): number {
+    return this.heap.length;
+  }
+
+  peek(): Event | undefined {
+    return this.heap[0];
+  }
+
+  push(event: Event): void {
+    const heap = this.heap;
+    heap.push(event);
+    let index = heap.length - 1;
+    while (index > 0) {
+      const parent = (index - 1) >> 1;
+      if (!before(heap[index]!, heap[parent]!)) break;
+      [heap[index], heap[parent]] = [heap[parent]!, heap[index]!];
+      index = parent;
+    }
+  }
+
+  pop(): Event | undefined {
+    const heap = this.heap;
+    const top = heap[0];
+    const last = heap.pop();
+    if (heap.length > 0 && last) {
+      heap[0] = last;
+      let index = 0;
+      for (;;) {
+        const left = index * 2 + 1;
+        const right = left + 1;
+        let smallest = index;
+        if (left < heap.length && before(heap[left]!, heap[smallest]!)) smallest = left;
+        if (right < heap.length && before(heap[right]!, heap[smallest]!)) smallest = right;
+        if (smallest === index) break;
+        [heap[index], heap[smallest]] = [heap[smallest]!, heap[index]!];
+        index = smallest;
+      }
+    }
+    return top;
+  }
+}
+
+function before(a: Event, b: Event): boolean {
+  return a.atMs < b.atMs || (a.atMs === b.atMs && a.order < b.order);
+}
+
+/** Lets every promise continuation queued so far run (no real I/O is pending in a simulation). */
+const settle = () => new Promise<void>((resolve) => setImmediate(resolve));
+
+export class SimProcess {
+  private generationNumber = 0;
+  private alive = true;
+  clock: Clock;
+
+  constructor(
+    private readonly world: SimWorld,
+    readonly name: string,
+    readonly address: string,
+  ) {
+    this.clock = this.newClock();
+  }
+
+  get isAlive(): boolean {
+    return this.alive;
+  }
+
+  get generation(): number {
+    return this.generationNumber;
+  }
+
+  /** The process dies: none of its timers fires again. */
+  crash(): void {
+    this.alive = false;
+    this.generationNumber += 1;
+  }
+
+  /** A new life: a fresh clock (the old one stays dead). */
+  restart(): void {
+    assert(!this.alive, `${this.name} is running`);
+    this.alive = true;
+    this.clock = this.newClock();
+  }
+
+  private newClock(): Clock {
+    const generation = this.generationNumber;
+    const world = this.world;
+    const base = {
+      now: () => world.nowMs,
+      after: (ms: number, callback: () => void): Cancel =>
+        world.schedule(ms, () => {
+          if (this.alive && this.generationNumber === generation) callback();
+        }),
+    };
+    return { ...base, scheduler: clockScheduler(base) };
+  }
+}
+
+export class SimWorld {
+  readonly random: SeededRandom;
+  private readonly queue = new EventQueue();
+  private order = 0;
+  private now = 0;
+  private eventsRun = 0;
+  /** Thrown by an event's code: the simulation stops and reports it. */
+  private failure: unknown;
+
+  constructor(readonly seed: number) {
+    this.random = new SeededRandom(seed);
+  }
+
+  get nowMs(): number {
+    return this.now;
+  }
+
+  get events(): number {
+    return this.eventsRun;
+  }
+
+  schedule(delayMs: number, run: () => void): Cancel {
+    assert(Number.isFinite(delayMs), `a delay is a finite number (${delayMs})`);
+    const event: Event = { atMs: this.now + Math.max(0, delayMs), order: this.order++, run, cancelled: false };
+    this.queue.push(event);
+    return () => {
+      event.cancelled = true;
+    };
+  }
+
+  process(name: string, address: string): SimProcess {
+    return new SimProcess(this, name, address);
+  }
+
+  /** Records an exception thrown where nothing catches it (an event, an unhandled rejection). */
+  fail(error: unknown): void {
+    this.failure ??= error;
+  }
+
+  /** Runs events until `untilMs` of virtual time, or until `done` holds after an event. */
+  async run(untilMs: number, done?: () => boolean): Promise<boolean> {
+    await settle();
+    for (;;) {
+      if (this.failure !== undefined) throw this.failure;
+      if (done?.()) return true;
+      const next = this.queue.peek();
+      if (!next || next.atMs > untilMs) break;
+      this.queue.pop();
+      if (next.cancelled) continue;
+      this.now = next.atMs;
+      this.eventsRun += 1;
+      try {
+        next.run();
+      } catch (error) {
+        this.fail(error);
+      }
+      await settle();
+    }
+    this.now = Math.max(this.now, untilMs);
+    if (this.failure !== undefined) throw this.failure;
+    return done?.() ?? false;
+  }
+}

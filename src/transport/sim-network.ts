@@ -1,0 +1,378 @@
+/**
+ * The simulated network: processes with addresses, connections with TCP's semantics.
+ * Frames of one direction arrive in order, each after a seeded delay, and none is ever
+ * dropped alone: a fault stalls a direction (a partition) or ends the whole connection
+ * (a crash, a keepalive that gave up). What it models:
+ *   - connect: refused at once when nobody listens (or the process is dead), timed out
+ *     when a partition lies between the two processes;
+ *   - partitions between any two processes, one-way or both ways: frames stall while it
+ *     lasts and flow again when it heals; a connection stalled for longer than the
+ *     keepalive gives up breaks, as a WebSocket with pings would;
+ *   - a process crash: its connections break (the peer hears of it after a delay, unless
+ *     a partition hides it) and its listeners go away; its own code hears nothing more.
+ * What it does not: byte-level loss or corruption (TCP hides those), send buffers filling
+ * up (bufferedBytes is always 0), connection limits other than `connectionsMax`.
+ */
+import { Subject } from 'rxjs';
+import { CONNECT_TIMEOUT_MS, KEEPALIVE_INTERVAL_MS } from '../constants.js';
+import { KvError, assert } from '../errors.js';
+import type { SimProcess, SimWorld } from '../sim/world.js';
+import { CloseCode, type ConnectOptions, type Connection, type ConnectionKind, type ListenOptions, type Listener, type Transport } from './transport.js';
+
+export interface SimNetworkOptions {
+  /** One-way delay of a frame, drawn uniformly in [min, max]. */
+  delayMinMs?: number;
+  delayMaxMs?: number;
+  /** How long a stalled connection lasts before its keepalive gives up (two intervals). */
+  keepaliveGiveUpMs?: number;
+}
+
+/** What the network reports to whoever watches it (the scenario's trace and checks). */
+export interface SimFrame {
+  from: SimProcess;
+  to: SimProcess;
+  connection: number;
+  text: string;
+}
+
+interface SimListener {
+  process: SimProcess;
+  generation: number;
+  options: ListenOptions;
+  clients: number;
+}
+
+export class SimNetwork {
+  private readonly listeners = new Map<string, SimListener>();
+  private readonly blocked = new Set<string>();
+  /** Open connections, by their client end. */
+  private readonly connections = new Set<SimEnd>();
+  private nextConnection = 1;
+  private nextPort = 30_000;
+  /** Every frame as it is sent (before any delay): the scenario's checks watch it. */
+  readonly sent$ = new Subject<SimFrame>();
+
+  constructor(
+    readonly world: SimWorld,
+    private readonly options: SimNetworkOptions = {},
+  ) {}
+
+  /** The Transport a process sees: it listens and connects from its own address. */
+  transportFor(process: SimProcess): Transport {
+    const generation = process.generation;
+    return {
+      listen: (options) => this.listen(process, generation, options),
+      connect: (url, options) => this.connect(process, generation, url, options),
+    };
+  }
+
+  /** Stops frames from `from` to `to` (and back too, with `both`). */
+  partition(from: SimProcess, to: SimProcess, both: boolean): void {
+    this.blocked.add(`${from.address}>${to.address}`);
+    if (both) this.blocked.add(`${to.address}>${from.address}`);
+    for (const connection of this.connections) connection.watchStall();
+  }
+
+  heal(): void {
+    this.blocked.clear();
+    for (const connection of [...this.connections]) connection.healed();
+  }
+
+  isBlocked(from: SimProcess, to: SimProcess): boolean {
+    return this.blocked.has(`${from.address}>${to.address}`);
+  }
+
+  /** A process died: its connections break and its listeners are gone. */
+  crashed(process: SimProcess): void {
+    for (const [key, listener] of this.listeners) if (listener.process === process) this.listeners.delete(key);
+    for (const connection of [...this.connections]) {
+      if (connection.process === process || connection.peerProcess === process) connection.breakFrom(process);
+    }
+  }
+
+  delayMs(): number {
+    const min = this.options.delayMinMs ?? 0.2;
+    const max = this.options.delayMaxMs ?? 2;
+    return min + this.world.random.fraction() * (max - min);
+  }
+
+  get keepaliveGiveUpMs(): number {
+    return this.options.keepaliveGiveUpMs ?? 2 * KEEPALIVE_INTERVAL_MS;
+  }
+
+  /** A connection both of whose ends are gone is forgotten. */
+  forget(connection: SimEnd): void {
+    this.connections.delete(connection);
+  }
+
+  private async listen(process: SimProcess, generation: number, options: ListenOptions): Promise<Listener> {
+    assert(process.isAlive && process.generation === generation, `${process.name} listens while alive`);
+    const port = options.port === 0 ? this.nextPort++ : options.port;
+    const key = `${process.address}:${port}`;
+    assert(!this.listeners.has(key), `${key} is free`);
+    const listener: SimListener = { process, generation, options, clients: 0 };
+    this.listeners.set(key, listener);
+    return {
+      url: `ws://${process.address}:${port}`,
+      host: process.address,
+      port,
+      counts: () => ({ client: listener.clients, peer: 0, handshaking: 0 }),
+      close: async () => {
+        if (this.listeners.get(key) === listener) this.listeners.delete(key);
+      },
+    };
+  }
+
+  private connect(process: SimProcess, generation: number, url: string, options: ConnectOptions): Promise<Connection> {
+    const { hostname, port } = new URL(url);
+    const key = `${hostname}:${port}`;
+    const kind = options.kind ?? 'client';
+    return new Promise((resolve, reject) => {
+      const refuse = (why: string) => reject(new KvError('UNAVAILABLE', `cannot connect to ${url}: ${why}`));
+      const target = this.listeners.get(key);
+      // The SYN and the SYN-ACK each cross the network once.
+      if (!target) {
+        process.clock.after(this.delayMs() * 2, () => refuse('connection refused'));
+        return;
+      }
+      const there = target.process;
+      if (this.isBlocked(process, there) || this.isBlocked(there, process)) {
+        process.clock.after(options.timeoutMs ?? CONNECT_TIMEOUT_MS, () => refuse('timed out'));
+        return;
+      }
+      process.clock.after(this.delayMs() * 2, () => {
+        if (this.listeners.get(key) !== target || !there.isAlive || there.generation !== target.generation) return refuse('connection refused');
+        if (!process.isAlive || process.generation !== generation) return;
+        if (kind === 'client' && target.clients >= target.options.connectionsMax) return refuse('server busy');
+        const id = this.nextConnection++;
+        const client = new SimEnd(this, id, process, kind, options.maxPayload);
+        const server = new SimEnd(this, id, there, kind, target.options.maxPayload);
+        client.pair(server);
+        server.pair(client);
+        client.isClientSide = true;
+        this.connections.add(client);
+        if (kind === 'client') {
+          target.clients += 1;
+          server.frames$.subscribe({ complete: () => (target.clients -= 1) });
+        }
+        target.options.onConnection(server);
+        resolve(client);
+      });
+    });
+  }
+}
+
+/** One direction of a connection: frames in order, each after a delay, stalled by a partition. */
+class Pipe {
+  private readonly queue: string[] = [];
+  private scheduled = false;
+  private lastArrivalMs = 0;
+  private closing = false;
+
+  constructor(
+    private readonly network: SimNetwork,
+    readonly from: SimEnd,
+    readonly to: SimEnd,
+  ) {}
+
+  send(text: string): void {
+    this.queue.push(text);
+    this.flow();
+  }
+
+  /** The sender closed: the peer hears of it after what was sent before. */
+  finish(): void {
+    this.closing = true;
+    this.flow();
+  }
+
+  /** Drops what is unsent (an abort, a crash). */
+  discard(): void {
+    this.queue.length = 0;
+  }
+
+  get isBlocked(): boolean {
+    return this.network.isBlocked(this.from.process, this.to.process);
+  }
+
+  flow(): void {
+    if (this.to.isGone) this.queue.length = 0;
+    if (this.scheduled || this.isBlocked || this.to.isGone) return;
+    if (this.queue.length === 0 && !this.closing) return;
+    if (this.to.isPaused && this.queue.length > 0) return;
+    this.scheduled = true;
+    const world = this.network.world;
+    const atMs = Math.max(world.nowMs + this.network.delayMs(), this.lastArrivalMs);
+    this.lastArrivalMs = atMs;
+    world.schedule(atMs - world.nowMs, () => {
+      this.scheduled = false;
+      if (this.isBlocked || this.to.isGone) return this.flow();
+      if (this.to.isPaused && this.queue.length > 0) return;
+      const text = this.queue.shift();
+      if (text !== undefined) this.to.receive(text);
+      else if (this.closing) {
+        this.closing = false;
+        this.to.closedByPeer();
+      }
+      this.flow();
+    });
+  }
+}
+
+class SimEnd implements Connection {
+  private readonly frames = new Subject<string>();
+  private readonly drains = new Subject<void>();
+  readonly frames$ = this.frames.asObservable();
+  readonly drain$ = this.drains.asObservable();
+  readonly bufferedBytes = 0;
+  private peer!: SimEnd;
+  private outgoing!: Pipe;
+  private open = true;
+  private paused = false;
+  /** Finished here: nothing more is read (its frames$ completed, or its process died). */
+  private gone = false;
+  private stallCheck: (() => void) | undefined;
+
+  constructor(
+    private readonly network: SimNetwork,
+    readonly id: number,
+    readonly process: SimProcess,
+    readonly kind: ConnectionKind,
+    private readonly maxPayload: number,
+  ) {}
+
+  pair(peer: SimEnd): void {
+    this.peer = peer;
+    this.outgoing = new Pipe(this.network, this, peer);
+  }
+
+  get peerProcess(): SimProcess {
+    return this.peer.process;
+  }
+
+  get remoteAddress(): string {
+    return this.peer.process.address;
+  }
+
+  get isOpen(): boolean {
+    return this.open;
+  }
+
+  get isGone(): boolean {
+    return this.gone;
+  }
+
+  get isPaused(): boolean {
+    return this.paused;
+  }
+
+  send(text: string): boolean {
+    if (!this.open) return false;
+    this.network.sent$.next({ from: this.process, to: this.peer.process, connection: this.id, text });
+    this.outgoing.send(text);
+    return true;
+  }
+
+  pause(): void {
+    this.paused = true;
+  }
+
+  resume(): void {
+    if (!this.paused) return;
+    this.paused = false;
+    this.peer.outgoing.flow();
+  }
+
+  trust(): void {}
+
+  close(_code: number = CloseCode.Normal, _reason = ''): void {
+    if (!this.open) return;
+    this.open = false;
+    this.outgoing.finish();
+    this.end();
+  }
+
+  abort(): void {
+    if (!this.open) return;
+    this.open = false;
+    this.outgoing.discard();
+    this.outgoing.finish();
+    this.end();
+  }
+
+  receive(text: string): void {
+    if (this.gone) return;
+    if (text.length > this.maxPayload / 4 && Buffer.byteLength(text) > this.maxPayload) {
+      // ws closes the connection (1009) when a frame is over maxPayload.
+      this.abort();
+      return;
+    }
+    this.frames.next(text);
+  }
+
+  /** The peer's close (or its death) reached this end. */
+  closedByPeer(): void {
+    this.open = false;
+    this.end();
+  }
+
+  /** Called on the client end when a partition begins: a stalled connection's keepalive gives up. */
+  watchStall(): void {
+    if (this.stallCheck || !this.stalls()) return;
+    this.stallCheck = this.network.world.schedule(this.network.keepaliveGiveUpMs, () => {
+      this.stallCheck = undefined;
+      if (!this.stalls()) return;
+      this.closedByPeer();
+      this.peer.closedByPeer();
+    });
+  }
+
+  /**
+   * The partition is gone: stalled frames flow again. A peer that died behind it answers
+   * the survivor's next keepalive ping with a reset, within one interval.
+   */
+  healed(): void {
+    this.outgoing.flow();
+    this.peer.outgoing.flow();
+    const [dead, live] = this.gone && !this.peer.gone ? [this as SimEnd, this.peer] : [this.peer, this as SimEnd];
+    if (dead.gone && !live.gone && !dead.process.isAlive) {
+      this.network.world.schedule(this.network.world.random.fraction() * this.network.keepaliveGiveUpMs / 2, () => live.closedByPeer());
+    }
+  }
+
+  /** `process` died: its end falls silent, the other end hears the reset after a delay. */
+  breakFrom(process: SimProcess): void {
+    const [dead, live] = this.process === process ? [this as SimEnd, this.peer] : [this.peer, this as SimEnd];
+    dead.open = false;
+    dead.gone = true;
+    dead.outgoing.discard();
+    dead.forgetIfDone();
+    if (live.gone) return;
+    // A partition hides the reset: the survivor's keepalive finds out.
+    const delayMs = dead.outgoing.isBlocked ? this.network.keepaliveGiveUpMs : this.network.delayMs();
+    this.network.world.schedule(delayMs, () => live.closedByPeer());
+  }
+
+  private stalls(): boolean {
+    return !this.gone && !this.peer.gone && (this.outgoing.isBlocked || this.peer.outgoing.isBlocked);
+  }
+
+  private end(): void {
+    if (this.gone) return;
+    this.gone = true;
+    this.frames.complete();
+    this.drains.complete();
+    this.forgetIfDone();
+  }
+
+  private forgetIfDone(): void {
+    if (this.gone && this.peer.gone) {
+      this.stallCheck?.();
+      this.peer.stallCheck?.();
+      this.network.forget(this.isClientSide ? this : this.peer);
+    }
+  }
+
+  /** Set on the end that dialed. */
+  isClientSide = false;
+}

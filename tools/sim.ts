@@ -1,0 +1,83 @@
+#!/usr/bin/env node
+/**
+ * The deterministic simulator: npm run sim -- --seed S | --seeds N [--from S]
+ * Each seed is one scenario (src/sim/scenario.ts): the real hub, nodes and clients over a
+ * simulated network in virtual time, faults drawn from the seed, a healing phase, and the
+ * invariant and linearizability checks. A failing seed prints its broken check and the
+ * last lines of its trace; run it again with --seed to replay it exactly.
+ */
+import { FAULT_KINDS, runScenario, type FaultKind, type ScenarioResult } from '../src/sim/scenario.js';
+import { failWith, readFlags, type Fail } from './flags.js';
+
+const USAGE = `usage: npm run sim -- [options]
+  --seed S            run the one scenario of seed S and print its trace hash
+  --seeds N           run N scenarios, seeds --from, --from + 1, ... (default 1 from 1)
+  --from S            the first seed of --seeds (default 1)
+  --faults LIST       fault kinds to draw from, comma-separated (default all:
+                      ${FAULT_KINDS.join(',')})
+  --fault-phase-ms T  virtual time of the fault phase (default 20000)
+  --trace             print the last trace lines of every seed, not only of failures
+  --keep-going        run every seed even after a failure
+  -h, --help          this text`;
+
+const fail: Fail = failWith('sim', USAGE);
+const values = readFlags(fail, USAGE, {
+  seed: { type: 'string' },
+  seeds: { type: 'string' },
+  from: { type: 'string', default: '1' },
+  faults: { type: 'string', default: FAULT_KINDS.join(',') },
+  'fault-phase-ms': { type: 'string', default: '20000' },
+  trace: { type: 'boolean', default: false },
+  'keep-going': { type: 'boolean', default: false },
+});
+
+const integer = (flag: string, text: string | undefined, low: number): number => {
+  const value = Number(text);
+  if (!Number.isSafeInteger(value) || value < low) fail(`--${flag} must be an integer of at least ${low}, not "${text}"`);
+  return value;
+};
+const faults = values.faults.split(',').filter(Boolean) as FaultKind[];
+for (const kind of faults) if (!FAULT_KINDS.includes(kind)) fail(`unknown fault kind "${kind}"`);
+if (values.seed !== undefined && values.seeds !== undefined) fail('give --seed or --seeds, not both');
+const first = values.seed !== undefined ? integer('seed', values.seed, 0) : integer('from', values.from, 0);
+const count = values.seeds !== undefined ? integer('seeds', values.seeds, 1) : 1;
+const faultPhaseMs = integer('fault-phase-ms', values['fault-phase-ms'], 0);
+
+function report(result: ScenarioResult, millis: number): void {
+  const { stats } = result;
+  const line = `seed ${result.seed}: ${result.failure ? `FAILED ${result.failure.check}` : 'ok'} · ${stats.ops} ops (${stats.acked} ok, ${stats.unknown} unknown), ${stats.faults} faults, linearizability ${stats.linearizability}, ${stats.events} events, ${(stats.virtualMs / 1000).toFixed(1)} s virtual in ${millis.toFixed(0)} ms · trace ${result.traceHash.slice(0, 16)}`;
+  console.log(line);
+  if (result.failure || values.trace) {
+    console.log(result.lastLines.map((text) => `    ${text}`).join('\n'));
+  }
+  if (result.failure) {
+    console.log(`  ${result.failure.check}: ${result.failure.message}`);
+    console.log(`  replay: npm run sim -- --seed ${result.seed}`);
+  }
+}
+
+// An exception nothing caught inside the simulated code is a failure of the seed, not of the tool.
+let stray: unknown;
+process.on('unhandledRejection', (error) => (stray ??= error));
+
+let passed = 0;
+let failed = 0;
+let undecided = 0;
+const started = performance.now();
+for (let seed = first; seed < first + count; seed += 1) {
+  const seedStarted = performance.now();
+  const result = await runScenario({ seed, faults, faultPhaseMs });
+  if (stray !== undefined && !result.failure) {
+    result.failure = { check: 'I5', message: `an unhandled rejection: ${(stray as Error).stack ?? String(stray)}` };
+  }
+  stray = undefined;
+  if (result.failure) failed += 1;
+  else passed += 1;
+  if (result.stats.linearizability === 'undecided') undecided += 1;
+  if (count === 1 || result.failure || values.trace) report(result, performance.now() - seedStarted);
+  if (result.failure && !values['keep-going']) break;
+}
+const seconds = (performance.now() - started) / 1000;
+console.log(`${passed + failed} seeds in ${seconds.toFixed(1)} s: ${((passed + failed) / seconds).toFixed(1)} seeds/s; ${undecided} with linearizability undecided`);
+console.log(`${passed} passed, ${failed} failed`);
+process.exitCode = failed > 0 ? 1 : 0;
