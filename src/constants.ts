@@ -112,6 +112,8 @@ export const RETRY_DELAY_FIRST_MS = 25;
 export const RETRY_DELAY_MAX_MS = 1_000;
 /** How long a connection attempt may take. */
 export const CONNECT_TIMEOUT_MS = 5_000;
+/** How long a closed connection may wait for the peer's close frame before it is dropped. */
+export const CLOSE_GRACE_MS = 1_000;
 /** Interval of WebSocket pings; a peer that misses two is dropped. */
 export const KEEPALIVE_INTERVAL_MS = 10_000;
 

@@ -67,7 +67,7 @@ export class KvClient {
   }
 
   async close(): Promise<void> {
-    this.channel.close();
+    await this.channel.close();
     await this.hub.close();
   }
 

@@ -45,6 +45,8 @@ export class HubClient {
   private readonly known = new Map<string, string>();
   /** The delivery loop of each registration key that is running. */
   private readonly delivering = new Map<string, Promise<void>>();
+  /** The session being opened (hello, auth, replay): close() ends it at once. */
+  private opening: RpcChannel | undefined;
   private closed = false;
 
   constructor(
@@ -121,7 +123,8 @@ export class HubClient {
 
   async close(): Promise<void> {
     this.closed = true;
-    this.channel.close();
+    this.opening?.close();
+    await this.channel.close();
   }
 
   private readonly backoff = (error: unknown, attempt: number) => backoff(this.env)(error, attempt);
@@ -180,6 +183,8 @@ export class HubClient {
     const { name, secret } = this.options;
     const connection = await this.env.transport.connect(this.url, { maxPayload: HUB_FRAME_BYTES_MAX, kind: name === undefined ? 'client' : 'peer' });
     const channel = new RpcChannel(connection, this.env.clock, this.options.requestTimeoutMs ?? REQUEST_TIMEOUT_MS);
+    if (this.closed) channel.close();
+    this.opening = channel;
     try {
       if (name !== undefined) {
         const hello = await channel.request({ op: 'hello', from: name });
@@ -200,6 +205,8 @@ export class HubClient {
     } catch (error) {
       channel.close();
       throw error;
+    } finally {
+      this.opening = undefined;
     }
   }
 }

@@ -256,7 +256,7 @@ export class KvNode {
   private halt(roleState: Extract<RoleState, { role: 'primary' }>, reason: string): void {
     this.emit({ event: 'fault', message: `HALTED: ${reason}` });
     roleState.pipeline?.close(reason);
-    for (const link of this.links) link.close();
+    for (const link of this.links) void link.close();
     this.report({ state: 'halted', reason });
   }
 
@@ -288,7 +288,7 @@ export class KvNode {
     this.closing ??= (async () => {
       this.phase = 'closed';
       if (this.roleState?.role === 'primary') this.roleState.pipeline?.close();
-      for (const link of this.links) link.close();
+      await Promise.all(this.links.map((link) => link.close()));
       await this.listener?.close();
       await this.hub.close();
       await this.store?.close();

@@ -90,13 +90,14 @@ export class ReplicaLink implements AckSource {
     return this.refusal;
   }
 
-  close(): void {
+  /** Resolves once a connect or catch-up in progress has stopped and the connection is closed. */
+  async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
     this.closed$.next();
     this.closed$.complete();
-    this.redialer.close();
     this.channel?.close();
+    await this.redialer.close();
     this.acked$.complete();
   }
 
@@ -107,6 +108,8 @@ export class ReplicaLink implements AckSource {
     );
     const connection = await this.options.env.transport.connect(address, { maxPayload: PEER_FRAME_BYTES_MAX, kind: 'peer', localAddress: this.options.localAddress });
     const channel = new RpcChannel(connection, this.options.env.clock, this.options.ackTimeoutMs * 4);
+    // close() ends the handshake and catch-up too: its requests fail at once.
+    const closing = this.closed$.subscribe({ complete: () => channel.close() });
     try {
       this.trace({ event: 'peer', peer: this.name, state: 'connected' });
       let reply = await channel.request({ op: 'hello', from: self, epoch: gate.state.state === 'serving' ? gate.state.epoch : 0 });
@@ -117,9 +120,13 @@ export class ReplicaLink implements AckSource {
       const position = { epoch: replyCount(reply, 'epoch'), seq: replyCount(reply, 'seq') };
       this.trace({ event: 'peer', peer: this.name, state: 'authenticated', seq: position.seq });
       // Nothing is sent before the primary knows no replica is ahead of it.
-      await gate.admit(this.name, position);
+      const dropped = channel.closed.then(() => {
+        throw new KvError('UNAVAILABLE', 'connection closed while the primary waited for every replica to report');
+      });
+      await Promise.race([gate.admit(this.name, position), dropped]);
       let replicaSeq = position.seq;
       if (!this.log.covers(replicaSeq)) replicaSeq = await this.sendSnapshot(channel);
+      if (this.closed) this.closingError();
       this.sentSeq = replicaSeq;
       this.advance(replicaSeq);
       this.channel = channel;
@@ -128,7 +135,13 @@ export class ReplicaLink implements AckSource {
     } catch (error) {
       channel.close();
       throw error;
+    } finally {
+      closing.unsubscribe();
     }
+  }
+
+  private closingError(): never {
+    throw new KvError('UNAVAILABLE', 'the link is closing');
   }
 
   /**
@@ -146,7 +159,7 @@ export class ReplicaLink implements AckSource {
       firstValueFrom(channel.requestText$(snapshotFrame(epoch, seq, part++, page, done), 'snapshot'));
     try {
       for await (const page of snapshot.pages()) {
-        if (this.closed) throw new KvError('UNAVAILABLE', 'the link is closing');
+        if (this.closed) this.closingError();
         await send(page, false);
         entries += page.length;
       }

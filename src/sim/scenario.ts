@@ -14,6 +14,7 @@
  * The same seed gives the same run: the trace's hash says so.
  */
 import { createHash } from 'node:crypto';
+import { config as rxjsConfig } from 'rxjs';
 import { KvError } from '../errors.js';
 import type { KvClient } from '../client/client.js';
 import type { WriteOp } from '../protocol/messages.js';
@@ -50,6 +51,8 @@ export interface ScenarioResult {
 }
 
 const REQUEST_TIMEOUT_MS = 5_000;
+/** Long enough for a partition to outlast the keepalive (2 x KEEPALIVE_INTERVAL_MS). */
+export const FAULT_PHASE_MS = 30_000;
 const CONVERGE_POLL_MS = 250;
 const FINAL_PUT_TRIES = 60;
 
@@ -101,7 +104,7 @@ export async function runScenario(options: ScenarioOptions): Promise<ScenarioRes
   const random = world.random;
   const trace = new Trace(world, options.traceLinesKept ?? 60);
   const faults = options.faults ?? FAULT_KINDS;
-  const faultPhaseMs = options.faultPhaseMs ?? 20_000;
+  const faultPhaseMs = options.faultPhaseMs ?? FAULT_PHASE_MS;
   const keys = Array.from({ length: options.keys ?? 6 }, (_, index) => `k${index}`);
   let violation: Violation | undefined;
   const fail = (check: string, message: string) => {
@@ -144,6 +147,12 @@ export async function runScenario(options: ScenarioOptions): Promise<ScenarioRes
       raise(node, state);
     },
   };
+
+  // An error nothing handled, anywhere in the simulated code, fails the seed where it happened.
+  const unhandled = (error: unknown) => fail('I5', `unhandled: ${(error as Error)?.stack ?? String(error)}`);
+  process.on('unhandledRejection', unhandled);
+  const previousOnUnhandledError = rxjsConfig.onUnhandledError;
+  rxjsConfig.onUnhandledError = unhandled;
 
   const secret = random.hex(16);
   const cluster = new SimCluster(world, { replicas: 2, secret, watcher, log: (line) => trace.log(line) });
@@ -258,11 +267,13 @@ export async function runScenario(options: ScenarioOptions): Promise<ScenarioRes
       case 'partition': {
         const [a, b] = twoOf(processes(), random);
         const both = random.chance(0.5);
-        trace.log(`FAULT partition ${a.name} ${both ? '<->' : '->'} ${b.name}; healed in ${lasting} ms`);
-        cluster.network.partition(a, b, both);
-        world.schedule(lasting, () => {
-          trace.log('FAULT partitions healed');
-          cluster.network.heal();
+        // Some outlast the keepalive, so a stalled connection gives up.
+        const partitionMs = random.chance(0.15) ? random.int(15_000, 30_000) : lasting;
+        trace.log(`FAULT partition ${a.name} ${both ? '<->' : '->'} ${b.name}; healed in ${partitionMs} ms`);
+        const heal = cluster.network.partition(a, b, both);
+        world.schedule(partitionMs, () => {
+          trace.log(`FAULT partition ${a.name} ${both ? '<->' : '->'} ${b.name} healed`);
+          heal();
         });
         break;
       }
@@ -290,18 +301,22 @@ export async function runScenario(options: ScenarioOptions): Promise<ScenarioRes
       if (handle === 'hub') cluster.restartHub();
       else cluster.restart(handle);
     }
-    const healDeadline = world.nowMs + (options.healDeadlineMs ?? 60_000);
-    let converged = false;
-    while (!converged && world.nowMs < healDeadline) {
-      await world.run(world.nowMs + CONVERGE_POLL_MS);
-      converged = serving() && (await storesEqual(cluster)) === undefined;
+    // The primary serves again while the clients go on; then they stop, every request they
+    // have in flight is answered (or times out), and every replica must hold what it holds.
+    const healDeadlineMs = options.healDeadlineMs ?? 60_000;
+    const healDeadline = world.nowMs + healDeadlineMs;
+    if (!(await world.run(healDeadline, serving))) {
+      fail('convergence', `the primary is not serving ${healDeadlineMs} ms after healing: ${cluster.primary.node?.health.state ?? 'down'}: ${cluster.primary.node?.health.reason ?? ''}`);
     }
-    if (!converged) fail('convergence', `not converged ${options.healDeadlineMs ?? 60_000} ms after healing: ${serving() ? await storesEqual(cluster) : `the primary is ${cluster.primary.node?.health.state ?? 'down'}: ${cluster.primary.node?.health.reason ?? ''}`}`);
-
-    // Quiesce: clients stop; what they have in flight finishes (or times out).
     stopped = true;
     await world.run(world.nowMs + REQUEST_TIMEOUT_MS * 2, () => inFlight === 0);
     if (inFlight > 0) fail('I5', `${inFlight} requests still unanswered ${REQUEST_TIMEOUT_MS * 2} ms after the clients stopped`);
+    let unequal = await storesEqual(cluster);
+    while (unequal !== undefined && world.nowMs < healDeadline) {
+      await world.run(world.nowMs + CONVERGE_POLL_MS);
+      unequal = await storesEqual(cluster);
+    }
+    if (unequal !== undefined) fail('convergence', `not converged ${healDeadlineMs} ms after healing: ${unequal}`);
 
     // A fresh client writes once more and reads every key: the end of the history.
     const checker = world.process('checker', '127.0.1.250');
@@ -317,13 +332,19 @@ export async function runScenario(options: ScenarioOptions): Promise<ScenarioRes
     }
     if (!written) fail('convergence', `no put was acknowledged in ${FINAL_PUT_TRIES} tries, 500 ms apart, after healing`);
     for (const key of keys) await runToEnd(world, run(client, clientCount, { kind: 'get', key }), fail);
-    const unequal = await storesEqual(cluster);
-    if (unequal !== undefined) fail('I2', `after the final writes: ${unequal}`);
+    await world.run(world.nowMs + 1_000, () => inFlight === 0);
+    const unequalAtEnd = await storesEqual(cluster);
+    if (unequalAtEnd !== undefined) fail('I2', `after the final writes: ${unequalAtEnd}`);
   } catch (error) {
     if (!(error instanceof Violation)) {
       fail('I5', `the simulation threw: ${(error as Error).stack ?? String(error)}`);
     }
   }
+
+  // Rejections are reported after the turn they happened in: one more turn before leaving.
+  await new Promise((resolve) => setImmediate(resolve));
+  process.off('unhandledRejection', unhandled);
+  rxjsConfig.onUnhandledError = previousOnUnhandledError;
 
   let linearizability: ScenarioResult['stats']['linearizability'] = 'failed';
   if (!violation) {
@@ -429,9 +450,10 @@ async function probeAsRogue(cluster: SimCluster, rogue: SimProcess, target: SimN
   try {
     await channel.request({ op: 'help' });
   } catch (error) {
-    const code = error instanceof KvError ? error.code : 'INTERNAL';
-    // A connection that dropped with its node (a crash) is no fault of the garbage.
-    if (code !== 'UNAVAILABLE') fail('I5', `${target.name} stopped answering after a garbage frame: ${code}`);
+    // A connection that dropped with its node (a crash, a partition) is no fault of the
+    // garbage; a node that stopped answering (a timeout) is.
+    const dropped = error instanceof KvError && error.message === 'connection closed';
+    if (!dropped) fail('I5', `${target.name} stopped answering after a garbage frame: ${(error as Error).message}`);
   }
   trace.log(`rogue probed ${target.name}`);
   channel.close();

@@ -49,12 +49,20 @@ export class Redialer<T extends Dialed> {
     if (!this.current) this.redialSoon(0);
   }
 
-  close(): void {
+  /** Stops redialing; resolves once a dial in progress has ended and the connection has closed. */
+  async close(): Promise<void> {
     this.stopped = true;
     this.cancelRedial?.();
     const current = this.current;
     this.current = undefined;
-    current?.then((connection) => connection.close(), () => undefined);
+    // A dial that fails has been reported through onError; one that succeeds is closed here.
+    const connection = await current?.catch(() => undefined);
+    connection?.close();
+    await connection?.closed;
+  }
+
+  get isClosed(): boolean {
+    return this.stopped;
   }
 
   private open(): Promise<T> {

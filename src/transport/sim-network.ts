@@ -14,7 +14,7 @@
  * up (bufferedBytes is always 0), connection limits other than `connectionsMax`.
  */
 import { Subject } from 'rxjs';
-import { CONNECT_TIMEOUT_MS, KEEPALIVE_INTERVAL_MS } from '../constants.js';
+import { CLOSE_GRACE_MS, CONNECT_TIMEOUT_MS, KEEPALIVE_INTERVAL_MS } from '../constants.js';
 import { KvError, assert } from '../errors.js';
 import type { SimProcess, SimWorld } from '../sim/world.js';
 import { CloseCode, type ConnectOptions, type Connection, type ConnectionKind, type ListenOptions, type Listener, type Transport } from './transport.js';
@@ -44,7 +44,8 @@ interface SimListener {
 
 export class SimNetwork {
   private readonly listeners = new Map<string, SimListener>();
-  private readonly blocked = new Set<string>();
+  /** Directions cut, as "from>to" addresses, with how many partitions cut each. */
+  private readonly blocked = new Map<string, number>();
   /** Open connections, by their client end. */
   private readonly connections = new Set<SimEnd>();
   private nextConnection = 1;
@@ -66,13 +67,25 @@ export class SimNetwork {
     };
   }
 
-  /** Stops frames from `from` to `to` (and back too, with `both`). */
-  partition(from: SimProcess, to: SimProcess, both: boolean): void {
-    this.blocked.add(`${from.address}>${to.address}`);
-    if (both) this.blocked.add(`${to.address}>${from.address}`);
+  /** Stops frames from `from` to `to` (and back too, with `both`); returns what heals this one partition. */
+  partition(from: SimProcess, to: SimProcess, both: boolean): () => void {
+    const cuts = [`${from.address}>${to.address}`, ...(both ? [`${to.address}>${from.address}`] : [])];
+    for (const cut of cuts) this.blocked.set(cut, (this.blocked.get(cut) ?? 0) + 1);
     for (const connection of this.connections) connection.watchStall();
+    let healed = false;
+    return () => {
+      if (healed) return;
+      healed = true;
+      for (const cut of cuts) {
+        const count = this.blocked.get(cut) ?? 0;
+        if (count <= 1) this.blocked.delete(cut);
+        else this.blocked.set(cut, count - 1);
+      }
+      for (const connection of [...this.connections]) connection.healed();
+    };
   }
 
+  /** Lifts every partition. */
   heal(): void {
     this.blocked.clear();
     for (const connection of [...this.connections]) connection.healed();
@@ -142,6 +155,11 @@ export class SimNetwork {
       }
       process.clock.after(this.delayMs() * 2, () => {
         if (this.listeners.get(key) !== target || !there.isAlive || there.generation !== target.generation) return refuse('connection refused');
+        if (this.isBlocked(process, there) || this.isBlocked(there, process)) {
+          // A partition began during the handshake: the SYN-ACK never comes.
+          process.clock.after(Math.max(0, (options.timeoutMs ?? CONNECT_TIMEOUT_MS) - this.delayMs() * 2), () => refuse('timed out'));
+          return;
+        }
         if (!process.isAlive || process.generation !== generation) return;
         if (kind === 'client' && target.clients >= target.options.connectionsMax) return refuse('server busy');
         const id = this.nextConnection++;
@@ -151,6 +169,7 @@ export class SimNetwork {
         server.pair(client);
         client.isClientSide = true;
         this.connections.add(client);
+        client.watchStall();
         if (kind === 'client') {
           target.clients += 1;
           server.frames$.subscribe({ complete: () => (target.clients -= 1) });
@@ -162,12 +181,12 @@ export class SimNetwork {
   }
 }
 
-/** One direction of a connection: frames in order, each after a delay, stalled by a partition. */
+/** One direction of a connection: each frame arrives after its own delay, in order; a partition stalls it. */
 class Pipe {
-  private readonly queue: string[] = [];
-  private scheduled = false;
+  /** Frames sent and not yet delivered, each with its arrival time; `close` is the sender's close. */
+  private readonly queue: { text?: string; close?: true; atMs: number }[] = [];
+  private cancelNext: (() => void) | undefined;
   private lastArrivalMs = 0;
-  private closing = false;
 
   constructor(
     private readonly network: SimNetwork,
@@ -176,46 +195,56 @@ class Pipe {
   ) {}
 
   send(text: string): void {
-    this.queue.push(text);
+    this.queue.push({ text, atMs: this.arrival() });
     this.flow();
   }
 
   /** The sender closed: the peer hears of it after what was sent before. */
   finish(): void {
-    this.closing = true;
+    this.queue.push({ close: true, atMs: this.arrival() });
     this.flow();
   }
 
   /** Drops what is unsent (an abort, a crash). */
   discard(): void {
     this.queue.length = 0;
+    this.cancelNext?.();
+    this.cancelNext = undefined;
   }
 
   get isBlocked(): boolean {
     return this.network.isBlocked(this.from.process, this.to.process);
   }
 
+  /** Frames wait behind the previous one's arrival: a connection pipelines, it never reorders. */
+  private arrival(): number {
+    this.lastArrivalMs = Math.max(this.network.world.nowMs + this.network.delayMs(), this.lastArrivalMs);
+    return this.lastArrivalMs;
+  }
+
+  /** Schedules the next delivery, unless one is pending or the pipe is stalled. */
   flow(): void {
-    if (this.to.isGone) this.queue.length = 0;
-    if (this.scheduled || this.isBlocked || this.to.isGone) return;
-    if (this.queue.length === 0 && !this.closing) return;
-    if (this.to.isPaused && this.queue.length > 0) return;
-    this.scheduled = true;
+    if (this.to.isGone) this.discard();
+    const head = this.queue[0];
+    if (!head || this.cancelNext || this.isBlocked || this.to.isGone) return;
+    if (this.to.isPaused && head.text !== undefined) return;
     const world = this.network.world;
-    const atMs = Math.max(world.nowMs + this.network.delayMs(), this.lastArrivalMs);
-    this.lastArrivalMs = atMs;
-    world.schedule(atMs - world.nowMs, () => {
-      this.scheduled = false;
-      if (this.isBlocked || this.to.isGone) return this.flow();
-      if (this.to.isPaused && this.queue.length > 0) return;
-      const text = this.queue.shift();
-      if (text !== undefined) this.to.receive(text);
-      else if (this.closing) {
-        this.closing = false;
-        this.to.closedByPeer();
-      }
+    this.cancelNext = world.schedule(head.atMs - world.nowMs, () => {
+      this.cancelNext = undefined;
+      if (this.isBlocked || this.to.isGone || (this.to.isPaused && this.queue[0]?.text !== undefined)) return;
+      const next = this.queue.shift()!;
+      if (next.text !== undefined) this.to.receive(next.text);
+      else this.to.closedByPeer();
       this.flow();
     });
+  }
+
+  /** A partition healed: what stalled leaves now, each frame after a fresh delay. */
+  resumeAfterStall(): void {
+    if (this.cancelNext || this.queue.length === 0) return;
+    this.lastArrivalMs = 0;
+    for (const item of this.queue) item.atMs = this.arrival();
+    this.flow();
   }
 }
 
@@ -227,11 +256,16 @@ class SimEnd implements Connection {
   readonly bufferedBytes = 0;
   private peer!: SimEnd;
   private outgoing!: Pipe;
+  /** Sends are taken. */
   private open = true;
+  /** Closed here and waiting for the peer's close (the WebSocket close handshake). */
+  private closing = false;
   private paused = false;
   /** Finished here: nothing more is read (its frames$ completed, or its process died). */
   private gone = false;
   private stallCheck: (() => void) | undefined;
+  /** Set on the end that dialed. */
+  isClientSide = false;
 
   constructor(
     private readonly network: SimNetwork,
@@ -285,15 +319,23 @@ class SimEnd implements Connection {
 
   trust(): void {}
 
+  /**
+   * As ws does: sends stop at once; frames already on their way in are still read until
+   * the peer's close arrives, or CLOSE_GRACE_MS passes without it.
+   */
   close(_code: number = CloseCode.Normal, _reason = ''): void {
     if (!this.open) return;
     this.open = false;
+    this.closing = true;
     this.outgoing.finish();
-    this.end();
+    this.network.world.schedule(CLOSE_GRACE_MS, () => {
+      if (this.process.isAlive) this.end();
+    });
   }
 
+  /** Terminates: nothing unsent leaves, the peer hears a reset. */
   abort(): void {
-    if (!this.open) return;
+    if (this.gone) return;
     this.open = false;
     this.outgoing.discard();
     this.outgoing.finish();
@@ -310,20 +352,22 @@ class SimEnd implements Connection {
     this.frames.next(text);
   }
 
-  /** The peer's close (or its death) reached this end. */
+  /** The peer's close (or reset) reached this end: answered with a close, then finished. */
   closedByPeer(): void {
-    this.open = false;
+    if (this.open) {
+      this.open = false;
+      this.outgoing.finish();
+    }
     this.end();
   }
 
-  /** Called on the client end when a partition begins: a stalled connection's keepalive gives up. */
+  /** A partition began or a connection opened across one: if it stays stalled, its keepalive gives up. */
   watchStall(): void {
     if (this.stallCheck || !this.stalls()) return;
     this.stallCheck = this.network.world.schedule(this.network.keepaliveGiveUpMs, () => {
       this.stallCheck = undefined;
       if (!this.stalls()) return;
-      this.closedByPeer();
-      this.peer.closedByPeer();
+      this.breakBoth();
     });
   }
 
@@ -332,11 +376,15 @@ class SimEnd implements Connection {
    * the survivor's next keepalive ping with a reset, within one interval.
    */
   healed(): void {
-    this.outgoing.flow();
-    this.peer.outgoing.flow();
+    if (!this.stalls()) {
+      this.stallCheck?.();
+      this.stallCheck = undefined;
+    }
+    this.outgoing.resumeAfterStall();
+    this.peer.outgoing.resumeAfterStall();
     const [dead, live] = this.gone && !this.peer.gone ? [this as SimEnd, this.peer] : [this.peer, this as SimEnd];
     if (dead.gone && !live.gone && !dead.process.isAlive) {
-      this.network.world.schedule(this.network.world.random.fraction() * this.network.keepaliveGiveUpMs / 2, () => live.closedByPeer());
+      this.network.world.schedule((this.network.world.random.fraction() * this.network.keepaliveGiveUpMs) / 2, () => live.breakHere());
     }
   }
 
@@ -350,7 +398,19 @@ class SimEnd implements Connection {
     if (live.gone) return;
     // A partition hides the reset: the survivor's keepalive finds out.
     const delayMs = dead.outgoing.isBlocked ? this.network.keepaliveGiveUpMs : this.network.delayMs();
-    this.network.world.schedule(delayMs, () => live.closedByPeer());
+    this.network.world.schedule(delayMs, () => live.breakHere());
+  }
+
+  private breakBoth(): void {
+    this.breakHere();
+    this.peer.breakHere();
+  }
+
+  /** The connection is gone for this end, with no close handshake (a reset, a keepalive). */
+  private breakHere(): void {
+    this.open = false;
+    this.outgoing.discard();
+    this.end();
   }
 
   private stalls(): boolean {
@@ -360,6 +420,7 @@ class SimEnd implements Connection {
   private end(): void {
     if (this.gone) return;
     this.gone = true;
+    this.closing = false;
     this.frames.complete();
     this.drains.complete();
     this.forgetIfDone();
@@ -372,7 +433,4 @@ class SimEnd implements Connection {
       this.network.forget(this.isClientSide ? this : this.peer);
     }
   }
-
-  /** Set on the end that dialed. */
-  isClientSide = false;
 }

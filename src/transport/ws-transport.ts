@@ -14,6 +14,7 @@ import { Subject } from 'rxjs';
 import { WebSocket, WebSocketServer } from 'ws';
 import type { RawData } from 'ws';
 import {
+  CLOSE_GRACE_MS,
   CONNECT_TIMEOUT_MS,
   HANDSHAKES_MAX,
   HANDSHAKE_TIMEOUT_MS,
@@ -23,9 +24,6 @@ import {
   PEER_PATH,
 } from '../constants.js';
 import { KvError } from '../errors.js';
-
-/** How long a closed connection may wait for the peer's close frame before it is dropped. */
-const CLOSE_GRACE_MS = 1_000;
 import { CloseCode, type ConnectOptions, type Connection, type ConnectionKind, type ListenOptions, type Listener, type Transport } from './transport.js';
 
 interface Accepted {

