@@ -99,8 +99,28 @@ export const REPLICA_PENDING_BATCHES_MAX = 1024;
 export const CHECKPOINT_INTERVAL_MS = 1_000;
 export const WAL_AUTOCHECKPOINT_PAGES = 10_000;
 
+/**
+ * Failover timing (docs/DESIGN.md, "Failover"). Nodes heartbeat the hub every
+ * HEARTBEAT_INTERVAL_MS; the hub calls a node dead after DEAD_AFTER_MS without one. A
+ * replica's acknowledgement grants the primary a lease of LEASE_MS from when the primary
+ * sent what was acknowledged; the primary renews it at least every LEASE_RENEW_MS and
+ * serves only while every replica's lease holds. A replica accepts a new primary only
+ * once the lease it granted the old one has run out, and DEAD_AFTER_MS > LEASE_MS, so
+ * the deposed primary has stopped serving before the new one starts.
+ */
+export const HEARTBEAT_INTERVAL_MS = 250;
+export const DEAD_AFTER_MS = 1_500;
+export const LEASE_MS = 1_000;
+export const LEASE_RENEW_MS = 250;
+/** Nodes a view (or a heartbeat's lists) may name. */
+export const VIEW_NODES_MAX = 16;
+/** View changes the hub keeps for its status. */
+export const VIEW_CHANGES_KEPT = 20;
+
 /** How long the primary waits for every replica to acknowledge a write. */
 export const ACK_TIMEOUT_MS = 2_000;
+/** How long the client library retries a request no primary answered (a failover, a restart). */
+export const CLIENT_RETRY_DEADLINE_MS = 10_000;
 /** How long a client waits for the reply to one request. */
 export const REQUEST_TIMEOUT_MS = 10_000;
 /** How long a replica reuses the primary's address it resolved for NOT_PRIMARY replies. */

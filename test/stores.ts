@@ -12,6 +12,7 @@ class DelegatingStore implements Store {
   get(key: string): Promise<Json | undefined> { return this.inner.get(key); }
   readJson(key: string): string | undefined { return this.inner.readJson(key); }
   apply(epoch: number, first: number, ops: readonly WriteOp[]): Promise<boolean[]> { return this.inner.apply(epoch, first, ops); }
+  beginEpoch(epoch: number): Promise<void> { return this.inner.beginEpoch(epoch); }
   snapshot(limits: PageLimits) { return this.inner.snapshot(limits); }
   beginRestore() { return this.inner.beginRestore(); }
   count() { return this.inner.count(); }

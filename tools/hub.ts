@@ -1,9 +1,11 @@
 #!/usr/bin/env node
 /**
- * Starts the directory hub: node dist/tools/hub.js [--host H] [--port P] [--secret-file PATH]
+ * Starts the directory hub: node dist/tools/hub.js [--host H] [--port P] [--data FILE] [--secret-file PATH]
+ * The view (who is primary, who must acknowledge) is kept in --data across restarts.
  * Secure by default: without a secret given, the one in data/cluster.secret is used
  * (generated there, mode 0600, if absent).
  */
+import { mkdir } from 'node:fs/promises';
 import path from 'node:path';
 import {
   chooseSecret,
@@ -16,14 +18,18 @@ import {
 } from '../src/cluster/secret.js';
 import { DEFAULT_HUB_PORT } from '../src/constants.js';
 import { DirectoryHub } from '../src/hub/hub.js';
+import { SqliteViewStore } from '../src/hub/sqlite-view-store.js';
 import { failWith, readFlags, type Fail } from './flags.js';
 import { onShutdown } from './shutdown.js';
 
 const DEFAULT_SECRET_FILE = path.join('data', SECRET_FILE_NAME);
+const DEFAULT_VIEW_FILE = path.join('data', 'hub.sqlite');
 
 const USAGE = `usage: node dist/tools/hub.js [options]
   --host HOST         address to listen on (default 127.0.0.1)
   --port PORT         port to listen on, 0 for any free one (default ${DEFAULT_HUB_PORT})
+  --data FILE         where the view is kept across restarts (default ${DEFAULT_VIEW_FILE})
+  --memory            keep the view in memory only (a restart forgets it: tests only)
 ${secretFlagsUsage(22, DEFAULT_SECRET_FILE)}
   --trace             print every registration as a JSON line
   -h, --help          this text`;
@@ -33,6 +39,8 @@ const fail: Fail = failWith('hub', USAGE);
 const values = readFlags(fail, USAGE, {
   host: { type: 'string', default: '127.0.0.1' },
   port: { type: 'string', default: String(DEFAULT_HUB_PORT) },
+  data: { type: 'string', default: DEFAULT_VIEW_FILE },
+  memory: { type: 'boolean', default: false },
   ...SECRET_FLAGS,
   trace: { type: 'boolean', default: false },
 });
@@ -49,9 +57,21 @@ try {
 }
 if ('insecure' in choice) console.error(insecureWarning('hub'));
 
-const hub = new DirectoryHub({ host: values.host, port, ...choice });
+let viewStore: SqliteViewStore | undefined;
+if (!values.memory) {
+  try {
+    await mkdir(path.dirname(values.data), { recursive: true });
+    viewStore = new SqliteViewStore(values.data);
+  } catch (error) {
+    fail((error as Error).message, 1);
+  }
+}
+const hub = new DirectoryHub({ host: values.host, port, ...choice, ...(viewStore ? { viewStore } : {}) });
 if (values.trace) hub.events$.subscribe((event) => console.log(JSON.stringify({ node: 'hub', at: Date.now(), ...event })));
-onShutdown(() => hub.close());
+onShutdown(async () => {
+  await hub.close();
+  viewStore?.close();
+});
 try {
   await hub.listen();
 } catch (error) {

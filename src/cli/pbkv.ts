@@ -72,7 +72,7 @@ const OVERALL_HELP = [
   '  put KEY -          store everything on stdin, less one trailing newline (also: --stdin)',
   '  get KEY            print the value (with --json, as JSON so its type shows)',
   '  del KEY            delete KEY',
-  '  status             the hub\'s services and nodes',
+  '  status             the view (primary, replicas, each node\'s seq and lag, the last changes) and the hub\'s names',
   '  help [COMMAND]     this text, or one command\'s',
   '  version            the version of pbkv',
   '',
@@ -257,16 +257,23 @@ async function main(argv: readonly string[]): Promise<number> {
     case 'status':
       expect(0);
       return withClient(invocation, async (client) => {
-        const { names, services, nodes } = await client.status();
+        const { names, services, nodes, view } = await client.status();
         if (invocation.json) {
-          console.log(JSON.stringify({ services, names, nodes }));
+          console.log(JSON.stringify({ services, names, nodes, ...(view ? { view } : {}) }));
           return 0;
         }
+        if (view) console.log(`view    ${view.epoch}: primary ${view.primary}, replicas ${view.replicas.join(', ') || '(none)'}`);
         for (const [service, node] of Object.entries(services)) console.log(`service ${service} -> ${node}`);
         for (const [name, address] of Object.entries(names)) {
           const health = nodes[name];
           const state = health ? `  ${health.state}${health.reason ? `: ${health.reason}` : ''}` : '';
-          console.log(`node    ${name.padEnd(8)} ${address}${state}`);
+          const member = view?.members[name];
+          const role = !view ? '' : name === view.primary ? 'primary' : view.replicas.includes(name) ? 'replica' : '';
+          const position = member ? `  ${(role || member.state).padEnd(11)} seq ${member.seq}${member.lag > 0 ? ` (${member.lag} behind)` : ''}${member.state === 'dead' ? '  DEAD' : ''}` : '';
+          console.log(`node    ${name.padEnd(8)} ${address}${position}${state}`);
+        }
+        for (const change of view?.changes.slice(-5) ?? []) {
+          console.log(`change  ${new Date(change.atMs).toISOString()} view ${change.epoch}: primary ${change.primary}: ${change.why}`);
         }
         return 0;
       });

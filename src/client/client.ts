@@ -1,11 +1,18 @@
 /**
- * The pbkv client: finds the primary through the hub (service `kv`), keeps one connection
- * to it, and turns get/put/del into promises matched by request id. When the connection
- * drops, the next request looks the primary up again and reconnects. A write that failed
- * with UNAVAILABLE is not retried here: its outcome is unknown until it is read back.
+ * The pbkv client: finds the primary through the hub (service `kv`, the view's primary),
+ * keeps one connection to it, and turns get/put/del into promises matched by request id.
+ * It follows the view: on NOT_PRIMARY, on no primary known yet (NOT_FOUND) or a primary
+ * that cannot be reached, it looks `kv` up again and retries with backoff until its
+ * deadline. Those requests never reached a primary that applied them (nor did an
+ * UNAVAILABLE that says `applied: false`), so a retry is safe; a get is also retried on
+ * UNAVAILABLE. A write that failed with UNAVAILABLE is not: its
+ * outcome is unknown until it is read back (request tags, which make such a retry safe,
+ * are not built yet).
  */
-import { FRAME_BYTES_MAX, REQUEST_TIMEOUT_MS } from '../constants.js';
-import { KvError } from '../errors.js';
+import { firstValueFrom } from 'rxjs';
+import { backoff } from '../backoff.js';
+import { CLIENT_RETRY_DEADLINE_MS, FRAME_BYTES_MAX, REQUEST_TIMEOUT_MS } from '../constants.js';
+import { KvError, toKvError } from '../errors.js';
 import type { Json } from '../protocol/messages.js';
 import type { Environment } from '../env/environment.js';
 import { realEnvironment } from '../env/real.js';
@@ -19,6 +26,8 @@ export interface KvClientOptions {
   /** The service to look up; `kv` unless told otherwise. */
   service?: string;
   requestTimeoutMs?: number;
+  /** How long a request is retried while no primary answers it (0: never retried). */
+  retryDeadlineMs?: number;
   /** The network, clock and randomness (the real ones unless given). */
   env?: Environment;
 }
@@ -60,10 +69,41 @@ export class KvClient {
     return this.hub.status();
   }
 
-  /** Sends any request to the primary (for tools that speak the protocol directly). */
+  /**
+   * Sends any request to the primary (for tools that speak the protocol directly),
+   * following the view as the class comment says.
+   */
   async request(fields: Record<string, unknown>): Promise<OkReply> {
-    const channel = await this.channel.get();
-    return channel.request(fields);
+    const deadline = this.env.clock.now() + (this.options.retryDeadlineMs ?? CLIENT_RETRY_DEADLINE_MS);
+    const delay = backoff(this.env);
+    for (let attempt = 1; ; attempt += 1) {
+      let sent = false;
+      try {
+        const channel = await this.channel.get();
+        sent = true;
+        return await channel.request(fields);
+      } catch (error) {
+        const kvError = toKvError(error);
+        if (!this.retryable(kvError, sent, fields['op']) || this.env.clock.now() >= deadline) throw kvError;
+        // Whoever answered is not (or no longer) the primary: look `kv` up again.
+        if (kvError.code === 'NOT_PRIMARY' || kvError.message === 'connection closed') void this.dropConnection();
+        await firstValueFrom(delay(kvError, attempt));
+      }
+    }
+  }
+
+  /** Whether a failed request may be sent again: it was surely not applied, or it is a read. */
+  private retryable(error: KvError, sent: boolean, op: unknown): boolean {
+    if (!sent) return error.code === 'UNAVAILABLE' || error.code === 'NOT_FOUND';
+    if (error.code === 'NOT_PRIMARY') return true;
+    // The node said it applied nothing (no view yet, taking over, queue full).
+    if (error.code === 'UNAVAILABLE' && error.details['applied'] === false) return true;
+    return error.code === 'UNAVAILABLE' && op === 'get';
+  }
+
+  private async dropConnection(): Promise<void> {
+    const channel = await this.channel.get().catch(() => undefined);
+    channel?.close();
   }
 
   async close(): Promise<void> {

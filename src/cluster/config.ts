@@ -16,6 +16,8 @@ export interface NodeSpec {
 export interface ClusterSpec {
   hubHost: string;
   hubPort: number;
+  /** Where the hub keeps its view across restarts (none: in memory, with sync memory). */
+  hubDataFile: string | undefined;
   sync: SyncMode;
   nodes: NodeSpec[];
 }
@@ -48,7 +50,8 @@ export function localClusterSpec(options: {
     });
   }
   checkClusterSpec(nodes);
-  return { hubHost: '127.0.0.1', hubPort: options.hubPort ?? DEFAULT_HUB_PORT, sync, nodes };
+  const hubDataFile = sync === 'memory' ? undefined : path.join(options.dataDir, 'hub.sqlite');
+  return { hubHost: '127.0.0.1', hubPort: options.hubPort ?? DEFAULT_HUB_PORT, hubDataFile, sync, nodes };
 }
 
 /** Refuses a cluster in which two nodes share a name, a data file or an address. */

@@ -58,7 +58,7 @@ export function defaultSecretFile(spec: ClusterSpec): string {
 }
 
 export function spawnHub(spec: ClusterSpec, options: SpawnOptions = {}): Promise<ChildHandle> {
-  const args = ['--host', spec.hubHost, '--port', String(spec.hubPort), ...secretArgs(spec, options)];
+  const args = ['--host', spec.hubHost, '--port', String(spec.hubPort), ...(spec.hubDataFile ? ['--data', spec.hubDataFile] : ['--memory']), ...secretArgs(spec, options)];
   return spawnTool('hub', 'hub.js', args, options);
 }
 

@@ -11,7 +11,7 @@ import { backoff } from '../backoff.js';
 import { HUB_FRAME_BYTES_MAX, REPORT_REASON_LENGTH_MAX, REQUEST_TIMEOUT_MS, RESOLVE_DEADLINE_MS } from '../constants.js';
 import { KvError, toKvError } from '../errors.js';
 import { proofFor } from '../protocol/auth.js';
-import { NODE_STATES, type NodeState } from '../protocol/messages.js';
+import { NODE_STATES, type HeartbeatRequest, type NodeState, type View } from '../protocol/messages.js';
 import { replyString, replyStringMap, type OkReply } from '../protocol/reply.js';
 import { RpcChannel } from '../protocol/rpc-channel.js';
 import type { Environment } from '../env/environment.js';
@@ -33,8 +33,15 @@ export interface HubClientOptions {
 export interface HubStatus {
   names: Record<string, string>;
   services: Record<string, string>;
-  /** What nodes reported of themselves (serving, starting, halted and why). */
+  /** What nodes reported of themselves (serving, starting, degraded and why). */
   nodes: Record<string, NodeHealth>;
+  /** The view, once one exists: who serves, each node's state and lag, the last changes. */
+  view?: ViewStatus;
+}
+
+export interface ViewStatus extends View {
+  members: Record<string, { state: string; epoch: number; seq: number; lag: number }>;
+  changes: { atMs: number; epoch: number; primary: string; replicas: string[]; why: string }[];
 }
 
 export class HubClient {
@@ -96,13 +103,34 @@ export class HubClient {
     return { node: replyString(reply, 'node'), address: replyString(reply, 'address') };
   }
 
+  /**
+   * One heartbeat: where this node stands (and, from the primary, who is synced and caught
+   * up). Returns the view the hub holds and the nodes outside it. Not retried: the next
+   * heartbeat is.
+   */
+  async heartbeat(fields: Omit<HeartbeatRequest, 'type' | 'id'>, timeoutMs: number): Promise<{ view: View | undefined; candidates: string[] }> {
+    const channel = await this.channel.get();
+    const { config, synced, caughtUp, behind, unreachable, ...position } = fields;
+    const reply = await channel
+      .request({ op: 'heartbeat', ...position, ...(config ? { config } : {}), ...(synced ? { synced } : {}), ...(caughtUp ? { caughtUp } : {}), ...(behind ? { behind } : {}), ...(unreachable?.length ? { unreachable } : {}) }, timeoutMs)
+      .catch((error: unknown) => {
+        // A heartbeat with no reply means a connection that died silently (a hub that
+        // crashed behind a partition): dropped now, redialed, rather than at the keepalive.
+        if (error instanceof KvError && error.code === 'UNAVAILABLE') channel.close();
+        throw error;
+      });
+    return { view: parseView(reply['view']), candidates: parseNames(reply['candidates'], 'candidates') };
+  }
+
   async status(): Promise<HubStatus> {
     const reply = await this.request({ op: 'status' });
     const nodes = reply['nodes'];
+    const view = reply['view'] === undefined ? undefined : parseViewStatus(reply['view']);
     return {
       names: replyStringMap(reply, 'names'),
       services: replyStringMap(reply, 'services'),
       nodes: parseNodes(nodes),
+      ...(view ? { view } : {}),
     };
   }
 
@@ -209,6 +237,45 @@ export class HubClient {
       this.opening = undefined;
     }
   }
+}
+
+/** A view in a reply: null (none yet) or {epoch, primary, replicas}, checked like every reply field. */
+export function parseView(raw: unknown): View | undefined {
+  if (raw === null || raw === undefined) return undefined;
+  const { epoch, primary, replicas } = raw as { epoch?: unknown; primary?: unknown; replicas?: unknown };
+  if (typeof raw !== 'object' || !Number.isSafeInteger(epoch) || (epoch as number) < 1 || typeof primary !== 'string') {
+    throw new KvError('INTERNAL', 'malformed reply: view must be {epoch, primary, replicas}');
+  }
+  return { epoch: epoch as number, primary, replicas: parseNames(replicas, 'view.replicas') };
+}
+
+function parseNames(raw: unknown, field: string): string[] {
+  if (raw === undefined) return [];
+  if (!Array.isArray(raw) || !raw.every((name) => typeof name === 'string')) throw new KvError('INTERNAL', `malformed reply: ${field} must be a list of names`);
+  return raw as string[];
+}
+
+/** The status's `view`: a view plus each member's state and the last changes, checked field by field. */
+function parseViewStatus(raw: unknown): ViewStatus {
+  const view = parseView(raw);
+  if (!view) throw new KvError('INTERNAL', 'malformed reply: view must be an object');
+  const { members, changes } = raw as { members?: unknown; changes?: unknown };
+  const count = (value: unknown) => Number.isSafeInteger(value) && (value as number) >= 0;
+  const parsedMembers: ViewStatus['members'] = {};
+  if (typeof members !== 'object' || members === null || Array.isArray(members)) throw new KvError('INTERNAL', 'malformed reply: view.members must be an object');
+  for (const [name, member] of Object.entries(members as Record<string, unknown>)) {
+    const { state, epoch, seq, lag } = (member ?? {}) as Record<string, unknown>;
+    if (typeof state !== 'string' || !count(epoch) || !count(seq) || !count(lag)) throw new KvError('INTERNAL', `malformed reply: view.members.${name}`);
+    parsedMembers[name] = { state, epoch: epoch as number, seq: seq as number, lag: lag as number };
+  }
+  if (!Array.isArray(changes)) throw new KvError('INTERNAL', 'malformed reply: view.changes must be a list');
+  const parsedChanges = changes.map((change: unknown) => {
+    const { atMs, why } = (change ?? {}) as Record<string, unknown>;
+    const changed = parseView(change);
+    if (!changed || typeof atMs !== 'number' || typeof why !== 'string') throw new KvError('INTERNAL', 'malformed reply: view.changes');
+    return { ...changed, atMs, why };
+  });
+  return { ...view, members: parsedMembers, changes: parsedChanges };
 }
 
 /** The hub status's `nodes`: each node's state and reason, checked like every reply field. */

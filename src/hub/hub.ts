@@ -8,7 +8,7 @@
  * register again when they reconnect.
  */
 import { Subject } from 'rxjs';
-import { CONNECTIONS_MAX, HUB_FRAME_BYTES_MAX, HUB_NAMES_MAX } from '../constants.js';
+import { CONNECTIONS_MAX, DEAD_AFTER_MS, HEARTBEAT_INTERVAL_MS, HUB_FRAME_BYTES_MAX, HUB_NAMES_MAX } from '../constants.js';
 import { KvError, assert, assertNever } from '../errors.js';
 import { newChallenge, verifyProof } from '../protocol/auth.js';
 import type { Answer, HubRequest, NodeState } from '../protocol/messages.js';
@@ -18,8 +18,11 @@ import { SendBudget, serveConnection } from '../protocol/serve.js';
 import type { Environment } from '../env/environment.js';
 import { realEnvironment } from '../env/real.js';
 import type { Connection, Listener } from '../transport/transport.js';
+import { MemoryViewStore, ViewKeeper, type ViewChange, type ViewStore } from './views.js';
 
 export const HUB_NAME = 'hub';
+/** The service the view's primary serves. */
+export const KV_SERVICE = 'kv';
 
 export interface HubOptions {
   host?: string;
@@ -32,6 +35,9 @@ export interface HubOptions {
   namesMax?: number;
   /** The network, clock and randomness (the real ones unless given). */
   env?: Environment;
+  /** Where the view is kept across restarts (in memory unless given: tests only). */
+  viewStore?: ViewStore;
+  deadAfterMs?: number;
 }
 
 /** What a node last reported of itself. */
@@ -44,7 +50,8 @@ export type HubEvent =
   | { event: 'registered'; name: string; address: string }
   | { event: 'service'; service: string; name: string }
   | { event: 'report'; name: string; state: NodeState; reason?: string | undefined }
-  | { event: 'rejected'; op: string; code: string; message: string };
+  | { event: 'rejected'; op: string; code: string; message: string }
+  | ({ event: 'view' } & ViewChange);
 
 const HUB_HELP = [
   'lookup SERVICE   the node and address serving SERVICE (try: lookup kv)',
@@ -75,9 +82,14 @@ export class DirectoryHub {
   private listener: Listener | undefined;
   private closing: Promise<void> | undefined;
   private readonly env: Environment;
+  readonly views: ViewKeeper;
+  private stopTicking: (() => void) | undefined;
 
   constructor(private readonly options: HubOptions = {}) {
     this.env = options.env ?? realEnvironment;
+    this.views = new ViewKeeper(this.env.clock, options.viewStore ?? new MemoryViewStore(), options.deadAfterMs ?? DEAD_AFTER_MS, (change) =>
+      this.events$.next({ event: 'view', ...change }),
+    );
     assert(options.secret !== undefined || options.insecure === true, 'a hub needs the cluster secret, or insecure: true');
     assert(options.secret === undefined || options.secret.length > 0, 'the cluster secret is not empty');
   }
@@ -95,11 +107,19 @@ export class DirectoryHub {
       connectionsMax: this.options.connectionsMax ?? CONNECTIONS_MAX,
       onConnection: (connection) => this.serve(connection),
     });
+    this.tick();
     return this;
+  }
+
+  /** The view keeper looks at heartbeats twice per interval. */
+  private tick(): void {
+    this.views.tick();
+    this.stopTicking = this.env.clock.after(HEARTBEAT_INTERVAL_MS / 2, () => this.tick());
   }
 
   close(): Promise<void> {
     this.closing ??= (async () => {
+      this.stopTicking?.();
       await this.listener?.close();
       this.events$.complete();
     })();
@@ -125,7 +145,9 @@ export class DirectoryHub {
   private handle(request: HubRequest, session: Session): Answer {
     switch (request.type) {
       case 'lookup': {
-        const name = this.services.get(request.service);
+        // Once views exist, `kv` is always the view's primary.
+        const view = this.views.view;
+        const name = request.service === KV_SERVICE && view ? view.primary : this.services.get(request.service);
         const address = name === undefined ? undefined : this.names.get(name)?.address;
         if (name === undefined || address === undefined) {
           throw new KvError('NOT_FOUND', `no node serves "${request.service}"`);
@@ -182,6 +204,12 @@ export class DirectoryHub {
         this.events$.next({ event: 'report', name: request.name, state: request.state, reason: request.reason });
         return okReply(request.id);
       }
+      case 'heartbeat': {
+        this.requireRegistrant(session, request.name);
+        if (!this.names.has(request.name)) throw new KvError('NOT_FOUND', `register the name "${request.name}" before its heartbeats`);
+        const view = this.views.heartbeat(request);
+        return okReply(request.id, { view: view ?? null, candidates: this.views.candidates() });
+      }
       case 'help':
         return request.asText ? `${HUB_HELP}\n` : okReply(request.id, { help: HUB_HELP });
       default:
@@ -200,7 +228,13 @@ export class DirectoryHub {
       names[name] = entry.address;
       if (entry.health) nodes[name] = entry.health;
     }
-    return { names, services: Object.fromEntries(this.services), nodes };
+    const view = this.views.view;
+    return {
+      names,
+      services: { ...Object.fromEntries(this.services), ...(view ? { [KV_SERVICE]: view.primary } : {}) },
+      nodes,
+      ...(view ? { view: { ...view, members: this.views.status(), changes: this.views.history } } : {}),
+    };
   }
 
   private register(session: Session, name: string, address: string): void {

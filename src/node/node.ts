@@ -6,10 +6,11 @@
  *                   is resolved before this);
  *   close()         releases everything; calling it twice is harmless.
  */
-import { BehaviorSubject, Subject, filter, firstValueFrom, timeout } from 'rxjs';
+import { BehaviorSubject, Subject, concatMap, distinctUntilChanged, filter, firstValueFrom, timeout, type Subscription } from 'rxjs';
 import {
   ACK_TIMEOUT_MS,
   CONNECTIONS_MAX,
+  HEARTBEAT_INTERVAL_MS,
   FRAME_BYTES_MAX,
   KEY_BYTES_MAX,
   PEER_FRAME_BYTES_MAX,
@@ -18,8 +19,8 @@ import {
   RESOLVE_DEADLINE_MS,
   VALUE_BYTES_MAX,
 } from '../constants.js';
-import { KvError, assert } from '../errors.js';
-import type { NodeRequest } from '../protocol/messages.js';
+import { KvError, assert, toKvError } from '../errors.js';
+import type { NodeRequest, View } from '../protocol/messages.js';
 import { parseNodeFrame, type Limits, type Parsed } from '../protocol/parse.js';
 import { SendBudget, serveConnection } from '../protocol/serve.js';
 import { HubClient } from '../hub/hub-client.js';
@@ -30,14 +31,12 @@ import type { Environment } from '../env/environment.js';
 import { realEnvironment } from '../env/real.js';
 import type { Connection, Listener } from '../transport/transport.js';
 import { KvService, type Role, type RoleState, type Session } from './kv-service.js';
-import { PrimaryGate } from './primary-gate.js';
+import { PrimaryRole } from './primary-role.js';
 import { ReplicaApplier } from './replica-applier.js';
-import { ReplicaLink } from './replica-link.js';
 import { ReplicationLog } from './replication-log.js';
 import type { NodeTrace, TraceEvent } from './trace.js';
-import { WritePipeline } from './write-pipeline.js';
 
-export const KV_SERVICE = 'kv';
+export { KV_SERVICE } from '../hub/hub.js';
 
 export interface KvNodeOptions {
   name: string;
@@ -85,17 +84,33 @@ type Phase = 'new' | 'initialized' | 'serving' | 'closed';
 
 export class KvNode {
   readonly trace$ = new Subject<NodeTrace>();
-  /** How the node is, as it reports it to the hub: starting, serving, degraded, halted. */
+  /** How the node is, as it reports it to the hub: starting, serving, degraded. */
   readonly health$ = new BehaviorSubject<NodeHealth>({ state: 'starting' });
   /** Faults only (store errors, listener errors): cheap to watch when not tracing. */
   readonly faults$ = new Subject<NodeTrace>();
+  /** The newest view this node heard of: its role follows it (taking one on takes a moment). */
+  readonly view$ = new BehaviorSubject<View | undefined>(undefined);
+  /** The view this node has finished taking on: what it serves under now. */
+  private adoptedView: View | undefined;
   private phase: Phase = 'new';
   private store: Store | undefined;
   private listener: Listener | undefined;
   private readonly hub: HubClient;
-  private roleState: RoleState | undefined;
   private service: KvService | undefined;
-  private links: ReplicaLink[] = [];
+  /** Applies what the primary sends; none while a deposed primary's store comes to rest. */
+  private applier: ReplicaApplier | undefined;
+  private primary: PrimaryRole | undefined;
+  /** Nodes outside the view the hub last named: the primary catches them up. */
+  private candidates: string[] = [];
+  /** Where the store stood at the previous heartbeat (a candidate holding it is caught up). */
+  private lastBeatSeq = 0;
+  private stopBeating: (() => void) | undefined;
+  /** Whether this node, as primary, has had every lease at least once (health: starting until then). */
+  private servedReads = false;
+  private adopting: Subscription | undefined;
+  /** The view being taken on: close() lets it finish before it releases the store. */
+  private adoption: Promise<void> | undefined;
+  private stopWaitingForLease: (() => void) | undefined;
   private closing: Promise<void> | undefined;
   private readonly limits: Limits;
   private readonly budget: SendBudget;
@@ -126,8 +141,11 @@ export class KvNode {
     return this.options.name;
   }
 
-  get role(): Role {
-    return this.options.role;
+  /** What the view this node holds makes it (its flags only name the first view). */
+  get role(): Role | 'candidate' | undefined {
+    const view = this.view$.value;
+    if (!view) return undefined;
+    return view.primary === this.name ? 'primary' : view.replicas.includes(this.name) ? 'replica' : 'candidate';
   }
 
   /** ws://host:port this node serves on. */
@@ -154,11 +172,8 @@ export class KvNode {
     }
     this.store = store;
     this.store.errors$.subscribe((error) => this.emit({ event: 'fault', message: `store: ${error.message}` }));
-    this.roleState =
-      options.role === 'primary'
-        ? { role: 'primary', gate: undefined, pipeline: undefined }
-        : { role: 'replica', primary: options.primary!, applier: new ReplicaApplier(this.store, (e) => this.emit(e)) };
-    this.service = new KvService(this.name, this.env, this.store, this.hub, this.roleState, options.secret, (e) => this.emit(e));
+    this.applier = this.newApplier();
+    this.service = new KvService(this.name, this.env, this.store, this.hub, () => this.roleState(), options.secret, (e) => this.emit(e));
     const listener = await this.env.transport.listen({
       host: options.host ?? '127.0.0.1',
       port: options.port ?? 0,
@@ -184,80 +199,153 @@ export class KvNode {
     this.emit({ event: 'registered', what: 'name', address: this.listener.url });
   }
 
+  /**
+   * Starts heartbeating the hub; the node's role follows the views it gets back (no peer
+   * name is resolved before this). The configured primary proposes its flags as the first
+   * view.
+   */
   async startServices(): Promise<void> {
     assert(this.phase === 'initialized', `startServices() of ${this.name} in phase ${this.phase}`);
     this.phase = 'serving';
-    const { options } = this;
-    const roleState = this.roleState!;
-    if (roleState.role !== 'primary') {
-      this.report({ state: 'serving' });
-      return;
-    }
-    const store = this.storage;
-    const log = new ReplicationLog(
-      store.state.seq,
-      options.replicationLogEntriesMax ?? REPLICATION_LOG_ENTRIES_MAX,
-      options.replicationLogBytesMax ?? REPLICATION_LOG_BYTES_MAX,
-    );
-    const ackTimeoutMs = options.ackTimeoutMs ?? ACK_TIMEOUT_MS;
-    // Before the gate opens the primary stands where its store does; after, at its log's end
-    // in the epoch it writes in.
-    const position = () => (gate.state.state === 'serving' ? { epoch: gate.state.epoch, seq: log.lastSeq } : store.state);
-    const gate = new PrimaryGate(this.name, position, options.replicas ?? [], (state) => {
-      if (state.state === 'serving') this.serveWrites(roleState, log, state.epoch, ackTimeoutMs);
-      else if (state.state === 'halted') this.halt(roleState, state.reason);
-      else this.report(state);
-    });
-    roleState.gate = gate;
-    const linkOptions = {
-      env: this.env,
-      self: this.name,
-      localAddress: bindableAddress(options.host),
-      secret: options.secret,
-      gate,
-      ackTimeoutMs,
-      resolveDeadlineMs: options.resolveDeadlineMs ?? RESOLVE_DEADLINE_MS,
-      onProblem: (replica: string, problem: string | undefined) => this.replicaProblem(replica, problem),
-    };
-    this.links = (options.replicas ?? []).map((name) => new ReplicaLink(name, this.hub, log, store, linkOptions, (e) => this.emit(e)));
-    gate.start();
-    for (const link of this.links) link.start();
-    await this.hub.registerService(KV_SERVICE, this.name);
-    this.emit({ event: 'registered', what: 'service', address: this.url });
+    // One view at a time, in epoch order: taking one on may wait for the store.
+    this.adopting = this.view$
+      .pipe(
+        filter((view): view is View => view !== undefined),
+        distinctUntilChanged((a, b) => a.epoch === b.epoch),
+        // A view that could not be taken on (a store that failed) is said, and the next one tried.
+        concatMap((view) => {
+          this.adoption = this.adopt(view).catch((error: unknown) => this.emit({ event: 'fault', message: `taking on view ${view.epoch}: ${(error as Error).message}` }));
+          return this.adoption;
+        }),
+      )
+      .subscribe();
+    this.beat();
   }
 
-  /** Where this node stands: starting, serving, degraded or halted, and why (as the hub shows it). */
+  /** Where this node stands: starting, serving or degraded, and why (as the hub shows it). */
   get health(): NodeHealth {
-    const roleState = this.roleState;
-    if (!roleState || this.phase !== 'serving') return { state: 'starting' };
-    if (roleState.role === 'replica') return { state: 'serving' };
-    const gate = roleState.gate?.state;
-    if (!gate) return { state: 'starting' };
-    if (gate.state !== 'serving') return gate;
+    if (this.phase !== 'serving' || !this.view$.value) return { state: 'starting', reason: `${this.name} waits for a view from the hub` };
+    const primary = this.primary;
+    if (!primary) return { state: 'serving' };
+    const notYet = primary.writeError();
+    if (notYet) return { state: 'starting', reason: notYet.message };
+    // Reads need every replica's lease: the first ones come a moment after taking over.
+    const noReads = primary.readError();
+    if (noReads) return { state: this.servedReads ? 'degraded' : 'starting', reason: noReads.message };
+    this.servedReads = true;
     if (this.problems.size > 0) return { state: 'degraded', reason: [...this.problems.values()].join('; ') };
     return { state: 'serving' };
   }
 
-  /** The gate opened: no replica is ahead, so writes (and reads) start, in a new epoch. */
-  private serveWrites(roleState: Extract<RoleState, { role: 'primary' }>, log: ReplicationLog, epoch: number, ackTimeoutMs: number): void {
+  private roleState(): RoleState {
+    if (this.primary) return { role: 'primary', primary: this.primary };
+    return { role: 'replica', view: this.view$.value, applier: this.applier };
+  }
+
+  private newApplier(): ReplicaApplier {
     const { options } = this;
-    roleState.pipeline = new WritePipeline(
-      this.storage,
-      log,
-      this.links,
-      { clock: this.env.clock, epoch, ackTimeoutMs, ...(options.batchWritesMax !== undefined ? { batchWritesMax: options.batchWritesMax } : {}) },
-      (e) => this.emit(e),
+    const entriesMax = options.replicationLogEntriesMax ?? REPLICATION_LOG_ENTRIES_MAX;
+    const bytesMax = options.replicationLogBytesMax ?? REPLICATION_LOG_BYTES_MAX;
+    return new ReplicaApplier(this.storage, (e) => this.emit(e), undefined, (start) => new ReplicationLog(start, entriesMax, bytesMax));
+  }
+
+  /** Tells the hub where this node stands, and learns the view; again every interval. */
+  private beat(): void {
+    if (this.phase === 'closed') return;
+    const { options } = this;
+    const store = this.storage;
+    const view = this.view$.value;
+    const primary = this.primary;
+    const seq = store.state.seq;
+    const fields = {
+      name: this.name,
+      epoch: store.state.epoch,
+      seq,
+      // The view this node serves under, not merely the newest it heard of.
+      viewEpoch: this.servingView?.epoch ?? 0,
+      config: !view && options.role === 'primary' ? { primary: this.name, replicas: [...(options.replicas ?? [])] } : undefined,
+      synced: primary ? primary.synced() : undefined,
+      caughtUp: primary ? primary.caughtUp(this.lastBeatSeq) : undefined,
+      behind: primary?.behind,
+      unreachable: primary?.unreachable(),
+    };
+    this.lastBeatSeq = seq;
+    // Health changes with leases too, which no event announces: looked at every beat.
+    this.report(this.health);
+    this.hub.heartbeat(fields, HEARTBEAT_INTERVAL_MS * 4).then(
+      (reply) => {
+        if (this.phase === 'closed') return;
+        this.candidates = reply.candidates;
+        if (reply.view && reply.view.epoch > (this.view$.value?.epoch ?? 0)) this.view$.next(reply.view);
+        else this.primary?.setCandidates(this.candidates);
+      },
+      (error: unknown) => {
+        if (this.phase !== 'closed') this.emit({ event: 'rejected', reason: `heartbeat: ${(error as Error).message}`, code: toKvError(error).code });
+      },
     );
-    this.emit({ event: 'serving', epoch });
+    this.stopBeating = this.env.clock.after(HEARTBEAT_INTERVAL_MS, () => this.beat());
+  }
+
+  /**
+   * Takes on a view: primary of it (taking over, or going on in its epoch), or a replica
+   * or candidate taking its primary's frames (a deposed primary first stops: writes it
+   * has not had acknowledged fail, and nothing of an older view is accepted any more).
+   */
+  private async adopt(view: View): Promise<void> {
+    if (this.phase === 'closed') return;
+    this.emit({ event: 'view', epoch: view.epoch, primary: view.primary, replicas: view.replicas });
+    const { options } = this;
+    this.service!.viewChanged(view);
+    if (view.primary === this.name) {
+      if (!this.primary) {
+        const applier = this.applier!;
+        const store = this.storage;
+        // What the node was applying as a replica is committed (or not) before it writes.
+        await applier.abortRestore();
+        await applier.idle();
+        // The log this node kept as a replica catches the others up, if it matches the store.
+        const log = applier.log.lastSeq === store.state.seq ? applier.log : new ReplicationLog(store.state, options.replicationLogEntriesMax, options.replicationLogBytesMax);
+        this.primary = new PrimaryRole(
+          {
+            name: this.name,
+            env: this.env,
+            store,
+            hub: this.hub,
+            secret: options.secret,
+            localAddress: bindableAddress(options.host),
+            ackTimeoutMs: options.ackTimeoutMs ?? ACK_TIMEOUT_MS,
+            resolveDeadlineMs: options.resolveDeadlineMs ?? RESOLVE_DEADLINE_MS,
+            batchWritesMax: options.batchWritesMax,
+            onProblem: (replica, problem) => this.replicaProblem(replica, problem),
+            trace: (e) => this.emit(e),
+          },
+          log,
+          view,
+          Math.max(this.env.clock.now(), this.service!.leaseGrantedUntilMs),
+        );
+        const waitMs = this.service!.leaseGrantedUntilMs - this.env.clock.now();
+        // Serving starts once the lease this node granted has run out.
+        if (waitMs > 0) this.stopWaitingForLease = this.env.clock.after(waitMs + 1, () => this.report(this.health));
+      }
+      await this.primary.adopt(view, this.candidates);
+      this.emit({ event: 'serving', epoch: view.epoch });
+    } else if (this.primary) {
+      const deposed = this.primary;
+      this.primary = undefined;
+      // No replication is taken until the store is at rest and an applier starts from it.
+      this.applier = undefined;
+      this.servedReads = false;
+      this.problems.clear();
+      await deposed.close(`${this.name} is no longer the primary: view ${view.epoch} names ${view.primary}`);
+      this.applier = this.newApplier();
+    }
+    this.adoptedView = view;
     this.report(this.health);
   }
 
-  /** Stops serving for good: said in the log, at the hub and in every reply. */
-  private halt(roleState: Extract<RoleState, { role: 'primary' }>, reason: string): void {
-    this.emit({ event: 'fault', message: `HALTED: ${reason}` });
-    roleState.pipeline?.close(reason);
-    for (const link of this.links) void link.close();
-    this.report({ state: 'halted', reason });
+  /** The view this node serves under: the newest it has finished taking on. */
+  get servingView(): View | undefined {
+    return this.primary?.activeView ?? this.adoptedView;
   }
 
   private replicaProblem(replica: string, problem: string | undefined): void {
@@ -266,7 +354,7 @@ export class KvNode {
     this.report(this.health);
   }
 
-  /** Resolves once the node has left `starting` (serving, degraded or halted); fails after `deadlineMs`. */
+  /** Resolves once the node serves (or is degraded); fails after `deadlineMs`. */
   settled(deadlineMs: number): Promise<NodeHealth> {
     return firstValueFrom(
       this.health$.pipe(
@@ -278,6 +366,8 @@ export class KvNode {
 
   private report(health: NodeHealth): void {
     if (this.phase === 'closed') return;
+    const last = this.health$.value;
+    if (last.state === health.state && last.reason === health.reason) return;
     this.health$.next(health);
     this.hub.report(this.name, health).catch((error: unknown) => {
       if (this.phase !== 'closed') this.emit({ event: 'fault', message: `cannot report to the hub: ${(error as Error).message}` });
@@ -287,14 +377,18 @@ export class KvNode {
   close(): Promise<void> {
     this.closing ??= (async () => {
       this.phase = 'closed';
-      if (this.roleState?.role === 'primary') this.roleState.pipeline?.close();
-      await Promise.all(this.links.map((link) => link.close()));
+      this.stopBeating?.();
+      this.stopWaitingForLease?.();
+      this.adopting?.unsubscribe();
+      await this.adoption;
+      await this.primary?.close(`${this.name} is closing`);
       await this.listener?.close();
       await this.hub.close();
       await this.store?.close();
       this.trace$.complete();
       this.faults$.complete();
       this.health$.complete();
+      this.view$.complete();
     })();
     return this.closing;
   }

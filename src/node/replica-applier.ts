@@ -11,8 +11,9 @@ import { BehaviorSubject, Subject, first, firstValueFrom, map, race } from 'rxjs
 import { REPLICA_PENDING_BATCHES_MAX } from '../constants.js';
 import { KvError, toKvError } from '../errors.js';
 import type { WriteOp } from '../protocol/messages.js';
-import type { Restore, Store } from '../storage/store.js';
-import { formatPosition, isAhead } from './primary-gate.js';
+import type { ReplicationState, Restore, Store } from '../storage/store.js';
+import { formatPosition, isAhead } from './position.js';
+import { ReplicationLog, encodeBatch } from './replication-log.js';
 import type { TraceEvent } from './trace.js';
 
 interface Segment {
@@ -34,14 +35,21 @@ export class ReplicaApplier {
   private restoring: { restore: Restore; epoch: number; seq: number; nextPart: number; owner: object | undefined } | undefined;
   /** Emits when a transaction failed: everyone waiting on a seq past it gets the error. */
   private readonly failure$ = new Subject<KvError>();
+  /**
+   * What this node applied lately, as the primary logs it: should it be promoted, it
+   * catches the other replicas up from here instead of sending each a snapshot.
+   */
+  log: ReplicationLog;
 
   constructor(
     private readonly store: Store,
     private readonly trace: (event: TraceEvent) => void,
     private readonly pendingBatchesMax = REPLICA_PENDING_BATCHES_MAX,
+    private readonly newLog: (start: ReplicationState) => ReplicationLog = (start) => new ReplicationLog(start),
   ) {
     this.applied$ = new BehaviorSubject(store.state.seq);
     this.expected = store.state.seq + 1;
+    this.log = newLog(store.state);
   }
 
   get seq(): number {
@@ -70,6 +78,15 @@ export class ReplicaApplier {
       }
     }
     return this.whenApplied(last);
+  }
+
+  /** Settles once no transaction is running: a node taking over starts from a store at rest. */
+  async idle(): Promise<void> {
+    this.ready.length = 0;
+    this.waiting.clear();
+    // Appends that were waiting for those batches get an answer: they will not be applied.
+    this.failure$.next(new KvError('UNAVAILABLE', 'this node is taking over as primary'));
+    while (this.applying) await this.applying;
   }
 
   /** Drops what is queued after a failure, so the primary resends it from our seq. */
@@ -128,6 +145,7 @@ export class ReplicaApplier {
     }
     this.restoring = undefined;
     this.expected = seq + 1;
+    this.log = this.newLog({ epoch, seq });
     this.trace({ event: 'applied', first: seq, last: seq, writes: 0, role: 'replica' });
     this.applied$.next(seq);
     return seq;
@@ -160,6 +178,7 @@ export class ReplicaApplier {
         continue;
       }
       const last = firstSeq + ops.length - 1;
+      for (const segment of segments) this.log.append(encodeBatch(segment.epoch, segment.first, segment.ops));
       this.trace({ event: 'applied', first: firstSeq, last, writes: ops.length, role: 'replica' });
       this.applied$.next(last);
     }

@@ -9,17 +9,17 @@
  * between.
  */
 import { BehaviorSubject, Subject, firstValueFrom, takeUntil } from 'rxjs';
-import { BATCH_BYTES_MAX, PEER_FRAME_BYTES_MAX, SNAPSHOT_PART_BYTES_MAX, SNAPSHOT_PART_ENTRIES_MAX } from '../constants.js';
+import { BATCH_BYTES_MAX, LEASE_MS, LEASE_RENEW_MS, PEER_FRAME_BYTES_MAX, SNAPSHOT_PART_BYTES_MAX, SNAPSHOT_PART_ENTRIES_MAX } from '../constants.js';
 import { KvError, toKvError } from '../errors.js';
 import { proofFor } from '../protocol/auth.js';
 import { replyCount } from '../protocol/reply.js';
 import { RpcChannel } from '../protocol/rpc-channel.js';
 import type { HubClient } from '../hub/hub-client.js';
 import type { Environment } from '../env/environment.js';
-import type { Store } from '../storage/store.js';
+import type { ReplicationState, Store } from '../storage/store.js';
 import { Redialer } from '../transport/redialer.js';
 import { lastSeq, type Batch, type ReplicationLog } from './replication-log.js';
-import type { PrimaryGate } from './primary-gate.js';
+import { formatPosition, isAhead } from './position.js';
 import type { TraceEvent } from './trace.js';
 import type { AckSource } from './write-pipeline.js';
 
@@ -35,12 +35,16 @@ export interface ReplicaLinkOptions {
   self: string;
   localAddress: string | undefined;
   secret: string | undefined;
-  /** Where each replica reports its position; no data flows until the gate opens. */
-  gate: PrimaryGate;
+  /** The epoch of the view this node is primary of: the replica accepts no older one. */
+  viewEpoch(): number;
+  /** Where the primary's store stands: a replica ahead of it is never overwritten. */
+  position(): ReplicationState;
   ackTimeoutMs: number;
   resolveDeadlineMs: number;
   /** Told when the replica starts or stops refusing what it is sent (undefined: all is well). */
   onProblem(replica: string, problem: string | undefined): void;
+  /** Told of every position the replica reports: `ahead` when it holds more than this primary (which then lost writes). */
+  onPosition(replica: string, ahead: boolean): void;
 }
 
 export class ReplicaLink implements AckSource {
@@ -53,6 +57,16 @@ export class ReplicaLink implements AckSource {
   private readonly redialer: Redialer<RpcChannel>;
   /** Why the replica last refused a frame, until it acknowledges again. */
   private refusal: string | undefined;
+  /**
+   * Until when the replica's lease holds, on this node's clock: LEASE_MS from when the
+   * primary sent a request the replica then acknowledged (it counts from its reply, later).
+   */
+  private leaseUntilMs = 0;
+  /** When the last request went out on the connection (renewals go only when it idles). */
+  private lastSentMs = 0;
+  /** When the replica last answered a frame (or was caught up): one silent too long is unreachable. */
+  lastAckMs: number;
+  private stopRenewing: (() => void) | undefined;
 
   constructor(
     readonly name: string,
@@ -63,6 +77,7 @@ export class ReplicaLink implements AckSource {
     private readonly trace: (event: TraceEvent) => void,
   ) {
     this.acked$ = new BehaviorSubject(0);
+    this.lastAckMs = options.env.clock.now();
     this.redialer = new Redialer(() => this.open(), {
       env: options.env,
       onError: (error) => {
@@ -71,6 +86,7 @@ export class ReplicaLink implements AckSource {
       onDown: () => {
         this.channel = undefined;
         this.appendsInFlight = 0;
+        this.stopRenewing?.();
         this.trace({ event: 'peer', peer: this.name, state: 'disconnected' });
       },
     });
@@ -78,7 +94,18 @@ export class ReplicaLink implements AckSource {
 
   /** Starts the connect loop; resolution of the replica's name begins now, not before. */
   start(): void {
-    if (this.options.gate.state.state !== 'halted') this.redialer.keepUp();
+    this.redialer.keepUp();
+    this.log.appended$.pipe(takeUntil(this.closed$)).subscribe(() => this.pump());
+  }
+
+  /** Whether the replica's lease holds now: the primary answers reads only while every one does. */
+  get leaseHolds(): boolean {
+    return this.options.env.clock.now() < this.leaseUntilMs;
+  }
+
+  /** Whether the replica has acknowledged everything up to `seq` and is connected. */
+  holds(seq: number): boolean {
+    return this.channel !== undefined && this.acked$.value >= seq;
   }
 
   notify(): void {
@@ -96,13 +123,14 @@ export class ReplicaLink implements AckSource {
     this.closed = true;
     this.closed$.next();
     this.closed$.complete();
+    this.stopRenewing?.();
     this.channel?.close();
     await this.redialer.close();
     this.acked$.complete();
   }
 
   private async open(): Promise<RpcChannel> {
-    const { self, secret, gate } = this.options;
+    const { self, secret } = this.options;
     const address = await firstValueFrom(
       this.hub.resolveUntil$(this.name, this.options.resolveDeadlineMs).pipe(takeUntil(this.closed$)),
     );
@@ -112,24 +140,30 @@ export class ReplicaLink implements AckSource {
     const closing = this.closed$.subscribe({ complete: () => channel.close() });
     try {
       this.trace({ event: 'peer', peer: this.name, state: 'connected' });
-      let reply = await channel.request({ op: 'hello', from: self, epoch: gate.state.state === 'serving' ? gate.state.epoch : 0 });
+      let reply = await this.request(channel, { op: 'hello', from: self, epoch: this.options.viewEpoch() });
       if (typeof reply['challenge'] === 'string') {
         if (secret === undefined) throw new KvError('UNAUTHORIZED', `replica ${this.name} wants the cluster secret`);
-        reply = await channel.request({ op: 'auth', proof: proofFor(secret, reply['challenge'], self, this.name) });
+        reply = await this.request(channel, { op: 'auth', proof: proofFor(secret, reply['challenge'], self, this.name) });
       }
       const position = { epoch: replyCount(reply, 'epoch'), seq: replyCount(reply, 'seq') };
       this.trace({ event: 'peer', peer: this.name, state: 'authenticated', seq: position.seq });
-      // Nothing is sent before the primary knows no replica is ahead of it.
-      const dropped = channel.closed.then(() => {
-        throw new KvError('UNAVAILABLE', 'connection closed while the primary waited for every replica to report');
-      });
-      await Promise.race([gate.admit(this.name, position), dropped]);
-      let replicaSeq = position.seq;
-      if (!this.log.covers(replicaSeq)) replicaSeq = await this.sendSnapshot(channel);
+      const own = this.options.position();
+      this.options.onPosition(this.name, isAhead(position, own));
+      if (isAhead(position, own)) {
+        // Never overwrite a node that is ahead; the hub makes the most advanced node primary.
+        throw new KvError('UNAVAILABLE', `${this.name} holds ${formatPosition(position)}, ahead of this primary's ${formatPosition(own)}: not overwritten`);
+      }
+      // The log catches up a replica whose position lies on this primary's history; any
+      // other gets a snapshot (which discards writes of a deposed primary never acknowledged).
+      const replicaSeq = this.log.covers(position) ? position.seq : await this.sendSnapshot(channel);
       if (this.closed) this.closingError();
       this.sentSeq = replicaSeq;
-      this.advance(replicaSeq);
+      // What this connection found, even if lower than before (the replica lost data):
+      // `holds` and the acks count only what the replica has now.
+      this.acked$.next(Math.min(replicaSeq, this.log.lastSeq));
+      this.lastAckMs = this.options.env.clock.now();
       this.channel = channel;
+      this.renewLease(channel);
       this.pump();
       return channel;
     } catch (error) {
@@ -155,8 +189,13 @@ export class ReplicaLink implements AckSource {
     this.trace({ event: 'peer', peer: this.name, state: 'snapshot', seq });
     let part = 0;
     let entries = 0;
-    const send = (page: readonly [string, string][], done: boolean) =>
-      firstValueFrom(channel.requestText$(snapshotFrame(epoch, seq, part++, page, done), 'snapshot'));
+    const send = (page: readonly [string, string][], done: boolean) => {
+      const sentMs = this.sent();
+      return firstValueFrom(channel.requestText$(snapshotFrame(epoch, seq, part++, page, done), 'snapshot')).then((reply) => {
+        this.extendLease(sentMs);
+        return reply;
+      });
+    };
     try {
       for await (const page of snapshot.pages()) {
         if (this.closed) this.closingError();
@@ -167,7 +206,7 @@ export class ReplicaLink implements AckSource {
     } finally {
       await snapshot.close();
     }
-    if (!this.log.covers(seq)) {
+    if (!this.log.covers(snapshot.state)) {
       throw new KvError('UNAVAILABLE', `the log moved past seq ${seq} while ${this.name}'s snapshot was sent; sending another`);
     }
     // The replica was at replicaSeq, outside the log; it now holds the store as of seq.
@@ -193,9 +232,11 @@ export class ReplicaLink implements AckSource {
     const { epoch, first } = batches[0]!;
     const last = lastSeq(batches[batches.length - 1]!);
     this.trace({ event: 'forwarded', to: this.name, first, last });
+    const sentMs = this.sent();
     channel.requestText$(appendFrame(epoch, first, batches), 'append').subscribe({
       next: (reply) => {
         this.appendsInFlight -= 1;
+        this.extendLease(sentMs);
         let seq: number;
         try {
           seq = replyCount(reply, 'seq');
@@ -229,6 +270,47 @@ export class ReplicaLink implements AckSource {
     this.refusal = `replica ${this.name} refused seqs ${first}-${last}: ${error.code}: ${error.message}`;
     this.trace({ event: 'fault', message: this.refusal });
     this.options.onProblem(this.name, this.refusal);
+  }
+
+  /** A request of the handshake, which grants no lease. */
+  private request(channel: RpcChannel, fields: Record<string, unknown>) {
+    this.sent();
+    return channel.request(fields);
+  }
+
+  private sent(): number {
+    this.lastSentMs = this.options.env.clock.now();
+    return this.lastSentMs;
+  }
+
+  private extendLease(sentMs: number): void {
+    this.leaseUntilMs = Math.max(this.leaseUntilMs, sentMs + LEASE_MS);
+    this.lastAckMs = this.options.env.clock.now();
+  }
+
+  /**
+   * While the connection is up, a lease request goes whenever nothing else went for
+   * LEASE_RENEW_MS, so an idle primary keeps its leases and a busy one sends nothing extra.
+   */
+  private renewLease(channel: RpcChannel): void {
+    this.stopRenewing?.();
+    const { clock } = this.options.env;
+    const renew = () => {
+      if (this.channel !== channel) return;
+      if (clock.now() - this.lastSentMs >= LEASE_RENEW_MS || this.leaseUntilMs - clock.now() < LEASE_MS / 2) {
+        const sentMs = this.sent();
+        channel.request({ op: 'lease', epoch: this.options.viewEpoch() }).then(
+          () => this.extendLease(sentMs),
+          (error: unknown) => {
+            const kvError = toKvError(error);
+            if (kvError.message !== 'connection closed') this.trace({ event: 'rejected', reason: `replica ${this.name} refused a lease: ${kvError.message}`, code: kvError.code });
+            channel.close();
+          },
+        );
+      }
+      this.stopRenewing = clock.after(LEASE_RENEW_MS, renew);
+    };
+    renew();
   }
 
   private advance(seq: number): void {

@@ -6,8 +6,13 @@
  * bytes; the oldest batches go first.
  */
 import { REPLICATION_LOG_BYTES_MAX, REPLICATION_LOG_ENTRIES_MAX } from '../constants.js';
+import { Subject } from 'rxjs';
 import { assert } from '../errors.js';
 import type { WriteOp } from '../protocol/messages.js';
+import type { ReplicationState } from '../storage/store.js';
+
+/** Epoch starts a log remembers (one per failover it saw while its batches lasted). */
+const EPOCH_STARTS_KEPT = 64;
 
 export interface Batch {
   epoch: number;
@@ -69,21 +74,66 @@ export class ReplicationLog {
   private readonly batches: Batch[] = [];
   private entries = 0;
   private bytes = 0;
-  /** The log holds seqs base+1 .. last. */
+  /** The log holds seqs base+1 .. last; base was written in baseEpoch. */
   private base: number;
+  private baseEpoch: number;
   private last: number;
+  /** Epochs begun (by a primary taking over) with the seq they began at: positions on the history too. */
+  private readonly epochStarts: ReplicationState[] = [];
+  /** Emits after each append: every link (replica or candidate) sends what is new. */
+  readonly appended$ = new Subject<void>();
 
   constructor(
-    startSeq: number,
+    start: ReplicationState,
     private readonly entriesMax = REPLICATION_LOG_ENTRIES_MAX,
     private readonly bytesMax = REPLICATION_LOG_BYTES_MAX,
   ) {
-    this.base = startSeq;
-    this.last = startSeq;
+    this.base = start.seq;
+    this.baseEpoch = start.epoch;
+    this.last = start.seq;
   }
 
   get lastSeq(): number {
     return this.last;
+  }
+
+  /** A new epoch goes on from the current seq (a primary took over). */
+  beginEpoch(epoch: number): void {
+    this.epochStarts.push({ epoch, seq: this.last });
+    if (this.epochStarts.length > EPOCH_STARTS_KEPT) this.epochStarts.shift();
+  }
+
+  /**
+   * Whether a node standing at `position` holds a prefix of this log's history, so the
+   * log alone can catch it up: its seq is in the log and was written in its epoch (or its
+   * epoch began there). Seqs alone are never compared: the same seq in another epoch is
+   * another write.
+   */
+  covers(position: ReplicationState): boolean {
+    const { epoch, seq } = position;
+    if (seq < this.base || seq > this.last) return false;
+    if (this.epochStarts.some((start) => start.epoch === epoch && start.seq === seq)) return true;
+    return this.epochAt(seq) === epoch;
+  }
+
+  /** The epoch the write at `seq` (in the log, or its base) was made in. */
+  private epochAt(seq: number): number {
+    if (seq === this.base) return this.baseEpoch;
+    const batch = this.batches[this.indexAfter(seq - 1)];
+    assert(batch !== undefined && batch.first <= seq, `the log holds seq ${seq}`);
+    return batch.epoch;
+  }
+
+  /** The index of the first batch whose last seq is past `seq`. */
+  private indexAfter(seq: number): number {
+    let low = 0;
+    let high = this.batches.length;
+    while (low < high) {
+      const middle = (low + high) >>> 1;
+      if (lastSeq(this.batches[middle]!) <= seq) low = middle + 1;
+      else high = middle;
+    }
+    return low;
   }
 
   append(batch: Batch): void {
@@ -97,12 +147,9 @@ export class ReplicationLog {
       this.entries -= dropped.count;
       this.bytes -= batchBytes(dropped);
       this.base = lastSeq(dropped);
+      this.baseEpoch = dropped.epoch;
     }
-  }
-
-  /** Whether a replica at `seq` can catch up from this log alone. */
-  covers(seq: number): boolean {
-    return seq >= this.base && seq <= this.last;
+    this.appended$.next();
   }
 
   /**
@@ -110,14 +157,8 @@ export class ReplicationLog {
    * no more than `bytesMax` of wire text past the first.
    */
   after(seq: number, bytesMax = Number.MAX_SAFE_INTEGER): Batch[] {
-    assert(this.covers(seq), `log does not cover seq ${seq}`);
-    let low = 0;
-    let high = this.batches.length;
-    while (low < high) {
-      const middle = (low + high) >>> 1;
-      if (lastSeq(this.batches[middle]!) <= seq) low = middle + 1;
-      else high = middle;
-    }
+    assert(seq >= this.base && seq <= this.last, `log does not cover seq ${seq}`);
+    const low = this.indexAfter(seq);
     const result: Batch[] = [];
     let bytes = 0;
     for (let index = low; index < this.batches.length; index += 1) {

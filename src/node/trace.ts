@@ -11,6 +11,7 @@ export type TraceEvent =
   | { event: 'peer'; peer: string; state: 'connected' | 'authenticated' | 'snapshot' | 'caught-up' | 'disconnected'; seq?: number; keys?: number }
   | { event: 'registered'; what: 'name' | 'service'; address: string }
   | { event: 'serving'; epoch: number }
+  | { event: 'view'; epoch: number; primary: string; replicas: string[] }
   | { event: 'fault'; message: string };
 
 export type NodeTrace = TraceEvent & { node: string; at: number };

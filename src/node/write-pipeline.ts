@@ -8,7 +8,7 @@
  * order is kept because seqs are, and replicas apply in seq order. Reads ask `readable`
  * first: a key whose last write is not on every replica is not read until it is.
  */
-import { BehaviorSubject, Subject, first, firstValueFrom, forkJoin, map, of, race, throwError, timeout, type Observable } from 'rxjs';
+import { BehaviorSubject, Subject, combineLatest, filter, first, firstValueFrom, map, of, race, switchMap, throwError, timeout, type Observable } from 'rxjs';
 import { BATCHES_IN_FLIGHT_MAX, BATCH_BYTES_MAX, BATCH_WRITES_MAX, WRITE_QUEUE_BYTES_MAX, WRITE_QUEUE_MAX } from '../constants.js';
 import { KvError, toKvError } from '../errors.js';
 import type { Clock } from '../env/environment.js';
@@ -29,6 +29,7 @@ export interface AckSource {
 
 export interface WritePipelineOptions {
   clock: Clock;
+  /** The epoch writes are made in; setView changes it. */
   epoch: number;
   ackTimeoutMs: number;
   batchWritesMax?: number;
@@ -63,26 +64,73 @@ export class WritePipeline {
   private readonly closing$ = new Subject<void>();
   private closed = false;
   private closeReason = 'the node is closing';
+  /** The replicas of the view: every write waits for all of them; a change re-judges waiting writes. */
+  private readonly replicas$: BehaviorSubject<readonly AckSource[]>;
+  private epoch: number;
+  /** No read is answered before every replica holds this seq (what a new primary held when it took over). */
+  private readsFromSeq: number;
+  /** The batch being committed, and a view change waiting for it: no batch starts meanwhile. */
+  private applying: Promise<unknown> | undefined;
+  private switching: Promise<void> | undefined;
 
   constructor(
     private readonly store: Store,
     private readonly log: ReplicationLog,
-    private readonly replicas: readonly AckSource[],
+    replicas: readonly AckSource[],
     private readonly options: WritePipelineOptions,
     private readonly trace: (event: TraceEvent) => void,
   ) {
     this.nextSeq = log.lastSeq + 1;
+    this.replicas$ = new BehaviorSubject(replicas);
+    this.epoch = options.epoch;
+    this.readsFromSeq = log.lastSeq;
+  }
+
+  /**
+   * A new view with this node still primary: later batches go in its epoch, and writes
+   * waiting for a replica that left it complete once the others have them.
+   */
+  async setView(epoch: number, replicas: () => readonly AckSource[], switched: () => void = () => undefined): Promise<void> {
+    const previous = this.switching;
+    const switching = (async () => {
+      // The batch being committed goes in the old epoch; then the store's history goes on
+      // in the new one, committed before any batch of it.
+      await previous?.catch(() => undefined);
+      await this.idle();
+      if (this.store.state.epoch < epoch) {
+        await this.store.beginEpoch(epoch);
+        this.log.beginEpoch(epoch);
+      }
+      this.epoch = epoch;
+      this.readsFromSeq = this.log.lastSeq;
+      switched();
+      this.replicas$.next(replicas());
+      this.forgetAcked();
+    })();
+    this.switching = switching;
+    try {
+      await switching;
+    } finally {
+      if (this.switching === switching) {
+        this.switching = undefined;
+        this.kick();
+      }
+    }
+  }
+
+  private get replicas(): readonly AckSource[] {
+    return this.replicas$.value;
   }
 
   /** Queues a write; resolves with whether its key existed before it, once it is on every replica. */
   submit(op: WriteOp): Promise<boolean> {
-    if (this.closed) return Promise.reject(new KvError('UNAVAILABLE', this.closeReason));
+    if (this.closed) return Promise.reject(new KvError('UNAVAILABLE', this.closeReason, { applied: false }));
     const bytes = opBytes(op);
     if (
       this.queue.length >= (this.options.writeQueueMax ?? WRITE_QUEUE_MAX) ||
       (this.queue.length > 0 && this.queueBytes + bytes > (this.options.writeQueueBytesMax ?? WRITE_QUEUE_BYTES_MAX))
     ) {
-      return Promise.reject(new KvError('UNAVAILABLE', 'the write queue is full; retry later'));
+      return Promise.reject(new KvError('UNAVAILABLE', 'the write queue is full; retry later', { applied: false }));
     }
     this.queueBytes += bytes;
     const written = new Promise<boolean>((resolve, reject) => {
@@ -114,8 +162,8 @@ export class WritePipeline {
     // A write to the key sent before this read (the same client's pipelined put) goes first.
     const queued = this.queuedWrites.get(key);
     if (queued) return queued.then(() => this.readable(key));
-    const seq = this.unacked.get(key);
-    if (seq === undefined || this.ackedByAll() >= seq) return undefined;
+    const seq = Math.max(this.unacked.get(key) ?? 0, this.readsFromSeq);
+    if (this.ackedByAll() >= seq) return undefined;
     return firstValueFrom(this.allAcked$(seq)).then(() => undefined);
   }
 
@@ -138,6 +186,11 @@ export class WritePipeline {
     return this.queue.length;
   }
 
+  /** Settles once the batch being committed (if any) is: a deposed primary's store comes to rest. */
+  async idle(): Promise<void> {
+    await this.applying?.catch(() => undefined);
+  }
+
   /** Fails every write not yet acknowledged, with `reason`. */
   close(reason = 'the node is closing'): void {
     if (this.closed) return;
@@ -151,7 +204,7 @@ export class WritePipeline {
   }
 
   private kick(): void {
-    if (this.draining || this.batchesInFlight >= this.batchesInFlightMax) return;
+    if (this.draining || this.switching || this.batchesInFlight >= this.batchesInFlightMax) return;
     this.draining = true;
     // A microtask lets the other frames of the same socket read join this batch.
     queueMicrotask(() => void this.drain());
@@ -162,14 +215,16 @@ export class WritePipeline {
   }
 
   private async drain(): Promise<void> {
-    while (this.queue.length > 0 && !this.closed && this.batchesInFlight < this.batchesInFlightMax) {
+    while (this.queue.length > 0 && !this.closed && !this.switching && this.batchesInFlight < this.batchesInFlightMax) {
       const writes = this.takeBatch();
       const ops = writes.map((write) => write.op);
       const first = this.nextSeq;
       this.nextSeq += ops.length;
       let found: boolean[];
       try {
-        found = await this.store.apply(this.options.epoch, first, ops);
+        const applying = this.store.apply(this.epoch, first, ops);
+        this.applying = applying;
+        found = await applying;
       } catch (error) {
         // Nothing was written, so nothing is forwarded and the seqs are given out again.
         this.nextSeq = first;
@@ -184,7 +239,7 @@ export class WritePipeline {
         this.unacked.set(op.key, first + index);
       });
       this.trace({ event: 'applied', first, last, writes: ops.length, role: 'primary' });
-      this.log.append(encodeBatch(this.options.epoch, first, ops));
+      this.log.append(encodeBatch(this.epoch, first, ops));
       for (const replica of this.replicas) replica.notify();
       this.batchesInFlight += 1;
       this.allAcked$(last).subscribe({
@@ -220,28 +275,32 @@ export class WritePipeline {
     return this.queue.splice(0, count);
   }
 
-  /** Emits once when every replica has acknowledged `seq`; UNAVAILABLE after the ack timeout. */
+  /**
+   * Emits once when every replica of the view has acknowledged `seq` (re-judged when the
+   * view changes: a replica that left is no longer waited for); UNAVAILABLE after the ack
+   * timeout, naming who did not acknowledge.
+   */
   private allAcked$(seq: number): Observable<unknown> {
-    if (this.replicas.length === 0) return of(true);
+    if (this.closed) return throwError(() => new KvError('UNAVAILABLE', `${this.closeReason}: the write may be on some nodes`));
     const { ackTimeoutMs } = this.options;
-    const acks = this.replicas.map((replica) =>
-      replica.acked$.pipe(
-        first((acked) => acked >= seq),
-        timeout({
-          first: ackTimeoutMs,
-          scheduler: this.options.clock.scheduler,
-          with: () => {
-            const why = replica.problem === undefined ? '' : ` (${replica.problem})`;
-            return throwError(() => new KvError('UNAVAILABLE', `replica ${replica.name} did not acknowledge within ${ackTimeoutMs} ms${why}; the write may be on some nodes`));
-          },
-        }),
-      ),
+    const acked$ = this.replicas$.pipe(
+      switchMap((replicas) => (replicas.length === 0 ? of(true) : combineLatest(replicas.map((replica) => replica.acked$)).pipe(filter((acks) => acks.every((acked) => acked >= seq))))),
+      first(),
+      timeout({
+        first: ackTimeoutMs,
+        scheduler: this.options.clock.scheduler,
+        with: () => {
+          const missing = this.replicas.filter((replica) => replica.acked$.value < seq);
+          const why = missing.map((replica) => `replica ${replica.name} did not acknowledge within ${ackTimeoutMs} ms${replica.problem === undefined ? '' : ` (${replica.problem})`}`);
+          return throwError(() => new KvError('UNAVAILABLE', `${why.join('; ')}; the write may be on some nodes`));
+        },
+      }),
     );
     const closing = this.closing$.pipe(
       map(() => {
         throw new KvError('UNAVAILABLE', `${this.closeReason}: the write may be on some nodes`);
       }),
     );
-    return race(forkJoin(acks), closing);
+    return race(acked$, closing);
   }
 }

@@ -23,8 +23,10 @@ export interface PutRequest { type: 'put'; id: RequestId; key: string; value: Js
 export interface DelRequest { type: 'del'; id: RequestId; key: string }
 /** `asText`: a person typed `help` at a wscat prompt, so the answer is plain text, not JSON. */
 export interface HelpRequest { type: 'help'; id: RequestId; asText: boolean }
-/** Opens a node-to-node (or node-to-hub) session: who is speaking. */
+/** Opens a node-to-node (or node-to-hub) session: who is speaking, as primary of which view. */
 export interface HelloRequest { type: 'hello'; id: RequestId; from: string; epoch: number }
+/** The primary renews the lease a replica grants it when it has nothing to send. */
+export interface LeaseRequest { type: 'lease'; id: RequestId; epoch: number }
 /** Answers the challenge of a hello: HMAC-SHA256 over the challenge (auth.ts). */
 export interface AuthRequest { type: 'auth'; id: RequestId; proof: string }
 /** A batch of writes from the primary: seqs first, first+1, ... in order. */
@@ -52,7 +54,7 @@ export interface SnapshotRequest {
 }
 
 export type ClientRequest = GetRequest | PutRequest | DelRequest | HelpRequest;
-export type PeerRequest = HelloRequest | AuthRequest | AppendRequest | SnapshotRequest;
+export type PeerRequest = HelloRequest | AuthRequest | AppendRequest | SnapshotRequest | LeaseRequest;
 export type NodeRequest = ClientRequest | PeerRequest;
 
 // ---- Requests the directory hub serves ------------------------------------------
@@ -84,7 +86,38 @@ export interface ReportRequest {
 export type NodeState = 'starting' | 'serving' | 'degraded' | 'halted';
 export const NODE_STATES: readonly NodeState[] = ['starting', 'serving', 'degraded', 'halted'];
 
+/** Who serves and who must acknowledge: the hub keeps it, every change raises the epoch. */
+export interface View {
+  epoch: number;
+  primary: string;
+  replicas: string[];
+}
+
+/**
+ * A node's heartbeat: where its store stands, and from the primary which replicas hold
+ * everything of its view (synced) and which candidates have caught up. A node started with
+ * role flags proposes them as the first view.
+ */
+export interface HeartbeatRequest {
+  type: 'heartbeat';
+  id: RequestId;
+  name: string;
+  /** Where the node's store stands. */
+  epoch: number;
+  seq: number;
+  /** The epoch of the view the node holds (0: none yet). */
+  viewEpoch: number;
+  config: { primary: string; replicas: string[] } | undefined;
+  synced: string[] | undefined;
+  caughtUp: string[] | undefined;
+  /** From a primary: a replica of its view holds more than it does (it lost writes). */
+  behind: string | undefined;
+  /** From a primary: replicas of its view that answered nothing for DEAD_AFTER_MS. */
+  unreachable: string[] | undefined;
+}
+
 export type HubRequest =
+  | HeartbeatRequest
   | ReportRequest
   | LookupRequest
   | ResolveRequest

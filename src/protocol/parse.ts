@@ -2,7 +2,7 @@
  * One parse per server: a frame becomes a typed request or a KvError with the request's
  * id, never an exception. Field validators are shared; the op tables differ.
  */
-import { REPORT_REASON_LENGTH_MAX as REASON_LENGTH_MAX, VALUE_DEPTH_MAX } from '../constants.js';
+import { REPORT_REASON_LENGTH_MAX as REASON_LENGTH_MAX, VALUE_DEPTH_MAX, VIEW_NODES_MAX } from '../constants.js';
 import { KvError } from '../errors.js';
 import { NODE_STATES, type HubRequest, type Json, type NodeRequest, type NodeState, type RequestId, type WriteOp } from './messages.js';
 import { parseTextCommand } from './text-commands.js';
@@ -75,6 +75,8 @@ function nodeRequest(fields: Fields, id: RequestId, limits: Limits): NodeRequest
       return { type: 'hello', id, from: requireName(fields, 'from'), epoch: requireCount(fields, 'epoch') };
     case 'auth':
       return { type: 'auth', id, proof: requireString(fields, 'proof') };
+    case 'lease':
+      return { type: 'lease', id, epoch: requireCount(fields, 'epoch') };
     case 'append':
       return {
         type: 'append',
@@ -123,6 +125,27 @@ function hubRequest(fields: Fields, id: RequestId): HubRequest {
       }
       return { type: 'report', id, name: requireName(fields, 'name'), state: state as NodeState, reason };
     }
+    case 'heartbeat': {
+      const config = fields['config'];
+      let proposed: { primary: string; replicas: string[] } | undefined;
+      if (config !== undefined) {
+        if (typeof config !== 'object' || config === null || Array.isArray(config)) throw new KvError('BAD_REQUEST', 'config must be an object');
+        proposed = { primary: requireName(config as Fields, 'primary'), replicas: requireNames(config as Fields, 'replicas') };
+      }
+      return {
+        type: 'heartbeat',
+        id,
+        name: requireName(fields, 'name'),
+        epoch: requireCount(fields, 'epoch'),
+        seq: requireCount(fields, 'seq'),
+        viewEpoch: requireCount(fields, 'viewEpoch'),
+        config: proposed,
+        synced: fields['synced'] === undefined ? undefined : requireNames(fields, 'synced'),
+        caughtUp: fields['caughtUp'] === undefined ? undefined : requireNames(fields, 'caughtUp'),
+        behind: fields['behind'] === undefined ? undefined : requireName(fields, 'behind'),
+        unreachable: fields['unreachable'] === undefined ? undefined : requireNames(fields, 'unreachable'),
+      };
+    }
     case 'hello':
       return { type: 'hello', id, from: requireName(fields, 'from'), epoch: 0 };
     case 'auth':
@@ -158,6 +181,13 @@ function requireName(fields: Fields, name: string): string {
     throw new KvError('BAD_REQUEST', `${name} must be 1-${NAME_BYTES_MAX} letters, digits, '.', '_' or '-'`);
   }
   return value;
+}
+
+/** Node names a view or a heartbeat lists: at most VIEW_NODES_MAX. */
+function requireNames(fields: Fields, name: string): string[] {
+  const value = fields[name];
+  if (!Array.isArray(value) || value.length > VIEW_NODES_MAX) throw new KvError('BAD_REQUEST', `${name} must be a list of at most ${VIEW_NODES_MAX} names`);
+  return value.map((_, index) => requireName(value as unknown as Fields, String(index)));
 }
 
 function requireCount(fields: Fields, name: string): number {

@@ -5,11 +5,12 @@
  * so the scenario can check the invariants against the primary's history.
  */
 import { DirectoryHub } from '../hub/hub.js';
+import { MemoryViewStore } from '../hub/views.js';
 import { KvClient } from '../client/client.js';
 import { KvNode } from '../node/node.js';
 import type { Environment } from '../env/environment.js';
 import { assert } from '../errors.js';
-import type { WriteOp } from '../protocol/messages.js';
+import type { View, WriteOp } from '../protocol/messages.js';
 import { MemoryStore } from '../storage/memory-store.js';
 import type { PageLimits, Restore, ReplicationState, Snapshot, Store } from '../storage/store.js';
 import { SimNetwork } from '../transport/sim-network.js';
@@ -20,7 +21,8 @@ export const SIM_NODE_PORT = 7401;
 
 /** Told of every batch a disk applies or restore it finishes, before it is applied. */
 export interface DiskWatcher {
-  applying(node: string, disk: RecordingStore, epoch: number, first: number, ops: readonly WriteOp[]): void;
+  /** `asPrimary`: the node was primary when it called apply (its write pipeline did). */
+  applying(node: string, disk: RecordingStore, epoch: number, first: number, ops: readonly WriteOp[], asPrimary: boolean): void;
   restored(node: string, disk: RecordingStore, state: ReplicationState): void;
 }
 
@@ -35,6 +37,8 @@ export class RecordingStore implements Store {
     private readonly watcher: DiskWatcher,
     /** The time a commit takes; a process that dies meanwhile never commits. */
     private readonly latency: () => Promise<void>,
+    /** Whether the node is primary now. */
+    private readonly isPrimary: () => boolean,
   ) {}
 
   get file() { return this.inner.file; }
@@ -44,13 +48,15 @@ export class RecordingStore implements Store {
   get(key: string) { return this.inner.get(key); }
   readJson(key: string) { return this.inner.readJson(key); }
   snapshot(limits: PageLimits): Promise<Snapshot> { return this.inner.snapshot(limits); }
+  beginEpoch(epoch: number): Promise<void> { return this.inner.beginEpoch(epoch); }
   count() { return this.inner.count(); }
   close() { return this.inner.close(); }
 
   async apply(epoch: number, first: number, ops: readonly WriteOp[]): Promise<boolean[]> {
+    const asPrimary = this.isPrimary();
     await this.latency();
     if (this.failing) throw new Error('store write failed: disk full (simulated)');
-    this.watcher.applying(this.node, this, epoch, first, ops);
+    this.watcher.applying(this.node, this, epoch, first, ops, asPrimary);
     return this.inner.apply(epoch, first, ops);
   }
 
@@ -77,7 +83,7 @@ export class RecordingStore implements Store {
 
   /** The process died: a new store object holds exactly what was committed. */
   crashed(): RecordingStore {
-    return new RecordingStore(this.node, this.inner.crash(), this.watcher, this.latency);
+    return new RecordingStore(this.node, this.inner.crash(), this.watcher, this.latency, this.isPrimary);
   }
 }
 
@@ -97,6 +103,8 @@ export interface SimClusterOptions {
   watcher: DiskWatcher;
   /** Told of what nodes log as faults, and of node start failures. */
   log(line: string): void;
+  /** Also log the nodes' peer, view and refusal traces (changes the trace hash). */
+  verbose?: boolean;
 }
 
 export class SimCluster {
@@ -120,12 +128,29 @@ export class SimCluster {
     });
   }
 
-  get primary(): SimNodeHandle {
+  /** The node configured as primary: the first view's (its flags say so). */
+  get configuredPrimary(): SimNodeHandle {
     return this.nodes[0]!;
   }
 
+  /** The primary of the newest view a live node holds (the hub's may be newer still). */
+  get primary(): SimNodeHandle {
+    let best: SimNodeHandle | undefined;
+    let bestEpoch = 0;
+    for (const handle of this.nodes) {
+      const view = handle.node?.view$.value;
+      if (view && view.epoch > bestEpoch) {
+        bestEpoch = view.epoch;
+        best = this.nodes.find((candidate) => candidate.name === view.primary);
+      }
+    }
+    return best ?? this.configuredPrimary;
+  }
+
+  /** The nodes other than the current primary. */
   get replicas(): SimNodeHandle[] {
-    return this.nodes.slice(1);
+    const primary = this.primary;
+    return this.nodes.filter((handle) => handle !== primary);
   }
 
   node(name: string): SimNodeHandle {
@@ -145,8 +170,17 @@ export class SimCluster {
     return Promise.all(this.nodes.map((handle) => handle.started)).then(() => undefined);
   }
 
+  /** The hub's disk: its view survives a hub crash. */
+  readonly hubViews = new MemoryViewStore();
+  /** Every view the hub made, by epoch. */
+  readonly views = new Map<number, View>();
+
   startHub(): Promise<void> {
-    this.hub = new DirectoryHub({ host: this.hubProcess.address, port: SIM_HUB_PORT, secret: this.options.secret, env: this.env(this.hubProcess) });
+    this.hub = new DirectoryHub({ host: this.hubProcess.address, port: SIM_HUB_PORT, secret: this.options.secret, env: this.env(this.hubProcess), viewStore: this.hubViews });
+    this.hub.events$.subscribe((event) => {
+      if (event.event === 'view') this.views.set(event.epoch, { epoch: event.epoch, primary: event.primary, replicas: event.replicas });
+      if (event.event === 'view') this.options.log(`hub VIEW ${event.epoch}: primary ${event.primary}, replicas [${event.replicas.join(', ')}]: ${event.why}`);
+    });
     return this.hub.listen().then(() => undefined);
   }
 
@@ -189,11 +223,12 @@ export class SimCluster {
         const delayMs = random.chance(0.03) ? 2 + random.fraction() * 30 : 0.02 + random.fraction() * 0.5;
         process.clock.after(delayMs, resolve);
       });
-    return new RecordingStore(name, new MemoryStore(), this.options.watcher, latency);
+    const isPrimary = () => this.nodes.find((handle) => handle.name === name)?.node?.role === 'primary';
+    return new RecordingStore(name, new MemoryStore(), this.options.watcher, latency, isPrimary);
   }
 
   private startNode(handle: SimNodeHandle): void {
-    const isPrimary = handle === this.primary;
+    const isPrimary = handle === this.configuredPrimary;
     const node = new KvNode({
       name: handle.name,
       role: isPrimary ? 'primary' : 'replica',
@@ -205,9 +240,14 @@ export class SimCluster {
       secret: this.options.secret,
       env: this.env(handle.process),
       ...(this.options.ackTimeoutMs !== undefined ? { ackTimeoutMs: this.options.ackTimeoutMs } : {}),
-      ...(isPrimary ? { replicas: this.replicas.map((replica) => replica.name) } : { primary: this.primary.name }),
+      ...(isPrimary ? { replicas: this.nodes.slice(1).map((replica) => replica.name) } : { primary: this.configuredPrimary.name }),
     });
     node.faults$.subscribe((fault) => this.options.log(`${handle.name} fault: ${'message' in fault ? fault.message : fault.event}`));
+    if (this.options.verbose) {
+      node.trace$.subscribe(({ node: _name, at: _at, ...event }) => {
+        if (event.event === 'peer' || event.event === 'rejected' || event.event === 'view' || event.event === 'serving') this.options.log(`${handle.name} ${JSON.stringify(event)}`);
+      });
+    }
     handle.node = node;
     const generation = handle.process.generation;
     handle.started = node.init().then(

@@ -15,6 +15,7 @@
  */
 import { createHash } from 'node:crypto';
 import { config as rxjsConfig } from 'rxjs';
+import { CLIENT_RETRY_DEADLINE_MS } from '../constants.js';
 import { KvError } from '../errors.js';
 import type { KvClient } from '../client/client.js';
 import type { WriteOp } from '../protocol/messages.js';
@@ -24,7 +25,7 @@ import { SIM_NODE_PORT, SimCluster, type DiskWatcher, type RecordingStore, type 
 import { checkLinearizable, type HistoryEntry, type KvOp } from './linearizability.js';
 import { SimWorld, type SimProcess } from './world.js';
 
-export const FAULT_KINDS = ['replica-crash', 'replica-disk-loss', 'partition', 'hub-crash', 'primary-crash', 'disk-full'] as const;
+export const FAULT_KINDS = ['replica-crash', 'replica-disk-loss', 'partition', 'hub-crash', 'primary-crash', 'primary-disk-loss', 'disk-full'] as const;
 export type FaultKind = (typeof FAULT_KINDS)[number];
 
 export interface ScenarioOptions {
@@ -38,6 +39,8 @@ export interface ScenarioOptions {
   pipelineDepth?: number;
   /** Lines of trace kept for the report of a failure. */
   traceLinesKept?: number;
+  /** Trace the nodes' peers, views and refusals too. */
+  verbose?: boolean;
 }
 
 export interface ScenarioResult {
@@ -114,9 +117,10 @@ export async function runScenario(options: ScenarioOptions): Promise<ScenarioRes
     world.fail(violation);
   };
 
-  // What the primary committed, by seq, and where each put's value landed: the truth the
-  // replicas' disks are checked against.
-  const primaryOps = new Map<number, string>();
+  // What primaries committed, by seq (a deposed primary's unacknowledged writes and its
+  // successor's share seqs: both are kept, with their epochs), and where each put's value
+  // landed: the truth the replicas' disks are checked against.
+  const committed = new Map<number, { epoch: number; op: string }[]>();
   const valueAt = new Map<string, ReplicationState>();
   const highWater = new Map<string, ReplicationState>();
   const raise = (node: string, state: ReplicationState) => {
@@ -124,20 +128,26 @@ export async function runScenario(options: ScenarioOptions): Promise<ScenarioRes
     if (!high || isAtOrPast(state, high)) highWater.set(node, state);
   };
   const watcher: DiskWatcher = {
-    applying(node: string, disk: RecordingStore, epoch: number, first: number, ops: readonly WriteOp[]) {
+    applying(node: string, disk: RecordingStore, epoch: number, first: number, ops: readonly WriteOp[], asPrimary: boolean) {
       const last = first + ops.length - 1;
-      trace.log(`${node} applies ${first}-${last} epoch ${epoch}`);
+      trace.log(`${node} applies ${first}-${last} epoch ${epoch}${asPrimary ? ' as primary' : ''}`);
       if (first !== disk.state.seq + 1) fail('I2', `${node} applied seqs ${first}-${last} on top of seq ${disk.state.seq}`);
       if (epoch < disk.state.epoch) fail('I4', `${node} applied epoch ${epoch} over its epoch ${disk.state.epoch}`);
-      if (node === cluster.primary.name) {
+      if (asPrimary) {
         ops.forEach((op, index) => {
-          primaryOps.set(first + index, encode(op));
-          if (op.kind === 'put') valueAt.set(op.valueJson, { epoch, seq: first + index });
+          const seq = first + index;
+          committed.set(seq, [...(committed.get(seq) ?? []), { epoch, op: encode(op) }]);
+          if (op.kind === 'put') valueAt.set(op.valueJson, { epoch, seq });
         });
       } else {
+        // A replica applies what a primary committed at that seq, in that epoch or before
+        // (a batch of several is applied in the epoch of its last part).
         ops.forEach((op, index) => {
-          const committed = primaryOps.get(first + index);
-          if (committed !== encode(op)) fail('I2', `${node} applied "${encode(op)}" at seq ${first + index}, where the primary committed ${committed ?? 'nothing'}`);
+          const seq = first + index;
+          const candidates = committed.get(seq) ?? [];
+          if (!candidates.some((entry) => entry.op === encode(op) && entry.epoch <= epoch)) {
+            fail('I2', `${node} applied "${encode(op)}" at seq ${seq} (epoch ${epoch}), which no primary committed there: ${candidates.map((entry) => `epoch ${entry.epoch}: ${entry.op}`).join('; ') || 'nothing'}`);
+          }
         });
       }
       raise(node, { epoch, seq: last });
@@ -155,17 +165,22 @@ export async function runScenario(options: ScenarioOptions): Promise<ScenarioRes
   rxjsConfig.onUnhandledError = unhandled;
 
   const secret = random.hex(16);
-  const cluster = new SimCluster(world, { replicas: 2, secret, watcher, log: (line) => trace.log(line) });
+  const cluster = new SimCluster(world, { replicas: 2, secret, watcher, log: (line) => trace.log(line), verbose: options.verbose ?? false });
   const history: HistoryEntry[] = [];
   let nextOpId = 1;
   let faultsInjected = 0;
 
-  watchAcks(cluster, valueAt, highWater, fail);
+  const acked = { max: { epoch: 0, seq: 0 } as ReplicationState };
+  watchReplies(cluster, valueAt, highWater, acked, fail);
 
   // Start: every node registered, then services; the primary serves once replicas report.
   trace.log(`seed ${options.seed}: start`);
   void cluster.startAll();
-  const serving = () => cluster.primary.node?.health.state === 'serving';
+  const serving = () => {
+    const view = cluster.hub?.views.view;
+    const primary = view && cluster.nodes.find((handle) => handle.name === view.primary);
+    return primary?.node?.view$.value?.epoch === view?.epoch && primary?.node?.health.state === 'serving';
+  };
   if (!(await world.run(30_000, serving))) fail('start', 'the primary did not serve within 30 s');
 
   // Clients.
@@ -231,6 +246,18 @@ export async function runScenario(options: ScenarioOptions): Promise<ScenarioRes
   const down = new Set<SimNodeHandle | 'hub'>();
   const faultEnd = world.nowMs + faultPhaseMs;
   const processes = (): SimProcess[] => [cluster.hubProcess, ...cluster.nodes.map((n) => n.process)];
+  // Ground truth, not the hub's belief: another node is running, is trusted by the hub to
+  // hold every acknowledged write, and does (its disk is at or past every acknowledged put).
+  // A disk is lost only from a healthy cluster (nothing else down or cut off): the fault
+  // model is one node lost at a time, and two at once within the dead-after time is two.
+  let partitionsActive = 0;
+  const canLoseDisk = (handle: SimNodeHandle) =>
+    down.size === 0 &&
+    partitionsActive === 0 &&
+    cluster.nodes.some(
+      (other) =>
+        other !== handle && other.process.isAlive && !down.has(other) && cluster.hub?.views.trusted(other.name) === true && isAtOrPast(other.disk.state, acked.max),
+    );
   const injectFault = () => {
     if (world.nowMs >= faultEnd) return;
     const kind = random.pick(faults);
@@ -239,10 +266,14 @@ export async function runScenario(options: ScenarioOptions): Promise<ScenarioRes
     switch (kind) {
       case 'replica-crash':
       case 'replica-disk-loss':
-      case 'primary-crash': {
-        const handle = kind === 'primary-crash' ? cluster.primary : random.pick(cluster.replicas);
+      case 'primary-crash':
+      case 'primary-disk-loss': {
+        const handle = kind.startsWith('primary') ? cluster.primary : random.pick(cluster.replicas);
         if (down.has(handle)) break;
-        const diskLost = kind === 'replica-disk-loss';
+        const diskLost = kind.endsWith('disk-loss');
+        // The fault model is one node lost at a time: a disk is lost only while another
+        // node the hub could promote holds everything it holds.
+        if (diskLost && !canLoseDisk(handle)) break;
         trace.log(`FAULT ${handle.name} crashes${diskLost ? ', its disk lost' : ''}; back in ${lasting} ms`);
         cluster.crash(handle, diskLost);
         down.add(handle);
@@ -271,14 +302,17 @@ export async function runScenario(options: ScenarioOptions): Promise<ScenarioRes
         const partitionMs = random.chance(0.15) ? random.int(15_000, 30_000) : lasting;
         trace.log(`FAULT partition ${a.name} ${both ? '<->' : '->'} ${b.name}; healed in ${partitionMs} ms`);
         const heal = cluster.network.partition(a, b, both);
+        partitionsActive += 1;
         world.schedule(partitionMs, () => {
           trace.log(`FAULT partition ${a.name} ${both ? '<->' : '->'} ${b.name} healed`);
+          partitionsActive = Math.max(0, partitionsActive - 1);
           heal();
         });
         break;
       }
       case 'disk-full': {
         const disk = cluster.primary.disk;
+        if (down.has(cluster.primary)) break;
         trace.log(`FAULT ${cluster.primary.name}'s disk is full for ${lasting} ms`);
         disk.failing = true;
         world.schedule(lasting, () => (disk.failing = false));
@@ -295,7 +329,8 @@ export async function runScenario(options: ScenarioOptions): Promise<ScenarioRes
     // Healing: every fault lifted; the cluster must converge and take writes again.
     trace.log('HEAL every fault lifted');
     cluster.network.heal();
-    cluster.primary.disk.failing = false;
+    partitionsActive = 0;
+    for (const handle of cluster.nodes) handle.disk.failing = false;
     for (const handle of [...down]) {
       down.delete(handle);
       if (handle === 'hub') cluster.restartHub();
@@ -309,8 +344,10 @@ export async function runScenario(options: ScenarioOptions): Promise<ScenarioRes
       fail('convergence', `the primary is not serving ${healDeadlineMs} ms after healing: ${cluster.primary.node?.health.state ?? 'down'}: ${cluster.primary.node?.health.reason ?? ''}`);
     }
     stopped = true;
-    await world.run(world.nowMs + REQUEST_TIMEOUT_MS * 2, () => inFlight === 0);
-    if (inFlight > 0) fail('I5', `${inFlight} requests still unanswered ${REQUEST_TIMEOUT_MS * 2} ms after the clients stopped`);
+    // A request is retried for CLIENT_RETRY_DEADLINE_MS while no primary answers it, each try up to its timeout.
+    const answerMs = CLIENT_RETRY_DEADLINE_MS + REQUEST_TIMEOUT_MS * 2;
+    await world.run(world.nowMs + answerMs, () => inFlight === 0);
+    if (inFlight > 0) fail('I5', `${inFlight} requests still unanswered ${answerMs} ms after the clients stopped`);
     let unequal = await storesEqual(cluster);
     while (unequal !== undefined && world.nowMs < healDeadline) {
       await world.run(world.nowMs + CONVERGE_POLL_MS);
@@ -332,9 +369,14 @@ export async function runScenario(options: ScenarioOptions): Promise<ScenarioRes
     }
     if (!written) fail('convergence', `no put was acknowledged in ${FINAL_PUT_TRIES} tries, 500 ms apart, after healing`);
     for (const key of keys) await runToEnd(world, run(client, clientCount, { kind: 'get', key }), fail);
+    // The last put reached the view's replicas; a node still catching up gets it shortly.
     await world.run(world.nowMs + 1_000, () => inFlight === 0);
-    const unequalAtEnd = await storesEqual(cluster);
-    if (unequalAtEnd !== undefined) fail('I2', `after the final writes: ${unequalAtEnd}`);
+    let unequalAtEnd = await storesEqual(cluster);
+    for (let polls = 0; unequalAtEnd !== undefined && polls < 40; polls += 1) {
+      await world.run(world.nowMs + CONVERGE_POLL_MS);
+      unequalAtEnd = await storesEqual(cluster);
+    }
+    if (unequalAtEnd !== undefined) fail('convergence', `10 s after the final writes: ${unequalAtEnd}`);
   } catch (error) {
     if (!(error instanceof Violation)) {
       fail('I5', `the simulation threw: ${(error as Error).stack ?? String(error)}`);
@@ -385,43 +427,66 @@ async function runToEnd(world: SimWorld, work: Promise<boolean>, fail: (check: s
 
 /** Undefined when every node's disk holds what the primary's does; else how they differ. */
 async function storesEqual(cluster: SimCluster): Promise<string | undefined> {
-  const primary = cluster.primary.disk;
+  const primaryHandle = cluster.primary;
+  const primary = primaryHandle.disk;
   const expected = await primary.contents();
   for (const replica of cluster.replicas) {
     const { state } = replica.disk;
-    if (state.seq !== primary.state.seq) return `${replica.name} is at seq ${state.seq}, the primary at ${primary.state.seq}`;
-    if ((await replica.disk.contents()) !== expected) return `${replica.name} holds other data than the primary at seq ${state.seq}`;
+    if (state.seq !== primary.state.seq) return `${replica.name} is at seq ${state.seq}, the primary ${primaryHandle.name} at ${primary.state.seq}`;
+    if ((await replica.disk.contents()) !== expected) return `${replica.name} holds other data than the primary ${primaryHandle.name} at seq ${state.seq}`;
   }
   return undefined;
 }
 
 /**
- * I1, checked where it matters: when the primary sends "ok" for a put, every replica has
- * applied (at some point) the seq the put was committed at.
+ * Checked on the wire, as the nodes reply to clients:
+ * I1: when a primary sends "ok" for a put, every replica of the view it holds has applied
+ * (at some point) the seq the put was committed at;
+ * I7: once a primary of some view has answered a client, no node holding an older view
+ * answers one (the leases guarantee it: the new primary waits for them to run out).
  */
-function watchAcks(cluster: SimCluster, valueAt: Map<string, ReplicationState>, highWater: Map<string, ReplicationState>, fail: (check: string, message: string) => void): void {
+function watchReplies(
+  cluster: SimCluster,
+  valueAt: Map<string, ReplicationState>,
+  highWater: Map<string, ReplicationState>,
+  acked: { max: ReplicationState },
+  fail: (check: string, message: string) => void,
+): void {
   const puts = new Map<string, string>();
+  let newestServing: { epoch: number; node: string } | undefined;
   cluster.network.sent$.subscribe(({ from, to, connection, text }) => {
-    const primary = cluster.primary.process;
-    if (to === primary && from.name.startsWith('c')) {
+    const clientSide = (process: SimProcess) => process.name.startsWith('c');
+    if (clientSide(from) && !clientSide(to)) {
       const request = JSON.parse(text) as { id?: unknown; op?: unknown; value?: unknown };
       if (request.op === 'put') puts.set(`${connection}:${String(request.id)}`, JSON.stringify(request.value));
       return;
     }
-    if (from !== primary || !to.name.startsWith('c')) return;
+    if (!clientSide(to) || clientSide(from) || from.name === 'hub') return;
     const reply = JSON.parse(text) as { id?: unknown; ok?: unknown };
     const key = `${connection}:${String(reply.id)}`;
     const valueJson = puts.get(key);
-    if (valueJson === undefined) return;
     puts.delete(key);
     if (reply.ok !== true) return;
+    const node = cluster.nodes.find((handle) => handle.process === from)?.node;
+    const view = node?.servingView;
+    if (!view || view.primary !== from.name) return fail('I7', `${from.name} answered a client while it is not the primary of the view it holds`);
+    if (newestServing && view.epoch < newestServing.epoch) {
+      return fail('I7', `${from.name} (view ${view.epoch}) answered a client after ${newestServing.node}, primary of view ${newestServing.epoch}, did`);
+    }
+    if (!newestServing || view.epoch > newestServing.epoch) newestServing = { epoch: view.epoch, node: from.name };
+    if (valueJson === undefined) return;
     const at = valueAt.get(valueJson);
-    if (!at) return fail('I1', `the primary acknowledged the put of ${valueJson}, which it never applied`);
-    for (const replica of cluster.replicas) {
-      const high = highWater.get(replica.name) ?? { epoch: 0, seq: 0 };
-      if (!isAtOrPast(high, at)) {
-        fail('I1', `the primary acknowledged the put of ${valueJson} at (${at.epoch}, ${at.seq}); ${replica.name} had applied only up to (${high.epoch}, ${high.seq})`);
-      }
+    if (!at) return fail('I1', `${from.name} acknowledged the put of ${valueJson}, which it never applied`);
+    if (isAtOrPast(at, acked.max)) acked.max = at;
+    // The reply leaves a moment after the write was acknowledged, and the view may have
+    // changed in between: the write was acknowledged under some view from the epoch it was
+    // committed in to the one the primary serves under now; all of that view's replicas
+    // must have applied it.
+    const applied = (replica: string) => isAtOrPast(highWater.get(replica) ?? { epoch: 0, seq: 0 }, at);
+    const views = [...cluster.views.values()].filter((candidate) => candidate.epoch >= at.epoch && candidate.epoch <= view.epoch && candidate.primary === from.name);
+    if (!views.some((candidate) => candidate.replicas.every(applied))) {
+      const missing = view.replicas.filter((replica) => !applied(replica)).map((replica) => `${replica} at ${JSON.stringify(highWater.get(replica) ?? null)}`);
+      fail('I1', `${from.name} acknowledged the put of ${valueJson} at (${at.epoch}, ${at.seq}) before every replica of its view had it: ${missing.join(', ')} (views ${views.map((candidate) => candidate.epoch).join(', ')})`);
     }
   });
 }
@@ -444,7 +509,7 @@ async function probeAsRogue(cluster: SimCluster, rogue: SimProcess, target: SimN
       if (!(error instanceof KvError)) fail('I5', `${target.name} answered a forged ${what} with ${String(error)}`);
     }
   };
-  await expectRefused({ op: 'hello', from: cluster.primary.name, epoch: 1 }, 'hello');
+  await expectRefused({ op: 'hello', from: cluster.primary.name, epoch: cluster.primary.node?.view$.value?.epoch ?? 1 }, 'hello');
   await expectRefused({ op: 'append', epoch: 1_000, first: 1, ops: [['p', 'k0', 'rogue']] }, 'append');
   channel.connection.send('{"id":9,"op":');
   try {

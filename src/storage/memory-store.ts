@@ -56,6 +56,13 @@ export class MemoryStore implements Store {
     return found;
   }
 
+  async beginEpoch(epoch: number): Promise<void> {
+    this.refuseIfGone('write');
+    assert(!this.restoring, 'no epoch begins during a restore');
+    assert(epoch > this.replication.epoch, `epoch ${epoch} is above ${this.replication.epoch}`);
+    this.replication = frozenState({ epoch, seq: this.replication.seq });
+  }
+
   /** The rows are copied when it is taken, so no later batch or restore shows in it. */
   async snapshot(limits: PageLimits): Promise<Snapshot> {
     this.refuseIfGone('snapshot');

@@ -147,6 +147,14 @@ export class SqliteStore implements Store {
     return found;
   }
 
+  async beginEpoch(epoch: number): Promise<void> {
+    assert(!this.restoring, 'no epoch begins during a restore');
+    assert(epoch > this.replication.epoch, `epoch ${epoch} is above ${this.replication.epoch}`);
+    const { seq } = this.replication;
+    this.transaction('store write failed', () => this.statements.meta.run(epoch, seq));
+    this.replication = { epoch, seq };
+  }
+
   /** `work` in one IMMEDIATE transaction: data and seq commit together or not at all. */
   private transaction<T>(what: string, work: () => T): T {
     try {

@@ -36,6 +36,13 @@ export interface Store {
    */
   apply(epoch: number, first: number, ops: readonly WriteOp[]): Promise<boolean[]>;
   /**
+   * Records that this store's history goes on in `epoch` (higher than its own) from its
+   * current seq: what a node promoted to primary commits before it writes or serves, so
+   * that it stands ahead of any node holding writes of the old epoch that were never
+   * acknowledged (those are then replaced by a snapshot, never kept).
+   */
+  beginEpoch(epoch: number): Promise<void>;
+  /**
    * A consistent view for a replica that the log cannot catch up: the state it was taken
    * at, and every key with its value JSON in pages. Writes go on meanwhile.
    */

@@ -52,7 +52,9 @@ Cli('put, get, del and status against a running cluster', async () => {
   assert.is(status.code, 0);
   assert.match(status.stdout, /service kv -> n0/);
   assert.match(status.stdout, /n2\s+ws:\/\//);
-  assert.match(status.stdout, /n0\s+ws:\/\/\S+\s+serving/, "each node's health as it reported it");
+  assert.match(status.stdout, /view\s+1: primary n0, replicas n1, n2/, 'the view');
+  assert.match(status.stdout, /n0\s+ws:\/\/\S+\s+primary\s+seq \d+\s+serving/, "each node's role, seq and health as it reported it");
+  assert.match(status.stdout, /n1\s+ws:\/\/\S+\s+replica\s+seq \d+/);
 });
 
 Cli('errors: a clear message and a non-zero exit code', async () => {

@@ -23,6 +23,8 @@ async function startPrimary(options: Partial<KvNodeOptions> = {}): Promise<KvNod
   );
   await node.init();
   await node.startServices();
+  // The node serves once the hub has made it the primary of the first view.
+  await node.settled(10_000);
   return node;
 }
 

@@ -18,7 +18,7 @@ function decode(batches: Batch[]): { first: number; ops: WriteOp[] } {
 const Log = suite('node: replication log');
 
 Log('batches round-trip through the wire text, cut at any seq', () => {
-  const log = new ReplicationLog(10);
+  const log = new ReplicationLog({ epoch: 1, seq: 10 });
   const ops = [put('a', 1), { kind: 'del', key: 'quote"d\\' } as WriteOp, put('ключ', { x: [null, '1'] }), put('c', 'text, with ["brackets"]')];
   log.append(encodeBatch(1, 11, ops.slice(0, 3)));
   log.append(encodeBatch(1, 14, ops.slice(3)));
@@ -30,18 +30,32 @@ Log('batches round-trip through the wire text, cut at any seq', () => {
 });
 
 Log('covers only what it holds; the oldest batches go past the bounds', () => {
-  const log = new ReplicationLog(0, 5);
+  const log = new ReplicationLog({ epoch: 1, seq: 0 }, 5);
   for (let first = 1; first <= 9; first += 2) log.append(encodeBatch(1, first, [put(`k${first}`, 1), put(`k${first + 1}`, 2)]));
   assert.is(log.lastSeq, 10);
-  assert.ok(log.covers(10) && log.covers(6));
-  assert.not.ok(log.covers(5), 'seqs 1-6 were trimmed to keep at most 5 writes (whole batches)');
-  assert.not.ok(log.covers(11));
+  assert.ok(log.covers({ epoch: 1, seq: 10 }) && log.covers({ epoch: 1, seq: 6 }));
+  assert.not.ok(log.covers({ epoch: 1, seq: 5 }), 'seqs 1-6 were trimmed to keep at most 5 writes (whole batches)');
+  assert.not.ok(log.covers({ epoch: 1, seq: 11 }));
   assert.throws(() => log.after(2), /does not cover/);
   assert.throws(() => log.append(encodeBatch(1, 12, [put('gap', 1)])), /expected 11/);
 });
 
+Log('a position is on the history only in the epoch its seq was written in, or where an epoch began', () => {
+  const log = new ReplicationLog({ epoch: 1, seq: 0 });
+  log.append(encodeBatch(1, 1, [put('a', 1), put('b', 2)]));
+  log.beginEpoch(3);
+  log.append(encodeBatch(3, 3, [put('c', 3)]));
+  assert.ok(log.covers({ epoch: 1, seq: 0 }), 'the base');
+  assert.ok(log.covers({ epoch: 1, seq: 2 }));
+  assert.ok(log.covers({ epoch: 3, seq: 2 }), 'epoch 3 began at seq 2 (a snapshot taken then stands there)');
+  assert.ok(log.covers({ epoch: 3, seq: 3 }));
+  assert.not.ok(log.covers({ epoch: 2, seq: 2 }), 'seq 2 of epoch 2 is another write: a deposed primary\'s');
+  assert.not.ok(log.covers({ epoch: 2, seq: 3 }), 'seq alone is never enough');
+  assert.not.ok(log.covers({ epoch: 1, seq: 3 }));
+});
+
 Log('a frame stops at an epoch change and at its byte budget', () => {
-  const log = new ReplicationLog(0);
+  const log = new ReplicationLog({ epoch: 0, seq: 0 });
   log.append(encodeBatch(1, 1, [put('a', 'x'.repeat(100))]));
   log.append(encodeBatch(1, 2, [put('b', 'x'.repeat(100))]));
   log.append(encodeBatch(2, 3, [put('c', 1)]));

@@ -14,7 +14,7 @@ const rejection = (promise: Promise<unknown>) => promise.then(() => undefined, (
 
 function pipeline(options: Partial<ConstructorParameters<typeof WritePipeline>[3]> = {}, replicas: AckSource[] = []) {
   const store = new GatedStore(new MemoryStore());
-  const log = new ReplicationLog(0);
+  const log = new ReplicationLog({ epoch: 0, seq: 0 });
   const writes = new WritePipeline(store, log, replicas, { clock: realClock, epoch: 1, ackTimeoutMs: 5_000, ...options }, () => {});
   return { store, log, writes };
 }
@@ -56,14 +56,14 @@ function ackingReplica(name: string, log: () => ReplicationLog): AckSource {
 }
 
 Pipeline('a write waits for every replica and fails with UNAVAILABLE at the ack timeout', async () => {
-  const log = new ReplicationLog(0);
+  const log = new ReplicationLog({ epoch: 0, seq: 0 });
   const silent: AckSource = { name: 'r2', acked$: new BehaviorSubject(0), notify: () => {} };
   const writes = new WritePipeline(new MemoryStore(), log, [ackingReplica('r1', () => log), silent], { clock: realClock, epoch: 1, ackTimeoutMs: 100 }, () => {});
   const refused = await rejection(writes.submit(put('a')));
   assert.is(refused?.code, 'UNAVAILABLE');
   assert.match(refused!.message, /r2 did not acknowledge/);
 
-  const log2 = new ReplicationLog(0);
+  const log2 = new ReplicationLog({ epoch: 0, seq: 0 });
   const acking = [ackingReplica('r1', () => log2), ackingReplica('r2', () => log2)];
   const both = new WritePipeline(new MemoryStore(), log2, acking, { clock: realClock, epoch: 1, ackTimeoutMs: 5_000 }, () => {});
   await both.submit(put('a'));
@@ -72,7 +72,7 @@ Pipeline('a write waits for every replica and fails with UNAVAILABLE at the ack 
 });
 
 Pipeline('at most batchesInFlightMax batches wait for acks; what arrives meanwhile goes in one batch', async () => {
-  const log = new ReplicationLog(0);
+  const log = new ReplicationLog({ epoch: 0, seq: 0 });
   const held: AckSource = { name: 'r1', acked$: new BehaviorSubject(0), notify: () => {} };
   const store = new MemoryStore();
   const writes = new WritePipeline(store, log, [held], { clock: realClock, epoch: 1, ackTimeoutMs: 5_000, batchesInFlightMax: 2 }, () => {});

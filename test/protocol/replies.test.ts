@@ -115,6 +115,11 @@ Replies('a replica link answered with malformed replies reports them, retries, a
   const hub = disposer.add(await new DirectoryHub({ secret: SECRET }).listen(), (h) => h.close());
   const impostor = disposer.add(new HubClient(hub.url, { name: 'n1', secret: SECRET }), (c) => c.close());
   await impostor.register('n1', fakeReplica);
+  // The fake replica heartbeats like a node, so the hub puts it in the first view.
+  const beating = setInterval(() => {
+    impostor.heartbeat({ name: 'n1', epoch: 0, seq: 0, viewEpoch: 0, config: undefined, synced: undefined, caughtUp: undefined, behind: undefined, unreachable: undefined }, 1_000).catch(() => undefined);
+  }, 100);
+  disposer.add(beating, clearInterval);
   const primary = disposer.add(
     new KvNode({ name: 'n0', role: 'primary', replicas: ['n1'], hubUrl: hub.url, secret: SECRET, sync: 'memory', ackTimeoutMs: 200 }),
     (n) => n.close(),

@@ -111,6 +111,18 @@ export function storeContract(name: string, open: (disposer: Disposer) => Promis
     assert.equal(store.state, { epoch: 1, seq: 7 });
   });
 
+  test('a new epoch begins at the current seq, durably with the data; a lower or equal one is refused', async () => {
+    const store = await fresh();
+    await store.apply(1, 1, [put('a', 1), put('b', 2)]);
+    await store.beginEpoch(3);
+    assert.equal(store.state, { epoch: 3, seq: 2 });
+    assert.is(await store.get('b'), 2);
+    const error = await rejection('an epoch that is not higher', store.beginEpoch(3));
+    assert.match(error.message, /above/);
+    await store.apply(3, 3, [put('c', 3)]);
+    assert.equal(store.state, { epoch: 3, seq: 3 });
+  });
+
   test('an empty batch is refused as a programmer error and changes nothing', async () => {
     const store = await fresh();
     await store.apply(1, 1, [put('a', 1)]);

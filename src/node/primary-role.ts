@@ -1,0 +1,203 @@
+/**
+ * What a node does while a view names it primary: a replication log, one link per other
+ * node (the view's replicas, which every write waits for, and the candidates, which it
+ * catches up until the hub lets them in), and the write pipeline. It lives as long as the
+ * node stays primary through view changes; each view it adopts sets the epoch writes go
+ * in and the replicas they wait for.
+ *
+ * Before it serves anything, a node that took over waits until the lease it granted the
+ * deposed primary has run out (the deposed one has stopped serving by then), and answers
+ * no read before every replica of its view holds everything it held when it took over:
+ * its history is the truth, the others are caught up to it or replaced by a snapshot.
+ */
+import { DEAD_AFTER_MS } from '../constants.js';
+import { KvError } from '../errors.js';
+import type { Environment } from '../env/environment.js';
+import type { HubClient } from '../hub/hub-client.js';
+import { NOT_APPLIED } from './kv-service.js';
+import type { View } from '../protocol/messages.js';
+import type { Store } from '../storage/store.js';
+import { ReplicaLink } from './replica-link.js';
+import type { ReplicationLog } from './replication-log.js';
+import type { TraceEvent } from './trace.js';
+import { WritePipeline } from './write-pipeline.js';
+
+export interface PrimaryRoleOptions {
+  name: string;
+  env: Environment;
+  store: Store;
+  hub: HubClient;
+  secret: string | undefined;
+  localAddress: string | undefined;
+  ackTimeoutMs: number;
+  resolveDeadlineMs: number;
+  batchWritesMax?: number | undefined;
+  /** Told when a replica starts or stops refusing what it is sent. */
+  onProblem(replica: string, problem: string | undefined): void;
+  trace(event: TraceEvent): void;
+}
+
+export class PrimaryRole {
+  readonly pipeline: WritePipeline;
+  private readonly links = new Map<string, ReplicaLink>();
+  private view: View;
+  /** The view writes are acknowledged under (taking a new one on waits for the batch being committed). */
+  private active: View;
+  /** The seq this node held when the current view began: a replica holding it is synced. */
+  private viewStartSeq: number;
+  private closed = false;
+  /** A replica of the view found holding more than this node: said to the hub, which replaces it. */
+  behind: string | undefined;
+  /** The first view is taken on: links run. */
+  private ready = false;
+
+  constructor(
+    private readonly options: PrimaryRoleOptions,
+    private readonly log: ReplicationLog,
+    view: View,
+    /** No request is served before this time (the lease this node granted has run out). */
+    private readonly servesFromMs: number,
+  ) {
+    this.view = view;
+    this.active = view;
+    this.viewStartSeq = log.lastSeq;
+    this.pipeline = new WritePipeline(
+      options.store,
+      log,
+      [],
+      { clock: options.env.clock, epoch: view.epoch, ackTimeoutMs: options.ackTimeoutMs, ...(options.batchWritesMax !== undefined ? { batchWritesMax: options.batchWritesMax } : {}) },
+      options.trace,
+    );
+  }
+
+  get epoch(): number {
+    return this.view.epoch;
+  }
+
+  /**
+   * Takes on a view naming this node primary (the first, or a later one): its history
+   * goes on in the view's epoch, committed before anything is sent, so any node holding
+   * writes of an older epoch that were never acknowledged stands behind it.
+   */
+  async adopt(view: View, candidates: readonly string[]): Promise<void> {
+    this.view = view;
+    // Links start once the store is in the view's epoch: before, a replica holding writes
+    // of the old epoch never acknowledged would look ahead of this node.
+    await this.pipeline.setView(
+      view.epoch,
+      () => {
+        this.connect([...view.replicas, ...candidates]);
+        return view.replicas.map((name) => this.links.get(name)!);
+      },
+      () => {
+        this.active = view;
+        this.viewStartSeq = this.log.lastSeq;
+        this.behind = undefined;
+        this.ready = true;
+      },
+    );
+  }
+
+  /** The view writes are acknowledged under now. */
+  get activeView(): View {
+    return this.active;
+  }
+
+  /** Nodes outside the view that the hub has heard from: caught up until they may join. */
+  setCandidates(candidates: readonly string[]): void {
+    if (!this.closed && this.ready) this.connect([...this.active.replicas, ...candidates]);
+  }
+
+  /** Why no write is taken now, if so. */
+  writeError(): KvError | undefined {
+    const waitMs = this.servesFromMs - this.options.env.clock.now();
+    if (waitMs > 0) return new KvError('UNAVAILABLE', `${this.options.name} is taking over; the lease it granted the previous primary runs out in ${Math.ceil(waitMs)} ms`, NOT_APPLIED);
+    return undefined;
+  }
+
+  /** Why no read is answered now, if so: a read needs every replica's lease. */
+  readError(): KvError | undefined {
+    const notYet = this.writeError();
+    if (notYet) return notYet;
+    const lapsed = this.active.replicas.filter((name) => !this.links.get(name)?.leaseHolds);
+    if (lapsed.length > 0) return new KvError('UNAVAILABLE', `no lease from ${lapsed.join(', ')}: ${this.options.name} may no longer be the primary`, NOT_APPLIED);
+    return undefined;
+  }
+
+  /** Replicas of the view writes wait for that hold everything this node held when that view began. */
+  synced(): string[] {
+    return this.active.replicas.filter((name) => this.links.get(name)?.holds(this.viewStartSeq));
+  }
+
+  /** Candidates that hold everything up to `seq` (what this node held a heartbeat ago). */
+  caughtUp(seq: number): string[] {
+    return [...this.links.values()].filter((link) => !this.active.replicas.includes(link.name) && link.holds(seq)).map((link) => link.name);
+  }
+
+  /**
+   * Replicas of the view that answered nothing for DEAD_AFTER_MS though the hub may still
+   * hear them (a link cut between the two): the hub leaves them out, as it does dead ones.
+   */
+  unreachable(): string[] {
+    const now = this.options.env.clock.now();
+    return this.active.replicas.filter((name) => {
+      const link = this.links.get(name);
+      return link !== undefined && now - link.lastAckMs > DEAD_AFTER_MS;
+    });
+  }
+
+  get serving(): boolean {
+    return this.writeError() === undefined;
+  }
+
+  /** Stops: writes not yet acknowledged fail with `reason`, links close. */
+  async close(reason: string): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    this.pipeline.close(reason);
+    await this.pipeline.idle();
+    await Promise.all([...this.links.values()].map((link) => link.close()));
+    this.links.clear();
+  }
+
+  /** One link per node named; links to nodes no longer named are closed. */
+  private connect(names: readonly string[]): void {
+    const wanted = new Set(names.filter((name) => name !== this.options.name));
+    for (const [name, link] of this.links) {
+      if (!wanted.has(name)) {
+        this.links.delete(name);
+        void link.close();
+        // What it refused is no longer a problem of this node's.
+        this.options.onProblem(name, undefined);
+      }
+    }
+    for (const name of wanted) {
+      if (this.links.has(name)) continue;
+      const { options } = this;
+      const link = new ReplicaLink(
+        name,
+        options.hub,
+        this.log,
+        options.store,
+        {
+          env: options.env,
+          self: options.name,
+          localAddress: options.localAddress,
+          secret: options.secret,
+          viewEpoch: () => this.view.epoch,
+          position: () => options.store.state,
+          ackTimeoutMs: options.ackTimeoutMs,
+          resolveDeadlineMs: options.resolveDeadlineMs,
+          onProblem: options.onProblem,
+          onPosition: (replica, ahead) => {
+            if (ahead && this.active.replicas.includes(replica)) this.behind = replica;
+            else if (!ahead && this.behind === replica) this.behind = undefined;
+          },
+        },
+        options.trace,
+      );
+      this.links.set(name, link);
+      link.start();
+    }
+  }
+}
