@@ -220,6 +220,18 @@ function drive(socket: WebSocket, measurement: Measurement, budget: { left: numb
  * Waits until a put succeeds: the primary's replica links are connected, so the measured
  * run does not include their start-up.
  */
+async function primaryAddress(hub: HubClient): Promise<string> {
+  const deadline = Date.now() + 30_000;
+  for (;;) {
+    try {
+      return (await hub.lookup('kv')).address;
+    } catch (error) {
+      if (Date.now() > deadline) throw error;
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+  }
+}
+
 async function warmUp(url: string): Promise<void> {
   const socket = await open(url);
   const deadline = Date.now() + 30_000;
@@ -284,7 +296,8 @@ async function runPbkv(): Promise<Result> {
   const cluster: Cluster | undefined = values.hub ? undefined : await startCluster();
   const hub = new HubClient(values.hub ?? cluster!.hubUrl);
   try {
-    const { address } = await hub.lookup('kv');
+    // The hub names the primary once it has made the first view.
+    const address = await primaryAddress(hub);
     await warmUp(address);
     if (config.preload > 0) await preload(address, config.preload, benchValue());
     return await measure('pbkv', address, () => Object.fromEntries((cluster?.nodes ?? []).map((node) => [node.name, peakRssMb(node.process.pid)])));
