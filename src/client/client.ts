@@ -84,9 +84,10 @@ export class KvClient {
         return await channel.request(fields);
       } catch (error) {
         const kvError = toKvError(error);
+        // Whoever answered may not be (or no longer be) the primary: the next request looks
+        // `kv` up again, whether this one is retried or not.
+        if (kvError.code === 'NOT_PRIMARY' || kvError.code === 'UNAVAILABLE') void this.dropConnection();
         if (!this.retryable(kvError, sent, fields['op']) || this.env.clock.now() >= deadline) throw kvError;
-        // Whoever answered is not (or no longer) the primary: look `kv` up again.
-        if (kvError.code === 'NOT_PRIMARY' || kvError.message === 'connection closed') void this.dropConnection();
         await firstValueFrom(delay(kvError, attempt));
       }
     }

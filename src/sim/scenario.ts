@@ -57,6 +57,7 @@ const REQUEST_TIMEOUT_MS = 5_000;
 /** Long enough for a partition to outlast the keepalive (2 x KEEPALIVE_INTERVAL_MS). */
 export const FAULT_PHASE_MS = 30_000;
 const CONVERGE_POLL_MS = 250;
+const QUIET_KEY = 'quiet';
 const FINAL_PUT_TRIES = 60;
 
 class Violation extends Error {
@@ -217,7 +218,10 @@ export async function runScenario(options: ScenarioOptions): Promise<ScenarioRes
     trace.log(`c${clientIndex} ${describe(op)} -> ${history.at(-1)?.id === entry.id ? describeOutcome(entry) : refusal}`);
     return entry.outcome.status === 'ok';
   };
-  const clientCount = options.clients ?? 3;
+  // The last client only reads: it stays with whichever primary it found for as long as
+  // that one answers, which is what makes a deposed primary's stale reads show.
+  const clientCount = (options.clients ?? 3) + 1;
+  const readerIndex = clientCount - 1;
   const pipelineDepth = options.pipelineDepth ?? 3;
   for (let index = 0; index < clientCount; index += 1) {
     const process = world.process(`c${index}`, `127.0.1.${100 + index}`);
@@ -225,9 +229,12 @@ export async function runScenario(options: ScenarioOptions): Promise<ScenarioRes
     let counter = 0;
     const slot = () => {
       if (stopped) return;
-      const key = random.pick(keys);
+      // The reader also reads a key nobody writes: a read of it never waits for replicas,
+      // so only the leases keep a deposed primary from answering it.
+      const key = index === readerIndex && random.chance(0.5) ? QUIET_KEY : random.pick(keys);
       const roll = random.fraction();
-      const op: KvOp = roll < 0.5 ? { kind: 'put', key, value: `c${index}-${counter++}` } : roll < 0.85 ? { kind: 'get', key } : { kind: 'del', key };
+      const op: KvOp =
+        index === readerIndex || (roll >= 0.5 && roll < 0.85) ? { kind: 'get', key } : roll < 0.5 ? { kind: 'put', key, value: `c${index}-${counter++}` } : { kind: 'del', key };
       // A client that got no answer backs off a little, as a real one would.
       void run(client, index, op).then((ok) => process.clock.after(ok ? random.int(0, 40) : random.int(50, 300), slot));
     };
