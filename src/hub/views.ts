@@ -169,7 +169,7 @@ export class ViewKeeper {
     // A primary that came back behind where it stood is replaced before it hears the view
     // again: taking it on, it would write in that view's epoch and look ahead of the
     // replicas that hold what it lost. Until someone can replace it, it gets no view.
-    if (this.current?.primary === beat.name && this.members.get(beat.name)?.regressed) {
+    if (this.current?.primary === beat.name && this.cameBack(beat.name)) {
       this.decide();
       if (this.current.primary === beat.name) return undefined;
     }
@@ -209,7 +209,7 @@ export class ViewKeeper {
   trusted(name: string): boolean {
     const view = this.current;
     if (!view || !this.alive(name)) return false;
-    if (name === view.primary) return !this.members.get(name)?.regressed;
+    if (name === view.primary) return !this.cameBack(name);
     return view.replicas.includes(name) && !this.joined.has(name);
   }
 
@@ -227,7 +227,7 @@ export class ViewKeeper {
     if (!this.alive(view.primary)) return this.replacePrimary(view, `${view.primary} missed heartbeats for ${this.deadAfterMs} ms`);
     // A primary that came back behind where it stood (an empty or older disk) must not go
     // on: it would serve what it lost. Its replicas hold it all.
-    if (this.members.get(view.primary)?.regressed) return this.replacePrimary(view, `${view.primary} came back behind where it stood (a lost or older disk)`);
+    if (this.cameBack(view.primary)) return this.replacePrimary(view, `${view.primary} came back behind where it stood (a lost or older disk)`);
     const dead = view.replicas.filter((name) => !this.alive(name));
     if (dead.length > 0) {
       this.change(view.epoch, { primary: view.primary, replicas: view.replicas.filter((name) => !dead.includes(name)) }, `${dead.join(', ')} missed heartbeats for ${this.deadAfterMs} ms`);
@@ -313,6 +313,15 @@ export class ViewKeeper {
   private save(view: View, changes: readonly ViewChange[]): void {
     this.store.save({ view, changes: [...changes], positions: Object.fromEntries(this.positions), joined: [...this.joined] });
     this.dirty = false;
+  }
+
+  /**
+   * Whether `name` came back behind where it stood and has not been reported synced since:
+   * known from this hub's life, or from the saved list of unsynced nodes (a hub restarted
+   * after seeing it come back no longer sees it go back).
+   */
+  private cameBack(name: string): boolean {
+    return this.members.get(name)?.regressed === true || this.joined.has(name);
   }
 
   private alive(name: string): boolean {
