@@ -17,7 +17,7 @@
  *   it caught up;
  * - nobody is called dead before the hub itself has been up for the dead-after time.
  */
-import { DEAD_AFTER_MS, VIEW_CHANGES_KEPT } from '../constants.js';
+import { DEAD_AFTER_MS, HEARTBEAT_INTERVAL_MS, VIEW_CHANGES_KEPT } from '../constants.js';
 import type { Clock } from '../env/environment.js';
 import { assert } from '../errors.js';
 import type { HeartbeatRequest, View } from '../protocol/messages.js';
@@ -235,7 +235,11 @@ export class ViewKeeper {
     }
     // The primary decides which replicas it can work with (as in PacificA): one it cannot
     // reach would hold up every write.
-    const cut = view.replicas.filter((name) => this.unreachable.has(name));
+    // Only on a fresh report: a primary that died right after saying so is not to be
+    // believed (it is about to be replaced; its replicas are what the next view needs).
+    const primary = this.members.get(view.primary);
+    const fresh = primary !== undefined && this.clock.now() - primary.lastSeenMs <= 2 * HEARTBEAT_INTERVAL_MS;
+    const cut = fresh ? view.replicas.filter((name) => this.unreachable.has(name)) : [];
     if (cut.length > 0) {
       this.change(view.epoch, { primary: view.primary, replicas: view.replicas.filter((name) => !cut.includes(name)) }, `${view.primary} had no answer from ${cut.join(', ')} for ${this.deadAfterMs} ms`);
       return;
