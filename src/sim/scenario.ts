@@ -2,15 +2,16 @@
  * One simulated run: a cluster, clients doing pipelined get/put/del over a few keys,
  * faults drawn from the seed, then a healing phase that must converge. Checked as it
  * runs and at the end:
- *   I1  a put is acknowledged only once every replica had applied it (checked on the
- *       reply frame as the primary sends it);
+ *   I1  a put is acknowledged only once every replica of the view had applied it
+ *       (checked on the reply frame as the primary sends it);
  *   I2  replicas apply the primary's writes, in its order, at its seqs, nothing else
  *       (so a batch that failed on the primary, I3, or a forged one, I4, is caught too);
  *   I4  a rogue process forging hellos and appends is refused;
  *   I5  garbage gets an error and the connection keeps serving; nothing throws or hangs;
+ *   I7  once a primary of a view has answered a client, no node of an older view does;
  *   after healing: the primary serves, every store equals the primary's, a fresh put is
  *   acknowledged, and the whole client history (final reads of every key included) is
- *   linearizable, so no acknowledged write was lost.
+ *   linearizable, so no acknowledged write was lost across any failover (I6).
  * The same seed gives the same run: the trace's hash says so.
  */
 import { createHash } from 'node:crypto';
