@@ -80,6 +80,9 @@ export class KvClient {
       let sent = false;
       try {
         const channel = await this.channel.get();
+        // A connection this client is closing (after an error) is not used again: the
+        // next try waits its backoff and dials anew.
+        if (!channel.connection.isOpen) throw new KvError('UNAVAILABLE', 'the connection to the primary is closing');
         sent = true;
         return await channel.request(fields);
       } catch (error) {
