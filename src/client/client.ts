@@ -36,6 +36,7 @@ export class KvClient {
   private readonly env: Environment;
   private readonly hub: HubClient;
   private readonly channel: Redialer<RpcChannel>;
+  private lastAddress: string | undefined;
 
   constructor(private readonly options: KvClientOptions) {
     this.env = options.env ?? realEnvironment;
@@ -117,7 +118,15 @@ export class KvClient {
 
   /** Looks the primary up and connects to it: on first use, and after the connection dropped. */
   private async connect(): Promise<RpcChannel> {
-    const { address } = await this.hub.lookup(this.options.service ?? 'kv');
+    // While the hub cannot be reached, the primary it named last is tried again: the
+    // cluster goes on serving without its hub.
+    const address = await this.hub.lookup(this.options.service ?? 'kv').then(
+      (found) => (this.lastAddress = found.address),
+      (error: unknown) => {
+        if (this.lastAddress !== undefined && error instanceof KvError && error.code === 'UNAVAILABLE') return this.lastAddress;
+        throw error;
+      },
+    );
     const connection = await this.env.transport.connect(address, { maxPayload: FRAME_BYTES_MAX * 2 });
     return new RpcChannel(connection, this.env.clock, this.options.requestTimeoutMs ?? REQUEST_TIMEOUT_MS);
   }
