@@ -117,6 +117,19 @@ export const VIEW_NODES_MAX = 16;
 /** View changes the hub keeps for its status. */
 export const VIEW_CHANGES_KEPT = 20;
 
+/**
+ * Request tags (PROTOCOL.md, "Retries applied at most once"). A client id is at most
+ * CLIENT_ID_LENGTH_MAX characters. A store remembers, per client, what became of its last
+ * REQUEST_TAG_WINDOW request numbers: a retry of one of them gets its first reply, an older
+ * one is refused (the client library never has a write that far behind its newest in
+ * flight). At most CLIENT_SESSIONS_MAX clients are remembered; past that the client that
+ * wrote least recently is forgotten, the same one on every node, as every node applies
+ * the same writes in the same order (docs/DESIGN.md, "Retries applied at most once").
+ */
+export const CLIENT_ID_LENGTH_MAX = 64;
+export const REQUEST_TAG_WINDOW = 256;
+export const CLIENT_SESSIONS_MAX = 10_000;
+
 /** How long the primary waits for every replica to acknowledge a write. */
 export const ACK_TIMEOUT_MS = 2_000;
 /** How long the client library retries a request no primary answered (a failover, a restart). */

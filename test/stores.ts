@@ -1,6 +1,6 @@
 /** Stores that misbehave on purpose, wrapped around a real one. */
 import { KvError } from '../src/errors.js';
-import type { Json, WriteOp } from '../src/protocol/messages.js';
+import type { Json, RequestTag, WriteOp } from '../src/protocol/messages.js';
 import type { PageLimits, Store } from '../src/storage/store.js';
 
 class DelegatingStore implements Store {
@@ -13,6 +13,7 @@ class DelegatingStore implements Store {
   readJson(key: string): string | undefined { return this.inner.readJson(key); }
   apply(epoch: number, first: number, ops: readonly WriteOp[]): Promise<boolean[]> { return this.inner.apply(epoch, first, ops); }
   beginEpoch(epoch: number): Promise<void> { return this.inner.beginEpoch(epoch); }
+  checkTag(tag: RequestTag) { return this.inner.checkTag(tag); }
   snapshot(limits: PageLimits) { return this.inner.snapshot(limits); }
   beginRestore() { return this.inner.beginRestore(); }
   count() { return this.inner.count(); }

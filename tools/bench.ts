@@ -2,18 +2,21 @@
 /**
  * npm run bench -- [--connections 8] [--depth 8] [--seconds 10 | --ops N] [--mix 1:0]
  *   [--value-bytes 100] [--keys 10000] [--preload N] [--replicas 2] [--sync normal]
- *   [--hub URL] [--json] [--compare redis,echo]
+ *   [--hub URL] [--json] [--compare redis,echo] [--untagged]
  *
  * Starts a local cluster (one process per node, temp directories, loopback, free ports) or
  * uses the one at --hub, then keeps `depth` requests in flight on each of `connections`
  * connections for `seconds` (or until `ops`), and prints ops/s, latency percentiles
- * (HDR histogram, microseconds), errors and each node's peak RSS (VmHWM). With
+ * (HDR histogram, microseconds), errors and each node's peak RSS (VmHWM). Puts carry a
+ * request tag, as the client library's do (each connection is one client), unless
+ * --untagged. With
  * --compare redis, the same workload runs against Redis (SET + WAIT for puts, GET for
  * gets; tools/redis-compare.ts); with --compare echo, against a bare WebSocket echo of the
  * same shape and ws settings (tools/echo-server.ts), the transport's own limit. All are
  * printed side by side, with pbkv's ratio to each.
  */
 import { spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
@@ -47,6 +50,7 @@ const { values } = parseArgs({
     hub: { type: 'string' },
     json: { type: 'boolean', default: false },
     compare: { type: 'string' },
+    untagged: { type: 'boolean', default: false },
   },
 });
 const compare = (values.compare ?? '').split(',').filter((name) => name !== '');
@@ -63,6 +67,7 @@ const config = {
   replicas: bounded('replicas', 0, 8),
   sync: values.sync as SyncMode,
   putShare: mixShare(values.mix!),
+  tagged: !values.untagged,
 };
 if (!SYNC_MODES.includes(config.sync)) fail(`--sync is one of ${SYNC_MODES.join(', ')}`);
 
@@ -183,6 +188,8 @@ interface Result {
  * Latencies are recorded in microseconds.
  */
 function drive(socket: WebSocket, measurement: Measurement, budget: { left: number }, stopAt: number, value: string): Promise<void> {
+  // The request id doubles as the tag's req: it grows with every request, gets included.
+  const tag = config.tagged ? `,"client":"bench-${randomBytes(8).toString('hex')}","req":` : undefined;
   return new Promise((resolve, reject) => {
     const sentAt = new Map<number, bigint>();
     let nextId = 1;
@@ -196,7 +203,7 @@ function drive(socket: WebSocket, measurement: Measurement, budget: { left: numb
       const id = nextId++;
       const key = `key${Math.floor(Math.random() * config.keys)}`;
       const frame = Math.random() < config.putShare
-        ? `{"id":${id},"op":"put","key":"${key}","value":${value}}`
+        ? `{"id":${id},"op":"put","key":"${key}","value":${value}${tag === undefined ? '' : `${tag}${id}`}}`
         : `{"id":${id},"op":"get","key":"${key}"}`;
       sentAt.set(id, process.hrtime.bigint());
       inFlight += 1;

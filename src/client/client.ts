@@ -3,17 +3,19 @@
  * keeps one connection to it, and turns get/put/del into promises matched by request id.
  * It follows the view: on NOT_PRIMARY, on no primary known yet (NOT_FOUND) or a primary
  * that cannot be reached, it looks `kv` up again and retries with backoff until its
- * deadline. Those requests never reached a primary that applied them (nor did an
- * UNAVAILABLE that says `applied: false`), so a retry is safe; a get is also retried on
- * UNAVAILABLE. A write that failed with UNAVAILABLE is not: its
- * outcome is unknown until it is read back (request tags, which make such a retry safe,
- * are not built yet).
+ * deadline.
+ *
+ * Every put and del carries a request tag (PROTOCOL.md): this client's random id and a
+ * number that grows with each write. The primary applies a tag at most once and answers a
+ * retry with the first reply, so a write is retried on UNAVAILABLE too (a timeout, a lost
+ * reply, a failover), as a get is. A new write waits while this client's oldest unsettled
+ * one is REQUEST_TAG_WINDOW numbers behind: the primary remembers no further back.
  */
 import { firstValueFrom } from 'rxjs';
 import { backoff } from '../backoff.js';
-import { CLIENT_RETRY_DEADLINE_MS, FRAME_BYTES_MAX, REQUEST_TIMEOUT_MS } from '../constants.js';
+import { CLIENT_RETRY_DEADLINE_MS, FRAME_BYTES_MAX, REQUEST_TAG_WINDOW, REQUEST_TIMEOUT_MS } from '../constants.js';
 import { KvError, toKvError } from '../errors.js';
-import type { Json } from '../protocol/messages.js';
+import type { Json, RequestTag } from '../protocol/messages.js';
 import type { Environment } from '../env/environment.js';
 import { realEnvironment } from '../env/real.js';
 import { HubClient } from '../hub/hub-client.js';
@@ -37,9 +39,16 @@ export class KvClient {
   private readonly hub: HubClient;
   private readonly channel: Redialer<RpcChannel>;
   private lastAddress: string | undefined;
+  /** The `client` of this client's request tags, picked once. */
+  readonly id: string;
+  private nextReq = 1;
+  /** Request numbers of writes not yet settled, oldest first (a Set keeps insertion order). */
+  private readonly unsettled = new Set<number>();
+  private windowWaiters: (() => void)[] = [];
 
   constructor(private readonly options: KvClientOptions) {
     this.env = options.env ?? realEnvironment;
+    this.id = `c-${this.env.random.hex(12)}`;
     this.hub = new HubClient(options.hubUrl, { requestTimeoutMs: options.requestTimeoutMs ?? REQUEST_TIMEOUT_MS, env: this.env });
     this.channel = new Redialer(() => this.connect(), { env: this.env });
   }
@@ -55,14 +64,38 @@ export class KvClient {
   /** Resolves once the write is on the primary and every replica. */
   async put(key: string, value: Json): Promise<void> {
     if (value === null || value === undefined) throw new KvError('BAD_REQUEST', 'value must not be null');
-    await this.request({ op: 'put', key, value });
+    await this.write({ op: 'put', key, value });
   }
 
   /** Resolves with whether the key existed. */
   async del(key: string): Promise<boolean> {
-    const reply = await this.request({ op: 'del', key });
+    const reply = await this.write({ op: 'del', key });
     if (typeof reply['found'] !== 'boolean') throw new KvError('INTERNAL', 'malformed reply: a del answers found: true or false');
     return reply['found'];
+  }
+
+  /** A write with the next request tag: every retry of it carries the same one. */
+  private async write(fields: Record<string, unknown>): Promise<OkReply> {
+    const tag = await this.nextTag();
+    try {
+      return await this.request({ ...fields, client: tag.client, req: tag.req });
+    } finally {
+      this.unsettled.delete(tag.req);
+      const waiters = this.windowWaiters;
+      this.windowWaiters = [];
+      for (const wake of waiters) wake();
+    }
+  }
+
+  private async nextTag(): Promise<RequestTag> {
+    for (;;) {
+      const oldest = this.unsettled.values().next();
+      if (oldest.done || this.nextReq - oldest.value < REQUEST_TAG_WINDOW) break;
+      await new Promise<void>((resolve) => this.windowWaiters.push(resolve));
+    }
+    const req = this.nextReq++;
+    this.unsettled.add(req);
+    return { client: this.id, req };
   }
 
   /** The hub's names and services. */
@@ -91,19 +124,23 @@ export class KvClient {
         // Whoever answered may not be (or no longer be) the primary: the next request looks
         // `kv` up again, whether this one is retried or not.
         if (kvError.code === 'NOT_PRIMARY' || kvError.code === 'UNAVAILABLE') void this.dropConnection();
-        if (!this.retryable(kvError, sent, fields['op']) || this.env.clock.now() >= deadline) throw kvError;
+        if (!this.retryable(kvError, sent, fields) || this.env.clock.now() >= deadline) throw kvError;
         await firstValueFrom(delay(kvError, attempt));
       }
     }
   }
 
-  /** Whether a failed request may be sent again: it was surely not applied, or it is a read. */
-  private retryable(error: KvError, sent: boolean, op: unknown): boolean {
+  /**
+   * Whether a failed request may be sent again: it was surely not applied, it is a read,
+   * or it is a tagged write (applied at most once, whatever became of the first try).
+   */
+  private retryable(error: KvError, sent: boolean, fields: Record<string, unknown>): boolean {
     if (!sent) return error.code === 'UNAVAILABLE' || error.code === 'NOT_FOUND';
     if (error.code === 'NOT_PRIMARY') return true;
+    if (error.code !== 'UNAVAILABLE') return false;
     // The node said it applied nothing (no view yet, taking over, queue full).
-    if (error.code === 'UNAVAILABLE' && error.details['applied'] === false) return true;
-    return error.code === 'UNAVAILABLE' && op === 'get';
+    if (error.details['applied'] === false) return true;
+    return fields['op'] === 'get' || (fields['client'] !== undefined && fields['req'] !== undefined);
   }
 
   private async dropConnection(): Promise<void> {

@@ -91,9 +91,9 @@ export class KvService {
       case 'get':
         return this.get(request.id, request.key);
       case 'put':
-        return this.write(request.id, { kind: 'put', key: request.key, valueJson: request.valueJson });
+        return this.write(request.id, { kind: 'put', key: request.key, valueJson: request.valueJson, tag: request.tag });
       case 'del':
-        return this.write(request.id, { kind: 'del', key: request.key });
+        return this.write(request.id, { kind: 'del', key: request.key, tag: request.tag });
       case 'help':
         return request.asText ? `${HELP_TEXT}\n` : okReply(request.id, { help: HELP_TEXT });
       case 'hello':
@@ -250,7 +250,8 @@ export class KvService {
   private async snapshot(request: SnapshotRequest, session: Session): Promise<Reply> {
     const applier = this.current(session, 'snapshots');
     try {
-      return okReply(request.id, { seq: await applier.snapshotPart(request.epoch, request.seq, request.part, request.entries, request.done, session) });
+      const { epoch, seq, part, entries, done, sessions } = request;
+      return okReply(request.id, { seq: await applier.snapshotPart(epoch, seq, part, entries, done ? (sessions ?? []) : undefined, session) });
     } catch (error) {
       throw this.refusedFromPrimary(`snapshot part ${request.part} at seq ${request.seq}`, error);
     }

@@ -10,7 +10,7 @@
 import { BehaviorSubject, Subject, first, firstValueFrom, map, race } from 'rxjs';
 import { REPLICA_PENDING_BATCHES_MAX } from '../constants.js';
 import { KvError, toKvError } from '../errors.js';
-import type { WriteOp } from '../protocol/messages.js';
+import type { ClientSession, WriteOp } from '../protocol/messages.js';
 import type { ReplicationState, Restore, Store } from '../storage/store.js';
 import { formatPosition, isAhead } from './position.js';
 import { ReplicationLog, encodeBatch } from './replication-log.js';
@@ -113,9 +113,17 @@ export class ReplicaApplier {
 
   /**
    * Takes one part of a snapshot; resolves with the replica's seq (the snapshot's once
-   * the last part is in). Part 0 starts a restore, dropping anything queued.
+   * the last part, the one with the client sessions, is in). Part 0 starts a restore,
+   * dropping anything queued.
    */
-  async snapshotPart(epoch: number, seq: number, part: number, entries: readonly [string, string][], done: boolean, owner?: object): Promise<number> {
+  async snapshotPart(
+    epoch: number,
+    seq: number,
+    part: number,
+    entries: readonly [string, string][],
+    sessions: readonly ClientSession[] | undefined,
+    owner?: object,
+  ): Promise<number> {
     if (epoch < this.store.state.epoch) {
       throw new KvError('FORBIDDEN', `epoch ${epoch} is older than this replica's ${this.store.state.epoch}`);
     }
@@ -137,8 +145,8 @@ export class ReplicaApplier {
     current.nextPart += 1;
     try {
       await current.restore.add(entries);
-      if (!done) return this.applied$.value;
-      await current.restore.finish({ epoch, seq });
+      if (!sessions) return this.applied$.value;
+      await current.restore.finish({ epoch, seq }, sessions);
     } catch (error) {
       await this.abortRestore();
       throw error;

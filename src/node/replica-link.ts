@@ -16,6 +16,7 @@ import { replyCount } from '../protocol/reply.js';
 import { RpcChannel } from '../protocol/rpc-channel.js';
 import type { HubClient } from '../hub/hub-client.js';
 import type { Environment } from '../env/environment.js';
+import type { ClientSession } from '../protocol/messages.js';
 import type { ReplicationState, Store } from '../storage/store.js';
 import { Redialer } from '../transport/redialer.js';
 import { lastSeq, type Batch, type ReplicationLog } from './replication-log.js';
@@ -189,9 +190,9 @@ export class ReplicaLink implements AckSource {
     this.trace({ event: 'peer', peer: this.name, state: 'snapshot', seq });
     let part = 0;
     let entries = 0;
-    const send = (page: readonly [string, string][], done: boolean) => {
+    const send = (page: readonly [string, string][], sessions?: readonly ClientSession[]) => {
       const sentMs = this.sent();
-      return firstValueFrom(channel.requestText$(snapshotFrame(epoch, seq, part++, page, done), 'snapshot')).then((reply) => {
+      return firstValueFrom(channel.requestText$(snapshotFrame(epoch, seq, part++, page, sessions), 'snapshot')).then((reply) => {
         this.extendLease(sentMs);
         return reply;
       });
@@ -199,10 +200,12 @@ export class ReplicaLink implements AckSource {
     try {
       for await (const page of snapshot.pages()) {
         if (this.closed) this.closingError();
-        await send(page, false);
+        await send(page);
         entries += page.length;
       }
-      await send([], true);
+      // The last part carries the client sessions: a retry after a failover onto this
+      // replica is still recognized.
+      await send([], snapshot.sessions);
     } finally {
       await snapshot.close();
     }
@@ -318,10 +321,11 @@ export class ReplicaLink implements AckSource {
   }
 }
 
-/** A snapshot part as text, values spliced in as the JSON they are stored as. */
-function snapshotFrame(epoch: number, seq: number, part: number, page: readonly [string, string][], done: boolean): string {
+/** A snapshot part as text, values spliced in as the JSON they are stored as; the last one (with sessions) is done. */
+function snapshotFrame(epoch: number, seq: number, part: number, page: readonly [string, string][], sessions: readonly ClientSession[] | undefined): string {
   const entries = page.map(([key, valueJson]) => `[${JSON.stringify(key)},${valueJson}]`).join(',');
-  return `{"op":"snapshot","epoch":${epoch},"seq":${seq},"part":${part},"done":${done},"entries":[${entries}]}`;
+  const last = sessions === undefined ? '' : `,"sessions":${JSON.stringify(sessions.map((session) => [session.client, session.req, session.seq, session.results]))}`;
+  return `{"op":"snapshot","epoch":${epoch},"seq":${seq},"part":${part},"done":${sessions !== undefined},"entries":[${entries}]${last}}`;
 }
 
 /** The append frame as text: the batches' wire text as it was logged. */

@@ -18,7 +18,7 @@ export interface Batch {
   epoch: number;
   first: number;
   count: number;
-  /** The ops as JSON array elements joined by commas: `["p","k",1],["d","x"]`. */
+  /** The ops as JSON array elements joined by commas: `["p","k",1],["d","x","client-id",7]`. */
   wire: string;
   /** Where each op starts in `wire`. */
   offsets: Uint32Array;
@@ -38,7 +38,7 @@ const OP_OVERHEAD_BYTES = 192;
 
 /** The memory a write costs while it waits in the primary's queue. */
 export function opBytes(op: WriteOp): number {
-  return op.key.length + (op.kind === 'put' ? op.valueJson.length : 0) + OP_OVERHEAD_BYTES;
+  return op.key.length + (op.kind === 'put' ? op.valueJson.length : 0) + (op.tag ? op.tag.client.length + 16 : 0) + OP_OVERHEAD_BYTES;
 }
 
 /** The wire form of writes first..: values spliced in as the JSON they already are. */
@@ -47,7 +47,8 @@ export function encodeBatch(epoch: number, first: number, ops: readonly WriteOp[
   const parts = new Array<string>(ops.length);
   let length = 0;
   ops.forEach((op, index) => {
-    const part = op.kind === 'put' ? `["p",${JSON.stringify(op.key)},${op.valueJson}]` : `["d",${JSON.stringify(op.key)}]`;
+    const tag = op.tag ? `,${JSON.stringify(op.tag.client)},${op.tag.req}` : '';
+    const part = op.kind === 'put' ? `["p",${JSON.stringify(op.key)},${op.valueJson}${tag}]` : `["d",${JSON.stringify(op.key)}${tag}]`;
     offsets[index] = length;
     parts[index] = part;
     length += part.length + 1;

@@ -7,6 +7,8 @@ export type TraceEvent =
   | { event: 'forwarded'; to: string; first: number; last: number }
   | { event: 'ack'; from: string; seq: number }
   | { event: 'reply'; id: RequestId; ok: boolean; code?: string }
+  /** A tagged write applied before came again: answered with its first reply, not applied. */
+  | { event: 'retried'; client: string; req: number }
   | { event: 'rejected'; reason: string; code: string; from?: string; address?: string }
   | { event: 'peer'; peer: string; state: 'connected' | 'authenticated' | 'snapshot' | 'caught-up' | 'disconnected'; seq?: number; keys?: number }
   | { event: 'registered'; what: 'name' | 'service'; address: string }

@@ -7,12 +7,16 @@
  * UNAVAILABLE after the ack timeout. At most BATCHES_IN_FLIGHT_MAX batches wait for acks;
  * order is kept because seqs are, and replicas apply in seq order. Reads ask `readable`
  * first: a key whose last write is not on every replica is not read until it is.
+ *
+ * A tagged write that this node's store has applied before (its client retried it after
+ * a lost reply or a failover) is not applied again: it gets the first reply, once every
+ * replica holds the first write; one still in the pipeline shares the first one's outcome.
  */
 import { BehaviorSubject, Subject, combineLatest, filter, first, firstValueFrom, map, of, race, switchMap, throwError, timeout, type Observable } from 'rxjs';
-import { BATCHES_IN_FLIGHT_MAX, BATCH_BYTES_MAX, BATCH_WRITES_MAX, WRITE_QUEUE_BYTES_MAX, WRITE_QUEUE_MAX } from '../constants.js';
+import { BATCHES_IN_FLIGHT_MAX, BATCH_BYTES_MAX, BATCH_WRITES_MAX, REQUEST_TAG_WINDOW, WRITE_QUEUE_BYTES_MAX, WRITE_QUEUE_MAX } from '../constants.js';
 import { KvError, toKvError } from '../errors.js';
 import type { Clock } from '../env/environment.js';
-import type { WriteOp } from '../protocol/messages.js';
+import type { RequestTag, WriteOp } from '../protocol/messages.js';
 import type { Store } from '../storage/store.js';
 import { encodeBatch, opBytes, type ReplicationLog } from './replication-log.js';
 import type { TraceEvent } from './trace.js';
@@ -61,6 +65,8 @@ export class WritePipeline {
   private readonly unacked = new Map<string, number>();
   /** Per key, settles when every write to it queued so far has settled (read your own pipelined writes). */
   private readonly queuedWrites = new Map<string, Promise<void>>();
+  /** Tagged writes submitted and not yet settled, by client and req: a retry meanwhile shares the outcome. */
+  private readonly taggedWrites = new Map<string, Promise<boolean>>();
   private readonly closing$ = new Subject<void>();
   private closed = false;
   private closeReason = 'the node is closing';
@@ -125,6 +131,8 @@ export class WritePipeline {
   /** Queues a write; resolves with whether its key existed before it, once it is on every replica. */
   submit(op: WriteOp): Promise<boolean> {
     if (this.closed) return Promise.reject(new KvError('UNAVAILABLE', this.closeReason, { applied: false }));
+    const retried = op.tag && this.retried(op.tag);
+    if (retried) return retried;
     const bytes = opBytes(op);
     if (
       this.queue.length >= (this.options.writeQueueMax ?? WRITE_QUEUE_MAX) ||
@@ -137,8 +145,36 @@ export class WritePipeline {
       this.queue.push({ op, bytes, resolve, reject });
     });
     this.trackQueued(op.key, written);
+    if (op.tag) this.trackTagged(op.tag, written);
     this.kick();
     return written;
+  }
+
+  /** The outcome of a write this node has seen with that tag; undefined for a new one. */
+  private retried(tag: RequestTag): Promise<boolean> | undefined {
+    const inFlight = this.taggedWrites.get(tagId(tag));
+    if (inFlight) return inFlight;
+    const seen = this.store.checkTag(tag);
+    switch (seen.kind) {
+      case 'new':
+        return undefined;
+      case 'applied':
+        this.trace({ event: 'retried', client: tag.client, req: tag.req });
+        return this.onEveryReplica(seen.seq).then(() => seen.found);
+      case 'stale':
+        return Promise.reject(
+          new KvError('BAD_REQUEST', `req ${tag.req} of client ${tag.client} is older than the last ${REQUEST_TAG_WINDOW} requests its session remembers (from ${seen.oldest}); whether it was applied is not known`),
+        );
+    }
+  }
+
+  private trackTagged(tag: RequestTag, written: Promise<boolean>): void {
+    const id = tagId(tag);
+    this.taggedWrites.set(id, written);
+    const forget = () => {
+      if (this.taggedWrites.get(id) === written) this.taggedWrites.delete(id);
+    };
+    written.then(forget, forget);
   }
 
   private trackQueued(key: string, written: Promise<boolean>): void {
@@ -165,6 +201,13 @@ export class WritePipeline {
     const seq = Math.max(this.unacked.get(key) ?? 0, this.readsFromSeq);
     if (this.ackedByAll() >= seq) return undefined;
     return firstValueFrom(this.allAcked$(seq)).then(() => undefined);
+  }
+
+  /** Settles once every replica holds `seq` and what this node held when it took over. */
+  private onEveryReplica(seq: number): Promise<void> {
+    const target = Math.max(seq, this.readsFromSeq);
+    if (this.ackedByAll() >= target) return Promise.resolve();
+    return firstValueFrom(this.allAcked$(target)).then(() => undefined);
   }
 
   /** The highest seq every replica has acknowledged. */
@@ -303,4 +346,9 @@ export class WritePipeline {
     );
     return race(acked$, closing);
   }
+}
+
+/** A tag as one Map key: req's digits end at the first NUL, so no two tags share one. */
+function tagId(tag: RequestTag): string {
+  return `${tag.req}\u0000${tag.client}`;
 }

@@ -11,16 +11,25 @@ export type RequestId = string | number | null;
 /** Any JSON value. A stored value is any of these but a top-level null. */
 export type Json = null | boolean | number | string | Json[] | { [key: string]: Json };
 
-/** A write as it travels through the primary, the log and the replicas. */
+/**
+ * A write's request tag (PROTOCOL.md, "Retries applied at most once"): the id its client
+ * picked once, and a number that grows with each new write of that client.
+ */
+export interface RequestTag {
+  client: string;
+  req: number;
+}
+
+/** A write as it travels through the primary, the log and the replicas, with its tag if it had one. */
 export type WriteOp =
-  | { kind: 'put'; key: string; valueJson: string }
-  | { kind: 'del'; key: string };
+  | { kind: 'put'; key: string; valueJson: string; tag?: RequestTag | undefined }
+  | { kind: 'del'; key: string; tag?: RequestTag | undefined };
 
 // ---- Requests a node serves -------------------------------------------------------
 
 export interface GetRequest { type: 'get'; id: RequestId; key: string }
-export interface PutRequest { type: 'put'; id: RequestId; key: string; value: Json; valueJson: string }
-export interface DelRequest { type: 'del'; id: RequestId; key: string }
+export interface PutRequest { type: 'put'; id: RequestId; key: string; value: Json; valueJson: string; tag?: RequestTag }
+export interface DelRequest { type: 'del'; id: RequestId; key: string; tag?: RequestTag }
 /** `asText`: a person typed `help` at a wscat prompt, so the answer is plain text, not JSON. */
 export interface HelpRequest { type: 'help'; id: RequestId; asText: boolean }
 /** Opens a node-to-node (or node-to-hub) session: who is speaking, as primary of which view. */
@@ -51,6 +60,19 @@ export interface SnapshotRequest {
   /** [key, value JSON] pairs. */
   entries: [string, string][];
   done: boolean;
+  /** With the last part: the client sessions the store held at `seq`. */
+  sessions: ClientSession[] | undefined;
+}
+
+/**
+ * What a store remembers of a client that tags its writes: its highest request number
+ * applied, the seq of its last write, and what became of its last requests (client-sessions.ts).
+ */
+export interface ClientSession {
+  client: string;
+  req: number;
+  seq: number;
+  results: string;
 }
 
 export type ClientRequest = GetRequest | PutRequest | DelRequest | HelpRequest;

@@ -2,9 +2,22 @@
  * One parse per server: a frame becomes a typed request or a KvError with the request's
  * id, never an exception. Field validators are shared; the op tables differ.
  */
-import { REPORT_REASON_LENGTH_MAX as REASON_LENGTH_MAX, VALUE_DEPTH_MAX, VIEW_NODES_MAX } from '../constants.js';
+import { CLIENT_ID_LENGTH_MAX, REPORT_REASON_LENGTH_MAX as REASON_LENGTH_MAX, VALUE_DEPTH_MAX, VIEW_NODES_MAX } from '../constants.js';
 import { KvError } from '../errors.js';
-import { NODE_STATES, type HubRequest, type Json, type NodeRequest, type NodeState, type RequestId, type WriteOp } from './messages.js';
+import { isSessionResults } from '../storage/client-sessions.js';
+import {
+  NODE_STATES,
+  type ClientSession,
+  type DelRequest,
+  type HubRequest,
+  type Json,
+  type NodeRequest,
+  type NodeState,
+  type PutRequest,
+  type RequestId,
+  type RequestTag,
+  type WriteOp,
+} from './messages.js';
 import { parseTextCommand } from './text-commands.js';
 
 export interface Limits {
@@ -63,11 +76,11 @@ function nodeRequest(fields: Fields, id: RequestId, limits: Limits): NodeRequest
     case 'get':
       return { type: 'get', id, key: requireKey(fields, limits) };
     case 'del':
-      return { type: 'del', id, key: requireKey(fields, limits) };
+      return withTag<DelRequest>({ type: 'del', id, key: requireKey(fields, limits) }, fields);
     case 'put': {
       const key = requireKey(fields, limits);
       const { value, valueJson } = requireValue(fields, limits);
-      return { type: 'put', id, key, value, valueJson };
+      return withTag<PutRequest>({ type: 'put', id, key, value, valueJson }, fields);
     }
     case 'help':
       return { type: 'help', id, asText: fields['text'] === true };
@@ -96,6 +109,7 @@ function nodeRequest(fields: Fields, id: RequestId, limits: Limits): NodeRequest
         part: requireCount(fields, 'part'),
         entries: requireSnapshotEntries(fields['entries']),
         done,
+        sessions: fields['sessions'] === undefined ? undefined : requireSessions(fields['sessions']),
       };
     }
     default:
@@ -212,6 +226,27 @@ function requireAddress(fields: Fields): string {
   return address;
 }
 
+/** The write with its request tag, if the frame has one. */
+function withTag<T extends { tag?: RequestTag }>(write: T, fields: Fields): T {
+  const tag = optionalTag(fields);
+  if (tag) write.tag = tag;
+  return write;
+}
+
+/** A write's request tag: `client` and `req` together, or neither. */
+function optionalTag(fields: Fields): RequestTag | undefined {
+  const client = fields['client'];
+  const req = fields['req'];
+  if (client === undefined && req === undefined) return undefined;
+  if (typeof client !== 'string' || client.length === 0 || client.length > CLIENT_ID_LENGTH_MAX || !isWellFormed(client)) {
+    throw new KvError('BAD_REQUEST', `client must be a string of 1-${CLIENT_ID_LENGTH_MAX} characters, sent with req`);
+  }
+  if (typeof req !== 'number' || !Number.isSafeInteger(req) || req < 1) {
+    throw new KvError('BAD_REQUEST', 'req must be a positive integer, sent with client');
+  }
+  return { client, req };
+}
+
 function requireKey(fields: Fields, limits: Limits): string {
   const key = fields['key'];
   if (typeof key !== 'string' || key.length === 0) {
@@ -304,8 +339,9 @@ export function invalidValue(value: unknown, depthMax: number): KvError | undefi
 }
 
 /**
- * Replication ops, compact on the wire: ["p", key, value] or ["d", key]. They come only
- * from an authenticated primary, but a malformed batch is still refused whole.
+ * Replication ops, compact on the wire: ["p", key, value] or ["d", key], each followed by
+ * client and req when the write was tagged. They come only from an authenticated primary,
+ * but a malformed batch is still refused whole.
  */
 function requireWriteOps(raw: unknown): WriteOp[] {
   if (!Array.isArray(raw) || raw.length === 0) {
@@ -313,11 +349,34 @@ function requireWriteOps(raw: unknown): WriteOp[] {
   }
   return raw.map((entry): WriteOp => {
     if (Array.isArray(entry) && typeof entry[1] === 'string' && entry[1].length > 0 && isWellFormed(entry[1])) {
-      if (entry[0] === 'p' && entry.length === 3 && entry[2] !== null && entry[2] !== undefined && !invalidValue(entry[2], VALUE_DEPTH_MAX)) {
-        return { kind: 'put', key: entry[1], valueJson: JSON.stringify(entry[2]) };
+      if (entry[0] === 'p' && (entry.length === 3 || entry.length === 5) && entry[2] !== null && entry[2] !== undefined && !invalidValue(entry[2], VALUE_DEPTH_MAX)) {
+        const put: WriteOp = { kind: 'put', key: entry[1], valueJson: JSON.stringify(entry[2]) };
+        if (entry.length === 5) put.tag = opTag(entry[3], entry[4]);
+        return put;
       }
-      if (entry[0] === 'd' && entry.length === 2) return { kind: 'del', key: entry[1] };
+      if (entry[0] === 'd' && (entry.length === 2 || entry.length === 4)) {
+        const del: WriteOp = { kind: 'del', key: entry[1] };
+        if (entry.length === 4) del.tag = opTag(entry[2], entry[3]);
+        return del;
+      }
     }
-    throw new KvError('BAD_REQUEST', 'ops entries must be ["p", key, value] or ["d", key]');
+    throw new KvError('BAD_REQUEST', 'ops entries must be ["p", key, value] or ["d", key], then client and req if tagged');
+  });
+}
+
+function opTag(client: unknown, req: unknown): RequestTag {
+  return optionalTag({ client, req })!;
+}
+
+/** Client sessions of a snapshot: [client, req, seq, results]. */
+function requireSessions(raw: unknown): ClientSession[] {
+  if (!Array.isArray(raw)) throw new KvError('BAD_REQUEST', 'sessions must be an array');
+  return raw.map((entry): ClientSession => {
+    if (Array.isArray(entry) && entry.length === 4 && typeof entry[3] === 'string' && isSessionResults(entry[3])) {
+      const { client, req } = opTag(entry[0], entry[1]);
+      const seq = entry[2] as unknown;
+      if (typeof seq === 'number' && Number.isSafeInteger(seq) && seq >= 0) return { client, req, seq, results: entry[3] };
+    }
+    throw new KvError('BAD_REQUEST', 'sessions entries must be [client, req, seq, results]');
   });
 }

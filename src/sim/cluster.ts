@@ -10,7 +10,8 @@ import { KvClient } from '../client/client.js';
 import { KvNode } from '../node/node.js';
 import type { Environment } from '../env/environment.js';
 import { assert } from '../errors.js';
-import type { View, WriteOp } from '../protocol/messages.js';
+import type { RequestTag, View, WriteOp } from '../protocol/messages.js';
+import type { TagCheck } from '../storage/client-sessions.js';
 import { MemoryStore } from '../storage/memory-store.js';
 import type { PageLimits, Restore, ReplicationState, Snapshot, Store } from '../storage/store.js';
 import { SimNetwork } from '../transport/sim-network.js';
@@ -49,6 +50,7 @@ export class RecordingStore implements Store {
   readJson(key: string) { return this.inner.readJson(key); }
   snapshot(limits: PageLimits): Promise<Snapshot> { return this.inner.snapshot(limits); }
   beginEpoch(epoch: number): Promise<void> { return this.inner.beginEpoch(epoch); }
+  checkTag(tag: RequestTag): TagCheck { return this.inner.checkTag(tag); }
   count() { return this.inner.count(); }
   close() { return this.inner.close(); }
 
@@ -65,8 +67,8 @@ export class RecordingStore implements Store {
     return {
       add: (entries) => restore.add(entries),
       abort: () => restore.abort(),
-      finish: async (state) => {
-        await restore.finish(state);
+      finish: async (state, sessions) => {
+        await restore.finish(state, sessions);
         this.watcher.restored(this.node, this, state);
       },
     };

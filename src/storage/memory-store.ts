@@ -1,6 +1,7 @@
 import { Subject } from 'rxjs';
 import { KvError, assert } from '../errors.js';
-import type { Json, WriteOp } from '../protocol/messages.js';
+import type { Json, RequestTag, WriteOp } from '../protocol/messages.js';
+import { ClientSessions, type TagCheck } from './client-sessions.js';
 import { existedBefore, type PageLimits, type ReplicationState, type Restore, type Snapshot, type Store } from './store.js';
 
 /**
@@ -20,6 +21,7 @@ export class MemoryStore implements Store {
   /** Key to value JSON. Only strings, which cannot change: a copy of the Map shares nothing. */
   private data = new Map<string, string>();
   private replication = frozenState({ epoch: 0, seq: 0 });
+  private sessions = new ClientSessions();
   private restoring = false;
   private closed = false;
   /** Set by crash(): the data now belongs to the store crash() returned. */
@@ -48,12 +50,19 @@ export class MemoryStore implements Store {
     assert(!this.restoring, 'no batch is applied during a restore');
     assert(ops.length > 0, 'a batch is not empty');
     const found = existedBefore(ops, new Set(ops.filter((op) => this.data.has(op.key)).map((op) => op.key)));
+    const sessions = ops.some((op) => op.tag !== undefined) ? this.sessions.plan(first, ops, found) : undefined;
     for (const op of ops) {
       if (op.kind === 'put') this.data.set(op.key, op.valueJson);
       else this.data.delete(op.key);
     }
+    if (sessions) this.sessions.commit(sessions);
     this.replication = frozenState({ epoch, seq: first + ops.length - 1 });
     return found;
+  }
+
+  checkTag(tag: RequestTag): TagCheck {
+    this.refuseIfGone('read');
+    return this.sessions.check(tag);
   }
 
   async beginEpoch(epoch: number): Promise<void> {
@@ -72,6 +81,7 @@ export class MemoryStore implements Store {
     };
     return {
       state: this.replication,
+      sessions: this.sessions.all(),
       // As with SqliteStore's reader connection, closing the store does not end a snapshot;
       // a crash does: a process that died reads nothing more.
       async *pages() {
@@ -104,12 +114,13 @@ export class MemoryStore implements Store {
         refuseIfUnusable('add');
         for (const [key, valueJson] of entries) next.set(key, valueJson);
       },
-      finish: async (state) => {
+      finish: async (state, sessions) => {
         refuseIfUnusable('finish');
         open = false;
         this.restoring = false;
         this.data = next;
         this.replication = frozenState(state);
+        this.sessions.replace(sessions);
       },
       // Also after a crash: it changes nothing, and a caller's cleanup may still run it.
       abort: async () => {
@@ -143,6 +154,7 @@ export class MemoryStore implements Store {
     const survivor = new MemoryStore();
     survivor.data = new Map(this.data);
     survivor.replication = this.replication;
+    survivor.sessions = this.sessions.copy();
     this.crashed = true;
     // Nothing reads it any more; a long simulation crashes many nodes.
     this.data = new Map();

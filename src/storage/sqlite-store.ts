@@ -5,7 +5,8 @@ import { Worker } from 'node:worker_threads';
 import { Subject } from 'rxjs';
 import { CHECKPOINT_INTERVAL_MS, KEY_BYTES_MAX, WAL_AUTOCHECKPOINT_PAGES } from '../constants.js';
 import { KvError, assert } from '../errors.js';
-import type { Json, WriteOp } from '../protocol/messages.js';
+import type { ClientSession, Json, RequestTag, WriteOp } from '../protocol/messages.js';
+import { ClientSessions, isSessionResults, type SessionChanges, type TagCheck } from './client-sessions.js';
 import {
   existedBefore,
   lastOpPerKey,
@@ -21,6 +22,7 @@ import {
 /** Keyv's table and layout (@keyv/sqlite): Keyv can open and read a node's file. */
 const TABLE = 'keyv';
 const META_TABLE = 'pbkv_meta';
+const CLIENTS_TABLE = 'pbkv_clients';
 const BUSY_TIMEOUT_MS = 5_000;
 const CHECKPOINTER_STOP_DEADLINE_MS = 2_000;
 
@@ -30,7 +32,8 @@ const openFiles = new Set<string>();
 /**
  * A node's SQLite file through Node's built-in synchronous driver (node:sqlite), WAL
  * journal; `full` fsyncs every commit. The file is a Keyv store: table `keyv(key, value)`
- * with values stored as `{"value": <JSON>}`, plus the table `pbkv_meta` (epoch, seq).
+ * with values stored as `{"value": <JSON>}`, plus the tables `pbkv_meta` (epoch, seq) and
+ * `pbkv_clients` (the client sessions of request tags, client-sessions.ts).
  *
  * Every call is synchronous on the node's thread: a batch of 20 writes commits in about
  * 20 µs, where each call through the asynchronous sqlite3 driver was a round trip through
@@ -43,6 +46,7 @@ const openFiles = new Set<string>();
 export class SqliteStore implements Store {
   readonly errors$ = new Subject<Error>();
   private replication: ReplicationState = { epoch: 0, seq: 0 };
+  private readonly sessions = new ClientSessions();
   private restoring = false;
   private closing: Promise<void> | undefined;
   private readonly checkpointerExited: Promise<void>;
@@ -52,6 +56,8 @@ export class SqliteStore implements Store {
     exists: StatementSync;
     meta: StatementSync;
     read: StatementSync;
+    saveSession: StatementSync;
+    forgetSession: StatementSync;
   };
 
   private constructor(
@@ -67,6 +73,10 @@ export class SqliteStore implements Store {
       exists: writer.prepare(`SELECT 1 AS found FROM ${TABLE} WHERE key = ?`),
       meta: writer.prepare(`INSERT INTO ${META_TABLE}(name, value) VALUES ('epoch', ?), ('seq', ?) ON CONFLICT(name) DO UPDATE SET value = excluded.value`),
       read: reader.prepare(`SELECT value FROM ${TABLE} WHERE key = ?`),
+      saveSession: writer.prepare(
+        `INSERT INTO ${CLIENTS_TABLE}(client, req, seq, results) VALUES (?, ?, ?, ?) ON CONFLICT(client) DO UPDATE SET req = excluded.req, seq = excluded.seq, results = excluded.results`,
+      ),
+      forgetSession: writer.prepare(`DELETE FROM ${CLIENTS_TABLE} WHERE client = ?`),
     };
     this.checkpointerExited = new Promise((resolve) => checkpointer.once('exit', () => resolve()));
     checkpointer.on('error', (error) => this.errors$.next(new Error(`checkpointer: ${error.message}`)));
@@ -92,13 +102,15 @@ export class SqliteStore implements Store {
       writer.exec(`PRAGMA synchronous=${syncMode === 'full' ? 'FULL' : 'NORMAL'};
         PRAGMA wal_autocheckpoint=${WAL_AUTOCHECKPOINT_PAGES};
         CREATE TABLE IF NOT EXISTS ${TABLE}(key VARCHAR(${KEY_BYTES_MAX}) PRIMARY KEY, value TEXT);
-        CREATE TABLE IF NOT EXISTS ${META_TABLE}(name TEXT PRIMARY KEY, value INTEGER NOT NULL);`);
+        CREATE TABLE IF NOT EXISTS ${META_TABLE}(name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+        CREATE TABLE IF NOT EXISTS ${CLIENTS_TABLE}(client TEXT PRIMARY KEY, req INTEGER NOT NULL, seq INTEGER NOT NULL, results TEXT NOT NULL);`);
       reader = new DatabaseSync(resolved, { timeout: BUSY_TIMEOUT_MS, readOnly: true });
       const checkpointer = new Worker(new URL('./checkpoint-worker.js', import.meta.url), {
         workerData: { file: resolved, syncMode, intervalMs: CHECKPOINT_INTERVAL_MS, busyTimeoutMs: BUSY_TIMEOUT_MS },
       });
       const store = new SqliteStore(resolved, syncMode, writer, reader, checkpointer);
       store.replication = readState(writer);
+      store.sessions.replace(readSessions(writer));
       return store;
     } catch (error) {
       openFiles.delete(resolved);
@@ -141,10 +153,23 @@ export class SqliteStore implements Store {
       for (const [key, text] of puts) upsert.run(key, text);
       for (const key of dels) remove.run(key);
       meta.run(epoch, seq);
-      return existed;
+      const sessions = ops.some((op) => op.tag !== undefined) ? this.sessions.plan(first, ops, existed) : undefined;
+      if (sessions) this.saveSessions(sessions);
+      return { existed, sessions };
     });
+    if (found.sessions) this.sessions.commit(found.sessions);
     this.replication = { epoch, seq };
-    return found;
+    return found.existed;
+  }
+
+  private saveSessions(changes: SessionChanges): void {
+    const { saveSession, forgetSession } = this.statements;
+    for (const client of changes.forgotten) forgetSession.run(client);
+    for (const session of changes.changed) saveSession.run(session.client, session.req, session.seq, session.results);
+  }
+
+  checkTag(tag: RequestTag): TagCheck {
+    return this.sessions.check(tag);
   }
 
   async beginEpoch(epoch: number): Promise<void> {
@@ -181,6 +206,7 @@ export class SqliteStore implements Store {
     try {
       reader.exec('BEGIN');
       const state = readState(reader);
+      const sessions = readSessions(reader);
       const page = reader.prepare(`SELECT key, value FROM ${TABLE} WHERE key > ? ORDER BY key LIMIT ?`);
       let closed = false;
       const close = async () => {
@@ -191,6 +217,7 @@ export class SqliteStore implements Store {
       };
       return {
         state,
+        sessions,
         // As many rows as fit the page's entries and bytes; a page holds at least one.
         async *pages() {
           let after = '';
@@ -221,7 +248,7 @@ export class SqliteStore implements Store {
   async beginRestore(): Promise<Restore> {
     assert(!this.restoring, 'one restore at a time');
     try {
-      this.writer.exec(`BEGIN IMMEDIATE; DELETE FROM ${TABLE};`);
+      this.writer.exec(`BEGIN IMMEDIATE; DELETE FROM ${TABLE}; DELETE FROM ${CLIENTS_TABLE};`);
     } catch (error) {
       if (this.writer.isTransaction) this.writer.exec('ROLLBACK');
       throw new KvError('INTERNAL', `restore failed: ${(error as Error).message}`);
@@ -238,15 +265,17 @@ export class SqliteStore implements Store {
       add: async (entries) => {
         for (const [key, valueJson] of entries) this.statements.upsert.run(key, storedText(valueJson));
       },
-      finish: async (state) => {
+      finish: async (state, sessions) => {
         try {
           this.statements.meta.run(state.epoch, state.seq);
+          for (const session of sessions) this.statements.saveSession.run(session.client, session.req, session.seq, session.results);
         } catch (error) {
           end('ROLLBACK');
           throw new KvError('INTERNAL', `restore failed: ${(error as Error).message}`);
         }
         end('COMMIT');
         this.replication = state;
+        this.sessions.replace(sessions);
       },
       abort: async () => end('ROLLBACK'),
     };
@@ -276,6 +305,16 @@ export class SqliteStore implements Store {
     })();
     return this.closing;
   }
+}
+
+/** The client sessions, least recently written first; a row that does not read as one is a fault. */
+function readSessions(database: DatabaseSync): ClientSession[] {
+  const rows = database.prepare(`SELECT client, req, seq, results FROM ${CLIENTS_TABLE} ORDER BY seq`).all() as unknown as ClientSession[];
+  return rows.map((row) => {
+    const session = { client: String(row.client), req: Number(row.req), seq: Number(row.seq), results: String(row.results) };
+    assert(Number.isSafeInteger(session.req) && session.req > 0 && isSessionResults(session.results), `malformed client session row: ${JSON.stringify(row)}`);
+    return session;
+  });
 }
 
 function readState(database: DatabaseSync): ReplicationState {

@@ -4,7 +4,8 @@
  * applied as one unit (one SQLite transaction). The file stays one Keyv can read.
  */
 import type { Observable } from 'rxjs';
-import type { Json, WriteOp } from '../protocol/messages.js';
+import type { ClientSession, Json, RequestTag, WriteOp } from '../protocol/messages.js';
+import type { TagCheck } from './client-sessions.js';
 
 export const SYNC_MODES = ['full', 'normal', 'memory'] as const;
 export type SyncMode = (typeof SYNC_MODES)[number];
@@ -32,9 +33,12 @@ export interface Store {
   readJson(key: string): string | undefined;
   /**
    * Applies `ops` as seqs first, first+1, ... of `epoch`, all or nothing, together with
-   * the new state. Resolves with, for each op, whether its key existed just before it.
+   * the new state and the client sessions their tags change. Resolves with, for each op,
+   * whether its key existed just before it.
    */
   apply(epoch: number, first: number, ops: readonly WriteOp[]): Promise<boolean[]>;
+  /** What became of a tagged write in this store's history (client-sessions.ts). */
+  checkTag(tag: RequestTag): TagCheck;
   /**
    * Records that this store's history goes on in `epoch` (higher than its own) from its
    * current seq: what a node promoted to primary commits before it writes or serves, so
@@ -64,6 +68,8 @@ export interface PageLimits {
 
 export interface Snapshot {
   readonly state: ReplicationState;
+  /** The client sessions at that state, least recently written first. */
+  readonly sessions: readonly ClientSession[];
   /** Pages of [key, value JSON], in key order. */
   pages(): AsyncIterable<[string, string][]>;
   /** Ends the read (also when the pages were not all read). */
@@ -72,7 +78,8 @@ export interface Snapshot {
 
 export interface Restore {
   add(entries: readonly [string, string][]): Promise<void>;
-  finish(state: ReplicationState): Promise<void>;
+  /** Commits the parts with the state and client sessions of the snapshot. */
+  finish(state: ReplicationState, sessions: readonly ClientSession[]): Promise<void>;
   abort(): Promise<void>;
 }
 

@@ -32,7 +32,7 @@ Applier('a snapshot that would roll the replica back is FORBIDDEN and changes no
   const { store, replica } = applier();
   await replica.append(2, 1, [put('a', 1), put('b', 2), put('c', 3)]);
   for (const [epoch, seq] of [[2, 2], [1, 10], [0, 0]] as const) {
-    await replica.snapshotPart(epoch, seq, 0, [['a', '"older"']], true).then(
+    await replica.snapshotPart(epoch, seq, 0, [['a', '"older"']], []).then(
       () => assert.unreachable(`a snapshot at (${epoch}, ${seq}) must be refused`),
       (error: { code: string; message: string }) => {
         assert.is(error.code, 'FORBIDDEN');
@@ -43,7 +43,7 @@ Applier('a snapshot that would roll the replica back is FORBIDDEN and changes no
   assert.equal(store.state, { epoch: 2, seq: 3 });
   assert.is(await store.get('a'), 1);
   // One at or past the replica's position is taken.
-  assert.is(await replica.snapshotPart(2, 3, 0, [['a', '"same"']], true), 3);
+  assert.is(await replica.snapshotPart(2, 3, 0, [['a', '"same"']], []), 3);
   assert.is(await store.get('a'), 'same');
 });
 
@@ -86,7 +86,7 @@ Applier('an older epoch is FORBIDDEN', async () => {
 Applier('an abandoned restore leaves the store as it was; appends wait for none and a new snapshot works', async () => {
   const { store, replica } = applier();
   await replica.append(1, 1, [put('keep', 1)]);
-  assert.is(await replica.snapshotPart(1, 50, 0, [['lost', '1']], false), 1);
+  assert.is(await replica.snapshotPart(1, 50, 0, [['lost', '1']], undefined), 1);
   await replica.append(1, 2, [put('during', 1)]).then(
     () => assert.unreachable('no append during a restore'),
     (error: { code: string }) => assert.is(error.code, 'UNAVAILABLE'),
@@ -96,12 +96,12 @@ Applier('an abandoned restore leaves the store as it was; appends wait for none 
   assert.is(await store.get('lost'), undefined);
   assert.equal(store.state, { epoch: 1, seq: 1 });
 
-  await replica.snapshotPart(1, 50, 1, [], true).then(
+  await replica.snapshotPart(1, 50, 1, [], []).then(
     () => assert.unreachable('part 1 of an abandoned snapshot'),
     (error: { code: string }) => assert.is(error.code, 'BAD_REQUEST'),
   );
-  await replica.snapshotPart(1, 50, 0, [['a', '"A"']], false);
-  assert.is(await replica.snapshotPart(1, 50, 1, [['b', '2']], true), 50);
+  await replica.snapshotPart(1, 50, 0, [['a', '"A"']], undefined);
+  assert.is(await replica.snapshotPart(1, 50, 1, [['b', '2']], []), 50);
   assert.is(await store.get('keep'), undefined);
   assert.equal([await store.get('a'), await store.get('b')], ['A', 2]);
   assert.is(await within('the next append', replica.append(1, 51, [put('c', 3)])), 51);

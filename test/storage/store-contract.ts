@@ -154,7 +154,7 @@ export function storeContract(name: string, open: (disposer: Disposer) => Promis
     const copy = await fresh();
     const restore = await copy.beginRestore();
     await restore.add(entries);
-    await restore.finish(store.state);
+    await restore.finish(store.state, []);
     for (const key of ['a\u0000b', 'a', '\u0000', 'x\u0000']) assert.equal(await copy.get(key), await store.get(key), JSON.stringify(key));
     assert.is(await copy.count(), 4);
   });
@@ -215,7 +215,7 @@ export function storeContract(name: string, open: (disposer: Disposer) => Promis
     const snapshot = await store.snapshot({ entriesMax: 1, bytesMax: 1 << 20 });
     const restore = await store.beginRestore();
     await restore.add([['c', '3']]);
-    await restore.finish({ epoch: 2, seq: 9 });
+    await restore.finish({ epoch: 2, seq: 9 }, []);
     const seen: [string, string][] = [];
     for await (const page of snapshot.pages()) seen.push(...page);
     await snapshot.close();
@@ -262,7 +262,7 @@ export function storeContract(name: string, open: (disposer: Disposer) => Promis
     const restore = await store.beginRestore();
     await restore.add([['kept', '"after"'], ['n', '{"a":[1,"1"]}']]);
     await restore.add([['s', '":colon"']]);
-    await restore.finish({ epoch: 2, seq: 40 });
+    await restore.finish({ epoch: 2, seq: 40 }, []);
     assert.equal(store.state, { epoch: 2, seq: 40 });
     assert.is(await store.get('old'), undefined, 'keys not in the snapshot are gone');
     assert.is(await store.get('kept'), 'after');
@@ -292,7 +292,7 @@ export function storeContract(name: string, open: (disposer: Disposer) => Promis
     await during.close();
     assert.equal(seen, [['a', '1'], ['b', '2']]);
     assert.equal(during.state, { epoch: 1, seq: 2 });
-    await restore.finish({ epoch: 1, seq: 30 });
+    await restore.finish({ epoch: 1, seq: 30 }, []);
     assert.is(await store.get('a'), 'new');
     assert.is(await store.get('b'), undefined);
     assert.is(await store.count(), 2);
@@ -302,7 +302,7 @@ export function storeContract(name: string, open: (disposer: Disposer) => Promis
     const store = await fresh();
     await store.apply(1, 1, [put('a', 1), put('b', 2)]);
     const restore = await store.beginRestore();
-    await restore.finish({ epoch: 4, seq: 0 });
+    await restore.finish({ epoch: 4, seq: 0 }, []);
     assert.is(await store.count(), 0);
     assert.is(await store.get('a'), undefined);
     assert.equal(store.state, { epoch: 4, seq: 0 });
@@ -322,7 +322,7 @@ export function storeContract(name: string, open: (disposer: Disposer) => Promis
     await store.apply(1, 2, [put('z', 1)]);
     const second = await store.beginRestore();
     await second.add([['c', '3']]);
-    await second.finish({ epoch: 2, seq: 5 });
+    await second.finish({ epoch: 2, seq: 5 }, []);
     assert.equal(await snapshotEntries(store), [['c', '3']], 'the refused batch and restore left nothing behind');
     await store.apply(2, 6, [put('d', 4)]);
     assert.equal(store.state, { epoch: 2, seq: 6 });

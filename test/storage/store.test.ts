@@ -108,7 +108,7 @@ Sqlite('a restored SQLite store keeps its state across a restart', async () => {
   const first = await openStore('normal', file);
   const restore = await first.beginRestore();
   await restore.add([['a', '1']]);
-  await restore.finish({ epoch: 3, seq: 99 });
+  await restore.finish({ epoch: 3, seq: 99 }, []);
   await first.close();
   const again = await openSqlite('normal', file);
   assert.equal(again.state, { epoch: 3, seq: 99 });
@@ -135,7 +135,7 @@ Memory('committed batches, deletes, a finished restore and their state survive a
   await old.apply(1, 1, [put('gone', 0), put('a', 1)]);
   const restore = await old.beginRestore();
   await restore.add([['a', '"restored"'], ['b', '[2]'], ['c', '{"c":3}']]);
-  await restore.finish({ epoch: 2, seq: 10 });
+  await restore.finish({ epoch: 2, seq: 10 }, []);
   await old.apply(2, 11, [del('c'), put('d', null)]);
   // Committed when called, as SqliteStore's synchronous commit is: its promise has not settled.
   const unsettled = old.apply(2, 13, [put('e', 'last')]);
@@ -157,14 +157,14 @@ Memory('a restore begun but not finished before a crash is not in the new store,
   await restore.add([['x', '1']]);
   const survivor = memoryStore(old.crash());
   await assertCrashedRefusal('restore.add after the crash', () => restore.add([['y', '2']]));
-  await assertCrashedRefusal('restore.finish after the crash', () => restore.finish({ epoch: 5, seq: 50 }));
+  await assertCrashedRefusal('restore.finish after the crash', () => restore.finish({ epoch: 5, seq: 50 }, []));
   await restore.abort();
   assert.equal(survivor.state, { epoch: 1, seq: 1 });
   assert.equal(await snapshotEntries(survivor), [['a', '1']]);
   // The new store has no restore in progress: one can begin.
   const fresh = await survivor.beginRestore();
   await fresh.add([['z', '3']]);
-  await fresh.finish({ epoch: 2, seq: 7 });
+  await fresh.finish({ epoch: 2, seq: 7 }, []);
   assert.equal(await snapshotEntries(survivor), [['z', '3']]);
 });
 
@@ -199,7 +199,7 @@ Memory('the store a crash returns shares nothing with the old one: changing eith
   await survivor.apply(1, 2, [put('a', 'changed'), put('b', 2)]);
   const restore = await survivor.beginRestore();
   await restore.add([['c', '3']]);
-  await restore.finish({ epoch: 2, seq: 20 });
+  await restore.finish({ epoch: 2, seq: 20 }, []);
   assert.equal(old.state, { epoch: 1, seq: 1 }, 'the old state is as it was at the crash');
   assert.throws(() => {
     (stateAtCrash as { seq: number }).seq = 99;
@@ -226,12 +226,12 @@ Memory('a restore that has ended takes no more entries and no second finish', as
   const store = memoryStore();
   const restore = await store.beginRestore();
   await restore.add([['a', '1']]);
-  await restore.finish({ epoch: 1, seq: 1 });
+  await restore.finish({ epoch: 1, seq: 1 }, []);
   assert.match((await rejection('an add after finish', restore.add([['b', '2']]))).message, /has ended/);
-  assert.match((await rejection('a second finish', restore.finish({ epoch: 9, seq: 9 }))).message, /has ended/);
+  assert.match((await rejection('a second finish', restore.finish({ epoch: 9, seq: 9 }, []))).message, /has ended/);
   const aborted = await store.beginRestore();
   await aborted.abort();
-  assert.match((await rejection('a finish after abort', aborted.finish({ epoch: 9, seq: 9 }))).message, /has ended/);
+  assert.match((await rejection('a finish after abort', aborted.finish({ epoch: 9, seq: 9 }, []))).message, /has ended/);
   assert.equal(store.state, { epoch: 1, seq: 1 });
   assert.equal(await snapshotEntries(store), [['a', '1']]);
 });
