@@ -27,6 +27,19 @@ export interface DiskWatcher {
   restored(node: string, disk: RecordingStore, state: ReplicationState): void;
 }
 
+/** A request tag as one string, for the checks. */
+export function tagName(tag: RequestTag): string {
+  return `${tag.client}#${tag.req}`;
+}
+
+/**
+ * The request tags of the history up to each position a snapshot was taken at, as the
+ * disk that took it held them: a disk that restores the snapshot holds that history.
+ */
+export type TagLineages = Map<string, ReadonlySet<string>>;
+
+const positionName = (state: ReplicationState) => `${state.epoch}:${state.seq}`;
+
 /** A node's disk: a MemoryStore that reports what it applies, and may be told to fail. */
 export class RecordingStore implements Store {
   /** While set, every batch fails as a full disk would (nothing is written). */
@@ -40,7 +53,19 @@ export class RecordingStore implements Store {
     private readonly latency: () => Promise<void>,
     /** Whether the node is primary now. */
     private readonly isPrimary: () => boolean,
+    private readonly lineages: TagLineages,
+    /**
+     * The tags of every write in this disk's history: the snapshot it restored last, then
+     * each batch it applied. Kept beside the store, not read from it: the check of
+     * at-most-once (I7) must not trust the client sessions it checks.
+     */
+    private history: Set<string> = new Set(),
   ) {}
+
+  /** Whether a write with this tag is in the disk's history already. */
+  holds(tag: RequestTag): boolean {
+    return this.history.has(tagName(tag));
+  }
 
   get file() { return this.inner.file; }
   get syncMode() { return this.inner.syncMode; }
@@ -48,7 +73,14 @@ export class RecordingStore implements Store {
   get errors$() { return this.inner.errors$; }
   get(key: string) { return this.inner.get(key); }
   readJson(key: string) { return this.inner.readJson(key); }
-  snapshot(limits: PageLimits): Promise<Snapshot> { return this.inner.snapshot(limits); }
+  snapshot(limits: PageLimits): Promise<Snapshot> {
+    // The memory store copies its rows when called, so the history copied with it matches.
+    const history = new Set(this.history);
+    return this.inner.snapshot(limits).then((snapshot) => {
+      this.lineages.set(positionName(snapshot.state), history);
+      return snapshot;
+    });
+  }
   beginEpoch(epoch: number): Promise<void> { return this.inner.beginEpoch(epoch); }
   checkTag(tag: RequestTag): TagCheck { return this.inner.checkTag(tag); }
   count() { return this.inner.count(); }
@@ -59,7 +91,9 @@ export class RecordingStore implements Store {
     await this.latency();
     if (this.failing) throw new Error('store write failed: disk full (simulated)');
     this.watcher.applying(this.node, this, epoch, first, ops, asPrimary);
-    return this.inner.apply(epoch, first, ops);
+    const found = await this.inner.apply(epoch, first, ops);
+    for (const op of ops) if (op.tag) this.history.add(tagName(op.tag));
+    return found;
   }
 
   async beginRestore(): Promise<Restore> {
@@ -68,24 +102,27 @@ export class RecordingStore implements Store {
       add: (entries) => restore.add(entries),
       abort: () => restore.abort(),
       finish: async (state, sessions) => {
+        const history = this.lineages.get(positionName(state));
+        assert(history, `no snapshot was taken at ${positionName(state)}`);
         await restore.finish(state, sessions);
+        this.history = new Set(history);
         this.watcher.restored(this.node, this, state);
       },
     };
   }
 
-  /** Every key and its value JSON, sorted: what convergence compares. */
+  /** Every key and its value JSON, sorted, then the client sessions: what convergence compares. */
   async contents(): Promise<string> {
     const snapshot = await this.inner.snapshot({ entriesMax: 1_000_000, bytesMax: Number.MAX_SAFE_INTEGER });
     const rows: string[] = [];
     for await (const page of snapshot.pages()) for (const [key, value] of page) rows.push(`${JSON.stringify(key)}=${value}`);
     await snapshot.close();
-    return rows.join(',');
+    return `${rows.join(',')} sessions ${JSON.stringify(snapshot.sessions)}`;
   }
 
   /** The process died: a new store object holds exactly what was committed. */
   crashed(): RecordingStore {
-    return new RecordingStore(this.node, this.inner.crash(), this.watcher, this.latency, this.isPrimary);
+    return new RecordingStore(this.node, this.inner.crash(), this.watcher, this.latency, this.isPrimary, this.lineages, new Set(this.history));
   }
 }
 
@@ -172,6 +209,8 @@ export class SimCluster {
     return Promise.all(this.nodes.map((handle) => handle.started)).then(() => undefined);
   }
 
+  private readonly lineages: TagLineages = new Map();
+
   /** The hub's disk: its view survives a hub crash. */
   readonly hubViews = new MemoryViewStore();
   /** Every view the hub made, by epoch. */
@@ -226,7 +265,7 @@ export class SimCluster {
         process.clock.after(delayMs, resolve);
       });
     const isPrimary = () => this.nodes.find((handle) => handle.name === name)?.node?.role === 'primary';
-    return new RecordingStore(name, new MemoryStore(), this.options.watcher, latency, isPrimary);
+    return new RecordingStore(name, new MemoryStore(), this.options.watcher, latency, isPrimary, this.lineages);
   }
 
   private startNode(handle: SimNodeHandle): void {

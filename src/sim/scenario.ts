@@ -9,6 +9,8 @@
  *   I4  a rogue process forging hellos and appends is refused;
  *   I5  garbage gets an error and the connection keeps serving; nothing throws or hangs;
  *   I7  once a primary of a view has answered a client, no node of an older view does;
+ *       and no write is applied twice: no disk's history holds one request tag twice
+ *       (clients retry tagged writes whose replies were lost, TestAtMostOnce);
  *   after healing: the primary serves, every store equals the primary's, a fresh put is
  *   acknowledged, and the whole client history (final reads of every key included) is
  *   linearizable, so no acknowledged write was lost across any failover (I6).
@@ -22,11 +24,11 @@ import type { KvClient } from '../client/client.js';
 import type { WriteOp } from '../protocol/messages.js';
 import { RpcChannel } from '../protocol/rpc-channel.js';
 import type { ReplicationState } from '../storage/store.js';
-import { SIM_NODE_PORT, SimCluster, type DiskWatcher, type RecordingStore, type SimNodeHandle } from './cluster.js';
+import { SIM_NODE_PORT, SimCluster, tagName, type DiskWatcher, type RecordingStore, type SimNodeHandle } from './cluster.js';
 import { checkLinearizable, type HistoryEntry, type KvOp } from './linearizability.js';
 import { SimWorld, type SimProcess } from './world.js';
 
-export const FAULT_KINDS = ['replica-crash', 'replica-disk-loss', 'partition', 'hub-crash', 'primary-crash', 'primary-disk-loss', 'disk-full'] as const;
+export const FAULT_KINDS = ['replica-crash', 'replica-disk-loss', 'partition', 'hub-crash', 'primary-crash', 'primary-disk-loss', 'disk-full', 'reply-loss'] as const;
 export type FaultKind = (typeof FAULT_KINDS)[number];
 
 export interface ScenarioOptions {
@@ -60,6 +62,8 @@ export const FAULT_PHASE_MS = 30_000;
 const CONVERGE_POLL_MS = 250;
 const QUIET_KEY = 'quiet';
 const FINAL_PUT_TRIES = 60;
+/** While replies are being lost, the share of node-to-client frames whose connection is reset. */
+const REPLY_LOSS_SHARE = 0.2;
 
 class Violation extends Error {
   constructor(
@@ -101,7 +105,8 @@ function isAtOrPast(a: ReplicationState, b: ReplicationState): boolean {
 }
 
 function encode(op: WriteOp): string {
-  return op.kind === 'put' ? `put ${op.key}=${op.valueJson}` : `del ${op.key}`;
+  const tag = op.tag ? ` [${tagName(op.tag)}]` : '';
+  return op.kind === 'put' ? `put ${op.key}=${op.valueJson}${tag}` : `del ${op.key}${tag}`;
 }
 
 export async function runScenario(options: ScenarioOptions): Promise<ScenarioResult> {
@@ -135,6 +140,14 @@ export async function runScenario(options: ScenarioOptions): Promise<ScenarioRes
       trace.log(`${node} applies ${first}-${last} epoch ${epoch}${asPrimary ? ' as primary' : ''}`);
       if (first !== disk.state.seq + 1) fail('I2', `${node} applied seqs ${first}-${last} on top of seq ${disk.state.seq}`);
       if (epoch < disk.state.epoch) fail('I4', `${node} applied epoch ${epoch} over its epoch ${disk.state.epoch}`);
+      // At most once: a tag already in this disk's history, or twice in one batch, is a write applied twice.
+      const batchTags = new Set<string>();
+      ops.forEach((op, index) => {
+        if (!op.tag) return;
+        const name = tagName(op.tag);
+        if (disk.holds(op.tag) || batchTags.has(name)) fail('I7', `${node} applied ${encode(op)} at seq ${first + index} (epoch ${epoch}), a write its history holds already`);
+        batchTags.add(name);
+      });
       if (asPrimary) {
         ops.forEach((op, index) => {
           const seq = first + index;
@@ -224,8 +237,10 @@ export async function runScenario(options: ScenarioOptions): Promise<ScenarioRes
   const clientCount = (options.clients ?? 3) + 1;
   const readerIndex = clientCount - 1;
   const pipelineDepth = options.pipelineDepth ?? 3;
+  const clientProcesses = new Set<SimProcess>();
   for (let index = 0; index < clientCount; index += 1) {
     const process = world.process(`c${index}`, `127.0.1.${100 + index}`);
+    clientProcesses.add(process);
     const client = cluster.client(process, REQUEST_TIMEOUT_MS);
     let counter = 0;
     const slot = () => {
@@ -241,6 +256,17 @@ export async function runScenario(options: ScenarioOptions): Promise<ScenarioRes
     };
     for (let depth = 0; depth < pipelineDepth; depth += 1) process.clock.after(random.int(0, 10), slot);
   }
+
+  // Lost replies: while the fault lasts, the network resets a node's connection to a client
+  // just as a reply to it is on its way, now and then. The client retries what it asked on
+  // a new connection; a write must not be applied twice (I7).
+  let replyLossUntil = 0;
+  const nodeProcesses = new Set(cluster.nodes.map((handle) => handle.process));
+  cluster.network.sent$.subscribe((frame) => {
+    if (world.nowMs >= replyLossUntil || !nodeProcesses.has(frame.from) || !clientProcesses.has(frame.to) || !random.chance(REPLY_LOSS_SHARE)) return;
+    trace.log(`FAULT ${frame.from.name}'s reply ${frame.text.slice(0, 80)} to ${frame.to.name} is lost: the connection is reset`);
+    world.schedule(0, () => cluster.network.reset(frame.connection));
+  });
 
   // The rogue: forges replication frames and sends garbage, from its own address.
   const rogue = world.process('rogue', '127.0.1.200');
@@ -318,6 +344,10 @@ export async function runScenario(options: ScenarioOptions): Promise<ScenarioRes
         });
         break;
       }
+      case 'reply-loss':
+        trace.log(`FAULT replies to clients are lost for ${lasting} ms`);
+        replyLossUntil = Math.max(replyLossUntil, world.nowMs + lasting);
+        break;
       case 'disk-full': {
         const disk = cluster.primary.disk;
         if (down.has(cluster.primary)) break;
@@ -336,6 +366,7 @@ export async function runScenario(options: ScenarioOptions): Promise<ScenarioRes
 
     // Healing: every fault lifted; the cluster must converge and take writes again.
     trace.log('HEAL every fault lifted');
+    replyLossUntil = 0;
     cluster.network.heal();
     partitionsActive = 0;
     for (const handle of cluster.nodes) handle.disk.failing = false;

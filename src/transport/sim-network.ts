@@ -9,7 +9,9 @@
  *     lasts and flow again when it heals; a connection stalled for longer than the
  *     keepalive gives up breaks, as a WebSocket with pings would;
  *   - a process crash: its connections break (the peer hears of it after a delay, unless
- *     a partition hides it) and its listeners go away; its own code hears nothing more.
+ *     a partition hides it) and its listeners go away; its own code hears nothing more;
+ *   - a connection reset by the network: frames on their way are lost both ways, and each
+ *     end hears the reset (what a client sees as a lost reply).
  * What it does not: byte-level loss or corruption (TCP hides those), send buffers filling
  * up (bufferedBytes is always 0), connection limits other than `connectionsMax`.
  */
@@ -93,6 +95,11 @@ export class SimNetwork {
 
   isBlocked(from: SimProcess, to: SimProcess): boolean {
     return this.blocked.has(`${from.address}>${to.address}`);
+  }
+
+  /** Connection `id` is reset: what is on its way in either direction is lost. */
+  reset(id: number): void {
+    for (const connection of [...this.connections]) if (connection.id === id) connection.reset();
   }
 
   /** A process died: its connections break and its listeners are gone. */
@@ -399,6 +406,11 @@ class SimEnd implements Connection {
     // A partition hides the reset: the survivor's keepalive finds out.
     const delayMs = dead.outgoing.isBlocked ? this.network.keepaliveGiveUpMs : this.network.delayMs();
     this.network.world.schedule(delayMs, () => live.breakHere());
+  }
+
+  /** Both ends break now, with nothing more delivered. */
+  reset(): void {
+    this.breakBoth();
   }
 
   private breakBoth(): void {

@@ -19,14 +19,20 @@ const Log = suite('node: replication log');
 
 Log('batches round-trip through the wire text, cut at any seq', () => {
   const log = new ReplicationLog({ epoch: 1, seq: 10 });
-  const ops = [put('a', 1), { kind: 'del', key: 'quote"d\\' } as WriteOp, put('ключ', { x: [null, '1'] }), put('c', 'text, with ["brackets"]')];
-  log.append(encodeBatch(1, 11, ops.slice(0, 3)));
-  log.append(encodeBatch(1, 14, ops.slice(3)));
+  const ops: WriteOp[] = [
+    put('a', 1),
+    { kind: 'del', key: 'quote"d\\' },
+    { ...put('ключ', { x: [null, '1'] }), tag: { client: 'c-"quoted"', req: 7 } },
+    { kind: 'del', key: 'k', tag: { client: 'c', req: 8 } },
+    put('c', 'text, with ["brackets"]'),
+  ];
+  log.append(encodeBatch(1, 11, ops.slice(0, 4)));
+  log.append(encodeBatch(1, 15, ops.slice(4)));
   assert.equal(decode(log.after(10)), { first: 11, ops });
-  for (let seq = 10; seq <= 13; seq += 1) {
+  for (let seq = 10; seq <= 14; seq += 1) {
     assert.equal(decode(log.after(seq)), { first: seq + 1, ops: ops.slice(seq - 10) }, `after ${seq}`);
   }
-  assert.equal(log.after(14), []);
+  assert.equal(log.after(15), []);
 });
 
 Log('covers only what it holds; the oldest batches go past the bounds', () => {

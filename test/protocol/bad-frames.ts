@@ -26,4 +26,16 @@ export const BAD_FRAMES: [string, string, unknown][] = [
   ['{"id": 12, "op": "append", "epoch": 1, "first": 1, "ops": [["x", "k"]]}', 'BAD_REQUEST', 12],
   ['{"id": 13, "op": "append", "epoch": -1, "first": 1, "ops": [["d", "k"]]}', 'BAD_REQUEST', 13],
   ['{"id": 14, "op": "hello", "from": "../etc", "epoch": 1}', 'BAD_REQUEST', 14],
+  // Request tags: client and req together, a client id of 1-64 characters, req a positive integer.
+  ['{"id": 15, "op": "put", "key": "a", "value": 1, "client": "c"}', 'BAD_REQUEST', 15],
+  ['{"id": 16, "op": "del", "key": "a", "req": 1}', 'BAD_REQUEST', 16],
+  ['{"id": 17, "op": "put", "key": "a", "value": 1, "client": "c", "req": 0}', 'BAD_REQUEST', 17],
+  ['{"id": 18, "op": "put", "key": "a", "value": 1, "client": "c", "req": 1.5}', 'BAD_REQUEST', 18],
+  ['{"id": 19, "op": "put", "key": "a", "value": 1, "client": "c", "req": "1"}', 'BAD_REQUEST', 19],
+  ['{"id": 20, "op": "del", "key": "a", "client": "", "req": 1}', 'BAD_REQUEST', 20],
+  [`{"id": 21, "op": "del", "key": "a", "client": "${'c'.repeat(65)}", "req": 1}`, 'BAD_REQUEST', 21],
+  ['{"id": 22, "op": "put", "key": "a", "value": 1, "client": 7, "req": 1}', 'BAD_REQUEST', 22],
+  ['{"id": 23, "op": "put", "key": "a", "value": 1, "client": "c", "req": 9007199254740992}', 'BAD_REQUEST', 23],
+  ['{"id": 24, "op": "append", "epoch": 1, "first": 1, "ops": [["p", "k", 1, "c"]]}', 'BAD_REQUEST', 24],
+  ['{"id": 25, "op": "snapshot", "epoch": 1, "seq": 1, "part": 0, "done": true, "entries": [], "sessions": [["c", 1, 1, "x"]]}', 'BAD_REQUEST', 25],
 ];

@@ -34,6 +34,16 @@ Parse('good frames become typed requests, the value JSON kept exact', () => {
   assert.equal(noId.ok && noId.request, { type: 'del', id: null, key: 'k' });
 });
 
+Parse('a request tag rides on a put or del; a client id at the length limit passes', () => {
+  const client = 'c'.repeat(64);
+  const put = parseNodeFrame(JSON.stringify({ id: 7, op: 'put', key: 'n', value: 1, client, req: 42 }), limits);
+  assert.equal(put.ok && put.request, { type: 'put', id: 7, key: 'n', value: 1, valueJson: '1', tag: { client, req: 42 } });
+  const del = parseNodeFrame('{"id": 8, "op": "del", "key": "n", "client": "c-3f2a9e", "req": 9007199254740991}', limits);
+  assert.equal(del.ok && del.request, { type: 'del', id: 8, key: 'n', tag: { client: 'c-3f2a9e', req: 9007199254740991 } });
+  const get = parseNodeFrame('{"id": 9, "op": "get", "key": "n", "client": "c", "req": 1}', limits);
+  assert.equal(get.ok && get.request, { type: 'get', id: 9, key: 'n' }, 'a get needs no tag and ignores one');
+});
+
 Parse('a key at the byte limit passes, one byte over does not', () => {
   assert.ok(parseNodeFrame(JSON.stringify({ op: 'get', key: 'k'.repeat(16) }), limits).ok);
   const over = parseNodeFrame(JSON.stringify({ op: 'get', key: 'k'.repeat(15) + 'é' }), limits);
@@ -53,12 +63,19 @@ Parse('a value nested to the depth limit passes; one level deeper is TOO_LARGE, 
 });
 
 Parse('replication ops are read back from their compact form', () => {
-  const parsed = parseNodeFrame('{"id": 1, "op": "append", "epoch": 2, "first": 5, "ops": [["p", "a", "1"], ["d", "b"], ["p", "c", 1]]}', limits);
+  const parsed = parseNodeFrame('{"id": 1, "op": "append", "epoch": 2, "first": 5, "ops": [["p", "a", "1"], ["d", "b"], ["p", "c", 1, "c-1", 3], ["d", "e", "c-1", 4]]}', limits);
   assert.ok(parsed.ok);
   assert.equal(parsed.ok && parsed.request, {
     type: 'append', id: 1, epoch: 2, first: 5,
-    ops: [{ kind: 'put', key: 'a', valueJson: '"1"' }, { kind: 'del', key: 'b' }, { kind: 'put', key: 'c', valueJson: '1' }],
+    ops: [
+      { kind: 'put', key: 'a', valueJson: '"1"' },
+      { kind: 'del', key: 'b' },
+      { kind: 'put', key: 'c', valueJson: '1', tag: { client: 'c-1', req: 3 } },
+      { kind: 'del', key: 'e', tag: { client: 'c-1', req: 4 } },
+    ],
   });
+  const last = parseNodeFrame('{"id": 2, "op": "snapshot", "epoch": 2, "seq": 9, "part": 3, "done": true, "entries": [], "sessions": [["c-1", 4, 8, "tp.f"]]}', limits);
+  assert.equal(last.ok && last.request.type === 'snapshot' && last.request.sessions, [{ client: 'c-1', req: 4, seq: 8, results: 'tp.f' }]);
 });
 
 Parse('text commands read like their JSON frames', () => {

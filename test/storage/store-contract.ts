@@ -11,6 +11,8 @@ import { Disposer } from '../helpers.js';
 
 export const put = (key: string, value: unknown): WriteOp => ({ kind: 'put', key, valueJson: JSON.stringify(value) });
 export const del = (key: string): WriteOp => ({ kind: 'del', key });
+/** A write with a request tag. */
+export const tagged = (op: WriteOp, client: string, req: number): WriteOp => ({ ...op, tag: { client, req } });
 
 /** Every entry of a snapshot, its pages joined, and the snapshot closed. */
 export async function snapshotEntries(store: Store, limits = { entriesMax: 100, bytesMax: 1 << 20 }): Promise<[string, string][]> {
@@ -274,6 +276,55 @@ export function storeContract(name: string, open: (disposer: Disposer) => Promis
     assert.is(await store.get('kept'), 'after', 'an abort after finish undoes nothing');
     await store.apply(2, 41, [put('next', true)]);
     assert.equal(store.state, { epoch: 2, seq: 41 });
+  });
+
+  test('tagged writes leave client sessions, committed with the batch; a failed batch leaves none', async () => {
+    const store = await fresh();
+    assert.equal(store.checkTag({ client: 'c1', req: 1 }), { kind: 'new' });
+    await store.apply(1, 1, [tagged(put('a', 1), 'c1', 1), put('untagged', 2), tagged(del('a'), 'c1', 2), tagged(del('b'), 'c2', 9)]);
+    assert.equal(store.checkTag({ client: 'c1', req: 1 }), { kind: 'applied', found: false, seq: 3 });
+    assert.equal(store.checkTag({ client: 'c1', req: 2 }), { kind: 'applied', found: true, seq: 3 });
+    assert.equal(store.checkTag({ client: 'c2', req: 9 }), { kind: 'applied', found: false, seq: 4 });
+    assert.equal(store.checkTag({ client: 'c2', req: 8 }), { kind: 'new' });
+    // A restore in progress makes apply a programmer error: nothing of the batch, its tags included, is kept.
+    const restore = await store.beginRestore();
+    await rejection('a batch during a restore', store.apply(1, 5, [tagged(put('z', 1), 'c3', 1)]));
+    await restore.abort();
+    assert.equal(store.checkTag({ client: 'c3', req: 1 }), { kind: 'new' });
+    const snapshot = await store.snapshot({ entriesMax: 10, bytesMax: 1 << 20 });
+    assert.equal(snapshot.sessions, [
+      { client: 'c1', req: 2, seq: 3, results: 'tp' },
+      { client: 'c2', req: 9, seq: 4, results: 'f' },
+    ]);
+    await snapshot.close();
+  });
+
+  test('a snapshot carries the client sessions of its state; a restore replaces them all', async () => {
+    const store = await fresh();
+    await store.apply(1, 1, [tagged(put('a', 1), 'c1', 1)]);
+    const snapshot = await store.snapshot({ entriesMax: 10, bytesMax: 1 << 20 });
+    await store.apply(1, 2, [tagged(put('a', 2), 'c1', 2), tagged(put('b', 2), 'c2', 1)]);
+    assert.equal(snapshot.sessions, [{ client: 'c1', req: 1, seq: 1, results: 'p' }], 'later writes do not show in it');
+    await snapshot.close();
+
+    const copy = await fresh();
+    await copy.apply(1, 1, [tagged(put('mine', 1), 'local', 5)]);
+    const restore = await copy.beginRestore();
+    await restore.add(await snapshotEntries(store));
+    await restore.finish(store.state, (await store.snapshot({ entriesMax: 10, bytesMax: 1 << 20 })).sessions);
+    assert.equal(copy.checkTag({ client: 'local', req: 5 }), { kind: 'new' }, 'the sessions before the restore are gone');
+    assert.equal(copy.checkTag({ client: 'c1', req: 2 }), { kind: 'applied', found: false, seq: 2 });
+    assert.equal(copy.checkTag({ client: 'c2', req: 1 }), { kind: 'applied', found: false, seq: 3 });
+    // The copy goes on deriving sessions from the same batches as the original.
+    const next = [tagged(del('a'), 'c2', 2)];
+    await store.apply(1, 4, next);
+    await copy.apply(1, 4, next);
+    const sessionsOf = async (s: Store) => {
+      const taken = await s.snapshot({ entriesMax: 10, bytesMax: 1 << 20 });
+      await taken.close();
+      return taken.sessions;
+    };
+    assert.equal(await sessionsOf(copy), await sessionsOf(store));
   });
 
   test('a restore is invisible until it finishes: reads, count, state and snapshots show the data before it', async () => {

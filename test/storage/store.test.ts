@@ -10,7 +10,7 @@ import { SYNC_MODES, keyvSerialization } from '../../src/storage/store.js';
 import type { Store } from '../../src/storage/store.js';
 import { Disposer, tempDir } from '../helpers.js';
 import { execSqlite, readSqlite } from '../sqlite-files.js';
-import { del, put, rejection, snapshotEntries, storeContract } from './store-contract.js';
+import { del, put, rejection, snapshotEntries, storeContract, tagged } from './store-contract.js';
 
 // Every behaviour of the Store interface, against each store: SQLite normal, SQLite full, memory.
 for (const mode of SYNC_MODES) {
@@ -113,6 +113,25 @@ Sqlite('a restored SQLite store keeps its state across a restart', async () => {
   const again = await openSqlite('normal', file);
   assert.equal(again.state, { epoch: 3, seq: 99 });
   assert.is(await again.get('a'), 1);
+});
+
+Sqlite('client sessions are in the file: a reopened store still knows every tag it applied, in the same order', async () => {
+  const file = path.join(await tempDir(disposer), 'sessions.sqlite');
+  const first = await openStore('full', file);
+  await first.apply(1, 1, [tagged(put('a', 1), 'c1', 1), tagged(put('b', 1), 'c2', 1)]);
+  await first.apply(1, 3, [tagged(del('a'), 'c1', 2)]);
+  const before = await first.snapshot({ entriesMax: 10, bytesMax: 1 << 20 });
+  await before.close();
+  await first.close();
+  assert.equal(await readSqlite(file, 'SELECT client, req, seq, results FROM pbkv_clients ORDER BY seq'), [
+    { client: 'c2', req: 1, seq: 2, results: 'p' },
+    { client: 'c1', req: 2, seq: 3, results: 'tp' },
+  ]);
+  const again = await openSqlite('normal', file);
+  assert.equal(again.checkTag({ client: 'c1', req: 2 }), { kind: 'applied', found: true, seq: 3 });
+  const after = await again.snapshot({ entriesMax: 10, bytesMax: 1 << 20 });
+  await after.close();
+  assert.equal(after.sessions, before.sessions);
 });
 
 Sqlite.run();
