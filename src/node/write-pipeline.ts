@@ -141,11 +141,29 @@ export class WritePipeline {
       return Promise.reject(new KvError('UNAVAILABLE', 'the write queue is full; retry later', { applied: false }));
     }
     this.queueBytes += bytes;
+    const tag = op.tag && tagId(op.tag);
     const written = new Promise<boolean>((resolve, reject) => {
-      this.queue.push({ op, bytes, resolve, reject });
+      if (tag === undefined) {
+        this.queue.push({ op, bytes, resolve, reject });
+        return;
+      }
+      // A retry that comes once this settled finds the write in the store, or not at all.
+      const settled = () => this.taggedWrites.delete(tag);
+      this.queue.push({
+        op,
+        bytes,
+        resolve: (found) => {
+          settled();
+          resolve(found);
+        },
+        reject: (error) => {
+          settled();
+          reject(error);
+        },
+      });
     });
     this.trackQueued(op.key, written);
-    if (op.tag) this.trackTagged(op.tag, written);
+    if (tag !== undefined) this.taggedWrites.set(tag, written);
     this.kick();
     return written;
   }
@@ -166,15 +184,6 @@ export class WritePipeline {
           new KvError('BAD_REQUEST', `req ${tag.req} of client ${tag.client} is older than the last ${REQUEST_TAG_WINDOW} requests its session remembers (from ${seen.oldest}); whether it was applied is not known`),
         );
     }
-  }
-
-  private trackTagged(tag: RequestTag, written: Promise<boolean>): void {
-    const id = tagId(tag);
-    this.taggedWrites.set(id, written);
-    const forget = () => {
-      if (this.taggedWrites.get(id) === written) this.taggedWrites.delete(id);
-    };
-    written.then(forget, forget);
   }
 
   private trackQueued(key: string, written: Promise<boolean>): void {

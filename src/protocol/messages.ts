@@ -28,8 +28,8 @@ export type WriteOp =
 // ---- Requests a node serves -------------------------------------------------------
 
 export interface GetRequest { type: 'get'; id: RequestId; key: string }
-export interface PutRequest { type: 'put'; id: RequestId; key: string; value: Json; valueJson: string; tag?: RequestTag }
-export interface DelRequest { type: 'del'; id: RequestId; key: string; tag?: RequestTag }
+export interface PutRequest { type: 'put'; id: RequestId; key: string; value: Json; valueJson: string; tag: RequestTag | undefined }
+export interface DelRequest { type: 'del'; id: RequestId; key: string; tag: RequestTag | undefined }
 /** `asText`: a person typed `help` at a wscat prompt, so the answer is plain text, not JSON. */
 export interface HelpRequest { type: 'help'; id: RequestId; asText: boolean }
 /** Opens a node-to-node (or node-to-hub) session: who is speaking, as primary of which view. */

@@ -8,12 +8,10 @@ import { isSessionResults } from '../storage/client-sessions.js';
 import {
   NODE_STATES,
   type ClientSession,
-  type DelRequest,
   type HubRequest,
   type Json,
   type NodeRequest,
   type NodeState,
-  type PutRequest,
   type RequestId,
   type RequestTag,
   type WriteOp,
@@ -76,11 +74,11 @@ function nodeRequest(fields: Fields, id: RequestId, limits: Limits): NodeRequest
     case 'get':
       return { type: 'get', id, key: requireKey(fields, limits) };
     case 'del':
-      return withTag<DelRequest>({ type: 'del', id, key: requireKey(fields, limits) }, fields);
+      return { type: 'del', id, key: requireKey(fields, limits), tag: optionalTag(fields) };
     case 'put': {
       const key = requireKey(fields, limits);
       const { value, valueJson } = requireValue(fields, limits);
-      return withTag<PutRequest>({ type: 'put', id, key, value, valueJson }, fields);
+      return { type: 'put', id, key, value, valueJson, tag: optionalTag(fields) };
     }
     case 'help':
       return { type: 'help', id, asText: fields['text'] === true };
@@ -226,18 +224,15 @@ function requireAddress(fields: Fields): string {
   return address;
 }
 
-/** The write with its request tag, if the frame has one. */
-function withTag<T extends { tag?: RequestTag }>(write: T, fields: Fields): T {
-  const tag = optionalTag(fields);
-  if (tag) write.tag = tag;
-  return write;
-}
-
 /** A write's request tag: `client` and `req` together, or neither. */
 function optionalTag(fields: Fields): RequestTag | undefined {
   const client = fields['client'];
   const req = fields['req'];
   if (client === undefined && req === undefined) return undefined;
+  return requireTag(client, req);
+}
+
+function requireTag(client: unknown, req: unknown): RequestTag {
   if (typeof client !== 'string' || client.length === 0 || client.length > CLIENT_ID_LENGTH_MAX || !isWellFormed(client)) {
     throw new KvError('BAD_REQUEST', `client must be a string of 1-${CLIENT_ID_LENGTH_MAX} characters, sent with req`);
   }
@@ -350,22 +345,15 @@ function requireWriteOps(raw: unknown): WriteOp[] {
   return raw.map((entry): WriteOp => {
     if (Array.isArray(entry) && typeof entry[1] === 'string' && entry[1].length > 0 && isWellFormed(entry[1])) {
       if (entry[0] === 'p' && (entry.length === 3 || entry.length === 5) && entry[2] !== null && entry[2] !== undefined && !invalidValue(entry[2], VALUE_DEPTH_MAX)) {
-        const put: WriteOp = { kind: 'put', key: entry[1], valueJson: JSON.stringify(entry[2]) };
-        if (entry.length === 5) put.tag = opTag(entry[3], entry[4]);
-        return put;
+        // Every op has the same fields, tagged or not: the code that handles them stays monomorphic.
+        return { kind: 'put', key: entry[1], valueJson: JSON.stringify(entry[2]), tag: entry.length === 5 ? requireTag(entry[3], entry[4]) : undefined };
       }
       if (entry[0] === 'd' && (entry.length === 2 || entry.length === 4)) {
-        const del: WriteOp = { kind: 'del', key: entry[1] };
-        if (entry.length === 4) del.tag = opTag(entry[2], entry[3]);
-        return del;
+        return { kind: 'del', key: entry[1], tag: entry.length === 4 ? requireTag(entry[2], entry[3]) : undefined };
       }
     }
     throw new KvError('BAD_REQUEST', 'ops entries must be ["p", key, value] or ["d", key], then client and req if tagged');
   });
-}
-
-function opTag(client: unknown, req: unknown): RequestTag {
-  return optionalTag({ client, req })!;
 }
 
 /** Client sessions of a snapshot: [client, req, seq, results]. */
@@ -373,7 +361,7 @@ function requireSessions(raw: unknown): ClientSession[] {
   if (!Array.isArray(raw)) throw new KvError('BAD_REQUEST', 'sessions must be an array');
   return raw.map((entry): ClientSession => {
     if (Array.isArray(entry) && entry.length === 4 && typeof entry[3] === 'string' && isSessionResults(entry[3])) {
-      const { client, req } = opTag(entry[0], entry[1]);
+      const { client, req } = requireTag(entry[0], entry[1]);
       const seq = entry[2] as unknown;
       if (typeof seq === 'number' && Number.isSafeInteger(seq) && seq >= 0) return { client, req, seq, results: entry[3] };
     }

@@ -34,6 +34,8 @@ export interface SessionChanges {
 
 const NOT_APPLIED = '.';
 
+const NEW: TagCheck = Object.freeze({ kind: 'new' });
+
 export interface SessionLimits {
   sessionsMax: number;
   window: number;
@@ -60,13 +62,13 @@ export class ClientSessions {
 
   check(tag: RequestTag): TagCheck {
     const session = this.sessions.get(tag.client);
-    if (!session || tag.req > session.req) return { kind: 'new' };
+    if (!session || tag.req > session.req) return NEW;
     const age = session.req - tag.req;
     if (age >= this.limits.window) return { kind: 'stale', oldest: session.req - this.limits.window + 1 };
     const mark = session.results[age];
     // Below a session's first request lies nothing it saw: a client's first writes may
     // arrive out of order after a reconnect.
-    if (mark === undefined || mark === NOT_APPLIED) return { kind: 'new' };
+    if (mark === undefined || mark === NOT_APPLIED) return NEW;
     return { kind: 'applied', found: mark === 't', seq: session.seq };
   }
 
@@ -75,27 +77,34 @@ export class ClientSessions {
    * existed: computed before the batch commits, taken by `commit` once it has.
    */
   plan(first: number, ops: readonly WriteOp[], found: readonly boolean[]): SessionChanges {
-    const touched = new Map<string, ClientSession>();
-    ops.forEach((op, index) => {
-      if (!op.tag) return;
-      const { client, req } = op.tag;
-      const mark = op.kind === 'put' ? 'p' : found[index] ? 't' : 'f';
-      const current = touched.get(client) ?? this.sessions.get(client);
-      const next = this.record(current, client, req, mark, first + index);
-      if (!next) return;
-      touched.delete(client);
-      touched.set(client, next);
-    });
-    const added = [...touched.keys()].filter((client) => !this.sessions.has(client)).length;
+    // The batch's tagged ops, by client, in order.
+    const byClient = new Map<string, number[]>();
+    for (let index = 0; index < ops.length; index += 1) {
+      const tag = ops[index]!.tag;
+      if (!tag) continue;
+      const indexes = byClient.get(tag.client);
+      if (indexes) indexes.push(index);
+      else byClient.set(tag.client, [index]);
+    }
+    const changed: ClientSession[] = [];
+    let added = 0;
+    for (const [client, indexes] of byClient) {
+      const current = this.sessions.get(client);
+      const next = this.advance(current, client, first, ops, found, indexes);
+      if (next === current) continue;
+      changed.push(next!);
+      if (!current) added += 1;
+    }
+    changed.sort((a, b) => a.seq - b.seq);
     const forgotten: string[] = [];
     let excess = this.sessions.size + added - this.limits.sessionsMax;
     for (const client of this.sessions.keys()) {
       if (excess <= 0) break;
-      if (touched.has(client)) continue;
+      if (byClient.has(client)) continue;
       forgotten.push(client);
       excess -= 1;
     }
-    return { changed: [...touched.values()], forgotten };
+    return { changed, forgotten };
   }
 
   /** The batch `changes` were planned for has committed. */
@@ -117,6 +126,55 @@ export class ClientSessions {
     const copy = new ClientSessions(this.limits);
     copy.sessions = new Map(this.sessions);
     return copy;
+  }
+
+  /**
+   * The session of `client` after the batch's ops at `indexes`. Their requests usually
+   * rise past the session's newest, in order: then the new marks (with the requests they
+   * skipped as gaps) go in front of the old ones, one string per client and batch.
+   */
+  private advance(
+    current: ClientSession | undefined,
+    client: string,
+    first: number,
+    ops: readonly WriteOp[],
+    found: readonly boolean[],
+    indexes: readonly number[],
+  ): ClientSession | undefined {
+    const { window } = this.limits;
+    let newest = current?.req ?? 0;
+    for (const index of indexes) {
+      const req = ops[index]!.tag!.req;
+      if (req <= newest) return this.recordEach(current, client, first, ops, found, indexes);
+      newest = req;
+    }
+    const parts: string[] = [];
+    for (let k = indexes.length - 1; k >= 0; k -= 1) {
+      const index = indexes[k]!;
+      const op = ops[index]!;
+      parts.push(op.kind === 'put' ? 'p' : found[index] ? 't' : 'f');
+      const below = k > 0 ? ops[indexes[k - 1]!]!.tag!.req : current?.req;
+      if (below !== undefined && op.tag!.req - below > 1) parts.push(NOT_APPLIED.repeat(Math.min(op.tag!.req - below - 1, window)));
+    }
+    if (current) parts.push(current.results);
+    return { client, req: newest, seq: first + indexes[indexes.length - 1]!, results: parts.join('').slice(0, window) };
+  }
+
+  /** The session after each op in turn: for requests that arrive out of order. */
+  private recordEach(
+    current: ClientSession | undefined,
+    client: string,
+    first: number,
+    ops: readonly WriteOp[],
+    found: readonly boolean[],
+    indexes: readonly number[],
+  ): ClientSession | undefined {
+    let session = current;
+    for (const index of indexes) {
+      const op = ops[index]!;
+      session = this.record(session, client, op.tag!.req, op.kind === 'put' ? 'p' : found[index] ? 't' : 'f', first + index) ?? session;
+    }
+    return session;
   }
 
   /** The session after request `req` was applied at `seq`; undefined if it is past the window. */

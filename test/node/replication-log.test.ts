@@ -4,7 +4,7 @@ import { encodeBatch, lastSeq, ReplicationLog, type Batch } from '../../src/node
 import { parseNodeFrame } from '../../src/protocol/parse.js';
 import type { WriteOp } from '../../src/protocol/messages.js';
 
-const put = (key: string, value: unknown): WriteOp => ({ kind: 'put', key, valueJson: JSON.stringify(value) });
+const put = (key: string, value: unknown): WriteOp => ({ kind: 'put', key, valueJson: JSON.stringify(value), tag: undefined });
 const limits = { keyBytesMax: 1024, valueBytesMax: 1 << 20 };
 
 /** What a replica reads back from batches sent in one append frame. */
@@ -21,7 +21,7 @@ Log('batches round-trip through the wire text, cut at any seq', () => {
   const log = new ReplicationLog({ epoch: 1, seq: 10 });
   const ops: WriteOp[] = [
     put('a', 1),
-    { kind: 'del', key: 'quote"d\\' },
+    { kind: 'del', key: 'quote"d\\', tag: undefined },
     { ...put('ключ', { x: [null, '1'] }), tag: { client: 'c-"quoted"', req: 7 } },
     { kind: 'del', key: 'k', tag: { client: 'c', req: 8 } },
     put('c', 'text, with ["brackets"]'),

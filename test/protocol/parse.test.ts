@@ -31,7 +31,7 @@ Parse('good frames become typed requests, the value JSON kept exact', () => {
   const get = parseNodeFrame('{"id": 2, "op": "get", "key": "ключ"}', limits);
   assert.equal(get.ok && get.request, { type: 'get', id: 2, key: 'ключ' });
   const noId = parseNodeFrame('{"op": "del", "key": "k"}', limits);
-  assert.equal(noId.ok && noId.request, { type: 'del', id: null, key: 'k' });
+  assert.equal(noId.ok && noId.request, { type: 'del', id: null, key: 'k', tag: undefined });
 });
 
 Parse('a request tag rides on a put or del; a client id at the length limit passes', () => {
@@ -68,8 +68,8 @@ Parse('replication ops are read back from their compact form', () => {
   assert.equal(parsed.ok && parsed.request, {
     type: 'append', id: 1, epoch: 2, first: 5,
     ops: [
-      { kind: 'put', key: 'a', valueJson: '"1"' },
-      { kind: 'del', key: 'b' },
+      { kind: 'put', key: 'a', valueJson: '"1"', tag: undefined },
+      { kind: 'del', key: 'b', tag: undefined },
       { kind: 'put', key: 'c', valueJson: '1', tag: { client: 'c-1', req: 3 } },
       { kind: 'del', key: 'e', tag: { client: 'c-1', req: 4 } },
     ],
