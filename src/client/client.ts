@@ -44,7 +44,9 @@ export class KvClient {
   private nextReq = 1;
   /** Request numbers of writes not yet settled, oldest first (a Set keeps insertion order). */
   private readonly unsettled = new Set<number>();
-  private windowWaiters: (() => void)[] = [];
+  /** Writes waiting for a request number, in order: each gets one as the window opens. */
+  private readonly windowWaiters: { resolve(tag: RequestTag): void; reject(error: KvError): void }[] = [];
+  private closed = false;
 
   constructor(private readonly options: KvClientOptions) {
     this.env = options.env ?? realEnvironment;
@@ -81,18 +83,23 @@ export class KvClient {
       return await this.request({ ...fields, client: tag.client, req: tag.req });
     } finally {
       this.unsettled.delete(tag.req);
-      const waiters = this.windowWaiters;
-      this.windowWaiters = [];
-      for (const wake of waiters) wake();
+      while (this.windowWaiters.length > 0 && this.windowOpen()) this.windowWaiters.shift()!.resolve(this.issueTag());
     }
   }
 
-  private async nextTag(): Promise<RequestTag> {
-    for (;;) {
-      const oldest = this.unsettled.values().next();
-      if (oldest.done || this.nextReq - oldest.value < REQUEST_TAG_WINDOW) break;
-      await new Promise<void>((resolve) => this.windowWaiters.push(resolve));
-    }
+  /** The next request number, once this client's oldest unsettled write is less than the window behind it. */
+  private nextTag(): RequestTag | Promise<RequestTag> {
+    if (this.closed) throw new KvError('UNAVAILABLE', 'the client is closed', { applied: false });
+    if (this.windowWaiters.length === 0 && this.windowOpen()) return this.issueTag();
+    return new Promise((resolve, reject) => this.windowWaiters.push({ resolve, reject }));
+  }
+
+  private windowOpen(): boolean {
+    const oldest = this.unsettled.values().next();
+    return oldest.done === true || this.nextReq - oldest.value < REQUEST_TAG_WINDOW;
+  }
+
+  private issueTag(): RequestTag {
     const req = this.nextReq++;
     this.unsettled.add(req);
     return { client: this.id, req };
@@ -124,7 +131,7 @@ export class KvClient {
         // Whoever answered may not be (or no longer be) the primary: the next request looks
         // `kv` up again, whether this one is retried or not.
         if (kvError.code === 'NOT_PRIMARY' || kvError.code === 'UNAVAILABLE') void this.dropConnection();
-        if (!this.retryable(kvError, sent, fields) || this.env.clock.now() >= deadline) throw kvError;
+        if (this.closed || !this.retryable(kvError, sent, fields) || this.env.clock.now() >= deadline) throw kvError;
         await firstValueFrom(delay(kvError, attempt));
       }
     }
@@ -140,6 +147,8 @@ export class KvClient {
     if (error.code !== 'UNAVAILABLE') return false;
     // The node said it applied nothing (no view yet, taking over, queue full).
     if (error.details['applied'] === false) return true;
+    // The tag is older than the primary remembers: no retry can tell the outcome.
+    if (error.details['expired'] === true) return false;
     return fields['op'] === 'get' || (fields['client'] !== undefined && fields['req'] !== undefined);
   }
 
@@ -149,6 +158,9 @@ export class KvClient {
   }
 
   async close(): Promise<void> {
+    this.closed = true;
+    const closing = new KvError('UNAVAILABLE', 'the client is closed', { applied: false });
+    for (const waiter of this.windowWaiters.splice(0)) waiter.reject(closing);
     await this.channel.close();
     await this.hub.close();
   }

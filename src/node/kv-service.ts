@@ -135,14 +135,15 @@ export class KvService {
   }
 
   /** The reply is built as text: a batch's replies are many, and each is this small. */
-  private async write(id: NodeRequest['id'], op: Parameters<WritePipeline['submit']>[0]): Promise<Answer> {
+  private write(id: NodeRequest['id'], op: Parameters<WritePipeline['submit']>[0]): Promise<Answer> {
     const state = this.role();
     if (state.role === 'replica') return this.notPrimary(state.view);
     const refused = state.primary.writeError();
-    if (refused) throw refused;
-    const found = await state.primary.pipeline.submit(op);
+    if (refused) return Promise.reject(refused);
     const idJson = typeof id === 'number' ? String(id) : JSON.stringify(id);
-    return op.kind === 'del' ? `{"id":${idJson},"ok":true,"found":${found}}` : `{"id":${idJson},"ok":true}`;
+    return state.primary.pipeline
+      .submit(op)
+      .then((found) => (op.kind === 'del' ? `{"id":${idJson},"ok":true,"found":${found}}` : `{"id":${idJson},"ok":true}`));
   }
 
   /**
@@ -250,8 +251,8 @@ export class KvService {
   private async snapshot(request: SnapshotRequest, session: Session): Promise<Reply> {
     const applier = this.current(session, 'snapshots');
     try {
-      const { epoch, seq, part, entries, done, sessions } = request;
-      return okReply(request.id, { seq: await applier.snapshotPart(epoch, seq, part, entries, done ? (sessions ?? []) : undefined, session) });
+      const { epoch, seq, part, entries, sessions, done } = request;
+      return okReply(request.id, { seq: await applier.snapshotPart({ epoch, seq, part, entries, sessions, done }, session) });
     } catch (error) {
       throw this.refusedFromPrimary(`snapshot part ${request.part} at seq ${request.seq}`, error);
     }

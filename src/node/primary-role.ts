@@ -65,7 +65,13 @@ export class PrimaryRole {
       options.store,
       log,
       [],
-      { clock: options.env.clock, epoch: view.epoch, ackTimeoutMs: options.ackTimeoutMs, ...(options.batchWritesMax !== undefined ? { batchWritesMax: options.batchWritesMax } : {}) },
+      {
+        clock: options.env.clock,
+        epoch: view.epoch,
+        ackTimeoutMs: options.ackTimeoutMs,
+        retryAnswerError: () => this.readError(),
+        ...(options.batchWritesMax !== undefined ? { batchWritesMax: options.batchWritesMax } : {}),
+      },
       options.trace,
     );
   }

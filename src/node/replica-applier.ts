@@ -10,11 +10,14 @@
 import { BehaviorSubject, Subject, first, firstValueFrom, map, race } from 'rxjs';
 import { REPLICA_PENDING_BATCHES_MAX } from '../constants.js';
 import { KvError, toKvError } from '../errors.js';
-import type { ClientSession, WriteOp } from '../protocol/messages.js';
+import type { ClientSession, SnapshotRequest, WriteOp } from '../protocol/messages.js';
 import type { ReplicationState, Restore, Store } from '../storage/store.js';
 import { formatPosition, isAhead } from './position.js';
 import { ReplicationLog, encodeBatch } from './replication-log.js';
 import type { TraceEvent } from './trace.js';
+
+/** What a snapshot part brings (its frame's fields). */
+export type SnapshotPart = Pick<SnapshotRequest, 'epoch' | 'seq' | 'part' | 'entries' | 'sessions' | 'done'>;
 
 interface Segment {
   epoch: number;
@@ -32,7 +35,9 @@ export class ReplicaApplier {
   private readonly waiting = new Map<number, Segment>();
   private applying: Promise<void> | undefined;
   /** The restore in progress, and the sender (a connection's session) it belongs to. */
-  private restoring: { restore: Restore; epoch: number; seq: number; nextPart: number; owner: object | undefined } | undefined;
+  private restoring:
+    | { restore: Restore; epoch: number; seq: number; nextPart: number; owner: object | undefined; sessions: ClientSession[] }
+    | undefined;
   /** Emits when a transaction failed: everyone waiting on a seq past it gets the error. */
   private readonly failure$ = new Subject<KvError>();
   /**
@@ -113,17 +118,11 @@ export class ReplicaApplier {
 
   /**
    * Takes one part of a snapshot; resolves with the replica's seq (the snapshot's once
-   * the last part, the one with the client sessions, is in). Part 0 starts a restore,
-   * dropping anything queued.
+   * the part marked done is in). Part 0 starts a restore, dropping anything queued. Data
+   * entries come first, then the client sessions, gathered until done.
    */
-  async snapshotPart(
-    epoch: number,
-    seq: number,
-    part: number,
-    entries: readonly [string, string][],
-    sessions: readonly ClientSession[] | undefined,
-    owner?: object,
-  ): Promise<number> {
+  async snapshotPart(snapshot: SnapshotPart, owner?: object): Promise<number> {
+    const { epoch, seq, part, entries, sessions, done } = snapshot;
     if (epoch < this.store.state.epoch) {
       throw new KvError('FORBIDDEN', `epoch ${epoch} is older than this replica's ${this.store.state.epoch}`);
     }
@@ -136,7 +135,7 @@ export class ReplicaApplier {
       await this.abortRestore();
       this.reset();
       await this.applying;
-      this.restoring = { restore: await this.store.beginRestore(), epoch, seq, nextPart: 0, owner };
+      this.restoring = { restore: await this.store.beginRestore(), epoch, seq, nextPart: 0, owner, sessions: [] };
     }
     const current = this.restoring;
     if (!current || current.nextPart !== part || current.seq !== seq || current.owner !== owner) {
@@ -145,8 +144,9 @@ export class ReplicaApplier {
     current.nextPart += 1;
     try {
       await current.restore.add(entries);
-      if (!sessions) return this.applied$.value;
-      await current.restore.finish({ epoch, seq }, sessions);
+      current.sessions.push(...sessions);
+      if (!done) return this.applied$.value;
+      await current.restore.finish({ epoch, seq }, current.sessions);
     } catch (error) {
       await this.abortRestore();
       throw error;

@@ -190,9 +190,9 @@ export class ReplicaLink implements AckSource {
     this.trace({ event: 'peer', peer: this.name, state: 'snapshot', seq });
     let part = 0;
     let entries = 0;
-    const send = (page: readonly [string, string][], sessions?: readonly ClientSession[]) => {
+    const send = (page: readonly [string, string][], sessions: readonly string[] = [], done = false) => {
       const sentMs = this.sent();
-      return firstValueFrom(channel.requestText$(snapshotFrame(epoch, seq, part++, page, sessions), 'snapshot')).then((reply) => {
+      return firstValueFrom(channel.requestText$(snapshotFrame(epoch, seq, part++, page, sessions, done), 'snapshot')).then((reply) => {
         this.extendLease(sentMs);
         return reply;
       });
@@ -203,9 +203,13 @@ export class ReplicaLink implements AckSource {
         await send(page);
         entries += page.length;
       }
-      // The last part carries the client sessions: a retry after a failover onto this
-      // replica is still recognized.
-      await send([], snapshot.sessions);
+      // Then the client sessions, in parts of their own (a retry after a failover onto this
+      // replica is still recognized); the last part is done.
+      const parts = sessionParts(snapshot.sessions, SNAPSHOT_PART_BYTES_MAX);
+      for (const [index, sessions] of parts.entries()) {
+        if (this.closed) this.closingError();
+        await send([], sessions, index === parts.length - 1);
+      }
     } finally {
       await snapshot.close();
     }
@@ -321,11 +325,26 @@ export class ReplicaLink implements AckSource {
   }
 }
 
-/** A snapshot part as text, values spliced in as the JSON they are stored as; the last one (with sessions) is done. */
-function snapshotFrame(epoch: number, seq: number, part: number, page: readonly [string, string][], sessions: readonly ClientSession[] | undefined): string {
+/** A snapshot part as text: values spliced in as the JSON they are stored as, sessions as their JSON. */
+function snapshotFrame(epoch: number, seq: number, part: number, page: readonly [string, string][], sessions: readonly string[], done: boolean): string {
   const entries = page.map(([key, valueJson]) => `[${JSON.stringify(key)},${valueJson}]`).join(',');
-  const last = sessions === undefined ? '' : `,"sessions":${JSON.stringify(sessions.map((session) => [session.client, session.req, session.seq, session.results]))}`;
-  return `{"op":"snapshot","epoch":${epoch},"seq":${seq},"part":${part},"done":${sessions !== undefined},"entries":[${entries}]${last}}`;
+  return `{"op":"snapshot","epoch":${epoch},"seq":${seq},"part":${part},"done":${done},"entries":[${entries}],"sessions":[${sessions.join(',')}]}`;
+}
+
+/** Client sessions as JSON rows, in parts of at most `bytesMax` (UTF-16 units, as parts count); at least one part. */
+function sessionParts(sessions: readonly ClientSession[], bytesMax: number): string[][] {
+  const parts: string[][] = [[]];
+  let bytes = 0;
+  for (const session of sessions) {
+    const row = JSON.stringify([session.client, session.req, session.seq, session.results]);
+    if (bytes + row.length > bytesMax && parts.at(-1)!.length > 0) {
+      parts.push([]);
+      bytes = 0;
+    }
+    parts.at(-1)!.push(row);
+    bytes += row.length + 1;
+  }
+  return parts;
 }
 
 /** The append frame as text: the batches' wire text as it was logged. */

@@ -35,10 +35,12 @@ export function batchBytes(batch: Batch): number {
 
 /** What one write held in a queue costs beyond its key and value (V8 object, string headers). */
 const OP_OVERHEAD_BYTES = 192;
+/** What a request tag adds beyond its client id (the object, the number). */
+const TAG_OVERHEAD_BYTES = 48;
 
 /** The memory a write costs while it waits in the primary's queue. */
 export function opBytes(op: WriteOp): number {
-  return op.key.length + (op.kind === 'put' ? op.valueJson.length : 0) + (op.tag ? op.tag.client.length + 16 : 0) + OP_OVERHEAD_BYTES;
+  return op.key.length + (op.kind === 'put' ? op.valueJson.length : 0) + (op.tag ? op.tag.client.length + TAG_OVERHEAD_BYTES : 0) + OP_OVERHEAD_BYTES;
 }
 
 /** The wire form of writes first..: values spliced in as the JSON they already are. */

@@ -42,13 +42,22 @@ export interface WritePipelineOptions {
   writeQueueBytesMax?: number;
   /** Batches applied locally but not yet acked by every replica; more writes wait and batch up. */
   batchesInFlightMax?: number;
+  /**
+   * Why this node may not answer a retry from what its store remembers, if so: such an
+   * answer needs no replica, so it takes the read's leases (a deposed primary gives none).
+   */
+  retryAnswerError?: () => KvError | undefined;
 }
 
 interface QueuedWrite {
   op: WriteOp;
   bytes: number;
+  /** The submitter's promise and how it settles (through succeed and fail, which also forget it). */
+  written: Promise<boolean>;
   resolve(found: boolean): void;
   reject(error: KvError): void;
+  /** The tag as a key of taggedWrites. */
+  tagId: string | undefined;
 }
 
 export class WritePipeline {
@@ -63,8 +72,11 @@ export class WritePipeline {
    * seqs rise from front to back and acked entries are dropped from the front.
    */
   private readonly unacked = new Map<string, number>();
-  /** Per key, settles when every write to it queued so far has settled (read your own pipelined writes). */
-  private readonly queuedWrites = new Map<string, Promise<void>>();
+  /**
+   * Per key, the last write to it not yet settled (read your own pipelined writes): writes
+   * to one key settle in the order they were queued.
+   */
+  private readonly queuedWrites = new Map<string, Promise<boolean>>();
   /** Tagged writes submitted and not yet settled, by client and req: a retry meanwhile shares the outcome. */
   private readonly taggedWrites = new Map<string, Promise<boolean>>();
   private readonly closing$ = new Subject<void>();
@@ -141,31 +153,37 @@ export class WritePipeline {
       return Promise.reject(new KvError('UNAVAILABLE', 'the write queue is full; retry later', { applied: false }));
     }
     this.queueBytes += bytes;
-    const tag = op.tag && tagId(op.tag);
-    const written = new Promise<boolean>((resolve, reject) => {
-      if (tag === undefined) {
-        this.queue.push({ op, bytes, resolve, reject });
-        return;
-      }
-      // A retry that comes once this settled finds the write in the store, or not at all.
-      const settled = () => this.taggedWrites.delete(tag);
-      this.queue.push({
-        op,
-        bytes,
-        resolve: (found) => {
-          settled();
-          resolve(found);
-        },
-        reject: (error) => {
-          settled();
-          reject(error);
-        },
-      });
+    let resolve!: QueuedWrite['resolve'];
+    let reject!: QueuedWrite['reject'];
+    const written = new Promise<boolean>((settleOk, settleError) => {
+      resolve = settleOk;
+      reject = settleError;
     });
-    this.trackQueued(op.key, written);
-    if (tag !== undefined) this.taggedWrites.set(tag, written);
+    const write: QueuedWrite = { op, bytes, written, resolve, reject, tagId: op.tag && tagId(op.tag) };
+    this.queue.push(write);
+    this.queuedWrites.set(op.key, written);
+    if (write.tagId !== undefined) this.taggedWrites.set(write.tagId, written);
     this.kick();
     return written;
+  }
+
+  private succeed(write: QueuedWrite, found: boolean): void {
+    this.forget(write);
+    write.resolve(found);
+  }
+
+  private fail(write: QueuedWrite, error: KvError): void {
+    this.forget(write);
+    write.reject(error);
+  }
+
+  /**
+   * A write settles: no read of its key waits for it any more, and no retry of its tag
+   * shares its outcome (a retry from now on finds it in the store, or not at all).
+   */
+  private forget(write: QueuedWrite): void {
+    if (this.queuedWrites.get(write.op.key) === write.written) this.queuedWrites.delete(write.op.key);
+    if (write.tagId !== undefined) this.taggedWrites.delete(write.tagId);
   }
 
   /** The outcome of a write this node has seen with that tag; undefined for a new one. */
@@ -178,23 +196,22 @@ export class WritePipeline {
         return undefined;
       case 'applied':
         this.trace({ event: 'retried', client: tag.client, req: tag.req });
-        return this.onEveryReplica(seen.seq).then(() => seen.found);
+        return this.onEveryReplica(seen.seq).then(() => {
+          const refused = this.options.retryAnswerError?.();
+          if (refused) throw refused;
+          return seen.found;
+        });
       case 'stale':
+        // Well-formed, but past what the session remembers: the outcome is unknown, as
+        // UNAVAILABLE says, and retrying cannot change that (`expired`).
         return Promise.reject(
-          new KvError('BAD_REQUEST', `req ${tag.req} of client ${tag.client} is older than the last ${REQUEST_TAG_WINDOW} requests its session remembers (from ${seen.oldest}); whether it was applied is not known`),
+          new KvError(
+            'UNAVAILABLE',
+            `req ${tag.req} of client ${tag.client} is older than the last ${REQUEST_TAG_WINDOW} requests its session remembers (from ${seen.oldest}); whether it was applied is not known`,
+            { expired: true },
+          ),
         );
     }
-  }
-
-  private trackQueued(key: string, written: Promise<boolean>): void {
-    const done = written.then(
-      () => undefined,
-      () => undefined,
-    );
-    this.queuedWrites.set(key, done);
-    void done.then(() => {
-      if (this.queuedWrites.get(key) === done) this.queuedWrites.delete(key);
-    });
   }
 
   /**
@@ -206,7 +223,10 @@ export class WritePipeline {
   readable(key: string): Promise<void> | undefined {
     // A write to the key sent before this read (the same client's pipelined put) goes first.
     const queued = this.queuedWrites.get(key);
-    if (queued) return queued.then(() => this.readable(key));
+    if (queued) {
+      const after = () => this.readable(key);
+      return queued.then(after, after);
+    }
     const seq = Math.max(this.unacked.get(key) ?? 0, this.readsFromSeq);
     if (this.ackedByAll() >= seq) return undefined;
     return firstValueFrom(this.allAcked$(seq)).then(() => undefined);
@@ -249,7 +269,7 @@ export class WritePipeline {
     this.closed = true;
     this.closeReason = reason;
     const error = new KvError('UNAVAILABLE', reason);
-    for (const write of this.queue.splice(0)) write.reject(error);
+    for (const write of this.queue.splice(0)) this.fail(write, error);
     this.queueBytes = 0;
     this.closing$.next();
     this.closing$.complete();
@@ -282,7 +302,7 @@ export class WritePipeline {
         this.nextSeq = first;
         const kvError = toKvError(error);
         this.trace({ event: 'rejected', reason: `local apply failed: ${kvError.message}`, code: kvError.code });
-        for (const write of writes) write.reject(kvError);
+        for (const write of writes) this.fail(write, kvError);
         continue;
       }
       const last = first + ops.length - 1;
@@ -298,13 +318,13 @@ export class WritePipeline {
         next: () => {
           this.batchesInFlight -= 1;
           this.forgetAcked();
-          writes.forEach((write, index) => write.resolve(found[index]!));
+          writes.forEach((write, index) => this.succeed(write, found[index]!));
           this.kick();
         },
         error: (error: unknown) => {
           this.batchesInFlight -= 1;
           const kvError = toKvError(error);
-          for (const write of writes) write.reject(kvError);
+          for (const write of writes) this.fail(write, kvError);
           this.kick();
         },
       });

@@ -60,8 +60,8 @@ export interface SnapshotRequest {
   /** [key, value JSON] pairs. */
   entries: [string, string][];
   done: boolean;
-  /** With the last part: the client sessions the store held at `seq`. */
-  sessions: ClientSession[] | undefined;
+  /** After the entries, the client sessions the store held at `seq`, in parts of their own. */
+  sessions: ClientSession[];
 }
 
 /**
@@ -73,6 +73,11 @@ export interface ClientSession {
   req: number;
   seq: number;
   results: string;
+}
+
+/** Whether a session's marks read as marks (newest first, at most `window`): checked wherever one is read. */
+export function isSessionResults(results: string, window: number): boolean {
+  return results.length > 0 && results.length <= window && /^[ptf.]+$/.test(results);
 }
 
 export type ClientRequest = GetRequest | PutRequest | DelRequest | HelpRequest;

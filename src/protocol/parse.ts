@@ -2,11 +2,11 @@
  * One parse per server: a frame becomes a typed request or a KvError with the request's
  * id, never an exception. Field validators are shared; the op tables differ.
  */
-import { CLIENT_ID_LENGTH_MAX, REPORT_REASON_LENGTH_MAX as REASON_LENGTH_MAX, VALUE_DEPTH_MAX, VIEW_NODES_MAX } from '../constants.js';
+import { CLIENT_ID_LENGTH_MAX, REPORT_REASON_LENGTH_MAX as REASON_LENGTH_MAX, REQUEST_TAG_WINDOW, VALUE_DEPTH_MAX, VIEW_NODES_MAX } from '../constants.js';
 import { KvError } from '../errors.js';
-import { isSessionResults } from '../storage/client-sessions.js';
 import {
   NODE_STATES,
+  isSessionResults,
   type ClientSession,
   type HubRequest,
   type Json,
@@ -107,7 +107,7 @@ function nodeRequest(fields: Fields, id: RequestId, limits: Limits): NodeRequest
         part: requireCount(fields, 'part'),
         entries: requireSnapshotEntries(fields['entries']),
         done,
-        sessions: fields['sessions'] === undefined ? undefined : requireSessions(fields['sessions']),
+        sessions: fields['sessions'] === undefined ? [] : requireSessions(fields['sessions']),
       };
     }
     default:
@@ -360,7 +360,7 @@ function requireWriteOps(raw: unknown): WriteOp[] {
 function requireSessions(raw: unknown): ClientSession[] {
   if (!Array.isArray(raw)) throw new KvError('BAD_REQUEST', 'sessions must be an array');
   return raw.map((entry): ClientSession => {
-    if (Array.isArray(entry) && entry.length === 4 && typeof entry[3] === 'string' && isSessionResults(entry[3])) {
+    if (Array.isArray(entry) && entry.length === 4 && typeof entry[3] === 'string' && isSessionResults(entry[3], REQUEST_TAG_WINDOW)) {
       const { client, req } = requireTag(entry[0], entry[1]);
       const seq = entry[2] as unknown;
       if (typeof seq === 'number' && Number.isSafeInteger(seq) && seq >= 0) return { client, req, seq, results: entry[3] };

@@ -142,7 +142,16 @@ export function serveConnection<T extends { id: RequestId }>(connection: Connect
       return;
     }
     if (answer instanceof Promise) {
-      answer.then(deliver, (error: unknown) => fail(request.id, toKvError(error))).finally(settle);
+      answer.then(
+        (value) => {
+          deliver(value);
+          settle();
+        },
+        (error: unknown) => {
+          fail(request.id, toKvError(error));
+          settle();
+        },
+      );
     } else {
       deliver(answer);
       settle();

@@ -33,8 +33,18 @@ export function tagName(tag: RequestTag): string {
 }
 
 /**
- * The request tags of the history up to each position a snapshot was taken at, as the
- * disk that took it held them: a disk that restores the snapshot holds that history.
+ * What of a write shows it was applied twice: its tag, and a put's value (the scenario
+ * never puts one value twice, so this holds even for a write whose tag got lost).
+ */
+export function writeMarks(op: WriteOp): string[] {
+  const marks = op.tag ? [`tag ${tagName(op.tag)}`] : [];
+  if (op.kind === 'put') marks.push(`value ${op.valueJson}`);
+  return marks;
+}
+
+/**
+ * The writes of the history up to each position a snapshot was taken at, as the disk
+ * that took it held them: a disk that restores the snapshot holds that history.
  */
 export type TagLineages = Map<string, ReadonlySet<string>>;
 
@@ -55,16 +65,16 @@ export class RecordingStore implements Store {
     private readonly isPrimary: () => boolean,
     private readonly lineages: TagLineages,
     /**
-     * The tags of every write in this disk's history: the snapshot it restored last, then
+     * The writes in this disk's history (writeMarks): the snapshot it restored last, then
      * each batch it applied. Kept beside the store, not read from it: the check of
      * at-most-once (I7) must not trust the client sessions it checks.
      */
     private history: Set<string> = new Set(),
   ) {}
 
-  /** Whether a write with this tag is in the disk's history already. */
-  holds(tag: RequestTag): boolean {
-    return this.history.has(tagName(tag));
+  /** Whether this disk's history holds the write `mark` names already. */
+  holds(mark: string): boolean {
+    return this.history.has(mark);
   }
 
   get file() { return this.inner.file; }
@@ -91,9 +101,11 @@ export class RecordingStore implements Store {
     await this.latency();
     if (this.failing) throw new Error('store write failed: disk full (simulated)');
     this.watcher.applying(this.node, this, epoch, first, ops, asPrimary);
-    const found = await this.inner.apply(epoch, first, ops);
-    for (const op of ops) if (op.tag) this.history.add(tagName(op.tag));
-    return found;
+    // The memory store applies when called; the history follows in the same turn, so a
+    // snapshot taken next sees both or neither.
+    const applied = this.inner.apply(epoch, first, ops);
+    for (const op of ops) for (const mark of writeMarks(op)) this.history.add(mark);
+    return applied;
   }
 
   async beginRestore(): Promise<Restore> {

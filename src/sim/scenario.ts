@@ -24,7 +24,7 @@ import type { KvClient } from '../client/client.js';
 import type { WriteOp } from '../protocol/messages.js';
 import { RpcChannel } from '../protocol/rpc-channel.js';
 import type { ReplicationState } from '../storage/store.js';
-import { SIM_NODE_PORT, SimCluster, tagName, type DiskWatcher, type RecordingStore, type SimNodeHandle } from './cluster.js';
+import { SIM_NODE_PORT, SimCluster, tagName, writeMarks, type DiskWatcher, type RecordingStore, type SimNodeHandle } from './cluster.js';
 import { checkLinearizable, type HistoryEntry, type KvOp } from './linearizability.js';
 import { SimWorld, type SimProcess } from './world.js';
 
@@ -140,13 +140,15 @@ export async function runScenario(options: ScenarioOptions): Promise<ScenarioRes
       trace.log(`${node} applies ${first}-${last} epoch ${epoch}${asPrimary ? ' as primary' : ''}`);
       if (first !== disk.state.seq + 1) fail('I2', `${node} applied seqs ${first}-${last} on top of seq ${disk.state.seq}`);
       if (epoch < disk.state.epoch) fail('I4', `${node} applied epoch ${epoch} over its epoch ${disk.state.epoch}`);
-      // At most once: a tag already in this disk's history, or twice in one batch, is a write applied twice.
-      const batchTags = new Set<string>();
+      // At most once: a tag or a put's value already in this disk's history, or twice in one
+      // batch, is a write applied twice. Every client here is the library, which tags every write.
+      const inBatch = new Set<string>();
       ops.forEach((op, index) => {
-        if (!op.tag) return;
-        const name = tagName(op.tag);
-        if (disk.holds(op.tag) || batchTags.has(name)) fail('I7', `${node} applied ${encode(op)} at seq ${first + index} (epoch ${epoch}), a write its history holds already`);
-        batchTags.add(name);
+        if (asPrimary && !op.tag) fail('I7', `${node} committed "${encode(op)}" at seq ${first + index} without its request tag`);
+        for (const mark of writeMarks(op)) {
+          if (disk.holds(mark) || inBatch.has(mark)) fail('I7', `${node} applied ${encode(op)} at seq ${first + index} (epoch ${epoch}), a write its history holds already`);
+          inBatch.add(mark);
+        }
       });
       if (asPrimary) {
         ops.forEach((op, index) => {

@@ -36,6 +36,13 @@ const NOT_APPLIED = '.';
 
 const NEW: TagCheck = Object.freeze({ kind: 'new' });
 
+/** A batch as plan() is given it: its ops at seqs first, first+1, ..., and whether each op's key existed. */
+interface Batch {
+  first: number;
+  ops: readonly WriteOp[];
+  found: readonly boolean[];
+}
+
 export interface SessionLimits {
   sessionsMax: number;
   window: number;
@@ -90,7 +97,7 @@ export class ClientSessions {
     let added = 0;
     for (const [client, indexes] of byClient) {
       const current = this.sessions.get(client);
-      const next = this.advance(current, client, first, ops, found, indexes);
+      const next = this.advance(current, client, { first, ops, found }, indexes);
       if (next === current) continue;
       changed.push(next!);
       if (!current) added += 1;
@@ -133,19 +140,13 @@ export class ClientSessions {
    * rise past the session's newest, in order: then the new marks (with the requests they
    * skipped as gaps) go in front of the old ones, one string per client and batch.
    */
-  private advance(
-    current: ClientSession | undefined,
-    client: string,
-    first: number,
-    ops: readonly WriteOp[],
-    found: readonly boolean[],
-    indexes: readonly number[],
-  ): ClientSession | undefined {
+  private advance(current: ClientSession | undefined, client: string, batch: Batch, indexes: readonly number[]): ClientSession | undefined {
     const { window } = this.limits;
+    const { first, ops, found } = batch;
     let newest = current?.req ?? 0;
     for (const index of indexes) {
       const req = ops[index]!.tag!.req;
-      if (req <= newest) return this.recordEach(current, client, first, ops, found, indexes);
+      if (req <= newest) return this.recordEach(current, client, batch, indexes);
       newest = req;
     }
     const parts: string[] = [];
@@ -161,14 +162,8 @@ export class ClientSessions {
   }
 
   /** The session after each op in turn: for requests that arrive out of order. */
-  private recordEach(
-    current: ClientSession | undefined,
-    client: string,
-    first: number,
-    ops: readonly WriteOp[],
-    found: readonly boolean[],
-    indexes: readonly number[],
-  ): ClientSession | undefined {
+  private recordEach(current: ClientSession | undefined, client: string, batch: Batch, indexes: readonly number[]): ClientSession | undefined {
+    const { first, ops, found } = batch;
     let session = current;
     for (const index of indexes) {
       const op = ops[index]!;
@@ -190,9 +185,4 @@ export class ClientSessions {
     const results = current.results.padEnd(age, NOT_APPLIED);
     return { client, req: current.req, seq, results: results.slice(0, age) + mark + results.slice(age + 1) };
   }
-}
-
-/** A session as its marks say: for the wire and a store's rows, each checked when read. */
-export function isSessionResults(results: string, window = REQUEST_TAG_WINDOW): boolean {
-  return results.length > 0 && results.length <= window && /^[ptf.]+$/.test(results);
 }

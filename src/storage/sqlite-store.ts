@@ -3,10 +3,10 @@ import { mkdir } from 'node:fs/promises';
 import { DatabaseSync, type StatementSync } from 'node:sqlite';
 import { Worker } from 'node:worker_threads';
 import { Subject } from 'rxjs';
-import { CHECKPOINT_INTERVAL_MS, KEY_BYTES_MAX, WAL_AUTOCHECKPOINT_PAGES } from '../constants.js';
+import { CHECKPOINT_INTERVAL_MS, KEY_BYTES_MAX, REQUEST_TAG_WINDOW, WAL_AUTOCHECKPOINT_PAGES } from '../constants.js';
 import { KvError, assert } from '../errors.js';
-import type { ClientSession, Json, RequestTag, WriteOp } from '../protocol/messages.js';
-import { ClientSessions, isSessionResults, type SessionChanges, type TagCheck } from './client-sessions.js';
+import { isSessionResults, type ClientSession, type Json, type RequestTag, type WriteOp } from '../protocol/messages.js';
+import { ClientSessions, type SessionChanges, type TagCheck } from './client-sessions.js';
 import {
   existedBefore,
   lastOpPerKey,
@@ -169,6 +169,7 @@ export class SqliteStore implements Store {
   }
 
   checkTag(tag: RequestTag): TagCheck {
+    if (this.closing) throw new KvError('UNAVAILABLE', 'the store is closed');
     return this.sessions.check(tag);
   }
 
@@ -312,7 +313,7 @@ function readSessions(database: DatabaseSync): ClientSession[] {
   const rows = database.prepare(`SELECT client, req, seq, results FROM ${CLIENTS_TABLE} ORDER BY seq`).all() as unknown as ClientSession[];
   return rows.map((row) => {
     const session = { client: String(row.client), req: Number(row.req), seq: Number(row.seq), results: String(row.results) };
-    assert(Number.isSafeInteger(session.req) && session.req > 0 && isSessionResults(session.results), `malformed client session row: ${JSON.stringify(row)}`);
+    assert(Number.isSafeInteger(session.req) && session.req > 0 && isSessionResults(session.results, REQUEST_TAG_WINDOW), `malformed client session row: ${JSON.stringify(row)}`);
     return session;
   });
 }

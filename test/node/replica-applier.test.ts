@@ -32,7 +32,7 @@ Applier('a snapshot that would roll the replica back is FORBIDDEN and changes no
   const { store, replica } = applier();
   await replica.append(2, 1, [put('a', 1), put('b', 2), put('c', 3)]);
   for (const [epoch, seq] of [[2, 2], [1, 10], [0, 0]] as const) {
-    await replica.snapshotPart(epoch, seq, 0, [['a', '"older"']], []).then(
+    await replica.snapshotPart({ epoch, seq, part: 0, entries: [['a', '"older"']], sessions: [], done: true }).then(
       () => assert.unreachable(`a snapshot at (${epoch}, ${seq}) must be refused`),
       (error: { code: string; message: string }) => {
         assert.is(error.code, 'FORBIDDEN');
@@ -43,7 +43,7 @@ Applier('a snapshot that would roll the replica back is FORBIDDEN and changes no
   assert.equal(store.state, { epoch: 2, seq: 3 });
   assert.is(await store.get('a'), 1);
   // One at or past the replica's position is taken.
-  assert.is(await replica.snapshotPart(2, 3, 0, [['a', '"same"']], []), 3);
+  assert.is(await replica.snapshotPart({ epoch: 2, seq: 3, part: 0, entries: [['a', '"same"']], sessions: [], done: true }), 3);
   assert.is(await store.get('a'), 'same');
 });
 
@@ -86,7 +86,7 @@ Applier('an older epoch is FORBIDDEN', async () => {
 Applier('an abandoned restore leaves the store as it was; appends wait for none and a new snapshot works', async () => {
   const { store, replica } = applier();
   await replica.append(1, 1, [put('keep', 1)]);
-  assert.is(await replica.snapshotPart(1, 50, 0, [['lost', '1']], undefined), 1);
+  assert.is(await replica.snapshotPart({ epoch: 1, seq: 50, part: 0, entries: [['lost', '1']], sessions: [], done: false }), 1);
   await replica.append(1, 2, [put('during', 1)]).then(
     () => assert.unreachable('no append during a restore'),
     (error: { code: string }) => assert.is(error.code, 'UNAVAILABLE'),
@@ -96,15 +96,30 @@ Applier('an abandoned restore leaves the store as it was; appends wait for none 
   assert.is(await store.get('lost'), undefined);
   assert.equal(store.state, { epoch: 1, seq: 1 });
 
-  await replica.snapshotPart(1, 50, 1, [], []).then(
+  await replica.snapshotPart({ epoch: 1, seq: 50, part: 1, entries: [], sessions: [], done: true }).then(
     () => assert.unreachable('part 1 of an abandoned snapshot'),
     (error: { code: string }) => assert.is(error.code, 'BAD_REQUEST'),
   );
-  await replica.snapshotPart(1, 50, 0, [['a', '"A"']], undefined);
-  assert.is(await replica.snapshotPart(1, 50, 1, [['b', '2']], []), 50);
+  await replica.snapshotPart({ epoch: 1, seq: 50, part: 0, entries: [['a', '"A"']], sessions: [], done: false });
+  assert.is(await replica.snapshotPart({ epoch: 1, seq: 50, part: 1, entries: [['b', '2']], sessions: [], done: true }), 50);
   assert.is(await store.get('keep'), undefined);
   assert.equal([await store.get('a'), await store.get('b')], ['A', 2]);
   assert.is(await within('the next append', replica.append(1, 51, [put('c', 3)])), 51);
+});
+
+Applier('client sessions come after the entries, over several parts, and are restored with them at done', async () => {
+  const { store, replica } = applier();
+  await replica.append(1, 1, [{ ...put('mine', 1), tag: { client: 'local', req: 1 } }]);
+  const one = { client: 'c1', req: 3, seq: 7, results: 'p.p' };
+  const two = { client: 'c2', req: 1, seq: 9, results: 't' };
+  await replica.snapshotPart({ epoch: 1, seq: 9, part: 0, entries: [['a', '1']], sessions: [], done: false });
+  await replica.snapshotPart({ epoch: 1, seq: 9, part: 1, entries: [], sessions: [one], done: false });
+  assert.equal(store.checkTag({ client: 'local', req: 1 }), { kind: 'applied', found: false, seq: 1 }, 'nothing changes before done');
+  assert.is(await replica.snapshotPart({ epoch: 1, seq: 9, part: 2, entries: [], sessions: [two], done: true }), 9);
+  assert.equal(store.checkTag({ client: 'local', req: 1 }), { kind: 'new' });
+  assert.equal(store.checkTag({ client: 'c1', req: 1 }), { kind: 'applied', found: false, seq: 7 });
+  assert.equal(store.checkTag({ client: 'c1', req: 2 }), { kind: 'new' });
+  assert.equal(store.checkTag({ client: 'c2', req: 1 }), { kind: 'applied', found: true, seq: 9 });
 });
 
 Applier.run();

@@ -256,15 +256,22 @@ Replication('a replica further behind than the log is restored from a snapshot, 
   await putUntilAcked(client, 'after', 'snapshot');
   // n1 may have left the view while it was down: then it is caught up as a candidate.
   await waitFor('n1 to hold every write', async () => (await back.storage.get('after')) === 'snapshot', 15_000);
-  const n0 = cluster.traces.filter((t) => t.node === 'n0');
-  assert.ok(n0.some((t) => t.event === 'peer' && t.peer === 'n1' && t.state === 'snapshot'), 'n1 was sent a snapshot');
-  assert.ok(n0.some((t) => t.event === 'peer' && t.peer === 'n1' && t.state === 'caught-up' && (t.keys ?? 0) > 10), 'the snapshot carried more keys than the log could (the rows are compared below)');
+  const fromN0 = (state: string) => cluster.traces.filter((t) => t.node === 'n0' && t.event === 'peer' && t.peer === 'n1' && t.state === state);
+  assert.ok(fromN0('snapshot').length > 0, 'n1 was sent a snapshot');
+  // n1 holds the data once its restore finished; n0 hears so with the last part's reply.
+  const caughtUp = await waitFor('n0 to hear n1 caught up', () => fromN0('caught-up').at(-1));
+  assert.ok(caughtUp.event === 'peer' && (caughtUp.keys ?? 0) > 10, 'the snapshot carried more keys than the log could (the rows are compared below)');
   assert.is(await back.storage.get('k0'), undefined, 'a key deleted while n1 was down is gone');
   assert.is(await back.storage.get('k1'), 'changed');
   assert.is(await back.storage.get('after'), 'snapshot');
   assert.equal(back.storage.state, cluster.primary.storage.state);
   await back.close();
   assert.ok((await rows(path.join(dataDir, 'n1.sqlite'))) === (await rows(cluster.specs[0]!.dataFile!)), 'n1 holds the primary\'s rows');
+  // And the client's session (its tags): a retry after a failover to n1 is recognized.
+  const sessions = (file: string) => readSqlite(file, 'SELECT client, req, seq, results FROM pbkv_clients ORDER BY seq').then((found) => JSON.stringify(found));
+  const restored = await sessions(path.join(dataDir, 'n1.sqlite'));
+  assert.ok(restored.includes(client.id), 'the snapshot carried the client\'s session');
+  assert.is(restored, await sessions(cluster.specs[0]!.dataFile!));
 });
 
 Replication('a replica that lost its data file rejoins a restarted primary through a snapshot', async () => {

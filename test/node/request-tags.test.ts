@@ -79,7 +79,7 @@ Tags('copies of one tagged write in flight at once are applied once, and all get
   assert.is(cluster.primary.storage.state.seq, before + 2, 'one put and one del');
 });
 
-Tags(`a request more than REQUEST_TAG_WINDOW (${REQUEST_TAG_WINDOW}) behind the client's newest is BAD_REQUEST and not applied`, async () => {
+Tags(`a request more than REQUEST_TAG_WINDOW (${REQUEST_TAG_WINDOW}) behind the client's newest is UNAVAILABLE, expired, and not applied`, async () => {
   const cluster = await start();
   const raw = await RawClient.open(cluster.primary.url, disposer);
   for (let req = 1; req <= REQUEST_TAG_WINDOW + 1; req += 1) raw.send({ id: req, op: 'put', key: `k${req % 4}`, value: req, client: 'c-w', req });
@@ -87,7 +87,8 @@ Tags(`a request more than REQUEST_TAG_WINDOW (${REQUEST_TAG_WINDOW}) behind the 
   const seq = cluster.primary.storage.state.seq;
   assert.equal(await raw.ask({ id: 'in', op: 'put', key: 'k', value: 0, client: 'c-w', req: 2 }), { id: 'in', ok: true }, 'the oldest inside the window');
   const stale = await raw.ask({ id: 'out', op: 'put', key: 'k', value: 0, client: 'c-w', req: 1 });
-  assert.is(stale['error']?.code, 'BAD_REQUEST');
+  assert.is(stale['error']?.code, 'UNAVAILABLE');
+  assert.is(stale['error']?.expired, true, 'retrying cannot tell the outcome');
   assert.match(stale['error']?.message, /req 1 of client c-w is older than the last 256 requests/);
   assert.is(cluster.primary.storage.state.seq, seq);
 });
@@ -134,6 +135,26 @@ Tags('the client library retries a write after the primary dies; the new primary
   assert.is(await client.get('k'), 'after');
   await client.put('k', 'later');
   assert.is(await client.get('k'), 'later');
+});
+
+
+Tags(`a client keeps its writes within REQUEST_TAG_WINDOW (${REQUEST_TAG_WINDOW}) of its oldest; closing it rejects those that wait`, async () => {
+  const dataDir = await tempDir(disposer);
+  const held = new GatedStore(await openStore('normal', path.join(dataDir, 'n1-own.sqlite')));
+  const cluster = await start({ dataDir, nodeOptions: { ackTimeoutMs: 20_000 }, perNode: { n1: { store: held } } });
+  const client = new KvClient({ hubUrl: cluster.hubUrl });
+  await client.put('warm', 1);
+  const base = cluster.primary.storage.state.seq;
+  held.closeGate();
+  // Nothing settles while n1 holds the batches (`warm` did): 256 writes go out, 44 wait.
+  const outcomes = Array.from({ length: REQUEST_TAG_WINDOW + 44 }, (_, i) =>
+    client.put(`k${i}`, i).then(() => 'ok', (error: { message: string }) => error.message),
+  );
+  await waitFor('the window of writes on the primary', () => cluster.primary.storage.state.seq === base + REQUEST_TAG_WINDOW);
+  await client.close();
+  const results = await Promise.all(outcomes);
+  assert.is(results.filter((message) => /the client is closed/.test(message)).length, 44, 'the writes past the window never left');
+  held.openGate();
 });
 
 Tags.run();

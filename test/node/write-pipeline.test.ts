@@ -7,6 +7,7 @@ import { MemoryStore } from '../../src/storage/memory-store.js';
 import type { WriteOp } from '../../src/protocol/messages.js';
 import { realClock } from '../../src/env/real.js';
 import { GatedStore } from '../stores.js';
+import { KvError } from '../../src/errors.js';
 import { waitFor, within } from '../helpers.js';
 
 const put = (key: string, bytes = 1): WriteOp => ({ kind: 'put', key, valueJson: JSON.stringify('x'.repeat(bytes)) });
@@ -20,6 +21,21 @@ function pipeline(options: Partial<ConstructorParameters<typeof WritePipeline>[3
 }
 
 const Pipeline = suite('node: write pipeline limits');
+
+Pipeline('a retry of an applied write is answered from the store only while the read\'s leases hold', async () => {
+  let leases: { code: string } | undefined;
+  const { store, writes } = pipeline({ retryAnswerError: () => leases as never });
+  const tagged: WriteOp = { ...put('k'), tag: { client: 'c', req: 1 } };
+  assert.is(await writes.submit(tagged), false);
+  assert.is(await writes.submit(tagged), false, 'the retry gets the first reply');
+  assert.is(store.state.seq, 1, 'and is not applied again');
+  // A deposed primary (its leases lapsed) must not answer it: that answer needs no replica.
+  leases = new KvError('UNAVAILABLE', 'no lease from r1') as never;
+  const refused = await rejection(writes.submit(tagged));
+  assert.is(refused?.code, 'UNAVAILABLE');
+  assert.match(refused!.message, /no lease/);
+  assert.is(store.state.seq, 1);
+});
 
 Pipeline('past the queue\'s write count, a put gets UNAVAILABLE; the queued ones still land', async () => {
   const { store, writes } = pipeline({ writeQueueMax: 3 });
