@@ -36,6 +36,17 @@ const NOT_APPLIED = '.';
 
 const NEW: TagCheck = Object.freeze({ kind: 'new' });
 
+/** One client's session as a batch changes it, op by op, while its requests rise in order. */
+interface Draft {
+  current: ClientSession | undefined;
+  newest: number;
+  /** The batch's marks so far, newest first, with gaps. */
+  marks: string;
+  /** The seq of the client's last op in the batch. */
+  seq: number;
+  inOrder: boolean;
+}
+
 /** A batch as plan() is given it: its ops at seqs first, first+1, ..., and whether each op's key existed. */
 interface Batch {
   first: number;
@@ -84,20 +95,40 @@ export class ClientSessions {
    * existed: computed before the batch commits, taken by `commit` once it has.
    */
   plan(first: number, ops: readonly WriteOp[], found: readonly boolean[]): SessionChanges {
-    // The batch's tagged ops, by client, in order.
-    const byClient = new Map<string, number[]>();
+    // One pass over the batch, one draft per client. Its requests usually rise past the
+    // session's newest, in order: then the new marks (with the requests they skipped as
+    // gaps) go in front of the old ones, one string per client and batch.
+    const { window } = this.limits;
+    const drafts = new Map<string, Draft>();
     for (let index = 0; index < ops.length; index += 1) {
-      const tag = ops[index]!.tag;
-      if (!tag) continue;
-      const indexes = byClient.get(tag.client);
-      if (indexes) indexes.push(index);
-      else byClient.set(tag.client, [index]);
+      const op = ops[index]!;
+      const tag = op.tag;
+      if (tag === undefined) continue;
+      let draft = drafts.get(tag.client);
+      if (draft === undefined) {
+        const current = this.sessions.get(tag.client);
+        draft = { current, newest: current?.req ?? 0, marks: '', seq: 0, inOrder: true };
+        drafts.set(tag.client, draft);
+      }
+      draft.seq = first + index;
+      if (!draft.inOrder) continue;
+      if (tag.req <= draft.newest) {
+        draft.inOrder = false;
+        continue;
+      }
+      // Below a new session's first request lies nothing: no gap there.
+      const skipped = draft.current === undefined && draft.marks === '' ? 0 : Math.min(tag.req - draft.newest - 1, window);
+      const mark = op.kind === 'put' ? 'p' : found[index] ? 't' : 'f';
+      draft.marks = skipped > 0 ? mark + NOT_APPLIED.repeat(skipped) + draft.marks : mark + draft.marks;
+      draft.newest = tag.req;
     }
     const changed: ClientSession[] = [];
     let added = 0;
-    for (const [client, indexes] of byClient) {
-      const current = this.sessions.get(client);
-      const next = this.advance(current, client, { first, ops, found }, indexes);
+    for (const [client, draft] of drafts) {
+      const { current } = draft;
+      const next = draft.inOrder
+        ? { client, req: draft.newest, seq: draft.seq, results: (current ? draft.marks + current.results : draft.marks).slice(0, window) }
+        : this.recordEach(current, client, { first, ops, found });
       if (next === current) continue;
       changed.push(next!);
       if (!current) added += 1;
@@ -107,7 +138,7 @@ export class ClientSessions {
     let excess = this.sessions.size + added - this.limits.sessionsMax;
     for (const client of this.sessions.keys()) {
       if (excess <= 0) break;
-      if (byClient.has(client)) continue;
+      if (drafts.has(client)) continue;
       forgotten.push(client);
       excess -= 1;
     }
@@ -135,40 +166,14 @@ export class ClientSessions {
     return copy;
   }
 
-  /**
-   * The session of `client` after the batch's ops at `indexes`. Their requests usually
-   * rise past the session's newest, in order: then the new marks (with the requests they
-   * skipped as gaps) go in front of the old ones, one string per client and batch.
-   */
-  private advance(current: ClientSession | undefined, client: string, batch: Batch, indexes: readonly number[]): ClientSession | undefined {
-    const { window } = this.limits;
-    const { first, ops, found } = batch;
-    let newest = current?.req ?? 0;
-    for (const index of indexes) {
-      const req = ops[index]!.tag!.req;
-      if (req <= newest) return this.recordEach(current, client, batch, indexes);
-      newest = req;
-    }
-    const parts: string[] = [];
-    for (let k = indexes.length - 1; k >= 0; k -= 1) {
-      const index = indexes[k]!;
-      const op = ops[index]!;
-      parts.push(op.kind === 'put' ? 'p' : found[index] ? 't' : 'f');
-      const below = k > 0 ? ops[indexes[k - 1]!]!.tag!.req : current?.req;
-      if (below !== undefined && op.tag!.req - below > 1) parts.push(NOT_APPLIED.repeat(Math.min(op.tag!.req - below - 1, window)));
-    }
-    if (current) parts.push(current.results);
-    return { client, req: newest, seq: first + indexes[indexes.length - 1]!, results: parts.join('').slice(0, window) };
-  }
-
   /** The session after each op in turn: for requests that arrive out of order. */
-  private recordEach(current: ClientSession | undefined, client: string, batch: Batch, indexes: readonly number[]): ClientSession | undefined {
+  private recordEach(current: ClientSession | undefined, client: string, batch: Batch): ClientSession | undefined {
     const { first, ops, found } = batch;
     let session = current;
-    for (const index of indexes) {
-      const op = ops[index]!;
-      session = this.record(session, client, op.tag!.req, op.kind === 'put' ? 'p' : found[index] ? 't' : 'f', first + index) ?? session;
-    }
+    ops.forEach((op, index) => {
+      if (op.tag?.client !== client) return;
+      session = this.record(session, client, op.tag.req, op.kind === 'put' ? 'p' : found[index] ? 't' : 'f', first + index) ?? session;
+    });
     return session;
   }
 

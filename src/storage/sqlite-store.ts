@@ -23,6 +23,8 @@ import {
 const TABLE = 'keyv';
 const META_TABLE = 'pbkv_meta';
 const CLIENTS_TABLE = 'pbkv_clients';
+/** Sessions one upsert statement writes (a batch changes one per client writing in it). */
+const SESSION_ROWS_PER_STATEMENT = 16;
 const BUSY_TIMEOUT_MS = 5_000;
 const CHECKPOINTER_STOP_DEADLINE_MS = 2_000;
 
@@ -47,6 +49,8 @@ export class SqliteStore implements Store {
   readonly errors$ = new Subject<Error>();
   private replication: ReplicationState = { epoch: 0, seq: 0 };
   private readonly sessions = new ClientSessions();
+  /** Prepared upserts of 1 to SESSION_ROWS_PER_STATEMENT sessions, by row count. */
+  private readonly sessionStatements: (StatementSync | undefined)[] = [];
   private restoring = false;
   private closing: Promise<void> | undefined;
   private readonly checkpointerExited: Promise<void>;
@@ -162,10 +166,27 @@ export class SqliteStore implements Store {
     return found.existed;
   }
 
+  /** The sessions a batch changed, SESSION_ROWS_PER_STATEMENT rows to a statement (one call into SQLite, not one per client). */
   private saveSessions(changes: SessionChanges): void {
-    const { saveSession, forgetSession } = this.statements;
-    for (const client of changes.forgotten) forgetSession.run(client);
-    for (const session of changes.changed) saveSession.run(session.client, session.req, session.seq, session.results);
+    for (const client of changes.forgotten) this.statements.forgetSession.run(client);
+    const { changed } = changes;
+    for (let start = 0; start < changed.length; start += SESSION_ROWS_PER_STATEMENT) {
+      const rows = changed.slice(start, start + SESSION_ROWS_PER_STATEMENT);
+      const values: (string | number)[] = [];
+      for (const session of rows) values.push(session.client, session.req, session.seq, session.results);
+      this.saveSessionsStatement(rows.length).run(...values);
+    }
+  }
+
+  private saveSessionsStatement(rows: number): StatementSync {
+    let statement = this.sessionStatements[rows];
+    if (!statement) {
+      statement = this.writer.prepare(
+        `INSERT INTO ${CLIENTS_TABLE}(client, req, seq, results) VALUES ${Array(rows).fill('(?, ?, ?, ?)').join(', ')} ON CONFLICT(client) DO UPDATE SET req = excluded.req, seq = excluded.seq, results = excluded.results`,
+      );
+      this.sessionStatements[rows] = statement;
+    }
+    return statement;
   }
 
   checkTag(tag: RequestTag): TagCheck {
