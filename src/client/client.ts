@@ -117,6 +117,9 @@ export class KvClient {
   async request(fields: Record<string, unknown>): Promise<OkReply> {
     const deadline = this.env.clock.now() + (this.options.retryDeadlineMs ?? CLIENT_RETRY_DEADLINE_MS);
     const delay = backoff(this.env);
+    // Once a try of a write may have been applied, the request's outcome stays unknown
+    // whatever later tries say: a later NOT_FOUND or NOT_PRIMARY speaks only of itself.
+    let mayBeApplied: KvError | undefined;
     for (let attempt = 1; ; attempt += 1) {
       let sent = false;
       try {
@@ -131,7 +134,13 @@ export class KvClient {
         // Whoever answered may not be (or no longer be) the primary: the next request looks
         // `kv` up again, whether this one is retried or not.
         if (kvError.code === 'NOT_PRIMARY' || kvError.code === 'UNAVAILABLE') void this.dropConnection();
-        if (this.closed || !this.retryable(kvError, sent, fields) || this.env.clock.now() >= deadline) throw kvError;
+        if (sent && fields['op'] !== 'get' && kvError.code === 'UNAVAILABLE' && kvError.details['applied'] !== false) mayBeApplied ??= kvError;
+        if (this.closed || !this.retryable(kvError, sent, fields) || this.env.clock.now() >= deadline) {
+          if (mayBeApplied && kvError !== mayBeApplied) {
+            throw new KvError('UNAVAILABLE', `${mayBeApplied.message}; the write may have been applied (the last try: ${kvError.code}: ${kvError.message})`);
+          }
+          throw kvError;
+        }
         await firstValueFrom(delay(kvError, attempt));
       }
     }

@@ -6,6 +6,9 @@ import { KvNode } from '../../src/node/node.js';
 import { MemoryStore } from '../../src/storage/memory-store.js';
 import { GatedStore } from '../stores.js';
 import { Disposer, tempDir, waitFor } from '../helpers.js';
+import { WebSocketServer } from 'ws';
+import { DirectoryHub } from '../../src/hub/hub.js';
+import { HubClient } from '../../src/hub/hub-client.js';
 
 const disposer = new Disposer();
 const Client = suite('client: library');
@@ -51,6 +54,33 @@ Client('a request times out with UNAVAILABLE instead of hanging', async () => {
       assert.match(error.message, /200 ms/);
     },
   );
+});
+
+Client('a write whose first try may have been applied ends UNAVAILABLE, whatever later tries are told', async () => {
+  // A "primary" that takes the put and dies before replying (the write may be applied), then
+  // answers every later try NOT_PRIMARY, as a node that lost its primaryship would.
+  const server = new WebSocketServer({ host: '127.0.0.1', port: 0 });
+  disposer.add(server, (s) => new Promise((resolve) => s.close(resolve)));
+  await new Promise((resolve) => server.once('listening', resolve));
+  let tries = 0;
+  server.on('connection', (socket) => {
+    socket.on('message', (data) => {
+      const request = JSON.parse(data.toString()) as { id: number };
+      tries += 1;
+      if (tries === 1) socket.terminate();
+      else socket.send(JSON.stringify({ id: request.id, ok: false, error: { code: 'NOT_PRIMARY', message: 'not the primary any more' } }));
+    });
+  });
+  const secret = 'client-test-secret';
+  const hub = disposer.add(await new DirectoryHub({ port: 0, secret }).listen(), (h) => h.close());
+  const registrar = disposer.add(new HubClient(hub.url, { name: 'fake', secret }), (c) => c.close());
+  await registrar.register('fake', `ws://127.0.0.1:${(server.address() as { port: number }).port}`);
+  await registrar.registerService('kv', 'fake');
+  const client = disposer.add(new KvClient({ hubUrl: hub.url, retryDeadlineMs: 300 }), (c) => c.close());
+  const error = await client.put('k', 1).then(() => undefined, (failed: { code: string; message: string }) => failed);
+  assert.ok(tries >= 2, `the write was tried ${tries} times`);
+  assert.is(error?.code, 'UNAVAILABLE', 'not NOT_PRIMARY: the first try may have been applied');
+  assert.match(error!.message, /may have been applied.*NOT_PRIMARY/);
 });
 
 Client('after the primary restarts elsewhere, the client looks it up again', async () => {
