@@ -20,7 +20,7 @@ import {
   VALUE_BYTES_MAX,
 } from '../constants.js';
 import { KvError, assert, toKvError } from '../errors.js';
-import type { NodeRequest, View } from '../protocol/messages.js';
+import type { Answer, NodeRequest, View } from '../protocol/messages.js';
 import { parseNodeFrame, type Limits, type Parsed } from '../protocol/parse.js';
 import { SendBudget, serveConnection } from '../protocol/serve.js';
 import { HubClient } from '../hub/hub-client.js';
@@ -405,12 +405,16 @@ export class KvNode {
       handle: (request) => {
         if (!tracing() || request.type === 'append') return service.handle(request, session);
         this.emit({ event: 'request', id: request.id, op: request.type, ...('key' in request ? { key: request.key } : {}) });
-        const reply = Promise.resolve(service.handle(request, session));
-        reply.then(
-          (answer) => this.emit({ event: 'reply', id: request.id, ok: typeof answer === 'string' || answer.ok }),
-          (error: unknown) => this.emit({ event: 'reply', id: request.id, ok: false, code: (error as KvError).code }),
-        );
-        return reply;
+        const replied = (answer: Answer) => this.emit({ event: 'reply', id: request.id, ok: typeof answer === 'string' || answer.ok });
+        // An answer given at once stays synchronous: tracing must not change what runs when
+        // (the simulator replays a seed the same with and without its verbose trace).
+        const answer = service.handle(request, session);
+        if (!(answer instanceof Promise)) {
+          replied(answer);
+          return answer;
+        }
+        answer.then(replied, (error: unknown) => this.emit({ event: 'reply', id: request.id, ok: false, code: (error as KvError).code }));
+        return answer;
       },
       budget: this.budget,
       ...definedOnly({ sendBufferBytesMax: this.options.sendBufferBytesMax }),
