@@ -67,15 +67,17 @@ async function until(what: string, check: () => Promise<boolean>): Promise<void>
 const acked = new Map<string, number>();
 let next = 0;
 let failures = 0;
-let lastAckMs = 0;
+/** When the write sent last of those acknowledged so far was sent, and when it was acknowledged. */
+let lastAck = { sentMs: 0, ackMs: 0 };
 let loading = true;
 const workers = Array.from({ length: IN_FLIGHT }, async () => {
   while (loading) {
     const i = next++;
+    const sentMs = Date.now();
     try {
       await client.put(`k${i}`, i);
       acked.set(`k${i}`, i);
-      lastAckMs = Date.now();
+      if (sentMs > lastAck.sentMs) lastAck = { sentMs, ackMs: Date.now() };
     } catch {
       failures += 1;
       await sleep(20);
@@ -83,10 +85,13 @@ const workers = Array.from({ length: IN_FLIGHT }, async () => {
   }
 });
 
-/** Milliseconds from `sinceMs` to the first acknowledgement after it. */
+/**
+ * Milliseconds from `sinceMs` to the first acknowledgement of a write sent after it: an
+ * ack already on its way when a primary was killed says nothing of the new one.
+ */
 async function writesResume(sinceMs: number): Promise<number> {
-  await until('a write acknowledged again', async () => lastAckMs > sinceMs);
-  return lastAckMs - sinceMs;
+  await until('a write acknowledged again', async () => lastAck.sentMs > sinceMs);
+  return lastAck.ackMs - sinceMs;
 }
 
 const failoverMs: number[] = [];
