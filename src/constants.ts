@@ -56,6 +56,10 @@ export const SERVER_SEND_BUFFER_BYTES_MAX = 32 * 1024 * 1024;
 export const RPC_PENDING_MAX = 100_000;
 /** Names the hub keeps (registered nodes) and services. */
 export const HUB_NAMES_MAX = 1024;
+/** The hub's own name in hello proofs (nodes prove the secret to it as to a peer). */
+export const HUB_NAME = 'hub';
+/** The service the view's primary serves: what clients look up. */
+export const KV_SERVICE = 'kv';
 /** Longest reason a node reports with its health (the hub refuses longer; the node cuts it). */
 export const REPORT_REASON_LENGTH_MAX = 1024;
 /** Largest frame the hub reads, and that a hub client reads from it (status lists every name). */

@@ -24,6 +24,12 @@ export class KvError extends Error {
   }
 }
 
+/**
+ * Details of an UNAVAILABLE answered before anything was applied: the client may send the
+ * request again (PROTOCOL.md, UNAVAILABLE).
+ */
+export const NOTHING_APPLIED = { applied: false } as const;
+
 /** Turns anything thrown into a KvError; faults that are not KvErrors become INTERNAL. */
 export function toKvError(error: unknown): KvError {
   if (error instanceof KvError) return error;

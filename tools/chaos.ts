@@ -16,7 +16,7 @@ import { KvClient } from '../src/client/client.js';
 import { localClusterSpec, type NodeSpec } from '../src/cluster/config.js';
 import { spawnHub, spawnNode, type ChildHandle } from '../src/cluster/processes.js';
 import type { HubStatus } from '../src/hub/hub-client.js';
-import { failWith, readFlags, type Fail } from './flags.js';
+import { failWith, readFlags, type Fail } from '../src/cli/flags.js';
 
 const USAGE = `usage: npm run chaos -- [options]
   --rounds N          kill -9 of the primary N times (default 20)

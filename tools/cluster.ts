@@ -14,8 +14,8 @@ import { describeExit, spawnHub, spawnNode, type ChildHandle } from '../src/clus
 import { loadOrCreateSecret, SECRET_FILE_NAME } from '../src/cluster/secret.js';
 import { DEFAULT_HUB_PORT, DEFAULT_NODE_PORT_FIRST } from '../src/constants.js';
 import { SYNC_MODES, type SyncMode } from '../src/storage/store.js';
-import { failWith, readFlags, type Fail } from './flags.js';
-import { onShutdown } from './shutdown.js';
+import { failWith, readFlags, type Fail } from '../src/cli/flags.js';
+import { onShutdown } from '../src/cli/shutdown.js';
 
 const USAGE = `usage: npm start -- [options]   (or: node dist/tools/cluster.js [options])
   --replicas N     replicas besides the primary n0 (default 2)

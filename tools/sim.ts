@@ -7,7 +7,7 @@
  * last lines of its trace; run it again with --seed to replay it exactly.
  */
 import { FAULT_KINDS, FAULT_PHASE_MS, runScenario, type FaultKind, type ScenarioResult } from '../src/sim/scenario.js';
-import { failWith, readFlags, type Fail } from './flags.js';
+import { failWith, readFlags, type Fail } from '../src/cli/flags.js';
 
 const USAGE = `usage: npm run sim -- [options]
   --seed S            run the one scenario of seed S and print its trace hash

@@ -14,10 +14,10 @@
 import { firstValueFrom } from 'rxjs';
 import { backoff } from '../backoff.js';
 import { CLIENT_RETRY_DEADLINE_MS, FRAME_BYTES_MAX, REQUEST_TAG_WINDOW, REQUEST_TIMEOUT_MS } from '../constants.js';
-import { KvError, toKvError } from '../errors.js';
+import { KvError, NOTHING_APPLIED, toKvError } from '../errors.js';
 import type { Json, RequestTag } from '../protocol/messages.js';
 import type { Environment } from '../env/environment.js';
-import { realEnvironment } from '../env/real.js';
+import { realEnvironment } from '../transport/real-environment.js';
 import { HubClient } from '../hub/hub-client.js';
 import { RpcChannel, type OkReply } from '../protocol/rpc-channel.js';
 import { Redialer } from '../transport/redialer.js';
@@ -89,7 +89,7 @@ export class KvClient {
 
   /** The next request number, once this client's oldest unsettled write is less than the window behind it. */
   private nextTag(): RequestTag | Promise<RequestTag> {
-    if (this.closed) throw new KvError('UNAVAILABLE', 'the client is closed', { applied: false });
+    if (this.closed) throw new KvError('UNAVAILABLE', 'the client is closed', NOTHING_APPLIED);
     if (this.windowWaiters.length === 0 && this.windowOpen()) return this.issueTag();
     return new Promise((resolve, reject) => this.windowWaiters.push({ resolve, reject }));
   }
@@ -168,7 +168,7 @@ export class KvClient {
 
   async close(): Promise<void> {
     this.closed = true;
-    const closing = new KvError('UNAVAILABLE', 'the client is closed', { applied: false });
+    const closing = new KvError('UNAVAILABLE', 'the client is closed', NOTHING_APPLIED);
     for (const waiter of this.windowWaiters.splice(0)) waiter.reject(closing);
     await this.channel.close();
     await this.hub.close();

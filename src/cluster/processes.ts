@@ -1,5 +1,5 @@
 /**
- * Runs the hub and nodes as child processes of the scripts in tools/, as a real
+ * Runs the hub and nodes as child processes of their entry points in src/cli/, as a real
  * deployment would (one process per node). Each child prints one JSON line
  * {"event":"ready","url":...} when it serves; everything else it prints is handed on.
  * Each child's stdin is a pipe from this process: when this process ends, however it
@@ -14,7 +14,7 @@ import { KvError } from '../errors.js';
 import type { ClusterSpec, NodeSpec } from './config.js';
 import { SECRET_FILE_NAME } from './secret.js';
 
-const TOOLS_DIR = fileURLToPath(new URL('../../tools/', import.meta.url));
+const CLI_DIR = fileURLToPath(new URL('../cli/', import.meta.url));
 const READY_DEADLINE_MS = 20_000;
 const STOP_DEADLINE_MS = 10_000;
 /** Lines of each child's output kept to show when it dies, and the characters kept of each. */
@@ -99,8 +99,8 @@ function spawnTool(name: string, script: string, args: string[], options: SpawnO
   // process; they come after the defaults, so they win.
   const nodeFlags = [...defaultFlags, ...(process.env['PBKV_NODE_FLAGS'] ?? '').split(' ').filter((flag) => flag !== '')];
   const toolArgs = [...args, ...(options.extraArgs ?? [])];
-  const child = spawn(process.execPath, [...nodeFlags, TOOLS_DIR + script, ...toolArgs], {
-    // stdin stays open as a lifeline: the child stops when it reads EOF (tools/shutdown.ts).
+  const child = spawn(process.execPath, [...nodeFlags, CLI_DIR + script, ...toolArgs], {
+    // stdin stays open as a lifeline: the child stops when it reads EOF (src/cli/shutdown.ts).
     stdio: ['pipe', 'pipe', 'pipe'],
     env: { ...process.env, ...options.env, PBKV_EXIT_WITH_PARENT: '1' },
   });
@@ -109,7 +109,7 @@ function spawnTool(name: string, script: string, args: string[], options: SpawnO
   const recent = new RecentLines(CHILD_OUTPUT_LINES_KEPT, CHILD_OUTPUT_LINE_CHARS_KEPT);
   // The runtime this process runs on (the project's pinned Node), not whatever `node` a shell finds.
   const runtime = path.relative(process.cwd(), process.execPath);
-  const command = shellCommand([runtime.startsWith('..') ? process.execPath : runtime, ...nodeFlags, path.relative(process.cwd(), TOOLS_DIR + script) || script, ...toolArgs]);
+  const command = shellCommand([runtime.startsWith('..') ? process.execPath : runtime, ...nodeFlags, path.relative(process.cwd(), CLI_DIR + script) || script, ...toolArgs]);
   createInterface({ input: child.stderr! }).on('line', (line) => {
     recent.push(line);
     options.onLine?.(name, line);

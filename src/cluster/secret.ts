@@ -11,7 +11,7 @@ import { KvError } from '../errors.js';
 
 /** Random bytes in a generated secret (written as hex): the full strength of the HMAC-SHA256 proofs. */
 const SECRET_BYTES = 32;
-/** The file's name beside the data: `npm start`, tools/hub.js and tools/node.js agree on it. */
+/** The file's name beside the data: `npm start`, `npm run hub` and `npm run node` agree on it. */
 export const SECRET_FILE_NAME = 'cluster.secret';
 /** Permission bits that let anyone but the owner read or write a file. */
 const GROUP_OR_OTHERS_MODE = 0o077;
@@ -87,7 +87,7 @@ async function createInPlace(file: string, text: string): Promise<boolean> {
   }
 }
 
-/** Flags shared by tools/hub.js and tools/node.js (node:util parseArgs options). */
+/** Flags shared by `npm run hub` and `npm run node` (node:util parseArgs options). */
 export const SECRET_FLAGS = {
   secret: { type: 'string' },
   'secret-file': { type: 'string' },

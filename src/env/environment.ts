@@ -5,7 +5,7 @@
  * seeded network, virtual time and a seeded generator, so one seed replays one run exactly.
  */
 import { Subscription, type SchedulerAction, type SchedulerLike } from 'rxjs';
-import type { Transport } from '../transport/transport.js';
+import type { Transport } from './transport.js';
 
 /** Cancels what was scheduled; calling it again, or after it ran, does nothing. */
 export type Cancel = () => void;

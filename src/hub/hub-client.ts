@@ -8,16 +8,15 @@
  */
 import { defer, firstValueFrom, retry, throwError, timeout, type Observable } from 'rxjs';
 import { backoff } from '../backoff.js';
-import { HUB_FRAME_BYTES_MAX, REPORT_REASON_LENGTH_MAX, REQUEST_TIMEOUT_MS, RESOLVE_DEADLINE_MS } from '../constants.js';
+import { HUB_FRAME_BYTES_MAX, HUB_NAME, REPORT_REASON_LENGTH_MAX, REQUEST_TIMEOUT_MS, RESOLVE_DEADLINE_MS } from '../constants.js';
 import { KvError, toKvError } from '../errors.js';
 import { proofFor } from '../protocol/auth.js';
-import { NODE_STATES, type HeartbeatRequest, type NodeState, type View } from '../protocol/messages.js';
+import { NODE_STATES, type HeartbeatRequest, type NodeHealth, type NodeState, type View } from '../protocol/messages.js';
 import { replyString, replyStringMap, type OkReply } from '../protocol/reply.js';
 import { RpcChannel } from '../protocol/rpc-channel.js';
 import type { Environment } from '../env/environment.js';
-import { realEnvironment } from '../env/real.js';
+import { realEnvironment } from '../transport/real-environment.js';
 import { Redialer } from '../transport/redialer.js';
-import { HUB_NAME, type NodeHealth } from './hub.js';
 
 export interface HubClientOptions {
   /** Who is speaking (a node's name): nodes use the hub's peer slots and may register. */

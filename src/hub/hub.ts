@@ -8,21 +8,17 @@
  * register again when they reconnect.
  */
 import { Subject } from 'rxjs';
-import { CONNECTIONS_MAX, DEAD_AFTER_MS, HEARTBEAT_INTERVAL_MS, HUB_FRAME_BYTES_MAX, HUB_NAMES_MAX } from '../constants.js';
+import { CONNECTIONS_MAX, DEAD_AFTER_MS, HEARTBEAT_INTERVAL_MS, HUB_FRAME_BYTES_MAX, HUB_NAME, HUB_NAMES_MAX, KV_SERVICE } from '../constants.js';
 import { KvError, assert, assertNever } from '../errors.js';
 import { newChallenge, verifyProof } from '../protocol/auth.js';
-import type { Answer, HubRequest, NodeState } from '../protocol/messages.js';
+import type { Answer, HubRequest, NodeHealth, NodeState } from '../protocol/messages.js';
 import { parseHubFrame } from '../protocol/parse.js';
 import { okReply } from '../protocol/reply.js';
 import { SendBudget, serveConnection } from '../protocol/serve.js';
 import type { Environment } from '../env/environment.js';
-import { realEnvironment } from '../env/real.js';
-import type { Connection, Listener } from '../transport/transport.js';
+import { realEnvironment } from '../transport/real-environment.js';
+import type { Connection, Listener } from '../env/transport.js';
 import { MemoryViewStore, ViewKeeper, type ViewChange, type ViewStore } from './views.js';
-
-export const HUB_NAME = 'hub';
-/** The service the view's primary serves. */
-export const KV_SERVICE = 'kv';
 
 export interface HubOptions {
   host?: string;
@@ -41,11 +37,6 @@ export interface HubOptions {
 }
 
 /** What a node last reported of itself. */
-export interface NodeHealth {
-  state: NodeState;
-  reason?: string | undefined;
-}
-
 export type HubEvent =
   | { event: 'registered'; name: string; address: string }
   | { event: 'service'; service: string; name: string }

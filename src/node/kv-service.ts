@@ -9,7 +9,7 @@
 import { lookup as dnsLookup } from 'node:dns/promises';
 import { isIP } from 'node:net';
 import { LEASE_MS, PRIMARY_ADDRESS_TTL_MS } from '../constants.js';
-import { KvError, assertNever, toKvError } from '../errors.js';
+import { KvError, NOTHING_APPLIED, assertNever, toKvError } from '../errors.js';
 import { newChallenge, verifyProof } from '../protocol/auth.js';
 import type { Answer, AppendRequest, AuthRequest, HelloRequest, LeaseRequest, NodeRequest, Reply, SnapshotRequest, View } from '../protocol/messages.js';
 import { okReply } from '../protocol/reply.js';
@@ -17,7 +17,7 @@ import { HELP_TEXT } from '../protocol/text-commands.js';
 import type { Environment } from '../env/environment.js';
 import type { HubClient } from '../hub/hub-client.js';
 import type { Store } from '../storage/store.js';
-import type { Connection } from '../transport/transport.js';
+import type { Connection } from '../env/transport.js';
 import type { PrimaryRole } from './primary-role.js';
 import type { ReplicaApplier } from './replica-applier.js';
 import type { TraceEvent } from './trace.js';
@@ -46,12 +46,6 @@ export interface Session {
 export type RoleState =
   | { role: 'primary'; primary: PrimaryRole }
   | { role: 'replica'; view: View | undefined; applier: ReplicaApplier | undefined };
-
-/**
- * Added to an UNAVAILABLE that was answered before the request reached the write pipeline:
- * nothing was applied, so a client may send it again (PROTOCOL.md allows added fields).
- */
-export const NOT_APPLIED = { applied: false } as const;
 
 export class KvService {
   private primaryAddress: { at: number; name: string; address: Promise<string | undefined> } | undefined;
@@ -152,7 +146,7 @@ export class KvService {
    * replica must not become a flood of hub requests that crowds out the node's own.
    */
   private async notPrimary(view: View | undefined): Promise<never> {
-    if (!view) throw new KvError('UNAVAILABLE', `${this.name} has no view yet; retry shortly`, NOT_APPLIED);
+    if (!view) throw new KvError('UNAVAILABLE', `${this.name} has no view yet; retry shortly`, NOTHING_APPLIED);
     const now = this.env.clock.now();
     const cached = this.primaryAddress;
     if (!cached || cached.name !== view.primary || now - cached.at > PRIMARY_ADDRESS_TTL_MS) {

@@ -20,23 +20,22 @@ import {
   VALUE_BYTES_MAX,
 } from '../constants.js';
 import { KvError, assert, toKvError } from '../errors.js';
-import type { Answer, NodeRequest, View } from '../protocol/messages.js';
+import type { Answer, NodeHealth, NodeRequest, View } from '../protocol/messages.js';
 import { parseNodeFrame, type Limits, type Parsed } from '../protocol/parse.js';
 import { SendBudget, serveConnection } from '../protocol/serve.js';
 import { HubClient } from '../hub/hub-client.js';
-import type { NodeHealth } from '../hub/hub.js';
 import { openStore } from '../storage/open-store.js';
 import type { Store, SyncMode } from '../storage/store.js';
 import type { Environment } from '../env/environment.js';
-import { realEnvironment } from '../env/real.js';
-import type { Connection, Listener } from '../transport/transport.js';
+import { realEnvironment } from '../transport/real-environment.js';
+import type { Connection, Listener } from '../env/transport.js';
 import { KvService, type Role, type RoleState, type Session } from './kv-service.js';
 import { PrimaryRole } from './primary-role.js';
 import { ReplicaApplier } from './replica-applier.js';
 import { ReplicationLog } from './replication-log.js';
 import type { NodeTrace, TraceEvent } from './trace.js';
 
-export { KV_SERVICE } from '../hub/hub.js';
+export { KV_SERVICE } from '../constants.js';
 
 export interface KvNodeOptions {
   name: string;

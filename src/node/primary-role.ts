@@ -11,10 +11,9 @@
  * its history is the truth, the others are caught up to it or replaced by a snapshot.
  */
 import { DEAD_AFTER_MS } from '../constants.js';
-import { KvError } from '../errors.js';
+import { KvError, NOTHING_APPLIED } from '../errors.js';
 import type { Environment } from '../env/environment.js';
 import type { HubClient } from '../hub/hub-client.js';
-import { NOT_APPLIED } from './kv-service.js';
 import type { View } from '../protocol/messages.js';
 import type { Store } from '../storage/store.js';
 import { ReplicaLink } from './replica-link.js';
@@ -117,7 +116,7 @@ export class PrimaryRole {
   /** Why no write is taken now, if so. */
   writeError(): KvError | undefined {
     const waitMs = this.servesFromMs - this.options.env.clock.now();
-    if (waitMs > 0) return new KvError('UNAVAILABLE', `${this.options.name} is taking over; the lease it granted the previous primary runs out in ${Math.ceil(waitMs)} ms`, NOT_APPLIED);
+    if (waitMs > 0) return new KvError('UNAVAILABLE', `${this.options.name} is taking over; the lease it granted the previous primary runs out in ${Math.ceil(waitMs)} ms`, NOTHING_APPLIED);
     return undefined;
   }
 
@@ -126,7 +125,7 @@ export class PrimaryRole {
     const notYet = this.writeError();
     if (notYet) return notYet;
     const lapsed = this.active.replicas.filter((name) => !this.links.get(name)?.leaseHolds);
-    if (lapsed.length > 0) return new KvError('UNAVAILABLE', `no lease from ${lapsed.join(', ')}: ${this.options.name} may no longer be the primary`, NOT_APPLIED);
+    if (lapsed.length > 0) return new KvError('UNAVAILABLE', `no lease from ${lapsed.join(', ')}: ${this.options.name} may no longer be the primary`, NOTHING_APPLIED);
     return undefined;
   }
 

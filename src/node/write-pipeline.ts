@@ -14,7 +14,7 @@
  */
 import { BehaviorSubject, Subject, combineLatest, filter, first, firstValueFrom, map, of, race, switchMap, throwError, timeout, type Observable } from 'rxjs';
 import { BATCHES_IN_FLIGHT_MAX, BATCH_BYTES_MAX, BATCH_WRITES_MAX, REQUEST_TAG_WINDOW, WRITE_QUEUE_BYTES_MAX, WRITE_QUEUE_MAX } from '../constants.js';
-import { KvError, toKvError } from '../errors.js';
+import { KvError, NOTHING_APPLIED, toKvError } from '../errors.js';
 import type { Clock } from '../env/environment.js';
 import type { RequestTag, WriteOp } from '../protocol/messages.js';
 import type { Store } from '../storage/store.js';
@@ -142,7 +142,7 @@ export class WritePipeline {
 
   /** Queues a write; resolves with whether its key existed before it, once it is on every replica. */
   submit(op: WriteOp): Promise<boolean> {
-    if (this.closed) return Promise.reject(new KvError('UNAVAILABLE', this.closeReason, { applied: false }));
+    if (this.closed) return Promise.reject(new KvError('UNAVAILABLE', this.closeReason, NOTHING_APPLIED));
     const retried = op.tag && this.retried(op.tag);
     if (retried) return retried;
     const bytes = opBytes(op);
@@ -150,7 +150,7 @@ export class WritePipeline {
       this.queue.length >= (this.options.writeQueueMax ?? WRITE_QUEUE_MAX) ||
       (this.queue.length > 0 && this.queueBytes + bytes > (this.options.writeQueueBytesMax ?? WRITE_QUEUE_BYTES_MAX))
     ) {
-      return Promise.reject(new KvError('UNAVAILABLE', 'the write queue is full; retry later', { applied: false }));
+      return Promise.reject(new KvError('UNAVAILABLE', 'the write queue is full; retry later', NOTHING_APPLIED));
     }
     this.queueBytes += bytes;
     let resolve!: QueuedWrite['resolve'];

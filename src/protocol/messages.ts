@@ -114,6 +114,12 @@ export interface ReportRequest {
 export type NodeState = 'starting' | 'serving' | 'degraded' | 'halted';
 export const NODE_STATES: readonly NodeState[] = ['starting', 'serving', 'degraded', 'halted'];
 
+/** How a node is, as it reports it to the hub, and why when not serving. */
+export interface NodeHealth {
+  state: NodeState;
+  reason?: string | undefined;
+}
+
 /** Who serves and who must acknowledge: the hub keeps it, every change raises the epoch. */
 export interface View {
   epoch: number;

@@ -8,7 +8,7 @@ import { Observable } from 'rxjs';
 import { REQUEST_TIMEOUT_MS, RPC_PENDING_MAX } from '../constants.js';
 import { KvError } from '../errors.js';
 import type { Clock } from '../env/environment.js';
-import type { Connection } from '../transport/transport.js';
+import type { Connection } from '../env/transport.js';
 import { parseReply, type OkReply } from './reply.js';
 
 export type { OkReply } from './reply.js';

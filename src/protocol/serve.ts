@@ -16,7 +16,7 @@ import {
   SERVER_SEND_BUFFER_BYTES_MAX,
 } from '../constants.js';
 import { KvError, toKvError } from '../errors.js';
-import type { Connection } from '../transport/transport.js';
+import type { Connection } from '../env/transport.js';
 import type { Answer, RequestId } from './messages.js';
 import type { Parsed } from './parse.js';
 import { errorReply } from './reply.js';

@@ -14,7 +14,7 @@ import type { RequestTag, View, WriteOp } from '../protocol/messages.js';
 import type { TagCheck } from '../storage/client-sessions.js';
 import { MemoryStore } from '../storage/memory-store.js';
 import type { PageLimits, Restore, ReplicationState, Snapshot, Store } from '../storage/store.js';
-import { SimNetwork } from '../transport/sim-network.js';
+import { SimNetwork } from './network.js';
 import type { SimProcess, SimWorld } from './world.js';
 
 export const SIM_HUB_PORT = 7400;

@@ -32,7 +32,7 @@ export interface SessionChanges {
   forgotten: string[];
 }
 
-const NOT_APPLIED = '.';
+const MARK_NOT_APPLIED = '.';
 
 const NEW: TagCheck = Object.freeze({ kind: 'new' });
 
@@ -86,7 +86,7 @@ export class ClientSessions {
     const mark = session.results[age];
     // Below a session's first request lies nothing it saw: a client's first writes may
     // arrive out of order after a reconnect.
-    if (mark === undefined || mark === NOT_APPLIED) return NEW;
+    if (mark === undefined || mark === MARK_NOT_APPLIED) return NEW;
     return { kind: 'applied', found: mark === 't', seq: session.seq };
   }
 
@@ -119,7 +119,7 @@ export class ClientSessions {
       // Below a new session's first request lies nothing: no gap there.
       const skipped = draft.current === undefined && draft.marks === '' ? 0 : Math.min(tag.req - draft.newest - 1, window);
       const mark = op.kind === 'put' ? 'p' : found[index] ? 't' : 'f';
-      draft.marks = skipped > 0 ? mark + NOT_APPLIED.repeat(skipped) + draft.marks : mark + draft.marks;
+      draft.marks = skipped > 0 ? mark + MARK_NOT_APPLIED.repeat(skipped) + draft.marks : mark + draft.marks;
       draft.newest = tag.req;
     }
     const changed: ClientSession[] = [];
@@ -182,12 +182,12 @@ export class ClientSessions {
     const { window } = this.limits;
     if (!current) return { client, req, seq, results: mark };
     if (req > current.req) {
-      const gap = NOT_APPLIED.repeat(Math.min(req - current.req - 1, window));
+      const gap = MARK_NOT_APPLIED.repeat(Math.min(req - current.req - 1, window));
       return { client, req, seq, results: (mark + gap + current.results).slice(0, window) };
     }
     const age = current.req - req;
     if (age >= window) return undefined;
-    const results = current.results.padEnd(age, NOT_APPLIED);
+    const results = current.results.padEnd(age, MARK_NOT_APPLIED);
     return { client, req: current.req, seq, results: results.slice(0, age) + mark + results.slice(age + 1) };
   }
 }

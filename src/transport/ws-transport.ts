@@ -24,7 +24,7 @@ import {
   PEER_PATH,
 } from '../constants.js';
 import { KvError } from '../errors.js';
-import { CloseCode, type ConnectOptions, type Connection, type ConnectionKind, type ListenOptions, type Listener, type Transport } from './transport.js';
+import { CloseCode, type ConnectOptions, type Connection, type ConnectionKind, type ListenOptions, type Listener, type Transport } from '../env/transport.js';
 
 interface Accepted {
   connection: WsConnection;

@@ -14,7 +14,7 @@ import type { HubStatus } from '../../src/hub/hub-client.js';
 import { localClusterSpec } from '../../src/cluster/config.js';
 import { spawnHub, spawnNode, type ChildHandle } from '../../src/cluster/processes.js';
 import { CONNECTIONS_MAX, HANDSHAKES_MAX, HANDSHAKE_TIMEOUT_MS } from '../../src/constants.js';
-import { CloseCode } from '../../src/transport/transport.js';
+import { CloseCode } from '../../src/env/transport.js';
 import { Disposer, RawClient, tempDir, waitFor, within } from '../helpers.js';
 import { fileContents, readSqlite } from '../sqlite-files.js';
 

@@ -5,7 +5,7 @@ import { ReplicationLog } from '../../src/node/replication-log.js';
 import { WritePipeline, type AckSource } from '../../src/node/write-pipeline.js';
 import { MemoryStore } from '../../src/storage/memory-store.js';
 import type { WriteOp } from '../../src/protocol/messages.js';
-import { realClock } from '../../src/env/real.js';
+import { realClock } from '../../src/transport/real-environment.js';
 import { GatedStore } from '../stores.js';
 import { KvError } from '../../src/errors.js';
 import { waitFor, within } from '../helpers.js';

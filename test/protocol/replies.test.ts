@@ -13,7 +13,7 @@ import { KvNode } from '../../src/node/node.js';
 import type { NodeTrace } from '../../src/node/trace.js';
 import { parseReply } from '../../src/protocol/reply.js';
 import { RpcChannel } from '../../src/protocol/rpc-channel.js';
-import { realClock } from '../../src/env/real.js';
+import { realClock } from '../../src/transport/real-environment.js';
 import { connect, listen } from '../../src/transport/ws-transport.js';
 import { Disposer, waitFor } from '../helpers.js';
 

@@ -5,7 +5,7 @@ import { WebSocket } from 'ws';
 import type { Reply } from '../../src/protocol/messages.js';
 import { parseNodeFrame } from '../../src/protocol/parse.js';
 import { SendBudget, serveConnection } from '../../src/protocol/serve.js';
-import type { Connection } from '../../src/transport/transport.js';
+import type { Connection } from '../../src/env/transport.js';
 import { listen } from '../../src/transport/ws-transport.js';
 import { Disposer, waitFor } from '../helpers.js';
 

@@ -2,8 +2,8 @@ import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { FAULT_PHASE_MS, runScenario } from '../../src/sim/scenario.js';
 import { SimWorld } from '../../src/sim/world.js';
-import { SimNetwork } from '../../src/transport/sim-network.js';
-import type { Connection } from '../../src/transport/transport.js';
+import { SimNetwork } from '../../src/sim/network.js';
+import type { Connection } from '../../src/env/transport.js';
 
 const Simulator = suite('sim: the cluster in a deterministic simulator');
 

@@ -13,8 +13,8 @@ import { Disposer, RawClient, tempDir, waitFor, within } from '../helpers.js';
 const REPO = fileURLToPath(new URL('../../../', import.meta.url));
 const TOOLS = {
   cluster: path.join(REPO, 'dist/tools/cluster.js'),
-  hub: path.join(REPO, 'dist/tools/hub.js'),
-  node: path.join(REPO, 'dist/tools/node.js'),
+  hub: path.join(REPO, 'dist/src/cli/hub.js'),
+  node: path.join(REPO, 'dist/src/cli/node.js'),
   pbkv: path.join(REPO, 'dist/src/cli/pbkv.js'),
 };
 const disposer = new Disposer();
@@ -93,7 +93,7 @@ const Tools = suite('tools: npm start, hub.js, node.js and pbkv as a person meet
 Tools.after.each(() => disposer.dispose());
 
 Tools('--help prints the usage and exits 0; an unknown flag prints it and exits 2; on every tool', async () => {
-  const usage = { cluster: /^usage: npm start -- \[options\]/, hub: /^usage: node dist\/tools\/hub\.js/, node: /^usage: node dist\/tools\/node\.js/, pbkv: /^usage: pbkv/ };
+  const usage = { cluster: /^usage: npm start -- \[options\]/, hub: /^usage: npm run -s hub --/, node: /^usage: npm run -s node --/, pbkv: /^usage: pbkv/ };
   for (const [tool, pattern] of Object.entries(usage)) {
     const script = TOOLS[tool as keyof typeof TOOLS];
     const help = await Tool.run([script, '--help']);
@@ -121,7 +121,7 @@ Tools('npm start reports a node that dies at once: name, signal, last output and
   const report = await cluster.output('stderr', /cluster: n1 was killed by SIGKILL.*\n((?: {2}\|.*\n)+)To start n1 again by hand.*\n {2}(.*)\n/);
   const [, lastOutput, command] = report;
   assert.match(lastOutput!, /\| \{"event":"ready","name":"n1"/, 'its last output, ready line included');
-  assert.match(command!, /^\S*node (--\S+ )+dist\/tools\/node\.js --name n1 --role replica /, 'the pinned runtime and its flags, not whatever node a shell finds');
+  assert.match(command!, /^\S*node (--\S+ )+dist\/src\/cli\/node\.js --name n1 --role replica /, 'the pinned runtime and its flags, not whatever node a shell finds');
   assert.match(command!, `--secret-file ${secretFile}`);
   assert.not.match(command!, secret, 'the secret itself is not printed');
   assert.is(cluster.child.exitCode, null, 'the cluster keeps running; nothing was restarted');

@@ -3,7 +3,7 @@ import { createServer, connect as tcpConnect, type Socket } from 'node:net';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { PEER_PATH } from '../../src/constants.js';
-import type { Connection, ListenOptions, Listener } from '../../src/transport/transport.js';
+import type { Connection, ListenOptions, Listener } from '../../src/env/transport.js';
 import { connect, listen } from '../../src/transport/ws-transport.js';
 import { Disposer, RawClient, waitFor, within } from '../helpers.js';
 

@@ -1,8 +1,8 @@
 /** The real world: WebSockets, the process clock, and crypto-grade challenges. */
 import { randomBytes } from 'node:crypto';
 import { asyncScheduler } from 'rxjs';
-import { wsTransport } from '../transport/ws-transport.js';
-import type { Clock, Environment, Random } from './environment.js';
+import { wsTransport } from './ws-transport.js';
+import type { Clock, Environment, Random } from '../env/environment.js';
 
 export const realClock: Clock = {
   now: () => Date.now(),

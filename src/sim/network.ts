@@ -18,8 +18,8 @@
 import { Subject } from 'rxjs';
 import { CLOSE_GRACE_MS, CONNECT_TIMEOUT_MS, KEEPALIVE_INTERVAL_MS } from '../constants.js';
 import { KvError, assert } from '../errors.js';
-import type { SimProcess, SimWorld } from '../sim/world.js';
-import { CloseCode, type ConnectOptions, type Connection, type ConnectionKind, type ListenOptions, type Listener, type Transport } from './transport.js';
+import type { SimProcess, SimWorld } from './world.js';
+import { CloseCode, type ConnectOptions, type Connection, type ConnectionKind, type ListenOptions, type Listener, type Transport } from '../env/transport.js';
 
 export interface SimNetworkOptions {
   /** One-way delay of a frame, drawn uniformly in [min, max]. */

@@ -1,9 +1,9 @@
 #!/usr/bin/env node
 /**
  * Starts one pbkv node from flags:
- *   node dist/tools/node.js --name n0 --role primary --replicas n1,n2 --hub ws://127.0.0.1:7400 \
+ *   npm run -s node -- --name n0 --role primary --replicas n1,n2 --hub ws://127.0.0.1:7400 \
  *     --host 127.0.0.11 --port 7401 --data data/n0.sqlite [--sync normal] [--trace]
- *   node dist/tools/node.js --name n1 --role replica --primary n0 ...
+ *   npm run -s node -- --name n1 --role replica --primary n0 ...
  * Secure by default: without a secret given, the one in cluster.secret beside --data is
  * used (generated there, mode 0600, if absent).
  */
@@ -16,14 +16,14 @@ import {
   secretFlagsUsage,
   secretFlagsProblem,
   type SecretChoice,
-} from '../src/cluster/secret.js';
-import { ACK_TIMEOUT_MS, DEFAULT_HUB_PORT } from '../src/constants.js';
-import { KvNode } from '../src/node/node.js';
-import { SYNC_MODES, type SyncMode } from '../src/storage/store.js';
+} from '../cluster/secret.js';
+import { ACK_TIMEOUT_MS, DEFAULT_HUB_PORT } from '../constants.js';
+import { KvNode } from '../node/node.js';
+import { SYNC_MODES, type SyncMode } from '../storage/store.js';
 import { failWith, readFlags, type Fail } from './flags.js';
 import { onShutdown } from './shutdown.js';
 
-const USAGE = `usage: node dist/tools/node.js --name NAME [options]
+const USAGE = `usage: npm run -s node -- --name NAME [options]
   --name NAME            the node's name (peers and the hub know it by this); required
   --role ROLE            primary or replica (default primary)
   --replicas A,B         primary: its replicas' names

@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 /**
- * Starts the directory hub: node dist/tools/hub.js [--host H] [--port P] [--data FILE] [--secret-file PATH]
+ * Starts the directory hub: npm run -s hub -- [--host H] [--port P] [--data FILE] [--secret-file PATH]
  * The view (who is primary, who must acknowledge) is kept in --data across restarts.
  * Secure by default: without a secret given, the one in data/cluster.secret is used
  * (generated there, mode 0600, if absent).
@@ -15,17 +15,17 @@ import {
   secretFlagsUsage,
   secretFlagsProblem,
   type SecretChoice,
-} from '../src/cluster/secret.js';
-import { DEFAULT_HUB_PORT } from '../src/constants.js';
-import { DirectoryHub } from '../src/hub/hub.js';
-import { SqliteViewStore } from '../src/hub/sqlite-view-store.js';
+} from '../cluster/secret.js';
+import { DEFAULT_HUB_PORT } from '../constants.js';
+import { DirectoryHub } from '../hub/hub.js';
+import { SqliteViewStore } from '../hub/sqlite-view-store.js';
 import { failWith, readFlags, type Fail } from './flags.js';
 import { onShutdown } from './shutdown.js';
 
 const DEFAULT_SECRET_FILE = path.join('data', SECRET_FILE_NAME);
 const DEFAULT_VIEW_FILE = path.join('data', 'hub.sqlite');
 
-const USAGE = `usage: node dist/tools/hub.js [options]
+const USAGE = `usage: npm run -s hub -- [options]
   --host HOST         address to listen on (default 127.0.0.1)
   --port PORT         port to listen on, 0 for any free one (default ${DEFAULT_HUB_PORT})
   --data FILE         where the view is kept across restarts (default ${DEFAULT_VIEW_FILE})
