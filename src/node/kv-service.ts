@@ -106,24 +106,24 @@ export class KvService {
   }
 
   /**
-   * Answered at once, as text with the stored JSON spliced in, unless the last write to the
-   * key is not yet on every replica: the read waits for it, so it never returns what a
-   * failover could lose.
+   * Answered as text with the stored JSON spliced in: at once, unless the last write to
+   * the key is not yet on every replica; then what was read waits for it, so a read never
+   * returns what a failover could lose.
    */
   private get(id: NodeRequest['id'], key: string): Answer | Promise<Answer> {
     const state = this.role();
     if (state.role === 'replica') return this.notPrimary(state.view);
     const refused = state.primary.readError();
     if (refused) throw refused;
-    const unacked = state.primary.pipeline.readable(key);
-    return unacked ? unacked.then(() => this.read(id, key, state.primary)) : this.read(id, key, state.primary);
+    const { primary } = state;
+    const json = primary.pipeline.read(key, () => this.store.readJson(key));
+    return json instanceof Promise ? json.then((read) => this.found(id, read, primary)) : this.found(id, json, primary);
   }
 
-  private read(id: NodeRequest['id'], key: string, primary: PrimaryRole): Answer {
+  private found(id: NodeRequest['id'], json: string | undefined, primary: PrimaryRole): Answer {
     // A lease may have lapsed while the read waited for replicas.
     const refused = primary.readError();
     if (refused) throw refused;
-    const json = this.store.readJson(key);
     const idJson = typeof id === 'number' ? String(id) : JSON.stringify(id);
     return json === undefined ? `{"id":${idJson},"ok":true,"found":false}` : `{"id":${idJson},"ok":true,"found":true,"value":${json}}`;
   }

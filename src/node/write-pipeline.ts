@@ -5,8 +5,8 @@
  * replica link forwards it. Each write's promise settles when every replica has acked a
  * seq at or past the batch's last one (forkJoin over their ack streams), or fails with
  * UNAVAILABLE after the ack timeout. At most BATCHES_IN_FLIGHT_MAX batches wait for acks;
- * order is kept because seqs are, and replicas apply in seq order. Reads ask `readable`
- * first: a key whose last write is not on every replica is not read until it is.
+ * order is kept because seqs are, and replicas apply in seq order. Reads go through
+ * `read`: what was read is answered once every replica holds the last write to the key.
  *
  * A tagged write that this node's store has applied before (its client retried it after
  * a lost reply or a failover) is not applied again: it gets the first reply, once every
@@ -196,10 +196,10 @@ export class WritePipeline {
         return undefined;
       case 'applied':
         this.trace({ event: 'retried', client: tag.client, req: tag.req });
-        return this.onEveryReplica(seen.seq).then(() => {
+        return Promise.resolve(this.onEveryReplica(seen.seq, seen.found)).then((found) => {
           const refused = this.options.retryAnswerError?.();
           if (refused) throw refused;
-          return seen.found;
+          return found;
         });
       case 'stale':
         // Well-formed, but past what the session remembers: the outcome is unknown, as
@@ -215,28 +215,28 @@ export class WritePipeline {
   }
 
   /**
-   * Undefined when a read of `key` may be answered now: every replica has the last write to
-   * it that this node committed. Otherwise settles when they all have it, or fails with
-   * UNAVAILABLE after the ack timeout: a read never returns what a failover could lose
-   * (not even the value of a put that was answered UNAVAILABLE, or of one being replicated).
+   * Reads `key` as every replica holds it. `read` runs at once (once a write to the key
+   * queued before it, the same client's pipelined put, has settled), and what it returned
+   * is handed back when every replica holds the last write to the key that this node had
+   * committed by then: a read never returns what a failover could lose (not even the value
+   * of a put that was answered UNAVAILABLE). Reading first and waiting after matters: a
+   * write committed while the answer waits is not returned, since it may not be on every
+   * replica yet. UNAVAILABLE after the ack timeout.
    */
-  readable(key: string): Promise<void> | undefined {
-    // A write to the key sent before this read (the same client's pipelined put) goes first.
+  read<T>(key: string, read: () => T): T | Promise<T> {
     const queued = this.queuedWrites.get(key);
     if (queued) {
-      const after = () => this.readable(key);
+      const after = () => this.read(key, read);
       return queued.then(after, after);
     }
-    const seq = Math.max(this.unacked.get(key) ?? 0, this.readsFromSeq);
-    if (this.ackedByAll() >= seq) return undefined;
-    return firstValueFrom(this.allAcked$(seq)).then(() => undefined);
+    return this.onEveryReplica(this.unacked.get(key) ?? 0, read());
   }
 
-  /** Settles once every replica holds `seq` and what this node held when it took over. */
-  private onEveryReplica(seq: number): Promise<void> {
+  /** `value` once every replica holds `seq` and what this node held when it took over. */
+  private onEveryReplica<T>(seq: number, value: T): T | Promise<T> {
     const target = Math.max(seq, this.readsFromSeq);
-    if (this.ackedByAll() >= target) return Promise.resolve();
-    return firstValueFrom(this.allAcked$(target)).then(() => undefined);
+    if (this.ackedByAll() >= target) return value;
+    return firstValueFrom(this.allAcked$(target)).then(() => value);
   }
 
   /** The highest seq every replica has acknowledged. */

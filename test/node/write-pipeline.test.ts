@@ -133,4 +133,23 @@ Pipeline('close() fails queued writes with UNAVAILABLE and refuses new ones', as
   store.openGate();
 });
 
+Pipeline('a read never returns a write that is not acknowledged, even one committed while the read waited', async () => {
+  const log = new ReplicationLog({ epoch: 0, seq: 0 });
+  const store = new MemoryStore();
+  const replica: AckSource = { name: 'r1', acked$: new BehaviorSubject(0), notify: () => {} };
+  const writes = new WritePipeline(store, log, [replica], { clock: realClock, epoch: 1, ackTimeoutMs: 200 }, () => {});
+  // The first put is committed here but its replica is slow: it ends UNAVAILABLE (outcome unknown).
+  const first = await rejection(writes.submit({ kind: 'put', key: 'k', valueJson: '"v1"' }));
+  assert.is(first?.code, 'UNAVAILABLE');
+  const value = writes.read('k', () => store.readJson('k'));
+  assert.instance(value, Promise, 'the read waits: the last write to k is not on every replica');
+  const second = rejection(writes.submit({ kind: 'put', key: 'k', valueJson: '"v2"' }));
+  await waitFor('the second put to be committed', () => store.state.seq === 2);
+  // Only the first put reaches the replica: the second could still be lost by a failover.
+  replica.acked$.next(1);
+  assert.is(await within('the read', value as Promise<unknown>), '"v1"', 'the read returns what was acknowledged, not the newer write');
+  replica.acked$.next(2);
+  assert.is(await second, undefined, 'the second put is acknowledged');
+});
+
 Pipeline.run();
