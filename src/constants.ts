@@ -113,6 +113,11 @@ export const WAL_AUTOCHECKPOINT_PAGES = 10_000;
  * the deposed primary has stopped serving before the new one starts.
  */
 export const HEARTBEAT_INTERVAL_MS = 250;
+/**
+ * How long a node waits for the hub's answer to one heartbeat: four intervals, so a slow
+ * hub is not given up on at once, while a dead one is noticed well within DEAD_AFTER_MS.
+ */
+export const HEARTBEAT_REPLY_DEADLINE_MS = HEARTBEAT_INTERVAL_MS * 4;
 export const DEAD_AFTER_MS = 1_500;
 export const LEASE_MS = 1_000;
 export const LEASE_RENEW_MS = 250;
@@ -172,3 +177,9 @@ export const NODE_SEMI_SPACE_MB = 16;
 /** Default addresses of the local cluster (PROTOCOL.md, "Defaults of npm start"). */
 export const DEFAULT_HUB_PORT = 7400;
 export const DEFAULT_NODE_PORT_FIRST = 7401;
+
+/**
+ * The most UTF-8 bytes one UTF-16 code unit of a string can take: a frame whose length
+ * times this is within a byte limit is within it without counting its bytes.
+ */
+export const UTF8_BYTES_PER_UNIT_MAX = 3;

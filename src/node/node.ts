@@ -1,25 +1,29 @@
 /**
- * A pbkv node: the server (listener, connections, lifecycle) hosting a KvService. The
- * same code runs as primary or replica; the options decide. Lifecycle:
+ * A pbkv node: the server (listener, connections, lifecycle) with its two services, one
+ * for clients (ClientService) and one for peers (ReplicaFence), and its role (role.ts),
+ * which follows the views the hub names. The same code runs as primary or replica.
+ * Lifecycle:
  *   init()          open the store, listen, register the node's name at the hub;
- *   startServices() the primary registers `kv` and starts its replica links (no peer name
- *                   is resolved before this);
+ *   startServices() heartbeat the hub; the views it answers with make the node primary or
+ *                   replica (no peer name is resolved before this);
  *   close()         releases everything; calling it twice is harmless.
  */
-import { BehaviorSubject, Subject, concatMap, distinctUntilChanged, filter, firstValueFrom, timeout, type Subscription } from 'rxjs';
+import { BehaviorSubject, Subject, concatMap, filter, firstValueFrom, timeout, type Subscription } from 'rxjs';
 import {
   ACK_TIMEOUT_MS,
   CONNECTIONS_MAX,
   HEARTBEAT_INTERVAL_MS,
+  HEARTBEAT_REPLY_DEADLINE_MS,
   FRAME_BYTES_MAX,
   KEY_BYTES_MAX,
   PEER_FRAME_BYTES_MAX,
   REPLICATION_LOG_BYTES_MAX,
   REPLICATION_LOG_ENTRIES_MAX,
   RESOLVE_DEADLINE_MS,
+  UTF8_BYTES_PER_UNIT_MAX,
   VALUE_BYTES_MAX,
 } from '../constants.js';
-import { KvError, assert, toKvError } from '../errors.js';
+import { KvError, assert, assertNever, toKvError } from '../errors.js';
 import type { Answer, NodeHealth, NodeRequest, View } from '../protocol/messages.js';
 import { parseNodeFrame, type Limits, type Parsed } from '../protocol/parse.js';
 import { SendBudget, serveConnection } from '../protocol/serve.js';
@@ -29,13 +33,18 @@ import type { Store, SyncMode } from '../storage/store.js';
 import type { Environment } from '../env/environment.js';
 import { realEnvironment } from '../transport/real-environment.js';
 import type { Connection, Listener } from '../env/transport.js';
-import { KvService, type Role, type RoleState, type Session } from './kv-service.js';
+import { ClientService } from './client-service.js';
 import { PrimaryRole } from './primary-role.js';
 import { ReplicaApplier } from './replica-applier.js';
+import { ReplicaFence, type Session } from './replica-fence.js';
 import { ReplicationLog } from './replication-log.js';
+import { nextRole, servingView, type RoleEvent, type RoleState } from './role.js';
 import type { NodeTrace, TraceEvent } from './trace.js';
 
 export { KV_SERVICE } from '../constants.js';
+
+/** What a node's flags make it in the first view (the hub's views decide after). */
+export type Role = 'primary' | 'replica';
 
 export interface KvNodeOptions {
   name: string;
@@ -87,25 +96,21 @@ export class KvNode {
   readonly health$ = new BehaviorSubject<NodeHealth>({ state: 'starting' });
   /** Faults only (store errors, listener errors): cheap to watch when not tracing. */
   readonly faults$ = new Subject<NodeTrace>();
-  /** The newest view this node heard of: its role follows it (taking one on takes a moment). */
-  readonly view$ = new BehaviorSubject<View | undefined>(undefined);
-  /** The view this node has finished taking on: what it serves under now. */
-  private adoptedView: View | undefined;
+  /** Views newer than any before, as the hub names them: taken on one at a time, in order. */
+  private readonly heard$ = new Subject<View>();
+  /** What this node is now (role.ts); undefined before init() opened the store. */
+  private state: RoleState | undefined;
   private phase: Phase = 'new';
   private store: Store | undefined;
   private listener: Listener | undefined;
   private readonly hub: HubClient;
-  private service: KvService | undefined;
-  /** Applies what the primary sends; none while a deposed primary's store comes to rest. */
-  private applier: ReplicaApplier | undefined;
-  private primary: PrimaryRole | undefined;
+  private clients: ClientService | undefined;
+  private fence: ReplicaFence | undefined;
   /** Nodes outside the view the hub last named: the primary catches them up. */
   private candidates: string[] = [];
   /** Where the store stood at the previous heartbeat (a candidate holding it is caught up). */
   private lastBeatSeq = 0;
   private stopBeating: (() => void) | undefined;
-  /** Whether this node, as primary, has had every lease at least once (health: starting until then). */
-  private servedReads = false;
   private adopting: Subscription | undefined;
   /** The view being taken on: close() lets it finish before it releases the store. */
   private adoption: Promise<void> | undefined;
@@ -113,8 +118,6 @@ export class KvNode {
   private closing: Promise<void> | undefined;
   private readonly limits: Limits;
   private readonly budget: SendBudget;
-  /** Replicas refusing what they are sent, and why (shown as `degraded` at the hub). */
-  private readonly problems = new Map<string, string>();
   private readonly env: Environment;
 
   constructor(readonly options: KvNodeOptions) {
@@ -140,9 +143,14 @@ export class KvNode {
     return this.options.name;
   }
 
+  /** The newest view this node heard of (taking it on may still be under way). */
+  get view(): View | undefined {
+    return this.state?.kind === 'unassigned' ? undefined : this.state?.view;
+  }
+
   /** What the view this node holds makes it (its flags only name the first view). */
   get role(): Role | 'candidate' | undefined {
-    const view = this.view$.value;
+    const view = this.view;
     if (!view) return undefined;
     return view.primary === this.name ? 'primary' : view.replicas.includes(this.name) ? 'replica' : 'candidate';
   }
@@ -171,8 +179,10 @@ export class KvNode {
     }
     this.store = store;
     this.store.errors$.subscribe((error) => this.emit({ event: 'fault', message: `store: ${error.message}` }));
-    this.applier = this.newApplier();
-    this.service = new KvService(this.name, this.env, this.store, this.hub, () => this.roleState(), options.secret, (e) => this.emit(e));
+    this.state = { kind: 'unassigned', applier: this.newApplier() };
+    const role = () => this.current;
+    this.clients = new ClientService({ name: this.name, clock: this.env.clock, store, hub: this.hub, role });
+    this.fence = new ReplicaFence({ name: this.name, env: this.env, hub: this.hub, secret: options.secret, role, trace: (e) => this.emit(e) });
     const listener = await this.env.transport.listen({
       host: options.host ?? '127.0.0.1',
       port: options.port ?? 0,
@@ -207,10 +217,8 @@ export class KvNode {
     assert(this.phase === 'initialized', `startServices() of ${this.name} in phase ${this.phase}`);
     this.phase = 'serving';
     // One view at a time, in epoch order: taking one on may wait for the store.
-    this.adopting = this.view$
+    this.adopting = this.heard$
       .pipe(
-        filter((view): view is View => view !== undefined),
-        distinctUntilChanged((a, b) => a.epoch === b.epoch),
         // A view that could not be taken on (a store that failed) is said, and the next one tried.
         concatMap((view) => {
           this.adoption = this.adopt(view).catch((error: unknown) => this.emit({ event: 'fault', message: `taking on view ${view.epoch}: ${(error as Error).message}` }));
@@ -223,22 +231,31 @@ export class KvNode {
 
   /** Where this node stands: starting, serving or degraded, and why (as the hub shows it). */
   get health(): NodeHealth {
-    if (this.phase !== 'serving' || !this.view$.value) return { state: 'starting', reason: `${this.name} waits for a view from the hub` };
-    const primary = this.primary;
-    if (!primary) return { state: 'serving' };
-    const notYet = primary.writeError();
-    if (notYet) return { state: 'starting', reason: notYet.message };
-    // Reads need every replica's lease: the first ones come a moment after taking over.
-    const noReads = primary.readError();
-    if (noReads) return { state: this.servedReads ? 'degraded' : 'starting', reason: noReads.message };
-    this.servedReads = true;
-    if (this.problems.size > 0) return { state: 'degraded', reason: [...this.problems.values()].join('; ') };
-    return { state: 'serving' };
+    const state = this.state;
+    if (this.phase !== 'serving' || !state || state.kind === 'unassigned') return { state: 'starting', reason: `${this.name} waits for a view from the hub` };
+    switch (state.kind) {
+      case 'following':
+        return { state: 'serving' };
+      case 'taking-over':
+        return { state: 'starting', reason: `${this.name} takes over as the primary of view ${state.view.epoch}` };
+      case 'stepping-down':
+        return { state: 'starting', reason: `${this.name} steps down: view ${state.view.epoch} names ${state.view.primary}` };
+      case 'leading':
+        return state.primary.health();
+      default:
+        return assertNever(state);
+    }
   }
 
-  private roleState(): RoleState {
-    if (this.primary) return { role: 'primary', primary: this.primary };
-    return { role: 'replica', view: this.view$.value, applier: this.applier };
+  /** The role state as it stands (one object, replaced at each transition). */
+  private get current(): RoleState {
+    assert(this.state, `${this.name} has a role once its store is open`);
+    return this.state;
+  }
+
+  private dispatch(event: RoleEvent): RoleState {
+    this.state = nextRole(this.current, event, this.name);
+    return this.state;
   }
 
   private newApplier(): ReplicaApplier {
@@ -253,36 +270,42 @@ export class KvNode {
     if (this.phase === 'closed') return;
     const { options } = this;
     const store = this.storage;
-    const view = this.view$.value;
-    const primary = this.primary;
+    const state = this.current;
+    const primary = state.kind === 'leading' ? state.primary : undefined;
     const seq = store.state.seq;
     const fields = {
       name: this.name,
       epoch: store.state.epoch,
       seq,
       // The view this node serves under, not merely the newest it heard of.
-      viewEpoch: this.servingView?.epoch ?? 0,
-      config: !view && options.role === 'primary' ? { primary: this.name, replicas: [...(options.replicas ?? [])] } : undefined,
-      synced: primary ? primary.synced() : undefined,
-      caughtUp: primary ? primary.caughtUp(this.lastBeatSeq) : undefined,
+      viewEpoch: servingView(state)?.epoch ?? 0,
+      config: state.kind === 'unassigned' && options.role === 'primary' ? { primary: this.name, replicas: [...(options.replicas ?? [])] } : undefined,
+      synced: primary?.synced(),
+      caughtUp: primary?.caughtUp(this.lastBeatSeq),
       behind: primary?.behind,
       unreachable: primary?.unreachable(),
     };
     this.lastBeatSeq = seq;
     // Health changes with leases too, which no event announces: looked at every beat.
     this.report(this.health);
-    this.hub.heartbeat(fields, HEARTBEAT_INTERVAL_MS * 4).then(
+    this.hub.heartbeat(fields, HEARTBEAT_REPLY_DEADLINE_MS).then(
       (reply) => {
         if (this.phase === 'closed') return;
         this.candidates = reply.candidates;
-        if (reply.view && reply.view.epoch > (this.view$.value?.epoch ?? 0)) this.view$.next(reply.view);
-        else this.primary?.setCandidates(this.candidates);
+        if (reply.view && reply.view.epoch > (this.view?.epoch ?? 0)) this.hear(reply.view);
+        else if (this.state?.kind === 'leading') this.state.primary.setCandidates(this.candidates);
       },
       (error: unknown) => {
         if (this.phase !== 'closed') this.emit({ event: 'rejected', reason: `heartbeat: ${(error as Error).message}`, code: toKvError(error).code });
       },
     );
     this.stopBeating = this.env.clock.after(HEARTBEAT_INTERVAL_MS, () => this.beat());
+  }
+
+  /** A newer view: fencing follows it at once; it is taken on after the views before it. */
+  private hear(view: View): void {
+    this.dispatch({ type: 'heard', view });
+    this.heard$.next(view);
   }
 
   /**
@@ -293,64 +316,68 @@ export class KvNode {
   private async adopt(view: View): Promise<void> {
     if (this.phase === 'closed') return;
     this.emit({ event: 'view', epoch: view.epoch, primary: view.primary, replicas: view.replicas });
-    const { options } = this;
-    this.service!.viewChanged(view);
-    if (view.primary === this.name) {
-      if (!this.primary) {
-        const applier = this.applier!;
-        const store = this.storage;
-        // What the node was applying as a replica is committed (or not) before it writes.
-        await applier.abortRestore();
-        await applier.idle();
-        // The log this node kept as a replica catches the others up, if it matches the store.
-        const log = applier.log.lastSeq === store.state.seq ? applier.log : new ReplicationLog(store.state, options.replicationLogEntriesMax, options.replicationLogBytesMax);
-        this.primary = new PrimaryRole(
-          {
-            name: this.name,
-            env: this.env,
-            store,
-            hub: this.hub,
-            secret: options.secret,
-            localAddress: bindableAddress(options.host),
-            ackTimeoutMs: options.ackTimeoutMs ?? ACK_TIMEOUT_MS,
-            resolveDeadlineMs: options.resolveDeadlineMs ?? RESOLVE_DEADLINE_MS,
-            batchWritesMax: options.batchWritesMax,
-            onProblem: (replica, problem) => this.replicaProblem(replica, problem),
-            trace: (e) => this.emit(e),
-          },
-          log,
-          view,
-          Math.max(this.env.clock.now(), this.service!.leaseGrantedUntilMs),
-        );
-        const waitMs = this.service!.leaseGrantedUntilMs - this.env.clock.now();
-        // Serving starts once the lease this node granted has run out.
-        if (waitMs > 0) this.stopWaitingForLease = this.env.clock.after(waitMs + 1, () => this.report(this.health));
-      }
-      await this.primary.adopt(view, this.candidates);
+    this.fence!.viewChanged(view);
+    const state = this.dispatch({ type: 'adopt', view });
+    if (state.kind === 'taking-over') await this.takeOver(state.applier, view);
+    else if (state.kind === 'stepping-down') await this.stepDown(state.deposed, view);
+    if (this.state?.kind === 'leading') {
+      await this.state.primary.adopt(view, this.candidates);
       this.emit({ event: 'serving', epoch: view.epoch });
-    } else if (this.primary) {
-      const deposed = this.primary;
-      this.primary = undefined;
-      // No replication is taken until the store is at rest and an applier starts from it.
-      this.applier = undefined;
-      this.servedReads = false;
-      this.problems.clear();
-      await deposed.close(`${this.name} is no longer the primary: view ${view.epoch} names ${view.primary}`);
-      this.applier = this.newApplier();
     }
-    this.adoptedView = view;
+    this.dispatch({ type: 'adopted', view });
     this.report(this.health);
+  }
+
+  /** What the node was applying as a replica comes to rest; then it writes, as primary. */
+  private async takeOver(applier: ReplicaApplier, view: View): Promise<void> {
+    const { options } = this;
+    const store = this.storage;
+    try {
+      await applier.abortRestore();
+      await applier.idle();
+    } catch (error) {
+      this.dispatch({ type: 'gave-up' });
+      throw error;
+    }
+    // The log this node kept as a replica catches the others up, if it matches the store.
+    const log = applier.log.lastSeq === store.state.seq ? applier.log : new ReplicationLog(store.state, options.replicationLogEntriesMax, options.replicationLogBytesMax);
+    const leaseGrantedUntilMs = this.fence!.leaseGrantedUntilMs;
+    const primary = new PrimaryRole(
+      {
+        name: this.name,
+        env: this.env,
+        store,
+        hub: this.hub,
+        secret: options.secret,
+        localAddress: bindableAddress(options.host),
+        ackTimeoutMs: options.ackTimeoutMs ?? ACK_TIMEOUT_MS,
+        resolveDeadlineMs: options.resolveDeadlineMs ?? RESOLVE_DEADLINE_MS,
+        batchWritesMax: options.batchWritesMax,
+        onProblem: () => this.report(this.health),
+        trace: (e) => this.emit(e),
+      },
+      log,
+      view,
+      Math.max(this.env.clock.now(), leaseGrantedUntilMs),
+    );
+    this.dispatch({ type: 'took-over', primary });
+    const waitMs = leaseGrantedUntilMs - this.env.clock.now();
+    // Serving starts once the lease this node granted has run out.
+    if (waitMs > 0) this.stopWaitingForLease = this.env.clock.after(waitMs + 1, () => this.report(this.health));
+  }
+
+  /** No replication is taken until the store is at rest and an applier starts from it. */
+  private async stepDown(deposed: PrimaryRole, view: View): Promise<void> {
+    try {
+      await deposed.close(`${this.name} is no longer the primary: view ${view.epoch} names ${view.primary}`);
+    } finally {
+      this.dispatch({ type: 'stepped-down', applier: this.newApplier() });
+    }
   }
 
   /** The view this node serves under: the newest it has finished taking on. */
   get servingView(): View | undefined {
-    return this.primary?.activeView ?? this.adoptedView;
-  }
-
-  private replicaProblem(replica: string, problem: string | undefined): void {
-    if (problem === undefined) this.problems.delete(replica);
-    else this.problems.set(replica, problem);
-    this.report(this.health);
+    return this.state && servingView(this.state);
   }
 
   /** Resolves once the node serves (or is degraded); fails after `deadlineMs`. */
@@ -380,34 +407,34 @@ export class KvNode {
       this.stopWaitingForLease?.();
       this.adopting?.unsubscribe();
       await this.adoption;
-      await this.primary?.close(`${this.name} is closing`);
+      if (this.state?.kind === 'leading') await this.state.primary.close(`${this.name} is closing`);
       await this.listener?.close();
       await this.hub.close();
       await this.store?.close();
       this.trace$.complete();
       this.faults$.complete();
       this.health$.complete();
-      this.view$.complete();
+      this.heard$.complete();
     })();
     return this.closing;
   }
 
   private serve(connection: Connection): void {
-    const service = this.service;
-    assert(service, 'the service exists before the listener accepts');
+    const fence = this.fence;
+    assert(fence, 'the services exist before the listener accepts');
     const session: Session = { connection, remoteAddress: connection.remoteAddress, isPrimary: false };
-    connection.frames$.subscribe({ complete: () => service.closed(session) });
+    connection.frames$.subscribe({ complete: () => fence.closed(session) });
     const frameBytesMax = this.options.frameBytesMax ?? FRAME_BYTES_MAX;
     const tracing = () => this.trace$.observed;
     serveConnection<NodeRequest>(connection, {
       parse: (text) => this.parse(text, session, frameBytesMax),
       handle: (request) => {
-        if (!tracing() || request.type === 'append') return service.handle(request, session);
+        if (!tracing() || request.type === 'append') return this.handle(request, session);
         this.emit({ event: 'request', id: request.id, op: request.type, ...('key' in request ? { key: request.key } : {}) });
         const replied = (answer: Answer) => this.emit({ event: 'reply', id: request.id, ok: typeof answer === 'string' || answer.ok });
         // An answer given at once stays synchronous: tracing must not change what runs when
         // (the simulator replays a seed the same with and without its verbose trace).
-        const answer = service.handle(request, session);
+        const answer = this.handle(request, session);
         if (!(answer instanceof Promise)) {
           replied(answer);
           return answer;
@@ -425,9 +452,27 @@ export class KvNode {
     });
   }
 
+  private handle(request: NodeRequest, session: Session): Answer | Promise<Answer> {
+    switch (request.type) {
+      case 'get':
+      case 'put':
+      case 'del':
+      case 'help':
+        return this.clients!.handle(request);
+      case 'hello':
+      case 'auth':
+      case 'append':
+      case 'snapshot':
+      case 'lease':
+        return this.fence!.handle(request, session);
+      default:
+        return assertNever(request);
+    }
+  }
+
   /** Client frames have their own limit; only the primary's session sends batch-sized ones. */
   private parse(text: string, session: Session, frameBytesMax: number): Parsed<NodeRequest> {
-    if (!session.isPrimary && text.length > frameBytesMax / 3 && Buffer.byteLength(text) > frameBytesMax) {
+    if (!session.isPrimary && text.length * UTF8_BYTES_PER_UNIT_MAX > frameBytesMax && Buffer.byteLength(text) > frameBytesMax) {
       return { ok: false, id: null, error: new KvError('TOO_LARGE', `frame is over ${frameBytesMax} bytes`) };
     }
     return parseNodeFrame(text, this.limits);

@@ -14,7 +14,7 @@ import { DEAD_AFTER_MS } from '../constants.js';
 import { KvError, NOTHING_APPLIED } from '../errors.js';
 import type { Environment } from '../env/environment.js';
 import type { HubClient } from '../hub/hub-client.js';
-import type { View } from '../protocol/messages.js';
+import type { NodeHealth, View } from '../protocol/messages.js';
 import type { Store } from '../storage/store.js';
 import { ReplicaLink } from './replica-link.js';
 import type { ReplicationLog } from './replication-log.js';
@@ -31,8 +31,8 @@ export interface PrimaryRoleOptions {
   ackTimeoutMs: number;
   resolveDeadlineMs: number;
   batchWritesMax?: number | undefined;
-  /** Told when a replica starts or stops refusing what it is sent. */
-  onProblem(replica: string, problem: string | undefined): void;
+  /** Told when a replica starts or stops refusing what it is sent (health changes). */
+  onProblem(): void;
   trace(event: TraceEvent): void;
 }
 
@@ -49,6 +49,8 @@ export class PrimaryRole {
   behind: string | undefined;
   /** The first view is taken on: links run. */
   private ready = false;
+  /** Replicas refusing what they are sent, and why (health shows `degraded`). */
+  private readonly problems = new Map<string, string>();
 
   constructor(
     private readonly options: PrimaryRoleOptions,
@@ -73,10 +75,6 @@ export class PrimaryRole {
       },
       options.trace,
     );
-  }
-
-  get epoch(): number {
-    return this.view.epoch;
   }
 
   /**
@@ -151,8 +149,20 @@ export class PrimaryRole {
     });
   }
 
-  get serving(): boolean {
-    return this.writeError() === undefined;
+  /**
+   * Where serving stands: starting until writes are taken and every replica has granted a
+   * lease once; degraded when a lease lapsed since, or a replica refuses what it is sent.
+   */
+  health(): NodeHealth {
+    const notYet = this.writeError();
+    if (notYet) return { state: 'starting', reason: notYet.message };
+    const noReads = this.readError();
+    if (noReads) {
+      const leasedOnce = this.active.replicas.every((name) => this.links.get(name)?.leasedOnce);
+      return { state: leasedOnce ? 'degraded' : 'starting', reason: noReads.message };
+    }
+    if (this.problems.size > 0) return { state: 'degraded', reason: [...this.problems.values()].join('; ') };
+    return { state: 'serving' };
   }
 
   /** Stops: writes not yet acknowledged fail with `reason`, links close. */
@@ -173,7 +183,7 @@ export class PrimaryRole {
         this.links.delete(name);
         void link.close();
         // What it refused is no longer a problem of this node's.
-        this.options.onProblem(name, undefined);
+        if (this.problems.delete(name)) this.options.onProblem();
       }
     }
     for (const name of wanted) {
@@ -193,7 +203,11 @@ export class PrimaryRole {
           position: () => options.store.state,
           ackTimeoutMs: options.ackTimeoutMs,
           resolveDeadlineMs: options.resolveDeadlineMs,
-          onProblem: options.onProblem,
+          onProblem: (replica, problem) => {
+            if (problem === undefined) this.problems.delete(replica);
+            else this.problems.set(replica, problem);
+            options.onProblem();
+          },
           onPosition: (replica, ahead) => {
             if (ahead && this.active.replicas.includes(replica)) this.behind = replica;
             else if (!ahead && this.behind === replica) this.behind = undefined;

@@ -99,6 +99,11 @@ export class ReplicaLink implements AckSource {
     this.log.appended$.pipe(takeUntil(this.closed$)).subscribe(() => this.pump());
   }
 
+  /** Whether the replica has granted a lease at all (health is `starting` until every one has). */
+  get leasedOnce(): boolean {
+    return this.leaseUntilMs > 0;
+  }
+
   /** Whether the replica's lease holds now: the primary answers reads only while every one does. */
   get leaseHolds(): boolean {
     return this.options.env.clock.now() < this.leaseUntilMs;

@@ -189,7 +189,7 @@ export class SimCluster {
     let best: SimNodeHandle | undefined;
     let bestEpoch = 0;
     for (const handle of this.nodes) {
-      const view = handle.node?.view$.value;
+      const view = handle.node?.view;
       if (view && view.epoch > bestEpoch) {
         bestEpoch = view.epoch;
         best = this.nodes.find((candidate) => candidate.name === view.primary);

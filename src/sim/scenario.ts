@@ -196,7 +196,7 @@ export async function runScenario(options: ScenarioOptions): Promise<ScenarioRes
   const serving = () => {
     const view = cluster.hub?.views.view;
     const primary = view && cluster.nodes.find((handle) => handle.name === view.primary);
-    return primary?.node?.view$.value?.epoch === view?.epoch && primary?.node?.health.state === 'serving';
+    return primary?.node?.view?.epoch === view?.epoch && primary?.node?.health.state === 'serving';
   };
   if (!(await world.run(30_000, serving))) fail('start', 'the primary did not serve within 30 s');
 
@@ -562,7 +562,7 @@ async function probeAsRogue(cluster: SimCluster, rogue: SimProcess, target: SimN
       if (!(error instanceof KvError)) fail('I5', `${target.name} answered a forged ${what} with ${String(error)}`);
     }
   };
-  await expectRefused({ op: 'hello', from: cluster.primary.name, epoch: cluster.primary.node?.view$.value?.epoch ?? 1 }, 'hello');
+  await expectRefused({ op: 'hello', from: cluster.primary.name, epoch: cluster.primary.node?.view?.epoch ?? 1 }, 'hello');
   await expectRefused({ op: 'append', epoch: 1_000, first: 1, ops: [['p', 'k0', 'rogue']] }, 'append');
   channel.connection.send('{"id":9,"op":');
   try {
