@@ -11,8 +11,16 @@ import type { Transport } from './transport.js';
 export type Cancel = () => void;
 
 export interface Clock {
-  /** Milliseconds, only ever compared with other readings of the same clock. */
+  /**
+   * Monotonic milliseconds, only ever compared with other readings of the same clock:
+   * durations, timeouts and leases. It never jumps when the wall clock is set.
+   */
   now(): number;
+  /**
+   * Wall-clock time, Unix milliseconds: timestamps shown to people (and, later, expiry).
+   * It may jump either way when the system time is set, so nothing is timed with it.
+   */
+  wallNow(): number;
   /** Runs `callback` once, `ms` from now. */
   after(ms: number, callback: () => void): Cancel;
   /** The same time, for RxJS operators (`timeout`, `timer`, `retry`'s delays). */

@@ -479,8 +479,8 @@ export class KvNode {
   }
 
   private emit(event: TraceEvent): void {
-    if (event.event === 'fault') this.faults$.next({ node: this.name, at: this.env.clock.now(), ...event });
-    if (this.trace$.observed) this.trace$.next({ node: this.name, at: this.env.clock.now(), ...event });
+    if (event.event === 'fault') this.faults$.next({ node: this.name, at: this.env.clock.wallNow(), ...event });
+    if (this.trace$.observed) this.trace$.next({ node: this.name, at: this.env.clock.wallNow(), ...event });
   }
 }
 

@@ -174,7 +174,8 @@ export class SimProcess {
           if (this.alive && this.generationNumber === generation) callback();
         }),
     };
-    return { ...base, scheduler: clockScheduler(base) };
+    // One virtual time serves both: the simulated wall clock is never set.
+    return { ...base, wallNow: base.now, scheduler: clockScheduler(base) };
   }
 }
 
