@@ -4,9 +4,9 @@
  * (ws `maxPayload`, the store's sync mode), so a limit is changed in one place.
  */
 
-/** Largest key, in UTF-8 bytes (PROTOCOL.md). */
+/** Largest key, in UTF-8 bytes (docs/PROTOCOL.md). */
 export const KEY_BYTES_MAX = 1024;
-/** Largest value, in bytes of its JSON serialization (PROTOCOL.md). */
+/** Largest value, in bytes of its JSON serialization (docs/PROTOCOL.md). */
 export const VALUE_BYTES_MAX = 1024 * 1024;
 /**
  * Deepest nesting of arrays and objects in a value. JSON.parse takes any depth, but
@@ -127,7 +127,7 @@ export const VIEW_NODES_MAX = 16;
 export const VIEW_CHANGES_KEPT = 20;
 
 /**
- * Request tags (PROTOCOL.md, "Retries applied at most once"). A client id is at most
+ * Request tags (docs/PROTOCOL.md, "Retries applied at most once"). A client id is at most
  * CLIENT_ID_LENGTH_MAX characters. A store remembers, per client, what became of its last
  * REQUEST_TAG_WINDOW request numbers: a retry of one of them gets its first reply, an older
  * one is refused (the client library never has a write that far behind its newest in
@@ -156,7 +156,13 @@ export const RETRY_DELAY_MAX_MS = 1_000;
 export const CONNECT_TIMEOUT_MS = 5_000;
 /** How long a closed connection may wait for the peer's close frame before it is dropped. */
 export const CLOSE_GRACE_MS = 1_000;
-/** Interval of WebSocket pings; a peer that misses two is dropped. */
+/**
+ * Interval of WebSocket pings. Each end pings every interval and drops the connection when
+ * no pong came back since its previous ping (one ping unanswered for a whole interval), so
+ * a silent peer (a half-open TCP connection) is gone at most two intervals after its last
+ * pong. A node's hub connection is dropped sooner: a heartbeat without a reply within
+ * 4 x HEARTBEAT_INTERVAL_MS closes it (node.ts, hub-client.ts).
+ */
 export const KEEPALIVE_INTERVAL_MS = 10_000;
 
 /**
@@ -174,7 +180,7 @@ export const NODE_HEAP_MB_MAX = 128;
  */
 export const NODE_SEMI_SPACE_MB = 16;
 
-/** Default addresses of the local cluster (PROTOCOL.md, "Defaults of npm start"). */
+/** Default addresses of the local cluster (docs/PROTOCOL.md, "Defaults of npm start"). */
 export const DEFAULT_HUB_PORT = 7400;
 export const DEFAULT_NODE_PORT_FIRST = 7401;
 

@@ -1,18 +1,23 @@
 #!/usr/bin/env node
 /**
  * `npm start`: a local cluster, one process each: the hub, the primary n0 and the
- * replicas n1, n2 (PROTOCOL.md, "Defaults of npm start"), data in ./data/. Ctrl-C stops
- * everything. Every process proves one cluster secret, kept in DATA/cluster.secret.
+ * replicas n1, n2 (docs/PROTOCOL.md, "Defaults of npm start"), data in ./data/. Ctrl-C
+ * stops everything. Every process proves one cluster secret, kept in DATA/cluster.secret.
+ * It says the cluster is up only once it serves: the hub holds a view with every node in
+ * it and that view's primary reports itself serving (it holds every replica's lease), so
+ * a put typed right after the banner is answered, not told "no view yet".
  * A process that dies is reported (how it ended, its last lines, the command that starts
  * it again) and not restarted: a node that keeps crashing should be looked at, and a
  * restart loop would scroll the reason away.
  */
 import { createServer } from 'node:net';
 import path from 'node:path';
+import { exhaustMap, firstValueFrom, first, of, tap, timeout, timer } from 'rxjs';
 import { localClusterSpec, type ClusterSpec } from '../src/cluster/config.js';
 import { describeExit, spawnHub, spawnNode, type ChildHandle } from '../src/cluster/processes.js';
 import { loadOrCreateSecret, SECRET_FILE_NAME } from '../src/cluster/secret.js';
 import { DEFAULT_HUB_PORT, DEFAULT_NODE_PORT_FIRST } from '../src/constants.js';
+import { HubClient, type HubStatus } from '../src/hub/hub-client.js';
 import { SYNC_MODES, type SyncMode } from '../src/storage/store.js';
 import { failWith, readFlags, type Fail } from '../src/cli/flags.js';
 import { onShutdown } from '../src/cli/shutdown.js';
@@ -30,6 +35,16 @@ const fail: Fail = failWith('cluster', USAGE);
 
 /** More replicas than a laptop runs well; also keeps each on its own 127.0.0.x address. */
 const REPLICAS_MAX = 50;
+/**
+ * How long the processes, once started, may take to serve before the banner is printed
+ * anyway, saying what is missing. A first view takes at most DEAD_AFTER_MS (1.5 s) after
+ * the primary proposes it, then a lease from every replica: well under a second more.
+ */
+const SERVING_DEADLINE_MS = 30_000;
+/** How often the hub's status is asked meanwhile (an answer still on its way skips a turn). */
+const STATUS_POLL_MS = 100;
+/** How long one status request may take. */
+const STATUS_TIMEOUT_MS = 2_000;
 
 function integerFlag(flag: string, text: string, max: number): number {
   const value = Number(text);
@@ -98,26 +113,86 @@ try {
 }
 for (const child of children) void child.exited.then(() => reportExit(child));
 
-const [hub, primary] = children;
+console.error('cluster: waiting for the first view and for its primary to serve...');
+const { status, waitingFor } = await untilServing(children[0]!.url);
+if (waitingFor !== undefined) {
+  console.error(`cluster: not serving after ${SERVING_DEADLINE_MS / 1000} s: waiting for ${waitingFor}; the processes keep running (npx pbkv status shows more)`);
+}
+
+const [hub] = children;
+const view = status?.view;
+const primaryName = view?.primary ?? spec.nodes.find((node) => node.role === 'primary')!.name;
+const primaryUrl = children.find((child) => child.name === primaryName)!.url;
 const hubFlag = hub!.url === `ws://127.0.0.1:${DEFAULT_HUB_PORT}` ? '' : ` --hub ${hub!.url}`;
 const lines = [
   '',
-  'pbkv local cluster is up',
+  waitingFor === undefined ? 'pbkv local cluster is up' : 'pbkv local cluster is running, but not serving yet (above)',
   `  hub      ${hub!.url}  pid ${hub!.process.pid}`,
   ...spec.nodes.map((node, index) => {
     const child = children[index + 1]!;
-    return `  ${node.name.padEnd(8)} ${child.url}  ${node.role}  ${node.dataFile ?? '(memory)'}  pid ${child.process.pid}`;
+    return `  ${node.name.padEnd(8)} ${child.url}  ${roleIn(status, node.name)}  ${node.dataFile ?? '(memory)'}  pid ${child.process.pid}`;
   }),
   `  secret   ${secretFile} (every process above proves it)`,
   '',
   'Try it:',
-  `  npx wscat -c ${primary!.url}        then type: put color blue   get color`,
+  `  npx wscat -c ${primaryUrl}        then type: put color blue   get color`,
   `  npx pbkv${hubFlag} put color blue      npx pbkv${hubFlag} get color`,
   '',
   'Ctrl-C stops the cluster.',
   '',
 ];
 console.error(lines.join('\n'));
+
+/**
+ * Asks the hub's status until the cluster serves (see `missing`), or the deadline
+ * passes: the last status seen, and what was still missing then (undefined once serving).
+ */
+async function untilServing(hubUrl: string): Promise<{ status: HubStatus | undefined; waitingFor: string | undefined }> {
+  const hubClient = new HubClient(hubUrl, { requestTimeoutMs: STATUS_TIMEOUT_MS });
+  let last: { status: HubStatus | undefined; waitingFor: string | undefined } = { status: undefined, waitingFor: 'an answer from the hub' };
+  try {
+    await firstValueFrom(
+      timer(0, STATUS_POLL_MS).pipe(
+        exhaustMap(() =>
+          hubClient.status().then(
+            (seen) => ({ status: seen, waitingFor: missing(seen) }),
+            (error: unknown) => ({ status: last.status, waitingFor: `an answer from the hub (${(error as Error).message})` }),
+          ),
+        ),
+        tap((seen) => (last = seen)),
+        first((seen) => seen.waitingFor === undefined),
+        timeout({ first: SERVING_DEADLINE_MS, with: () => of(undefined) }),
+      ),
+    );
+  } finally {
+    await hubClient.close();
+  }
+  return last;
+}
+
+/**
+ * What the cluster still lacks before a put is served, or undefined: a view, every node
+ * in it (one that heartbeated late joins once the primary has caught it up), and the
+ * primary serving (it reports so once it holds every replica's lease).
+ */
+function missing(seen: HubStatus): string | undefined {
+  const { view } = seen;
+  if (!view) return 'the first view';
+  const outside = spec.nodes.map((node) => node.name).filter((name) => name !== view.primary && !view.replicas.includes(name));
+  if (outside.length > 0) return `${outside.join(', ')} to join the view (epoch ${view.epoch})`;
+  const health = seen.nodes[view.primary];
+  if (health?.state === 'serving') return undefined;
+  return `the primary ${view.primary} to serve (${health === undefined ? 'no report yet' : health.state}${health?.reason === undefined ? '' : `: ${health.reason}`})`;
+}
+
+/** A node's role in the view the hub holds; the role its flags name while there is none. */
+function roleIn(seen: HubStatus | undefined, name: string): string {
+  const view = seen?.view;
+  if (!view) return `${spec.nodes.find((node) => node.name === name)!.role} (no view yet)`;
+  if (view.primary === name) return 'primary';
+  if (view.replicas.includes(name)) return 'replica';
+  return view.members[name]?.state ?? 'outside the view';
+}
 
 /** Says at once that a process died, why, and how to start it again; the rest keep running. */
 function reportExit(child: ChildHandle): void {

@@ -81,7 +81,9 @@ export async function startInProcessCluster(options: InProcessClusterOptions): P
       for (const node of nodes) await node.init();
       for (const node of nodes) await node.startServices();
     }
-    // The primary serves once every replica has reported where it stands.
+    // Waits until the primary serves: the hub made the first view (once every configured
+    // node heartbeated, or DEAD_AFTER_MS after the primary proposed it) and the primary
+    // holds a lease from every replica of it. A partial start order leaves that to the test.
     if (!options.order || options.order.length === nodes.length) await nodes[0]!.settled(SETTLE_DEADLINE_MS);
   } catch (error) {
     await close();

@@ -136,6 +136,16 @@ Tools('npm start reports a node that dies at once: name, signal, last output and
   assert.not.match(cluster.stderr, /cluster: (hub|n0) /, 'the clean stop is not reported as deaths');
 });
 
+Tools('npm start says the cluster is up only once it serves: a put sent right after the banner is answered ok', async () => {
+  const dataDir = await tempDir(disposer);
+  const cluster = Tool.start([TOOLS.cluster, '--data', dataDir, '--hub-port', '0', '--port', '0']);
+  const [, primaryUrl] = await cluster.output('stderr', /pbkv local cluster is up[^]*npx wscat -c (\S+)/);
+  const client = await RawClient.open(primaryUrl!, disposer);
+  assert.equal(await client.ask({ id: 1, op: 'put', key: 'color', value: 'blue' }), { id: 1, ok: true });
+  assert.equal(await client.ask({ id: 2, op: 'get', key: 'color' }), { id: 2, ok: true, found: true, value: 'blue' });
+  assert.match(cluster.stderr, /^cluster: waiting for the first view[^\n]*\n[^]*pbkv local cluster is up/m, 'until then it says what it waits for');
+});
+
 Tools('a second npm start on a port in use says so in one line and exits 1, starting nothing', async () => {
   const dataDir = await tempDir(disposer);
   const first = Tool.start([TOOLS.cluster, '--data', dataDir, '--replicas', '0', '--hub-port', '0', '--port', '0']);
