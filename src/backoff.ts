@@ -2,7 +2,7 @@ import { timer, type Observable } from 'rxjs';
 import { RETRY_DELAY_FIRST_MS, RETRY_DELAY_MAX_MS } from './constants.js';
 import type { Environment } from './env/environment.js';
 
-/** Exponential backoff with full jitter: the delay before retry number `attempt` (1-based). */
+/** Exponential backoff with jitter: a random delay between half and all of a ceiling that doubles from firstMs to maxMs, before retry number `attempt` (1-based). */
 export function backoffDelayMs(attempt: number, fraction: number, firstMs = RETRY_DELAY_FIRST_MS, maxMs = RETRY_DELAY_MAX_MS): number {
   const ceiling = Math.min(maxMs, firstMs * 2 ** Math.min(attempt - 1, 16));
   return ceiling / 2 + fraction * (ceiling / 2);

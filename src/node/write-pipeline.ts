@@ -2,8 +2,9 @@
  * The primary's put path. Writes queue up while the previous batch is being written
  * (natural batching); a batch gets consecutive seqs, is applied to the local store as one
  * transaction, and only if that succeeded goes to the replication log, from which every
- * replica link forwards it. Each write's promise settles when every replica has acked a
- * seq at or past the batch's last one (forkJoin over their ack streams), or fails with
+ * replica link forwards it. Each write's promise settles when every replica of the view
+ * has acked a seq at or past the batch's last one (combineLatest over their ack streams,
+ * re-judged by switchMap when the view changes), or fails with
  * UNAVAILABLE after the ack timeout. At most BATCHES_IN_FLIGHT_MAX batches wait for acks;
  * order is kept because seqs are, and replicas apply in seq order. Reads go through
  * `read`: what was read is answered once every replica holds the last write to the key.
