@@ -121,6 +121,13 @@ export const HEARTBEAT_REPLY_DEADLINE_MS = HEARTBEAT_INTERVAL_MS * 4;
 export const DEAD_AFTER_MS = 1_500;
 export const LEASE_MS = 1_000;
 export const LEASE_RENEW_MS = 250;
+/** A lease with less than this left is renewed at once, busy link or not: half a lease, so one lost renewal still leaves time for the next. */
+export const LEASE_RENEW_BELOW_MS = LEASE_MS / 2;
+/**
+ * Append frames a link keeps sent but not yet acknowledged. Two keep the replica busy
+ * while the next frame gathers everything logged meanwhile (natural batching on the link).
+ */
+export const APPENDS_IN_FLIGHT_MAX = 2;
 /** Nodes a view (or a heartbeat's lists) may name. */
 export const VIEW_NODES_MAX = 16;
 /** View changes the hub keeps for its status. */

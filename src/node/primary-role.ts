@@ -11,7 +11,7 @@
  * its history is the truth, the others are caught up to it or replaced by a snapshot.
  */
 import { DEAD_AFTER_MS } from '../constants.js';
-import { KvError, NOTHING_APPLIED } from '../errors.js';
+import { KvError, NOTHING_APPLIED, assert } from '../errors.js';
 import type { Environment } from '../env/environment.js';
 import type { HubClient } from '../hub/hub-client.js';
 import type { NodeHealth, View } from '../protocol/messages.js';
@@ -83,6 +83,8 @@ export class PrimaryRole {
    * writes of an older epoch that were never acknowledged stands behind it.
    */
   async adopt(view: View, candidates: readonly string[]): Promise<void> {
+    assert(!this.closed, `${this.options.name} takes on no view once deposed`);
+    assert(view.primary === this.options.name && view.epoch >= this.view.epoch, `view ${view.epoch} (primary ${view.primary}) follows view ${this.view.epoch} of ${this.options.name}`);
     this.view = view;
     // Links start once the store is in the view's epoch: before, a replica holding writes
     // of the old epoch never acknowledged would look ahead of this node.

@@ -7,13 +7,14 @@
  * cannot catch up gets a snapshot instead: its parts fill one restore, and the replica's
  * state is replaced when the last part arrives.
  */
-import { BehaviorSubject, Subject, first, firstValueFrom, map, race } from 'rxjs';
+import { BehaviorSubject, Subject, first, firstValueFrom } from 'rxjs';
 import { REPLICA_PENDING_BATCHES_MAX } from '../constants.js';
-import { KvError, toKvError } from '../errors.js';
+import { KvError, assert, toKvError } from '../errors.js';
 import type { ClientSession, SnapshotRequest, WriteOp } from '../protocol/messages.js';
 import type { ReplicationState, Restore, Store } from '../storage/store.js';
 import { formatPosition, isAhead } from './position.js';
 import { ReplicationLog, encodeBatch } from './replication-log.js';
+import { failWhen } from './operators.js';
 import type { TraceEvent } from './trace.js';
 
 /** What a snapshot part brings (its frame's fields). */
@@ -186,6 +187,7 @@ export class ReplicaApplier {
         continue;
       }
       const last = firstSeq + ops.length - 1;
+      assert(this.store.state.seq === last, `the store holds seq ${last} after applying ${firstSeq}-${last}, not ${this.store.state.seq}`);
       for (const segment of segments) this.log.append(encodeBatch(segment.epoch, segment.first, segment.ops));
       this.trace({ event: 'applied', first: firstSeq, last, writes: ops.length, role: 'replica' });
       this.applied$.next(last);
@@ -195,12 +197,6 @@ export class ReplicaApplier {
 
   private async whenApplied(seq: number): Promise<number> {
     if (this.applied$.value >= seq) return this.applied$.value;
-    const done = this.applied$.pipe(first((applied) => applied >= seq));
-    const failed = this.failure$.pipe(
-      map((error) => {
-        throw error;
-      }),
-    );
-    return firstValueFrom(race(done, failed));
+    return firstValueFrom(this.applied$.pipe(first((applied) => applied >= seq), failWhen(this.failure$)));
   }
 }

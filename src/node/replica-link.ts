@@ -9,8 +9,8 @@
  * between.
  */
 import { BehaviorSubject, Subject, firstValueFrom, takeUntil } from 'rxjs';
-import { BATCH_BYTES_MAX, LEASE_MS, LEASE_RENEW_MS, PEER_FRAME_BYTES_MAX, SNAPSHOT_PART_BYTES_MAX, SNAPSHOT_PART_ENTRIES_MAX } from '../constants.js';
-import { KvError, toKvError } from '../errors.js';
+import { APPENDS_IN_FLIGHT_MAX, BATCH_BYTES_MAX, LEASE_MS, LEASE_RENEW_BELOW_MS, LEASE_RENEW_MS, PEER_FRAME_BYTES_MAX, SNAPSHOT_PART_BYTES_MAX, SNAPSHOT_PART_ENTRIES_MAX } from '../constants.js';
+import { KvError, assert, toKvError } from '../errors.js';
 import { proofFor } from '../protocol/auth.js';
 import { replyCount } from '../protocol/reply.js';
 import { RpcChannel } from '../protocol/rpc-channel.js';
@@ -24,11 +24,6 @@ import { formatPosition, isAhead } from './position.js';
 import type { TraceEvent } from './trace.js';
 import type { AckSource } from './write-pipeline.js';
 
-/**
- * Append frames sent but not yet acked. Two keep the replica busy while the next frame
- * gathers everything logged meanwhile (natural batching on the link).
- */
-const APPENDS_IN_FLIGHT_MAX = 2;
 
 export interface ReplicaLinkOptions {
   env: Environment;
@@ -234,8 +229,11 @@ export class ReplicaLink implements AckSource {
     const channel = this.channel;
     while (channel && this.sentSeq < this.log.lastSeq && this.appendsInFlight < APPENDS_IN_FLIGHT_MAX) {
       const batches = this.log.after(this.sentSeq, BATCH_BYTES_MAX);
+      const sent = lastSeq(batches[batches.length - 1]!);
+      // On one connection what is sent only moves forward, in seq order with no gap.
+      assert(batches[0]!.first === this.sentSeq + 1 && sent > this.sentSeq, `frame ${batches[0]!.first}-${sent} follows seq ${this.sentSeq}`);
       this.send(channel, batches);
-      this.sentSeq = lastSeq(batches[batches.length - 1]!);
+      this.sentSeq = sent;
     }
   }
 
@@ -309,7 +307,7 @@ export class ReplicaLink implements AckSource {
     const { clock } = this.options.env;
     const renew = () => {
       if (this.channel !== channel) return;
-      if (clock.now() - this.lastSentMs >= LEASE_RENEW_MS || this.leaseUntilMs - clock.now() < LEASE_MS / 2) {
+      if (clock.now() - this.lastSentMs >= LEASE_RENEW_MS || this.leaseUntilMs - clock.now() < LEASE_RENEW_BELOW_MS) {
         const sentMs = this.sent();
         channel.request({ op: 'lease', epoch: this.options.viewEpoch() }).then(
           () => this.extendLease(sentMs),

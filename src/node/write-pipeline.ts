@@ -13,12 +13,13 @@
  * a lost reply or a failover) is not applied again: it gets the first reply, once every
  * replica holds the first write; one still in the pipeline shares the first one's outcome.
  */
-import { BehaviorSubject, Subject, combineLatest, filter, first, firstValueFrom, map, of, race, switchMap, throwError, timeout, type Observable } from 'rxjs';
+import { BehaviorSubject, Subject, combineLatest, filter, first, firstValueFrom, map, of, switchMap, throwError, timeout, type Observable } from 'rxjs';
 import { BATCHES_IN_FLIGHT_MAX, BATCH_BYTES_MAX, BATCH_WRITES_MAX, REQUEST_TAG_WINDOW, WRITE_QUEUE_BYTES_MAX, WRITE_QUEUE_MAX } from '../constants.js';
-import { KvError, NOTHING_APPLIED, toKvError } from '../errors.js';
+import { KvError, NOTHING_APPLIED, assert, toKvError } from '../errors.js';
 import type { Clock } from '../env/environment.js';
 import type { RequestTag, WriteOp } from '../protocol/messages.js';
 import type { Store } from '../storage/store.js';
+import { failWhen } from './operators.js';
 import { encodeBatch, opBytes, type ReplicationLog } from './replication-log.js';
 import type { TraceEvent } from './trace.js';
 
@@ -248,6 +249,7 @@ export class WritePipeline {
   /** Forgets the keys whose last write every replica has acknowledged. */
   private forgetAcked(): void {
     const acked = this.ackedByAll();
+    assert(this.replicas.length === 0 || acked <= this.log.lastSeq, `replicas acknowledged ${acked}, past the log's last seq ${this.log.lastSeq}`);
     for (const [key, seq] of this.unacked) {
       if (seq > acked) break;
       this.unacked.delete(key);
@@ -292,6 +294,8 @@ export class WritePipeline {
       const writes = this.takeBatch();
       const ops = writes.map((write) => write.op);
       const first = this.nextSeq;
+      // Seqs only rise, one per write, with no gap: a replica waits for each one in turn.
+      assert(first === this.log.lastSeq + 1 && first === this.store.state.seq + 1, `batch at seq ${first} follows the log at ${this.log.lastSeq} and the store at ${this.store.state.seq}`);
       this.nextSeq += ops.length;
       let found: boolean[];
       try {
@@ -307,6 +311,7 @@ export class WritePipeline {
         continue;
       }
       const last = first + ops.length - 1;
+      assert(this.store.state.seq === last && this.store.state.epoch === this.epoch, `the store holds the batch ${first}-${last} in epoch ${this.epoch}, not ${this.store.state.epoch}:${this.store.state.seq}`);
       ops.forEach((op, index) => {
         this.unacked.delete(op.key);
         this.unacked.set(op.key, first + index);
@@ -315,15 +320,16 @@ export class WritePipeline {
       this.log.append(encodeBatch(this.epoch, first, ops));
       for (const replica of this.replicas) replica.notify();
       this.batchesInFlight += 1;
+      assert(this.batchesInFlight <= this.batchesInFlightMax, `${this.batchesInFlight} batches in flight, at most ${this.batchesInFlightMax}`);
       this.allAcked$(last).subscribe({
         next: () => {
-          this.batchesInFlight -= 1;
+          this.landed();
           this.forgetAcked();
           writes.forEach((write, index) => this.succeed(write, found[index]!));
           this.kick();
         },
         error: (error: unknown) => {
-          this.batchesInFlight -= 1;
+          this.landed();
           const kvError = toKvError(error);
           for (const write of writes) this.fail(write, kvError);
           this.kick();
@@ -331,6 +337,12 @@ export class WritePipeline {
       });
     }
     this.draining = false;
+  }
+
+  /** A batch in flight settled (acknowledged, or failed). */
+  private landed(): void {
+    assert(this.batchesInFlight > 0, 'a batch settles only while in flight');
+    this.batchesInFlight -= 1;
   }
 
   private takeBatch(): QueuedWrite[] {
@@ -345,6 +357,7 @@ export class WritePipeline {
       count += 1;
     }
     this.queueBytes -= bytes;
+    assert(this.queueBytes >= 0, `queued bytes never below 0 (${this.queueBytes})`);
     return this.queue.splice(0, count);
   }
 
@@ -369,12 +382,7 @@ export class WritePipeline {
         },
       }),
     );
-    const closing = this.closing$.pipe(
-      map(() => {
-        throw new KvError('UNAVAILABLE', `${this.closeReason}: the write may be on some nodes`);
-      }),
-    );
-    return race(acked$, closing);
+    return acked$.pipe(failWhen(this.closing$.pipe(map(() => new KvError('UNAVAILABLE', `${this.closeReason}: the write may be on some nodes`)))));
   }
 }
 

@@ -106,13 +106,12 @@ export interface ReportRequest {
   reason: string | undefined;
 }
 /**
- * starting: not serving yet (no view, taking over, no lease yet); serving; degraded:
- * serving, but a replica refuses or misses what it is sent, or a lease lapsed; halted:
- * refuses service until an operator acts (what nodes before failover reported when they
- * lost writes; the hub still takes it). The reason says why.
+ * starting: not serving yet (no view, taking over or stepping down, no lease yet);
+ * serving; degraded: serving, but a replica refuses or misses what it is sent, or a lease
+ * lapsed. The reason says why.
  */
-export type NodeState = 'starting' | 'serving' | 'degraded' | 'halted';
-export const NODE_STATES: readonly NodeState[] = ['starting', 'serving', 'degraded', 'halted'];
+export type NodeState = 'starting' | 'serving' | 'degraded';
+export const NODE_STATES: readonly NodeState[] = ['starting', 'serving', 'degraded'];
 
 /** How a node is, as it reports it to the hub, and why when not serving. */
 export interface NodeHealth {
