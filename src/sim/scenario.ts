@@ -16,7 +16,6 @@
  *   linearizable, so no acknowledged write was lost across any failover (I6).
  * The same seed gives the same run: the trace's hash says so.
  */
-import { createHash } from 'node:crypto';
 import { config as rxjsConfig } from 'rxjs';
 import { CLIENT_RETRY_DEADLINE_MS, DEAD_AFTER_MS } from '../constants.js';
 import { KvError } from '../errors.js';
@@ -26,6 +25,7 @@ import { RpcChannel } from '../protocol/rpc-channel.js';
 import type { ReplicationState } from '../storage/store.js';
 import { SIM_NODE_PORT, SimCluster, tagName, writeMarks, type DiskWatcher, type RecordingStore, type SimNodeHandle } from './cluster.js';
 import { checkLinearizable, type HistoryEntry, type KvOp } from './linearizability.js';
+import { Trace, Verdict, Violation } from './trace.js';
 import { SimWorld, type SimProcess } from './world.js';
 
 export const FAULT_KINDS = ['replica-crash', 'replica-disk-loss', 'partition', 'hub-crash', 'primary-crash', 'primary-disk-loss', 'disk-full', 'reply-loss'] as const;
@@ -65,41 +65,6 @@ const FINAL_PUT_TRIES = 60;
 /** While replies are being lost, the share of node-to-client frames whose connection is reset. */
 const REPLY_LOSS_SHARE = 0.2;
 
-class Violation extends Error {
-  constructor(
-    readonly check: string,
-    message: string,
-  ) {
-    super(message);
-  }
-}
-
-/** Every line of what happened, hashed; the last ones kept to print. */
-class Trace {
-  private readonly hash = createHash('sha256');
-  readonly lines: string[] = [];
-
-  constructor(
-    private readonly world: SimWorld,
-    private readonly kept: number,
-  ) {}
-
-  log(line: string): void {
-    const text = `${this.world.nowMs.toFixed(3).padStart(10)} ${line}`;
-    this.hash.update(text).update('\n');
-    this.lines.push(text);
-    if (this.lines.length > this.kept * 2) this.lines.splice(0, this.lines.length - this.kept);
-  }
-
-  digest(): string {
-    return this.hash.digest('hex');
-  }
-
-  last(): string[] {
-    return this.lines.slice(-this.kept);
-  }
-}
-
 function isAtOrPast(a: ReplicationState, b: ReplicationState): boolean {
   return a.epoch > b.epoch || (a.epoch === b.epoch && a.seq >= b.seq);
 }
@@ -116,13 +81,8 @@ export async function runScenario(options: ScenarioOptions): Promise<ScenarioRes
   const faults = options.faults ?? FAULT_KINDS;
   const faultPhaseMs = options.faultPhaseMs ?? FAULT_PHASE_MS;
   const keys = Array.from({ length: options.keys ?? 6 }, (_, index) => `k${index}`);
-  let violation: Violation | undefined;
-  const fail = (check: string, message: string) => {
-    if (violation) return;
-    violation = new Violation(check, message);
-    trace.log(`VIOLATION ${check}: ${message}`);
-    world.fail(violation);
-  };
+  const verdict = new Verdict(world, trace);
+  const fail = verdict.fail;
 
   // What primaries committed, by seq (a deposed primary's unacknowledged writes and its
   // successor's share seqs: both are kept, with their epochs), and where each put's value
@@ -442,20 +402,20 @@ export async function runScenario(options: ScenarioOptions): Promise<ScenarioRes
   rxjsConfig.onUnhandledError = previousOnUnhandledError;
 
   let linearizability: ScenarioResult['stats']['linearizability'] = 'failed';
-  if (!violation) {
+  if (!verdict.violation) {
     const result = checkLinearizable(history);
     if (result.ok === true) linearizability = 'ok';
     else if (result.ok === 'undecided') {
       linearizability = 'undecided';
       trace.log(`linearizability undecided on ${result.key}: ${result.reason}`);
     } else {
-      violation = new Violation('linearizability', `the history of key ${result.key} is not linearizable:\n${result.explanation}`);
+      verdict.judged('linearizability', `the history of key ${result.key} is not linearizable:\n${result.explanation}`);
     }
   }
 
   return {
     seed: options.seed,
-    failure: violation ? { check: violation.check, message: violation.message } : undefined,
+    failure: verdict.violation ? { check: verdict.violation.check, message: verdict.violation.message } : undefined,
     traceHash: trace.digest(),
     lastLines: trace.last(),
     stats: {
