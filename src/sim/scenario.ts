@@ -16,14 +16,12 @@
  *   linearizable, so no acknowledged write was lost across any failover (I6).
  * The same seed gives the same run: the trace's hash says so.
  */
-import { config as rxjsConfig } from 'rxjs';
 import { CLIENT_RETRY_DEADLINE_MS, DEAD_AFTER_MS } from '../constants.js';
 import { KvError } from '../errors.js';
 import type { KvClient } from '../client/client.js';
-import type { WriteOp } from '../protocol/messages.js';
 import { RpcChannel } from '../protocol/rpc-channel.js';
-import type { ReplicationState } from '../storage/store.js';
-import { SIM_NODE_PORT, SimCluster, tagName, writeMarks, type DiskWatcher, type RecordingStore, type SimNodeHandle } from './cluster.js';
+import { SIM_NODE_PORT, SimCluster, type SimNodeHandle } from './cluster.js';
+import { catchUnhandled, checkDisks, checkReplies, isAtOrPast, WriteLedger } from './oracle.js';
 import { checkLinearizable, type HistoryEntry, type KvOp } from './linearizability.js';
 import { Trace, Verdict, Violation } from './trace.js';
 import { SimWorld, type SimProcess } from './world.js';
@@ -65,15 +63,6 @@ const FINAL_PUT_TRIES = 60;
 /** While replies are being lost, the share of node-to-client frames whose connection is reset. */
 const REPLY_LOSS_SHARE = 0.2;
 
-function isAtOrPast(a: ReplicationState, b: ReplicationState): boolean {
-  return a.epoch > b.epoch || (a.epoch === b.epoch && a.seq >= b.seq);
-}
-
-function encode(op: WriteOp): string {
-  const tag = op.tag ? ` [${tagName(op.tag)}]` : '';
-  return op.kind === 'put' ? `put ${op.key}=${op.valueJson}${tag}` : `del ${op.key}${tag}`;
-}
-
 export async function runScenario(options: ScenarioOptions): Promise<ScenarioResult> {
   const world = new SimWorld(options.seed);
   const random = world.random;
@@ -84,62 +73,9 @@ export async function runScenario(options: ScenarioOptions): Promise<ScenarioRes
   const verdict = new Verdict(world, trace);
   const fail = verdict.fail;
 
-  // What primaries committed, by seq (a deposed primary's unacknowledged writes and its
-  // successor's share seqs: both are kept, with their epochs), and where each put's value
-  // landed: the truth the replicas' disks are checked against.
-  const committed = new Map<number, { epoch: number; op: string }[]>();
-  const valueAt = new Map<string, ReplicationState>();
-  const highWater = new Map<string, ReplicationState>();
-  const raise = (node: string, state: ReplicationState) => {
-    const high = highWater.get(node);
-    if (!high || isAtOrPast(state, high)) highWater.set(node, state);
-  };
-  const watcher: DiskWatcher = {
-    applying(node: string, disk: RecordingStore, epoch: number, first: number, ops: readonly WriteOp[], asPrimary: boolean) {
-      const last = first + ops.length - 1;
-      trace.log(`${node} applies ${first}-${last} epoch ${epoch}${asPrimary ? ' as primary' : ''}`);
-      if (first !== disk.state.seq + 1) fail('I2', `${node} applied seqs ${first}-${last} on top of seq ${disk.state.seq}`);
-      if (epoch < disk.state.epoch) fail('I4', `${node} applied epoch ${epoch} over its epoch ${disk.state.epoch}`);
-      // At most once: a tag or a put's value already in this disk's history, or twice in one
-      // batch, is a write applied twice. Every client here is the library, which tags every write.
-      const inBatch = new Set<string>();
-      ops.forEach((op, index) => {
-        if (asPrimary && !op.tag) fail('I7', `${node} committed "${encode(op)}" at seq ${first + index} without its request tag`);
-        for (const mark of writeMarks(op)) {
-          if (disk.holds(mark) || inBatch.has(mark)) fail('I7', `${node} applied ${encode(op)} at seq ${first + index} (epoch ${epoch}), a write its history holds already`);
-          inBatch.add(mark);
-        }
-      });
-      if (asPrimary) {
-        ops.forEach((op, index) => {
-          const seq = first + index;
-          committed.set(seq, [...(committed.get(seq) ?? []), { epoch, op: encode(op) }]);
-          if (op.kind === 'put') valueAt.set(op.valueJson, { epoch, seq });
-        });
-      } else {
-        // A replica applies what a primary committed at that seq, in that epoch or before
-        // (a batch of several is applied in the epoch of its last part).
-        ops.forEach((op, index) => {
-          const seq = first + index;
-          const candidates = committed.get(seq) ?? [];
-          if (!candidates.some((entry) => entry.op === encode(op) && entry.epoch <= epoch)) {
-            fail('I2', `${node} applied "${encode(op)}" at seq ${seq} (epoch ${epoch}), which no primary committed there: ${candidates.map((entry) => `epoch ${entry.epoch}: ${entry.op}`).join('; ') || 'nothing'}`);
-          }
-        });
-      }
-      raise(node, { epoch, seq: last });
-    },
-    restored(node: string, _disk: RecordingStore, state: ReplicationState) {
-      trace.log(`${node} restored a snapshot at (${state.epoch}, ${state.seq})`);
-      raise(node, state);
-    },
-  };
-
-  // An error nothing handled, anywhere in the simulated code, fails the seed where it happened.
-  const unhandled = (error: unknown) => fail('I5', `unhandled: ${(error as Error)?.stack ?? String(error)}`);
-  process.on('unhandledRejection', unhandled);
-  const previousOnUnhandledError = rxjsConfig.onUnhandledError;
-  rxjsConfig.onUnhandledError = unhandled;
+  const ledger = new WriteLedger();
+  const watcher = checkDisks(ledger, trace, fail);
+  const releaseUnhandled = catchUnhandled(fail);
 
   const secret = random.hex(16);
   const cluster = new SimCluster(world, { replicas: 2, secret, watcher, log: (line) => trace.log(line), verbose: options.verbose ?? false });
@@ -147,8 +83,7 @@ export async function runScenario(options: ScenarioOptions): Promise<ScenarioRes
   let nextOpId = 1;
   let faultsInjected = 0;
 
-  const acked = { max: { epoch: 0, seq: 0 } as ReplicationState };
-  watchReplies(cluster, valueAt, highWater, acked, fail);
+  checkReplies(cluster, ledger, fail);
 
   // Start: every node registered, then services; the primary serves once replicas report.
   trace.log(`seed ${options.seed}: start`);
@@ -263,7 +198,7 @@ export async function runScenario(options: ScenarioOptions): Promise<ScenarioRes
         !down.has(other) &&
         isBack(other) &&
         cluster.hub?.views.trusted(other.name) === true &&
-        isAtOrPast(other.disk.state, acked.max),
+        isAtOrPast(other.disk.state, ledger.ackedMax),
     );
   const injectFault = () => {
     if (world.nowMs >= faultEnd) return;
@@ -398,8 +333,7 @@ export async function runScenario(options: ScenarioOptions): Promise<ScenarioRes
 
   // Rejections are reported after the turn they happened in: one more turn before leaving.
   await new Promise((resolve) => setImmediate(resolve));
-  process.off('unhandledRejection', unhandled);
-  rxjsConfig.onUnhandledError = previousOnUnhandledError;
+  releaseUnhandled();
 
   let linearizability: ScenarioResult['stats']['linearizability'] = 'failed';
   if (!verdict.violation) {
@@ -449,59 +383,6 @@ async function storesEqual(cluster: SimCluster): Promise<string | undefined> {
     if ((await replica.disk.contents()) !== expected) return `${replica.name} holds other data than the primary ${primaryHandle.name} at seq ${state.seq}`;
   }
   return undefined;
-}
-
-/**
- * Checked on the wire, as the nodes reply to clients:
- * I1: when a primary sends "ok" for a put, every replica of the view it holds has applied
- * (at some point) the seq the put was committed at;
- * I7: once a primary of some view has answered a client, no node holding an older view
- * answers one (the leases guarantee it: the new primary waits for them to run out).
- */
-function watchReplies(
-  cluster: SimCluster,
-  valueAt: Map<string, ReplicationState>,
-  highWater: Map<string, ReplicationState>,
-  acked: { max: ReplicationState },
-  fail: (check: string, message: string) => void,
-): void {
-  const puts = new Map<string, string>();
-  let newestServing: { epoch: number; node: string } | undefined;
-  cluster.network.sent$.subscribe(({ from, to, connection, text }) => {
-    const clientSide = (process: SimProcess) => process.name.startsWith('c');
-    if (clientSide(from) && !clientSide(to)) {
-      const request = JSON.parse(text) as { id?: unknown; op?: unknown; value?: unknown };
-      if (request.op === 'put') puts.set(`${connection}:${String(request.id)}`, JSON.stringify(request.value));
-      return;
-    }
-    if (!clientSide(to) || clientSide(from) || from.name === 'hub') return;
-    const reply = JSON.parse(text) as { id?: unknown; ok?: unknown };
-    const key = `${connection}:${String(reply.id)}`;
-    const valueJson = puts.get(key);
-    puts.delete(key);
-    if (reply.ok !== true) return;
-    const node = cluster.nodes.find((handle) => handle.process === from)?.node;
-    const view = node?.servingView;
-    if (!view || view.primary !== from.name) return fail('I7', `${from.name} answered a client while it is not the primary of the view it holds`);
-    if (newestServing && view.epoch < newestServing.epoch) {
-      return fail('I7', `${from.name} (view ${view.epoch}) answered a client after ${newestServing.node}, primary of view ${newestServing.epoch}, did`);
-    }
-    if (!newestServing || view.epoch > newestServing.epoch) newestServing = { epoch: view.epoch, node: from.name };
-    if (valueJson === undefined) return;
-    const at = valueAt.get(valueJson);
-    if (!at) return fail('I1', `${from.name} acknowledged the put of ${valueJson}, which it never applied`);
-    if (isAtOrPast(at, acked.max)) acked.max = at;
-    // The reply leaves a moment after the write was acknowledged, and the view may have
-    // changed in between: the write was acknowledged under some view from the epoch it was
-    // committed in to the one the primary serves under now; all of that view's replicas
-    // must have applied it.
-    const applied = (replica: string) => isAtOrPast(highWater.get(replica) ?? { epoch: 0, seq: 0 }, at);
-    const views = [...cluster.views.values()].filter((candidate) => candidate.epoch >= at.epoch && candidate.epoch <= view.epoch && candidate.primary === from.name);
-    if (!views.some((candidate) => candidate.replicas.every(applied))) {
-      const missing = view.replicas.filter((replica) => !applied(replica)).map((replica) => `${replica} at ${JSON.stringify(highWater.get(replica) ?? null)}`);
-      fail('I1', `${from.name} acknowledged the put of ${valueJson} at (${at.epoch}, ${at.seq}) before every replica of its view had it: ${missing.join(', ')} (views ${views.map((candidate) => candidate.epoch).join(', ')})`);
-    }
-  });
 }
 
 /** Forged hellos and appends are refused; garbage gets an error and the connection stays usable. */
