@@ -17,13 +17,12 @@
  * The same seed gives the same run: the trace's hash says so.
  */
 import { CLIENT_RETRY_DEADLINE_MS, DEAD_AFTER_MS } from '../constants.js';
-import { KvError } from '../errors.js';
-import type { KvClient } from '../client/client.js';
-import { RpcChannel } from '../protocol/rpc-channel.js';
-import { SIM_NODE_PORT, SimCluster, type SimNodeHandle } from './cluster.js';
+import { SimCluster, type SimNodeHandle } from './cluster.js';
 import { catchUnhandled, checkDisks, checkReplies, isAtOrPast, WriteLedger } from './oracle.js';
-import { checkLinearizable, type HistoryEntry, type KvOp } from './linearizability.js';
+import { checkLinearizable } from './linearizability.js';
+import { startRogue } from './rogue.js';
 import { Trace, Verdict, Violation } from './trace.js';
+import { REQUEST_TIMEOUT_MS, Workload } from './workload.js';
 import { SimWorld, type SimProcess } from './world.js';
 
 export const FAULT_KINDS = ['replica-crash', 'replica-disk-loss', 'partition', 'hub-crash', 'primary-crash', 'primary-disk-loss', 'disk-full', 'reply-loss'] as const;
@@ -54,11 +53,9 @@ export interface ScenarioResult {
   stats: { ops: number; acked: number; unknown: number; faults: number; events: number; virtualMs: number; linearizability: 'ok' | 'undecided' | 'failed' };
 }
 
-const REQUEST_TIMEOUT_MS = 5_000;
 /** Long enough for a partition to outlast the keepalive (2 x KEEPALIVE_INTERVAL_MS). */
 export const FAULT_PHASE_MS = 30_000;
 const CONVERGE_POLL_MS = 250;
-const QUIET_KEY = 'quiet';
 const FINAL_PUT_TRIES = 60;
 /** While replies are being lost, the share of node-to-client frames whose connection is reset. */
 const REPLY_LOSS_SHARE = 0.2;
@@ -79,8 +76,6 @@ export async function runScenario(options: ScenarioOptions): Promise<ScenarioRes
 
   const secret = random.hex(16);
   const cluster = new SimCluster(world, { replicas: 2, secret, watcher, log: (line) => trace.log(line), verbose: options.verbose ?? false });
-  const history: HistoryEntry[] = [];
-  let nextOpId = 1;
   let faultsInjected = 0;
 
   checkReplies(cluster, ledger, fail);
@@ -95,64 +90,9 @@ export async function runScenario(options: ScenarioOptions): Promise<ScenarioRes
   };
   if (!(await world.run(30_000, serving))) fail('start', 'the primary did not serve within 30 s');
 
-  // Clients.
-  let stopped = false;
-  let inFlight = 0;
-  /** Resolves with whether the request was answered ok. */
-  const run = async (client: KvClient, clientIndex: number, op: KvOp): Promise<boolean> => {
-    const entry: HistoryEntry = { client: clientIndex, id: nextOpId++, op, callMs: world.nowMs, returnMs: undefined, outcome: { status: 'unknown' } };
-    inFlight += 1;
-    let refusal = 'refused';
-    try {
-      if (op.kind === 'put') await client.put(op.key, op.value);
-      else if (op.kind === 'del') entry.outcome = { status: 'ok', found: await client.del(op.key) };
-      else {
-        const value = await client.get(op.key);
-        if (value !== undefined && typeof value !== 'string') fail('I5', `a get of ${op.key} returned ${JSON.stringify(value)}`);
-        entry.outcome = { status: 'ok', value: value as string | undefined };
-      }
-      if (op.kind === 'put') entry.outcome = { status: 'ok' };
-      entry.returnMs = world.nowMs;
-      history.push(entry);
-    } catch (error) {
-      const code = error instanceof KvError ? error.code : 'INTERNAL';
-      // UNAVAILABLE (a timeout, a dropped connection) leaves the outcome unknown; any other
-      // code says the request was refused before it took effect.
-      refusal = `refused ${code}: ${(error as Error).message}`;
-      const diskFull = code === 'INTERNAL' && /disk full \(simulated\)/.test((error as Error).message);
-      if (code === 'UNAVAILABLE') history.push(entry);
-      // NOT_FOUND: the lookup found no primary (a hub that restarted has not heard from it yet).
-      else if (code !== 'NOT_PRIMARY' && code !== 'NOT_FOUND' && !diskFull) fail('I5', `client ${clientIndex} got ${code} for ${JSON.stringify(op)}: ${(error as Error).message}`);
-    } finally {
-      inFlight -= 1;
-    }
-    trace.log(`c${clientIndex} ${describe(op)} -> ${history.at(-1)?.id === entry.id ? describeOutcome(entry) : refusal}`);
-    return entry.outcome.status === 'ok';
-  };
-  // The last client only reads: it stays with whichever primary it found for as long as
-  // that one answers, which is what makes a deposed primary's stale reads show.
-  const clientCount = (options.clients ?? 3) + 1;
-  const readerIndex = clientCount - 1;
-  const pipelineDepth = options.pipelineDepth ?? 3;
-  const clientProcesses = new Set<SimProcess>();
-  for (let index = 0; index < clientCount; index += 1) {
-    const process = world.process(`c${index}`, `127.0.1.${100 + index}`);
-    clientProcesses.add(process);
-    const client = cluster.client(process, REQUEST_TIMEOUT_MS);
-    let counter = 0;
-    const slot = () => {
-      if (stopped) return;
-      // The reader also reads a key nobody writes: a read of it never waits for replicas,
-      // so only the leases keep a deposed primary from answering it.
-      const key = index === readerIndex && random.chance(0.5) ? QUIET_KEY : random.pick(keys);
-      const roll = random.fraction();
-      const op: KvOp =
-        index === readerIndex || (roll >= 0.5 && roll < 0.85) ? { kind: 'get', key } : roll < 0.5 ? { kind: 'put', key, value: `c${index}-${counter++}` } : { kind: 'del', key };
-      // A client that got no answer backs off a little, as a real one would.
-      void run(client, index, op).then((ok) => process.clock.after(ok ? random.int(0, 40) : random.int(50, 300), slot));
-    };
-    for (let depth = 0; depth < pipelineDepth; depth += 1) process.clock.after(random.int(0, 10), slot);
-  }
+  const workload = new Workload(world, cluster, trace, fail, { keys, writers: options.clients ?? 3, pipelineDepth: options.pipelineDepth ?? 3 });
+  workload.start();
+  const clientProcesses = workload.processes;
 
   // Lost replies: while the fault lasts, the network resets a node's connection to a client
   // just as a reply to it is on its way, now and then. The client retries what it asked on
@@ -165,13 +105,7 @@ export async function runScenario(options: ScenarioOptions): Promise<ScenarioRes
     world.schedule(0, () => cluster.network.reset(frame.connection));
   });
 
-  // The rogue: forges replication frames and sends garbage, from its own address.
-  const rogue = world.process('rogue', '127.0.1.200');
-  const rogueRound = () => {
-    if (stopped) return;
-    void probeAsRogue(cluster, rogue, random.pick(cluster.nodes), fail, trace).then(() => rogue.clock.after(random.int(500, 3_000), rogueRound));
-  };
-  rogue.clock.after(random.int(100, 1_000), rogueRound);
+  startRogue(world, cluster, trace, fail, () => workload.running);
 
   // Faults, drawn from the seed, during the fault phase.
   const down = new Set<SimNodeHandle | 'hub'>();
@@ -291,11 +225,11 @@ export async function runScenario(options: ScenarioOptions): Promise<ScenarioRes
     if (!(await world.run(healDeadline, serving))) {
       fail('convergence', `the primary is not serving ${healDeadlineMs} ms after healing: ${cluster.primary.node?.health.state ?? 'down'}: ${cluster.primary.node?.health.reason ?? ''}`);
     }
-    stopped = true;
+    workload.stop();
     // A request is retried for CLIENT_RETRY_DEADLINE_MS while no primary answers it, each try up to its timeout.
     const answerMs = CLIENT_RETRY_DEADLINE_MS + REQUEST_TIMEOUT_MS * 2;
-    await world.run(world.nowMs + answerMs, () => inFlight === 0);
-    if (inFlight > 0) fail('I5', `${inFlight} requests still unanswered ${answerMs} ms after the clients stopped`);
+    await world.run(world.nowMs + answerMs, () => workload.inFlight === 0);
+    if (workload.inFlight > 0) fail('I5', `${workload.inFlight} requests still unanswered ${answerMs} ms after the clients stopped`);
     let unequal = await storesEqual(cluster);
     while (unequal !== undefined && world.nowMs < healDeadline) {
       await world.run(world.nowMs + CONVERGE_POLL_MS);
@@ -312,13 +246,13 @@ export async function runScenario(options: ScenarioOptions): Promise<ScenarioRes
     const finalKey = random.pick(keys);
     let written = false;
     for (let attempt = 1; attempt <= FINAL_PUT_TRIES && !written; attempt += 1) {
-      written = await runToEnd(world, run(client, clientCount, { kind: 'put', key: finalKey, value: `after-healing-${attempt}` }), fail);
+      written = await workload.runToEnd(client, workload.clientCount, { kind: 'put', key: finalKey, value: `after-healing-${attempt}` });
       if (!written) await world.run(world.nowMs + 500);
     }
     if (!written) fail('convergence', `no put was acknowledged in ${FINAL_PUT_TRIES} tries, 500 ms apart, after healing`);
-    for (const key of keys) await runToEnd(world, run(client, clientCount, { kind: 'get', key }), fail);
+    for (const key of keys) await workload.runToEnd(client, workload.clientCount, { kind: 'get', key });
     // The last put reached the view's replicas; a node still catching up gets it shortly.
-    await world.run(world.nowMs + 1_000, () => inFlight === 0);
+    await world.run(world.nowMs + 1_000, () => workload.inFlight === 0);
     let unequalAtEnd = await storesEqual(cluster);
     for (let polls = 0; unequalAtEnd !== undefined && polls < 40; polls += 1) {
       await world.run(world.nowMs + CONVERGE_POLL_MS);
@@ -337,7 +271,7 @@ export async function runScenario(options: ScenarioOptions): Promise<ScenarioRes
 
   let linearizability: ScenarioResult['stats']['linearizability'] = 'failed';
   if (!verdict.violation) {
-    const result = checkLinearizable(history);
+    const result = checkLinearizable(workload.history);
     if (result.ok === true) linearizability = 'ok';
     else if (result.ok === 'undecided') {
       linearizability = 'undecided';
@@ -353,23 +287,15 @@ export async function runScenario(options: ScenarioOptions): Promise<ScenarioRes
     traceHash: trace.digest(),
     lastLines: trace.last(),
     stats: {
-      ops: history.length,
-      acked: history.filter((entry) => entry.outcome.status === 'ok').length,
-      unknown: history.filter((entry) => entry.outcome.status === 'unknown').length,
+      ops: workload.history.length,
+      acked: workload.history.filter((entry) => entry.outcome.status === 'ok').length,
+      unknown: workload.history.filter((entry) => entry.outcome.status === 'unknown').length,
       faults: faultsInjected,
       events: world.events,
       virtualMs: Math.round(world.nowMs),
       linearizability,
     },
   };
-}
-
-/** Runs the world until `work` settles (or 30 s of virtual time pass). */
-async function runToEnd(world: SimWorld, work: Promise<boolean>, fail: (check: string, message: string) => void): Promise<boolean> {
-  let result: boolean | undefined;
-  void work.then((ok) => (result = ok));
-  if (!(await world.run(world.nowMs + 30_000, () => result !== undefined))) fail('I5', 'a request after healing got no answer within 30 s');
-  return result ?? false;
 }
 
 /** Undefined when every node's disk holds what the primary's does; else how they differ. */
@@ -385,54 +311,9 @@ async function storesEqual(cluster: SimCluster): Promise<string | undefined> {
   return undefined;
 }
 
-/** Forged hellos and appends are refused; garbage gets an error and the connection stays usable. */
-async function probeAsRogue(cluster: SimCluster, rogue: SimProcess, target: SimNodeHandle, fail: (check: string, message: string) => void, trace: Trace): Promise<void> {
-  const env = cluster.env(rogue);
-  let channel: RpcChannel;
-  try {
-    const connection = await env.transport.connect(`ws://${target.process.address}:${SIM_NODE_PORT}`, { maxPayload: 1 << 20, kind: 'peer' });
-    channel = new RpcChannel(connection, env.clock, 2_000);
-  } catch {
-    return; // the target is down or cut off: nothing to probe this round
-  }
-  const expectRefused = async (fields: Record<string, unknown>, what: string) => {
-    try {
-      await channel.request(fields);
-      fail('I4', `${target.name} accepted a forged ${what} from ${rogue.address}`);
-    } catch (error) {
-      if (!(error instanceof KvError)) fail('I5', `${target.name} answered a forged ${what} with ${String(error)}`);
-    }
-  };
-  await expectRefused({ op: 'hello', from: cluster.primary.name, epoch: cluster.primary.node?.view$.value?.epoch ?? 1 }, 'hello');
-  await expectRefused({ op: 'append', epoch: 1_000, first: 1, ops: [['p', 'k0', 'rogue']] }, 'append');
-  channel.connection.send('{"id":9,"op":');
-  try {
-    await channel.request({ op: 'help' });
-  } catch (error) {
-    // A connection that dropped with its node (a crash, a partition) is no fault of the
-    // garbage; a node that stopped answering (a timeout) is.
-    const dropped = error instanceof KvError && error.message === 'connection closed';
-    if (!dropped) fail('I5', `${target.name} stopped answering after a garbage frame: ${(error as Error).message}`);
-  }
-  trace.log(`rogue probed ${target.name}`);
-  channel.close();
-}
-
 function twoOf<T>(items: readonly T[], random: SimWorld['random']): [T, T] {
   const first = random.int(0, items.length - 1);
   let second = random.int(0, items.length - 2);
   if (second >= first) second += 1;
   return [items[first]!, items[second]!];
-}
-
-function describe(op: KvOp): string {
-  return op.kind === 'put' ? `put ${op.key}=${op.value}` : `${op.kind} ${op.key}`;
-}
-
-function describeOutcome(entry: HistoryEntry): string {
-  const { outcome } = entry;
-  if (outcome.status === 'unknown') return 'unknown';
-  if (entry.op.kind === 'get') return outcome.value === undefined ? 'not found' : outcome.value;
-  if (entry.op.kind === 'del') return `found ${String(outcome.found)}`;
-  return 'ok';
 }
