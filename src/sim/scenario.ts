@@ -16,17 +16,17 @@
  *   linearizable, so no acknowledged write was lost across any failover (I6).
  * The same seed gives the same run: the trace's hash says so.
  */
-import { CLIENT_RETRY_DEADLINE_MS, DEAD_AFTER_MS } from '../constants.js';
-import { SimCluster, type SimNodeHandle } from './cluster.js';
-import { catchUnhandled, checkDisks, checkReplies, isAtOrPast, WriteLedger } from './oracle.js';
+import { CLIENT_RETRY_DEADLINE_MS } from '../constants.js';
+import { SimCluster } from './cluster.js';
+import { catchUnhandled, checkDisks, checkReplies, WriteLedger } from './oracle.js';
 import { checkLinearizable } from './linearizability.js';
+import { FAULT_KINDS, FaultInjector, type FaultKind } from './faults.js';
 import { startRogue } from './rogue.js';
 import { Trace, Verdict, Violation } from './trace.js';
 import { REQUEST_TIMEOUT_MS, Workload } from './workload.js';
-import { SimWorld, type SimProcess } from './world.js';
+import { SimWorld } from './world.js';
 
-export const FAULT_KINDS = ['replica-crash', 'replica-disk-loss', 'partition', 'hub-crash', 'primary-crash', 'primary-disk-loss', 'disk-full', 'reply-loss'] as const;
-export type FaultKind = (typeof FAULT_KINDS)[number];
+export { FAULT_KINDS, type FaultKind } from './faults.js';
 
 export interface ScenarioOptions {
   seed: number;
@@ -57,8 +57,6 @@ export interface ScenarioResult {
 export const FAULT_PHASE_MS = 30_000;
 const CONVERGE_POLL_MS = 250;
 const FINAL_PUT_TRIES = 60;
-/** While replies are being lost, the share of node-to-client frames whose connection is reset. */
-const REPLY_LOSS_SHARE = 0.2;
 
 export async function runScenario(options: ScenarioOptions): Promise<ScenarioResult> {
   const world = new SimWorld(options.seed);
@@ -76,7 +74,6 @@ export async function runScenario(options: ScenarioOptions): Promise<ScenarioRes
 
   const secret = random.hex(16);
   const cluster = new SimCluster(world, { replicas: 2, secret, watcher, log: (line) => trace.log(line), verbose: options.verbose ?? false });
-  let faultsInjected = 0;
 
   checkReplies(cluster, ledger, fail);
 
@@ -92,132 +89,21 @@ export async function runScenario(options: ScenarioOptions): Promise<ScenarioRes
 
   const workload = new Workload(world, cluster, trace, fail, { keys, writers: options.clients ?? 3, pipelineDepth: options.pipelineDepth ?? 3 });
   workload.start();
-  const clientProcesses = workload.processes;
 
-  // Lost replies: while the fault lasts, the network resets a node's connection to a client
-  // just as a reply to it is on its way, now and then. The client retries what it asked on
-  // a new connection; a write must not be applied twice (I7).
-  let replyLossUntil = 0;
-  const nodeProcesses = new Set(cluster.nodes.map((handle) => handle.process));
-  cluster.network.sent$.subscribe((frame) => {
-    if (world.nowMs >= replyLossUntil || !nodeProcesses.has(frame.from) || !clientProcesses.has(frame.to) || !random.chance(REPLY_LOSS_SHARE)) return;
-    trace.log(`FAULT ${frame.from.name}'s reply ${frame.text.slice(0, 80)} to ${frame.to.name} is lost: the connection is reset`);
-    world.schedule(0, () => cluster.network.reset(frame.connection));
-  });
+  const injector = new FaultInjector(world, cluster, ledger, trace, faults);
+  injector.loseReplies(workload.processes);
 
   startRogue(world, cluster, trace, fail, () => workload.running);
 
-  // Faults, drawn from the seed, during the fault phase.
-  const down = new Set<SimNodeHandle | 'hub'>();
   const faultEnd = world.nowMs + faultPhaseMs;
-  const processes = (): SimProcess[] => [cluster.hubProcess, ...cluster.nodes.map((n) => n.process)];
-  // Ground truth, not the hub's belief: another node is running, is trusted by the hub to
-  // hold every acknowledged write, and does (its disk is at or past every acknowledged put).
-  // A disk is lost only from a healthy cluster (nothing else down or cut off): the fault
-  // model is one node lost at a time, and two at once within the dead-after time is two.
-  // A node that restarted less than twice the dead-after time ago is not back yet: its
-  // primary may have just reported it unreachable, and dropping it then losing the
-  // primary's disk is two losses (seeds 651 and 6042 of one build: the hub, rightly, then
-  // waited for the lost primary rather than promote a node outside the view).
-  let partitionsActive = 0;
-  const restartedAt = new Map<SimNodeHandle, number>();
-  const isBack = (other: SimNodeHandle) => world.nowMs - (restartedAt.get(other) ?? -Infinity) > 2 * DEAD_AFTER_MS;
-  const canLoseDisk = (handle: SimNodeHandle) =>
-    down.size === 0 &&
-    partitionsActive === 0 &&
-    cluster.nodes.some(
-      (other) =>
-        other !== handle &&
-        other.process.isAlive &&
-        !down.has(other) &&
-        isBack(other) &&
-        cluster.hub?.views.trusted(other.name) === true &&
-        isAtOrPast(other.disk.state, ledger.ackedMax),
-    );
-  const injectFault = () => {
-    if (world.nowMs >= faultEnd) return;
-    const kind = random.pick(faults);
-    const lasting = random.int(100, 6_000);
-    faultsInjected += 1;
-    switch (kind) {
-      case 'replica-crash':
-      case 'replica-disk-loss':
-      case 'primary-crash':
-      case 'primary-disk-loss': {
-        const handle = kind.startsWith('primary') ? cluster.primary : random.pick(cluster.replicas);
-        if (down.has(handle)) break;
-        const diskLost = kind.endsWith('disk-loss');
-        // The fault model is one node lost at a time: a disk is lost only while another
-        // node the hub could promote holds everything it holds.
-        if (diskLost && !canLoseDisk(handle)) break;
-        trace.log(`FAULT ${handle.name} crashes${diskLost ? ', its disk lost' : ''}; back in ${lasting} ms`);
-        cluster.crash(handle, diskLost);
-        down.add(handle);
-        world.schedule(lasting, () => {
-          if (!down.delete(handle)) return;
-          trace.log(`FAULT ${handle.name} restarts`);
-          cluster.restart(handle);
-          restartedAt.set(handle, world.nowMs);
-        });
-        break;
-      }
-      case 'hub-crash':
-        if (down.has('hub')) break;
-        trace.log(`FAULT hub crashes; back in ${lasting} ms`);
-        cluster.crashHub();
-        down.add('hub');
-        world.schedule(lasting, () => {
-          if (!down.delete('hub')) return;
-          trace.log('FAULT hub restarts');
-          cluster.restartHub();
-        });
-        break;
-      case 'partition': {
-        const [a, b] = twoOf(processes(), random);
-        const both = random.chance(0.5);
-        // Some outlast the keepalive, so a stalled connection gives up.
-        const partitionMs = random.chance(0.15) ? random.int(15_000, 30_000) : lasting;
-        trace.log(`FAULT partition ${a.name} ${both ? '<->' : '->'} ${b.name}; healed in ${partitionMs} ms`);
-        const heal = cluster.network.partition(a, b, both);
-        partitionsActive += 1;
-        world.schedule(partitionMs, () => {
-          trace.log(`FAULT partition ${a.name} ${both ? '<->' : '->'} ${b.name} healed`);
-          partitionsActive = Math.max(0, partitionsActive - 1);
-          heal();
-        });
-        break;
-      }
-      case 'reply-loss':
-        trace.log(`FAULT replies to clients are lost for ${lasting} ms`);
-        replyLossUntil = Math.max(replyLossUntil, world.nowMs + lasting);
-        break;
-      case 'disk-full': {
-        const disk = cluster.primary.disk;
-        if (down.has(cluster.primary)) break;
-        trace.log(`FAULT ${cluster.primary.name}'s disk is full for ${lasting} ms`);
-        disk.failing = true;
-        world.schedule(lasting, () => (disk.failing = false));
-        break;
-      }
-    }
-    world.schedule(random.int(300, 4_000), injectFault);
-  };
-  world.schedule(random.int(0, 1_000), injectFault);
+  injector.start(faultEnd);
 
   try {
     await world.run(faultEnd);
 
     // Healing: every fault lifted; the cluster must converge and take writes again.
     trace.log('HEAL every fault lifted');
-    replyLossUntil = 0;
-    cluster.network.heal();
-    partitionsActive = 0;
-    for (const handle of cluster.nodes) handle.disk.failing = false;
-    for (const handle of [...down]) {
-      down.delete(handle);
-      if (handle === 'hub') cluster.restartHub();
-      else cluster.restart(handle);
-    }
+    injector.liftAll();
     // The primary serves again while the clients go on; then they stop, every request they
     // have in flight is answered (or times out), and every replica must hold what it holds.
     const healDeadlineMs = options.healDeadlineMs ?? 60_000;
@@ -290,7 +176,7 @@ export async function runScenario(options: ScenarioOptions): Promise<ScenarioRes
       ops: workload.history.length,
       acked: workload.history.filter((entry) => entry.outcome.status === 'ok').length,
       unknown: workload.history.filter((entry) => entry.outcome.status === 'unknown').length,
-      faults: faultsInjected,
+      faults: injector.drawn,
       events: world.events,
       virtualMs: Math.round(world.nowMs),
       linearizability,
@@ -311,9 +197,3 @@ async function storesEqual(cluster: SimCluster): Promise<string | undefined> {
   return undefined;
 }
 
-function twoOf<T>(items: readonly T[], random: SimWorld['random']): [T, T] {
-  const first = random.int(0, items.length - 1);
-  let second = random.int(0, items.length - 2);
-  if (second >= first) second += 1;
-  return [items[first]!, items[second]!];
-}
