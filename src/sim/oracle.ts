@@ -8,12 +8,15 @@
  *   I5  nothing in the simulated code throws where nobody catches it;
  *   I7  once a primary of a view has answered a client, no node of an older view does; no
  *       write is applied twice, and a primary commits every write with its request tag.
+ * And once the world has stopped, the one check of the whole client history: it must be
+ * linearizable, so no acknowledged write was lost across any failover (I6).
  */
 import { config as rxjsConfig } from 'rxjs';
 import type { View, WriteOp } from '../protocol/messages.js';
 import type { ReplicationState } from '../storage/store.js';
 import { tagName, writeMarks, type DiskWatcher, type RecordingStore, type SimCluster } from './cluster.js';
-import type { Fail, Trace } from './trace.js';
+import { checkLinearizable, type HistoryEntry } from './linearizability.js';
+import type { Fail, Trace, Verdict } from './trace.js';
 import type { SimProcess } from './world.js';
 
 export function isAtOrPast(a: ReplicationState, b: ReplicationState): boolean {
@@ -177,4 +180,22 @@ export function catchUnhandled(fail: Fail): () => void {
     process.off('unhandledRejection', unhandled);
     rxjsConfig.onUnhandledError = previousOnUnhandledError;
   };
+}
+
+export type LinearizabilityVerdict = 'ok' | 'undecided' | 'failed';
+
+/**
+ * I6, once the world has stopped. A run that broke a check already is not searched: its
+ * verdict is that first broken check.
+ */
+export function judgeHistory(history: readonly HistoryEntry[], verdict: Verdict, trace: Trace): LinearizabilityVerdict {
+  if (verdict.violation) return 'failed';
+  const result = checkLinearizable(history);
+  if (result.ok === true) return 'ok';
+  if (result.ok === 'undecided') {
+    trace.log(`linearizability undecided on ${result.key}: ${result.reason}`);
+    return 'undecided';
+  }
+  verdict.judged('linearizability', `the history of key ${result.key} is not linearizable:\n${result.explanation}`);
+  return 'failed';
 }
