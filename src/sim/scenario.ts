@@ -80,8 +80,8 @@ export async function runScenario(options: ScenarioOptions): Promise<ScenarioRes
     injector: new FaultInjector(world, cluster, ledger, trace, options.faults ?? FAULT_KINDS),
   };
 
-  await startPhase(run);
   try {
+    await startPhase(run);
     await faultPhase(run, options.faultPhaseMs ?? FAULT_PHASE_MS);
     await healingPhase(run, options.healDeadlineMs ?? HEAL_DEADLINE_MS);
     await finalPhase(run);
