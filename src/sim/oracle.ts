@@ -24,7 +24,7 @@ export function isAtOrPast(a: ReplicationState, b: ReplicationState): boolean {
 }
 
 /** A write as one line, tag included, for the ledger and the messages. */
-export function encode(op: WriteOp): string {
+function encode(op: WriteOp): string {
   const tag = op.tag ? ` [${tagName(op.tag)}]` : '';
   return op.kind === 'put' ? `put ${op.key}=${op.valueJson}${tag}` : `del ${op.key}${tag}`;
 }
@@ -43,6 +43,7 @@ export class WriteLedger {
   /** How far each node's disk ever got, by applying or by restoring. */
   private readonly highWater = new Map<string, ReplicationState>();
 
+  /** Undefined for a node whose disk never applied or restored anything. */
   reached(node: string): ReplicationState | undefined {
     return this.highWater.get(node);
   }
@@ -52,6 +53,7 @@ export class WriteLedger {
     if (!high || isAtOrPast(state, high)) this.highWater.set(node, state);
   }
 
+  /** A primary committed `ops` from seq `first` on. */
   commit(epoch: number, first: number, ops: readonly WriteOp[]): void {
     ops.forEach((op, index) => {
       const seq = first + index;
@@ -60,6 +62,7 @@ export class WriteLedger {
     });
   }
 
+  /** A primary acknowledged the put it committed `at`. */
   acknowledged(at: ReplicationState): void {
     if (isAtOrPast(at, this.ackedMax)) this.ackedMax = at;
   }
