@@ -17,6 +17,7 @@ const USAGE = `usage: npm run sim -- [options]
                       ${FAULT_KINDS.join(',')})
   --fault-phase-ms T  virtual time of the fault phase (default ${FAULT_PHASE_MS})
   --trace             print the last trace lines of every seed, not only of failures
+  --hashes            print every seed's whole trace hash and figures (to compare two builds)
   --keep-going        run every seed even after a failure
   -h, --help          this text`;
 
@@ -28,6 +29,7 @@ const values = readFlags(fail, USAGE, {
   faults: { type: 'string', default: FAULT_KINDS.join(',') },
   'fault-phase-ms': { type: 'string', default: String(FAULT_PHASE_MS) },
   trace: { type: 'boolean', default: false },
+  hashes: { type: 'boolean', default: false },
   'keep-going': { type: 'boolean', default: false },
 });
 
@@ -67,6 +69,7 @@ for (let seed = first; seed < first + count; seed += 1) {
   else passed += 1;
   if (result.stats.linearizability === 'undecided') undecided += 1;
   if (count === 1 || result.failure || values.trace) report(result, performance.now() - seedStarted);
+  if (values.hashes) console.log(`seed ${seed} trace ${result.traceHash} ${JSON.stringify(result.stats)}`);
   if (result.failure && !values['keep-going']) break;
 }
 const seconds = (performance.now() - started) / 1000;

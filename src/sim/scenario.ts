@@ -15,21 +15,20 @@
  *   acknowledged, and the whole client history (final reads of every key included) is
  *   linearizable, so no acknowledged write was lost across any failover (I6).
  * The same seed gives the same run: the trace's hash says so.
+ *
+ * The pieces, each in its own file: the phases (phases.ts), the clients and their history
+ * (workload.ts), the fault injector (faults.ts), the rogue (rogue.ts), the checks
+ * (oracle.ts, convergence.ts, linearizability.ts), the trace and verdict (trace.ts).
  */
-import { createHash } from 'node:crypto';
-import { config as rxjsConfig } from 'rxjs';
-import { CLIENT_RETRY_DEADLINE_MS, DEAD_AFTER_MS } from '../constants.js';
-import { KvError } from '../errors.js';
-import type { KvClient } from '../client/client.js';
-import type { WriteOp } from '../protocol/messages.js';
-import { RpcChannel } from '../protocol/rpc-channel.js';
-import type { ReplicationState } from '../storage/store.js';
-import { SIM_NODE_PORT, SimCluster, tagName, writeMarks, type DiskWatcher, type RecordingStore, type SimNodeHandle } from './cluster.js';
-import { checkLinearizable, type HistoryEntry, type KvOp } from './linearizability.js';
-import { SimWorld, type SimProcess } from './world.js';
+import { SimCluster } from './cluster.js';
+import { FAULT_KINDS, FaultInjector, type FaultKind } from './faults.js';
+import { catchUnhandled, checkDisks, checkReplies, judgeHistory, WriteLedger, type LinearizabilityVerdict } from './oracle.js';
+import { faultPhase, finalPhase, healingPhase, startPhase, type Run } from './phases.js';
+import { Trace, Verdict, Violation } from './trace.js';
+import { Workload } from './workload.js';
+import { SimWorld } from './world.js';
 
-export const FAULT_KINDS = ['replica-crash', 'replica-disk-loss', 'partition', 'hub-crash', 'primary-crash', 'primary-disk-loss', 'disk-full', 'reply-loss'] as const;
-export type FaultKind = (typeof FAULT_KINDS)[number];
+export { FAULT_KINDS, type FaultKind } from './faults.js';
 
 export interface ScenarioOptions {
   seed: number;
@@ -53,545 +52,66 @@ export interface ScenarioResult {
   /** sha256 of the whole trace: the same seed must give the same hash. */
   traceHash: string;
   lastLines: string[];
-  stats: { ops: number; acked: number; unknown: number; faults: number; events: number; virtualMs: number; linearizability: 'ok' | 'undecided' | 'failed' };
+  stats: { ops: number; acked: number; unknown: number; faults: number; events: number; virtualMs: number; linearizability: LinearizabilityVerdict };
 }
 
-const REQUEST_TIMEOUT_MS = 5_000;
 /** Long enough for a partition to outlast the keepalive (2 x KEEPALIVE_INTERVAL_MS). */
 export const FAULT_PHASE_MS = 30_000;
-const CONVERGE_POLL_MS = 250;
-const QUIET_KEY = 'quiet';
-const FINAL_PUT_TRIES = 60;
-/** While replies are being lost, the share of node-to-client frames whose connection is reset. */
-const REPLY_LOSS_SHARE = 0.2;
-
-class Violation extends Error {
-  constructor(
-    readonly check: string,
-    message: string,
-  ) {
-    super(message);
-  }
-}
-
-/** Every line of what happened, hashed; the last ones kept to print. */
-class Trace {
-  private readonly hash = createHash('sha256');
-  readonly lines: string[] = [];
-
-  constructor(
-    private readonly world: SimWorld,
-    private readonly kept: number,
-  ) {}
-
-  log(line: string): void {
-    const text = `${this.world.nowMs.toFixed(3).padStart(10)} ${line}`;
-    this.hash.update(text).update('\n');
-    this.lines.push(text);
-    if (this.lines.length > this.kept * 2) this.lines.splice(0, this.lines.length - this.kept);
-  }
-
-  digest(): string {
-    return this.hash.digest('hex');
-  }
-
-  last(): string[] {
-    return this.lines.slice(-this.kept);
-  }
-}
-
-function isAtOrPast(a: ReplicationState, b: ReplicationState): boolean {
-  return a.epoch > b.epoch || (a.epoch === b.epoch && a.seq >= b.seq);
-}
-
-function encode(op: WriteOp): string {
-  const tag = op.tag ? ` [${tagName(op.tag)}]` : '';
-  return op.kind === 'put' ? `put ${op.key}=${op.valueJson}${tag}` : `del ${op.key}${tag}`;
-}
+const HEAL_DEADLINE_MS = 60_000;
 
 export async function runScenario(options: ScenarioOptions): Promise<ScenarioResult> {
   const world = new SimWorld(options.seed);
-  const random = world.random;
   const trace = new Trace(world, options.traceLinesKept ?? 60);
-  const faults = options.faults ?? FAULT_KINDS;
-  const faultPhaseMs = options.faultPhaseMs ?? FAULT_PHASE_MS;
+  const verdict = new Verdict(world, trace);
+  const { fail } = verdict;
+  const ledger = new WriteLedger();
+  const watcher = checkDisks(ledger, trace, fail);
+  const releaseUnhandled = catchUnhandled(fail);
+  const cluster = new SimCluster(world, { replicas: 2, secret: world.random.hex(16), watcher, log: (line) => trace.log(line), verbose: options.verbose ?? false });
+  checkReplies(cluster, ledger, fail);
   const keys = Array.from({ length: options.keys ?? 6 }, (_, index) => `k${index}`);
-  let violation: Violation | undefined;
-  const fail = (check: string, message: string) => {
-    if (violation) return;
-    violation = new Violation(check, message);
-    trace.log(`VIOLATION ${check}: ${message}`);
-    world.fail(violation);
+  const run: Run = {
+    world,
+    cluster,
+    trace,
+    fail,
+    keys,
+    workload: new Workload(world, cluster, trace, fail, { keys, writers: options.clients ?? 3, pipelineDepth: options.pipelineDepth ?? 3 }),
+    injector: new FaultInjector(world, cluster, ledger, trace, options.faults ?? FAULT_KINDS),
   };
-
-  // What primaries committed, by seq (a deposed primary's unacknowledged writes and its
-  // successor's share seqs: both are kept, with their epochs), and where each put's value
-  // landed: the truth the replicas' disks are checked against.
-  const committed = new Map<number, { epoch: number; op: string }[]>();
-  const valueAt = new Map<string, ReplicationState>();
-  const highWater = new Map<string, ReplicationState>();
-  const raise = (node: string, state: ReplicationState) => {
-    const high = highWater.get(node);
-    if (!high || isAtOrPast(state, high)) highWater.set(node, state);
-  };
-  const watcher: DiskWatcher = {
-    applying(node: string, disk: RecordingStore, epoch: number, first: number, ops: readonly WriteOp[], asPrimary: boolean) {
-      const last = first + ops.length - 1;
-      trace.log(`${node} applies ${first}-${last} epoch ${epoch}${asPrimary ? ' as primary' : ''}`);
-      if (first !== disk.state.seq + 1) fail('I2', `${node} applied seqs ${first}-${last} on top of seq ${disk.state.seq}`);
-      if (epoch < disk.state.epoch) fail('I4', `${node} applied epoch ${epoch} over its epoch ${disk.state.epoch}`);
-      // At most once: a tag or a put's value already in this disk's history, or twice in one
-      // batch, is a write applied twice. Every client here is the library, which tags every write.
-      const inBatch = new Set<string>();
-      ops.forEach((op, index) => {
-        if (asPrimary && !op.tag) fail('I7', `${node} committed "${encode(op)}" at seq ${first + index} without its request tag`);
-        for (const mark of writeMarks(op)) {
-          if (disk.holds(mark) || inBatch.has(mark)) fail('I7', `${node} applied ${encode(op)} at seq ${first + index} (epoch ${epoch}), a write its history holds already`);
-          inBatch.add(mark);
-        }
-      });
-      if (asPrimary) {
-        ops.forEach((op, index) => {
-          const seq = first + index;
-          committed.set(seq, [...(committed.get(seq) ?? []), { epoch, op: encode(op) }]);
-          if (op.kind === 'put') valueAt.set(op.valueJson, { epoch, seq });
-        });
-      } else {
-        // A replica applies what a primary committed at that seq, in that epoch or before
-        // (a batch of several is applied in the epoch of its last part).
-        ops.forEach((op, index) => {
-          const seq = first + index;
-          const candidates = committed.get(seq) ?? [];
-          if (!candidates.some((entry) => entry.op === encode(op) && entry.epoch <= epoch)) {
-            fail('I2', `${node} applied "${encode(op)}" at seq ${seq} (epoch ${epoch}), which no primary committed there: ${candidates.map((entry) => `epoch ${entry.epoch}: ${entry.op}`).join('; ') || 'nothing'}`);
-          }
-        });
-      }
-      raise(node, { epoch, seq: last });
-    },
-    restored(node: string, _disk: RecordingStore, state: ReplicationState) {
-      trace.log(`${node} restored a snapshot at (${state.epoch}, ${state.seq})`);
-      raise(node, state);
-    },
-  };
-
-  // An error nothing handled, anywhere in the simulated code, fails the seed where it happened.
-  const unhandled = (error: unknown) => fail('I5', `unhandled: ${(error as Error)?.stack ?? String(error)}`);
-  process.on('unhandledRejection', unhandled);
-  const previousOnUnhandledError = rxjsConfig.onUnhandledError;
-  rxjsConfig.onUnhandledError = unhandled;
-
-  const secret = random.hex(16);
-  const cluster = new SimCluster(world, { replicas: 2, secret, watcher, log: (line) => trace.log(line), verbose: options.verbose ?? false });
-  const history: HistoryEntry[] = [];
-  let nextOpId = 1;
-  let faultsInjected = 0;
-
-  const acked = { max: { epoch: 0, seq: 0 } as ReplicationState };
-  watchReplies(cluster, valueAt, highWater, acked, fail);
-
-  // Start: every node registered, then services; the primary serves once replicas report.
-  trace.log(`seed ${options.seed}: start`);
-  void cluster.startAll();
-  const serving = () => {
-    const view = cluster.hub?.views.view;
-    const primary = view && cluster.nodes.find((handle) => handle.name === view.primary);
-    return primary?.node?.view?.epoch === view?.epoch && primary?.node?.health.state === 'serving';
-  };
-  if (!(await world.run(30_000, serving))) fail('start', 'the primary did not serve within 30 s');
-
-  // Clients.
-  let stopped = false;
-  let inFlight = 0;
-  /** Resolves with whether the request was answered ok. */
-  const run = async (client: KvClient, clientIndex: number, op: KvOp): Promise<boolean> => {
-    const entry: HistoryEntry = { client: clientIndex, id: nextOpId++, op, callMs: world.nowMs, returnMs: undefined, outcome: { status: 'unknown' } };
-    inFlight += 1;
-    let refusal = 'refused';
-    try {
-      if (op.kind === 'put') await client.put(op.key, op.value);
-      else if (op.kind === 'del') entry.outcome = { status: 'ok', found: await client.del(op.key) };
-      else {
-        const value = await client.get(op.key);
-        if (value !== undefined && typeof value !== 'string') fail('I5', `a get of ${op.key} returned ${JSON.stringify(value)}`);
-        entry.outcome = { status: 'ok', value: value as string | undefined };
-      }
-      if (op.kind === 'put') entry.outcome = { status: 'ok' };
-      entry.returnMs = world.nowMs;
-      history.push(entry);
-    } catch (error) {
-      const code = error instanceof KvError ? error.code : 'INTERNAL';
-      // UNAVAILABLE (a timeout, a dropped connection) leaves the outcome unknown; any other
-      // code says the request was refused before it took effect.
-      refusal = `refused ${code}: ${(error as Error).message}`;
-      const diskFull = code === 'INTERNAL' && /disk full \(simulated\)/.test((error as Error).message);
-      if (code === 'UNAVAILABLE') history.push(entry);
-      // NOT_FOUND: the lookup found no primary (a hub that restarted has not heard from it yet).
-      else if (code !== 'NOT_PRIMARY' && code !== 'NOT_FOUND' && !diskFull) fail('I5', `client ${clientIndex} got ${code} for ${JSON.stringify(op)}: ${(error as Error).message}`);
-    } finally {
-      inFlight -= 1;
-    }
-    trace.log(`c${clientIndex} ${describe(op)} -> ${history.at(-1)?.id === entry.id ? describeOutcome(entry) : refusal}`);
-    return entry.outcome.status === 'ok';
-  };
-  // The last client only reads: it stays with whichever primary it found for as long as
-  // that one answers, which is what makes a deposed primary's stale reads show.
-  const clientCount = (options.clients ?? 3) + 1;
-  const readerIndex = clientCount - 1;
-  const pipelineDepth = options.pipelineDepth ?? 3;
-  const clientProcesses = new Set<SimProcess>();
-  for (let index = 0; index < clientCount; index += 1) {
-    const process = world.process(`c${index}`, `127.0.1.${100 + index}`);
-    clientProcesses.add(process);
-    const client = cluster.client(process, REQUEST_TIMEOUT_MS);
-    let counter = 0;
-    const slot = () => {
-      if (stopped) return;
-      // The reader also reads a key nobody writes: a read of it never waits for replicas,
-      // so only the leases keep a deposed primary from answering it.
-      const key = index === readerIndex && random.chance(0.5) ? QUIET_KEY : random.pick(keys);
-      const roll = random.fraction();
-      const op: KvOp =
-        index === readerIndex || (roll >= 0.5 && roll < 0.85) ? { kind: 'get', key } : roll < 0.5 ? { kind: 'put', key, value: `c${index}-${counter++}` } : { kind: 'del', key };
-      // A client that got no answer backs off a little, as a real one would.
-      void run(client, index, op).then((ok) => process.clock.after(ok ? random.int(0, 40) : random.int(50, 300), slot));
-    };
-    for (let depth = 0; depth < pipelineDepth; depth += 1) process.clock.after(random.int(0, 10), slot);
-  }
-
-  // Lost replies: while the fault lasts, the network resets a node's connection to a client
-  // just as a reply to it is on its way, now and then. The client retries what it asked on
-  // a new connection; a write must not be applied twice (I7).
-  let replyLossUntil = 0;
-  const nodeProcesses = new Set(cluster.nodes.map((handle) => handle.process));
-  cluster.network.sent$.subscribe((frame) => {
-    if (world.nowMs >= replyLossUntil || !nodeProcesses.has(frame.from) || !clientProcesses.has(frame.to) || !random.chance(REPLY_LOSS_SHARE)) return;
-    trace.log(`FAULT ${frame.from.name}'s reply ${frame.text.slice(0, 80)} to ${frame.to.name} is lost: the connection is reset`);
-    world.schedule(0, () => cluster.network.reset(frame.connection));
-  });
-
-  // The rogue: forges replication frames and sends garbage, from its own address.
-  const rogue = world.process('rogue', '127.0.1.200');
-  const rogueRound = () => {
-    if (stopped) return;
-    void probeAsRogue(cluster, rogue, random.pick(cluster.nodes), fail, trace).then(() => rogue.clock.after(random.int(500, 3_000), rogueRound));
-  };
-  rogue.clock.after(random.int(100, 1_000), rogueRound);
-
-  // Faults, drawn from the seed, during the fault phase.
-  const down = new Set<SimNodeHandle | 'hub'>();
-  const faultEnd = world.nowMs + faultPhaseMs;
-  const processes = (): SimProcess[] => [cluster.hubProcess, ...cluster.nodes.map((n) => n.process)];
-  // Ground truth, not the hub's belief: another node is running, is trusted by the hub to
-  // hold every acknowledged write, and does (its disk is at or past every acknowledged put).
-  // A disk is lost only from a healthy cluster (nothing else down or cut off): the fault
-  // model is one node lost at a time, and two at once within the dead-after time is two.
-  // A node that restarted less than twice the dead-after time ago is not back yet: its
-  // primary may have just reported it unreachable, and dropping it then losing the
-  // primary's disk is two losses (seeds 651 and 6042 of one build: the hub, rightly, then
-  // waited for the lost primary rather than promote a node outside the view).
-  let partitionsActive = 0;
-  const restartedAt = new Map<SimNodeHandle, number>();
-  const isBack = (other: SimNodeHandle) => world.nowMs - (restartedAt.get(other) ?? -Infinity) > 2 * DEAD_AFTER_MS;
-  const canLoseDisk = (handle: SimNodeHandle) =>
-    down.size === 0 &&
-    partitionsActive === 0 &&
-    cluster.nodes.some(
-      (other) =>
-        other !== handle &&
-        other.process.isAlive &&
-        !down.has(other) &&
-        isBack(other) &&
-        cluster.hub?.views.trusted(other.name) === true &&
-        isAtOrPast(other.disk.state, acked.max),
-    );
-  const injectFault = () => {
-    if (world.nowMs >= faultEnd) return;
-    const kind = random.pick(faults);
-    const lasting = random.int(100, 6_000);
-    faultsInjected += 1;
-    switch (kind) {
-      case 'replica-crash':
-      case 'replica-disk-loss':
-      case 'primary-crash':
-      case 'primary-disk-loss': {
-        const handle = kind.startsWith('primary') ? cluster.primary : random.pick(cluster.replicas);
-        if (down.has(handle)) break;
-        const diskLost = kind.endsWith('disk-loss');
-        // The fault model is one node lost at a time: a disk is lost only while another
-        // node the hub could promote holds everything it holds.
-        if (diskLost && !canLoseDisk(handle)) break;
-        trace.log(`FAULT ${handle.name} crashes${diskLost ? ', its disk lost' : ''}; back in ${lasting} ms`);
-        cluster.crash(handle, diskLost);
-        down.add(handle);
-        world.schedule(lasting, () => {
-          if (!down.delete(handle)) return;
-          trace.log(`FAULT ${handle.name} restarts`);
-          cluster.restart(handle);
-          restartedAt.set(handle, world.nowMs);
-        });
-        break;
-      }
-      case 'hub-crash':
-        if (down.has('hub')) break;
-        trace.log(`FAULT hub crashes; back in ${lasting} ms`);
-        cluster.crashHub();
-        down.add('hub');
-        world.schedule(lasting, () => {
-          if (!down.delete('hub')) return;
-          trace.log('FAULT hub restarts');
-          cluster.restartHub();
-        });
-        break;
-      case 'partition': {
-        const [a, b] = twoOf(processes(), random);
-        const both = random.chance(0.5);
-        // Some outlast the keepalive, so a stalled connection gives up.
-        const partitionMs = random.chance(0.15) ? random.int(15_000, 30_000) : lasting;
-        trace.log(`FAULT partition ${a.name} ${both ? '<->' : '->'} ${b.name}; healed in ${partitionMs} ms`);
-        const heal = cluster.network.partition(a, b, both);
-        partitionsActive += 1;
-        world.schedule(partitionMs, () => {
-          trace.log(`FAULT partition ${a.name} ${both ? '<->' : '->'} ${b.name} healed`);
-          partitionsActive = Math.max(0, partitionsActive - 1);
-          heal();
-        });
-        break;
-      }
-      case 'reply-loss':
-        trace.log(`FAULT replies to clients are lost for ${lasting} ms`);
-        replyLossUntil = Math.max(replyLossUntil, world.nowMs + lasting);
-        break;
-      case 'disk-full': {
-        const disk = cluster.primary.disk;
-        if (down.has(cluster.primary)) break;
-        trace.log(`FAULT ${cluster.primary.name}'s disk is full for ${lasting} ms`);
-        disk.failing = true;
-        world.schedule(lasting, () => (disk.failing = false));
-        break;
-      }
-    }
-    world.schedule(random.int(300, 4_000), injectFault);
-  };
-  world.schedule(random.int(0, 1_000), injectFault);
 
   try {
-    await world.run(faultEnd);
-
-    // Healing: every fault lifted; the cluster must converge and take writes again.
-    trace.log('HEAL every fault lifted');
-    replyLossUntil = 0;
-    cluster.network.heal();
-    partitionsActive = 0;
-    for (const handle of cluster.nodes) handle.disk.failing = false;
-    for (const handle of [...down]) {
-      down.delete(handle);
-      if (handle === 'hub') cluster.restartHub();
-      else cluster.restart(handle);
-    }
-    // The primary serves again while the clients go on; then they stop, every request they
-    // have in flight is answered (or times out), and every replica must hold what it holds.
-    const healDeadlineMs = options.healDeadlineMs ?? 60_000;
-    const healDeadline = world.nowMs + healDeadlineMs;
-    if (!(await world.run(healDeadline, serving))) {
-      fail('convergence', `the primary is not serving ${healDeadlineMs} ms after healing: ${cluster.primary.node?.health.state ?? 'down'}: ${cluster.primary.node?.health.reason ?? ''}`);
-    }
-    stopped = true;
-    // A request is retried for CLIENT_RETRY_DEADLINE_MS while no primary answers it, each try up to its timeout.
-    const answerMs = CLIENT_RETRY_DEADLINE_MS + REQUEST_TIMEOUT_MS * 2;
-    await world.run(world.nowMs + answerMs, () => inFlight === 0);
-    if (inFlight > 0) fail('I5', `${inFlight} requests still unanswered ${answerMs} ms after the clients stopped`);
-    let unequal = await storesEqual(cluster);
-    while (unequal !== undefined && world.nowMs < healDeadline) {
-      await world.run(world.nowMs + CONVERGE_POLL_MS);
-      unequal = await storesEqual(cluster);
-    }
-    if (unequal !== undefined) fail('convergence', `not converged ${healDeadlineMs} ms after healing: ${unequal}`);
-
-    // A fresh client writes once more and reads every key: the end of the history.
-    const checker = world.process('checker', '127.0.1.250');
-    const client = cluster.client(checker, REQUEST_TIMEOUT_MS);
-    // Tried until acknowledged, for a while: a hub that restarted may not know the primary
-    // yet (a primary whose hub connection died behind a partition hears of it only through
-    // its keepalive: up to KEEPALIVE_INTERVAL_MS after the partition heals).
-    const finalKey = random.pick(keys);
-    let written = false;
-    for (let attempt = 1; attempt <= FINAL_PUT_TRIES && !written; attempt += 1) {
-      written = await runToEnd(world, run(client, clientCount, { kind: 'put', key: finalKey, value: `after-healing-${attempt}` }), fail);
-      if (!written) await world.run(world.nowMs + 500);
-    }
-    if (!written) fail('convergence', `no put was acknowledged in ${FINAL_PUT_TRIES} tries, 500 ms apart, after healing`);
-    for (const key of keys) await runToEnd(world, run(client, clientCount, { kind: 'get', key }), fail);
-    // The last put reached the view's replicas; a node still catching up gets it shortly.
-    await world.run(world.nowMs + 1_000, () => inFlight === 0);
-    let unequalAtEnd = await storesEqual(cluster);
-    for (let polls = 0; unequalAtEnd !== undefined && polls < 40; polls += 1) {
-      await world.run(world.nowMs + CONVERGE_POLL_MS);
-      unequalAtEnd = await storesEqual(cluster);
-    }
-    if (unequalAtEnd !== undefined) fail('convergence', `10 s after the final writes: ${unequalAtEnd}`);
+    await startPhase(run);
+    await faultPhase(run, options.faultPhaseMs ?? FAULT_PHASE_MS);
+    await healingPhase(run, options.healDeadlineMs ?? HEAL_DEADLINE_MS);
+    await finalPhase(run);
   } catch (error) {
-    if (!(error instanceof Violation)) {
-      fail('I5', `the simulation threw: ${(error as Error).stack ?? String(error)}`);
-    }
+    // A broken check stops the world by throwing its Violation; anything else is a fault.
+    if (!(error instanceof Violation)) fail('I5', `the simulation threw: ${(error as Error).stack ?? String(error)}`);
   }
-
   // Rejections are reported after the turn they happened in: one more turn before leaving.
   await new Promise((resolve) => setImmediate(resolve));
-  process.off('unhandledRejection', unhandled);
-  rxjsConfig.onUnhandledError = previousOnUnhandledError;
+  releaseUnhandled();
 
-  let linearizability: ScenarioResult['stats']['linearizability'] = 'failed';
-  if (!violation) {
-    const result = checkLinearizable(history);
-    if (result.ok === true) linearizability = 'ok';
-    else if (result.ok === 'undecided') {
-      linearizability = 'undecided';
-      trace.log(`linearizability undecided on ${result.key}: ${result.reason}`);
-    } else {
-      violation = new Violation('linearizability', `the history of key ${result.key} is not linearizable:\n${result.explanation}`);
-    }
-  }
+  const linearizability = judgeHistory(run.workload.history, verdict, trace);
+  return result(run, verdict, linearizability);
+}
 
+function result({ world, trace, workload, injector }: Run, verdict: Verdict, linearizability: LinearizabilityVerdict): ScenarioResult {
+  const { history } = workload;
   return {
-    seed: options.seed,
-    failure: violation ? { check: violation.check, message: violation.message } : undefined,
+    seed: world.seed,
+    failure: verdict.violation ? { check: verdict.violation.check, message: verdict.violation.message } : undefined,
     traceHash: trace.digest(),
     lastLines: trace.last(),
     stats: {
       ops: history.length,
       acked: history.filter((entry) => entry.outcome.status === 'ok').length,
       unknown: history.filter((entry) => entry.outcome.status === 'unknown').length,
-      faults: faultsInjected,
+      faults: injector.drawn,
       events: world.events,
       virtualMs: Math.round(world.nowMs),
       linearizability,
     },
   };
-}
-
-/** Runs the world until `work` settles (or 30 s of virtual time pass). */
-async function runToEnd(world: SimWorld, work: Promise<boolean>, fail: (check: string, message: string) => void): Promise<boolean> {
-  let result: boolean | undefined;
-  void work.then((ok) => (result = ok));
-  if (!(await world.run(world.nowMs + 30_000, () => result !== undefined))) fail('I5', 'a request after healing got no answer within 30 s');
-  return result ?? false;
-}
-
-/** Undefined when every node's disk holds what the primary's does; else how they differ. */
-async function storesEqual(cluster: SimCluster): Promise<string | undefined> {
-  const primaryHandle = cluster.primary;
-  const primary = primaryHandle.disk;
-  const expected = await primary.contents();
-  for (const replica of cluster.replicas) {
-    const { state } = replica.disk;
-    if (state.seq !== primary.state.seq) return `${replica.name} is at seq ${state.seq}, the primary ${primaryHandle.name} at ${primary.state.seq}`;
-    if ((await replica.disk.contents()) !== expected) return `${replica.name} holds other data than the primary ${primaryHandle.name} at seq ${state.seq}`;
-  }
-  return undefined;
-}
-
-/**
- * Checked on the wire, as the nodes reply to clients:
- * I1: when a primary sends "ok" for a put, every replica of the view it holds has applied
- * (at some point) the seq the put was committed at;
- * I7: once a primary of some view has answered a client, no node holding an older view
- * answers one (the leases guarantee it: the new primary waits for them to run out).
- */
-function watchReplies(
-  cluster: SimCluster,
-  valueAt: Map<string, ReplicationState>,
-  highWater: Map<string, ReplicationState>,
-  acked: { max: ReplicationState },
-  fail: (check: string, message: string) => void,
-): void {
-  const puts = new Map<string, string>();
-  let newestServing: { epoch: number; node: string } | undefined;
-  cluster.network.sent$.subscribe(({ from, to, connection, text }) => {
-    const clientSide = (process: SimProcess) => process.name.startsWith('c');
-    if (clientSide(from) && !clientSide(to)) {
-      const request = JSON.parse(text) as { id?: unknown; op?: unknown; value?: unknown };
-      if (request.op === 'put') puts.set(`${connection}:${String(request.id)}`, JSON.stringify(request.value));
-      return;
-    }
-    if (!clientSide(to) || clientSide(from) || from.name === 'hub') return;
-    const reply = JSON.parse(text) as { id?: unknown; ok?: unknown };
-    const key = `${connection}:${String(reply.id)}`;
-    const valueJson = puts.get(key);
-    puts.delete(key);
-    if (reply.ok !== true) return;
-    const node = cluster.nodes.find((handle) => handle.process === from)?.node;
-    const view = node?.servingView;
-    if (!view || view.primary !== from.name) return fail('I7', `${from.name} answered a client while it is not the primary of the view it holds`);
-    if (newestServing && view.epoch < newestServing.epoch) {
-      return fail('I7', `${from.name} (view ${view.epoch}) answered a client after ${newestServing.node}, primary of view ${newestServing.epoch}, did`);
-    }
-    if (!newestServing || view.epoch > newestServing.epoch) newestServing = { epoch: view.epoch, node: from.name };
-    if (valueJson === undefined) return;
-    const at = valueAt.get(valueJson);
-    if (!at) return fail('I1', `${from.name} acknowledged the put of ${valueJson}, which it never applied`);
-    if (isAtOrPast(at, acked.max)) acked.max = at;
-    // The reply leaves a moment after the write was acknowledged, and the view may have
-    // changed in between: the write was acknowledged under some view from the epoch it was
-    // committed in to the one the primary serves under now; all of that view's replicas
-    // must have applied it.
-    const applied = (replica: string) => isAtOrPast(highWater.get(replica) ?? { epoch: 0, seq: 0 }, at);
-    const views = [...cluster.views.values()].filter((candidate) => candidate.epoch >= at.epoch && candidate.epoch <= view.epoch && candidate.primary === from.name);
-    if (!views.some((candidate) => candidate.replicas.every(applied))) {
-      const missing = view.replicas.filter((replica) => !applied(replica)).map((replica) => `${replica} at ${JSON.stringify(highWater.get(replica) ?? null)}`);
-      fail('I1', `${from.name} acknowledged the put of ${valueJson} at (${at.epoch}, ${at.seq}) before every replica of its view had it: ${missing.join(', ')} (views ${views.map((candidate) => candidate.epoch).join(', ')})`);
-    }
-  });
-}
-
-/** Forged hellos and appends are refused; garbage gets an error and the connection stays usable. */
-async function probeAsRogue(cluster: SimCluster, rogue: SimProcess, target: SimNodeHandle, fail: (check: string, message: string) => void, trace: Trace): Promise<void> {
-  const env = cluster.env(rogue);
-  let channel: RpcChannel;
-  try {
-    const connection = await env.transport.connect(`ws://${target.process.address}:${SIM_NODE_PORT}`, { maxPayload: 1 << 20, kind: 'peer' });
-    channel = new RpcChannel(connection, env.clock, 2_000);
-  } catch {
-    return; // the target is down or cut off: nothing to probe this round
-  }
-  const expectRefused = async (fields: Record<string, unknown>, what: string) => {
-    try {
-      await channel.request(fields);
-      fail('I4', `${target.name} accepted a forged ${what} from ${rogue.address}`);
-    } catch (error) {
-      if (!(error instanceof KvError)) fail('I5', `${target.name} answered a forged ${what} with ${String(error)}`);
-    }
-  };
-  await expectRefused({ op: 'hello', from: cluster.primary.name, epoch: cluster.primary.node?.view?.epoch ?? 1 }, 'hello');
-  await expectRefused({ op: 'append', epoch: 1_000, first: 1, ops: [['p', 'k0', 'rogue']] }, 'append');
-  channel.connection.send('{"id":9,"op":');
-  try {
-    await channel.request({ op: 'help' });
-  } catch (error) {
-    // A connection that dropped with its node (a crash, a partition) is no fault of the
-    // garbage; a node that stopped answering (a timeout) is.
-    const dropped = error instanceof KvError && error.message === 'connection closed';
-    if (!dropped) fail('I5', `${target.name} stopped answering after a garbage frame: ${(error as Error).message}`);
-  }
-  trace.log(`rogue probed ${target.name}`);
-  channel.close();
-}
-
-function twoOf<T>(items: readonly T[], random: SimWorld['random']): [T, T] {
-  const first = random.int(0, items.length - 1);
-  let second = random.int(0, items.length - 2);
-  if (second >= first) second += 1;
-  return [items[first]!, items[second]!];
-}
-
-function describe(op: KvOp): string {
-  return op.kind === 'put' ? `put ${op.key}=${op.value}` : `${op.kind} ${op.key}`;
-}
-
-function describeOutcome(entry: HistoryEntry): string {
-  const { outcome } = entry;
-  if (outcome.status === 'unknown') return 'unknown';
-  if (entry.op.kind === 'get') return outcome.value === undefined ? 'not found' : outcome.value;
-  if (entry.op.kind === 'del') return `found ${String(outcome.found)}`;
-  return 'ok';
 }
