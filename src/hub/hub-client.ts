@@ -39,7 +39,11 @@ export interface HubStatus {
 }
 
 export interface ViewStatus extends View {
-  members: Record<string, { state: string; epoch: number; seq: number; lag: number }>;
+  minReplicas: number;
+  /** Why the primary refuses writes (the view is below its durability floor), if it does. */
+  writesRefused?: string;
+  /** `heardMsAgo`: since the hub last heard the member (absent from hubs before it was shown). */
+  members: Record<string, { state: string; epoch: number; seq: number; lag: number; heardMsAgo?: number }>;
   changes: { atMs: number; epoch: number; primary: string; replicas: string[]; why: string }[];
 }
 
@@ -241,11 +245,15 @@ export class HubClient {
 /** A view in a reply: null (none yet) or {epoch, primary, replicas}, checked like every reply field. */
 export function parseView(raw: unknown): View | undefined {
   if (raw === null || raw === undefined) return undefined;
-  const { epoch, primary, replicas } = raw as { epoch?: unknown; primary?: unknown; replicas?: unknown };
+  const { epoch, primary, replicas, minReplicas } = raw as { epoch?: unknown; primary?: unknown; replicas?: unknown; minReplicas?: unknown };
   if (typeof raw !== 'object' || !Number.isSafeInteger(epoch) || (epoch as number) < 1 || typeof primary !== 'string') {
     throw new KvError('INTERNAL', 'malformed reply: view must be {epoch, primary, replicas}');
   }
-  return { epoch: epoch as number, primary, replicas: parseNames(replicas, 'view.replicas') };
+  if (minReplicas !== undefined && (!Number.isSafeInteger(minReplicas) || (minReplicas as number) < 0)) {
+    throw new KvError('INTERNAL', 'malformed reply: view.minReplicas must be a count');
+  }
+  // A hub from before the floor sends none: its views acknowledged with any replicas.
+  return { epoch: epoch as number, primary, replicas: parseNames(replicas, 'view.replicas'), minReplicas: (minReplicas as number | undefined) ?? 0 };
 }
 
 function parseNames(raw: unknown, field: string): string[] {
@@ -258,14 +266,17 @@ function parseNames(raw: unknown, field: string): string[] {
 function parseViewStatus(raw: unknown): ViewStatus {
   const view = parseView(raw);
   if (!view) throw new KvError('INTERNAL', 'malformed reply: view must be an object');
-  const { members, changes } = raw as { members?: unknown; changes?: unknown };
+  const { members, changes, writesRefused } = raw as { members?: unknown; changes?: unknown; writesRefused?: unknown };
   const count = (value: unknown) => Number.isSafeInteger(value) && (value as number) >= 0;
   const parsedMembers: ViewStatus['members'] = {};
   if (typeof members !== 'object' || members === null || Array.isArray(members)) throw new KvError('INTERNAL', 'malformed reply: view.members must be an object');
+  if (writesRefused !== undefined && typeof writesRefused !== 'string') throw new KvError('INTERNAL', 'malformed reply: view.writesRefused must be a string');
   for (const [name, member] of Object.entries(members as Record<string, unknown>)) {
-    const { state, epoch, seq, lag } = (member ?? {}) as Record<string, unknown>;
-    if (typeof state !== 'string' || !count(epoch) || !count(seq) || !count(lag)) throw new KvError('INTERNAL', `malformed reply: view.members.${name}`);
-    parsedMembers[name] = { state, epoch: epoch as number, seq: seq as number, lag: lag as number };
+    const { state, epoch, seq, lag, heardMsAgo } = (member ?? {}) as Record<string, unknown>;
+    if (typeof state !== 'string' || !count(epoch) || !count(seq) || !count(lag) || (heardMsAgo !== undefined && typeof heardMsAgo !== 'number')) {
+      throw new KvError('INTERNAL', `malformed reply: view.members.${name}`);
+    }
+    parsedMembers[name] = { state, epoch: epoch as number, seq: seq as number, lag: lag as number, ...(heardMsAgo !== undefined ? { heardMsAgo: heardMsAgo as number } : {}) };
   }
   if (!Array.isArray(changes)) throw new KvError('INTERNAL', 'malformed reply: view.changes must be a list');
   const parsedChanges = changes.map((change: unknown) => {
@@ -274,7 +285,7 @@ function parseViewStatus(raw: unknown): ViewStatus {
     if (!changed || typeof atMs !== 'number' || typeof why !== 'string') throw new KvError('INTERNAL', 'malformed reply: view.changes');
     return { ...changed, atMs, why };
   });
-  return { ...view, members: parsedMembers, changes: parsedChanges };
+  return { ...view, minReplicas: view.minReplicas ?? 0, ...(writesRefused !== undefined ? { writesRefused } : {}), members: parsedMembers, changes: parsedChanges };
 }
 
 /** The hub status's `nodes`: each node's state and reason, checked like every reply field. */

@@ -8,7 +8,7 @@
  * register again when they reconnect.
  */
 import { Subject } from 'rxjs';
-import { CONNECTIONS_MAX, DEAD_AFTER_MS, HEARTBEAT_INTERVAL_MS, HUB_FRAME_BYTES_MAX, HUB_NAME, HUB_NAMES_MAX, KV_SERVICE } from '../constants.js';
+import { CONNECTIONS_MAX, DEAD_AFTER_MS, HUB_FRAME_BYTES_MAX, HUB_NAME, HUB_NAMES_MAX, KV_SERVICE, VIEW_TICK_INTERVAL_MS } from '../constants.js';
 import { KvError, assert, assertNever } from '../errors.js';
 import { newChallenge, verifyProof } from '../protocol/auth.js';
 import type { Answer, HubRequest, NodeHealth, NodeState } from '../protocol/messages.js';
@@ -105,7 +105,7 @@ export class DirectoryHub {
   /** The view keeper looks at heartbeats twice per interval. */
   private tick(): void {
     this.views.tick();
-    this.stopTicking = this.env.clock.after(HEARTBEAT_INTERVAL_MS / 2, () => this.tick());
+    this.stopTicking = this.env.clock.after(VIEW_TICK_INTERVAL_MS, () => this.tick());
   }
 
   close(): Promise<void> {
@@ -212,6 +212,10 @@ export class DirectoryHub {
     return this.options.namesMax ?? HUB_NAMES_MAX;
   }
 
+  /**
+   * Names, services, what each node last said of itself, and the view: its members as the
+   * hub sees them, and why writes are refused when the view is below its durability floor.
+   */
   private status(): Record<string, unknown> {
     const names: Record<string, string> = {};
     const nodes: Record<string, NodeHealth> = {};
@@ -220,11 +224,14 @@ export class DirectoryHub {
       if (entry.health) nodes[name] = entry.health;
     }
     const view = this.views.view;
+    const writesRefused = this.views.writesRefused();
     return {
       names,
       services: { ...Object.fromEntries(this.services), ...(view ? { [KV_SERVICE]: view.primary } : {}) },
       nodes,
-      ...(view ? { view: { ...view, members: this.views.status(), changes: this.views.history } } : {}),
+      ...(view
+        ? { view: { ...view, minReplicas: view.minReplicas ?? 0, ...(writesRefused ? { writesRefused } : {}), members: this.views.status(), changes: this.views.history } }
+        : {}),
     };
   }
 

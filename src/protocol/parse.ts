@@ -14,6 +14,7 @@ import {
   type NodeState,
   type RequestId,
   type RequestTag,
+  type ViewConfig,
   type WriteOp,
 } from './messages.js';
 import { parseTextCommand } from './text-commands.js';
@@ -139,10 +140,15 @@ function hubRequest(fields: Fields, id: RequestId): HubRequest {
     }
     case 'heartbeat': {
       const config = fields['config'];
-      let proposed: { primary: string; replicas: string[] } | undefined;
+      let proposed: ViewConfig | undefined;
       if (config !== undefined) {
         if (typeof config !== 'object' || config === null || Array.isArray(config)) throw new KvError('BAD_REQUEST', 'config must be an object');
-        proposed = { primary: requireName(config as Fields, 'primary'), replicas: requireNames(config as Fields, 'replicas') };
+        const replicas = requireNames(config as Fields, 'replicas');
+        const minReplicas = (config as Fields)['minReplicas'];
+        if (minReplicas !== undefined && (typeof minReplicas !== 'number' || !Number.isSafeInteger(minReplicas) || minReplicas < 0 || minReplicas > replicas.length)) {
+          throw new KvError('BAD_REQUEST', `config.minReplicas must be an integer from 0 to the ${replicas.length} replicas configured`);
+        }
+        proposed = { primary: requireName(config as Fields, 'primary'), replicas, ...(minReplicas !== undefined ? { minReplicas } : {}) };
       }
       return {
         type: 'heartbeat',
