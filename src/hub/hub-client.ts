@@ -47,6 +47,12 @@ export interface ViewStatus extends View {
   changes: { atMs: number; epoch: number; primary: string; replicas: string[]; why: string }[];
 }
 
+/** The last heartbeat the hub answered: when it was sent (this node's clock) and the view it gave. */
+export interface HeartbeatAnswer {
+  sentMs: number;
+  view: View | undefined;
+}
+
 export class HubClient {
   private readonly env: Environment;
   private readonly channel: Redialer<RpcChannel>;
@@ -58,6 +64,7 @@ export class HubClient {
   /** The session being opened (hello, auth, replay): close() ends it at once. */
   private opening: RpcChannel | undefined;
   private closed = false;
+  private answered: HeartbeatAnswer | undefined;
 
   constructor(
     readonly url: string,
@@ -112,17 +119,38 @@ export class HubClient {
    * heartbeat is.
    */
   async heartbeat(fields: Omit<HeartbeatRequest, 'type' | 'id'>, timeoutMs: number): Promise<{ view: View | undefined; candidates: string[] }> {
+    const sentMs = this.env.clock.now();
     const channel = await this.channel.get();
     const { config, synced, caughtUp, behind, unreachable, ...position } = fields;
     const reply = await channel
-      .request({ op: 'heartbeat', ...position, ...(config ? { config } : {}), ...(synced ? { synced } : {}), ...(caughtUp ? { caughtUp } : {}), ...(behind ? { behind } : {}), ...(unreachable?.length ? { unreachable } : {}) }, timeoutMs)
+      .request({
+        op: 'heartbeat',
+        ...position,
+        ...(config ? { config } : {}),
+        ...(synced ? { synced } : {}),
+        ...(caughtUp ? { caughtUp } : {}),
+        ...(behind ? { behind } : {}),
+        ...(unreachable?.length ? { unreachable } : {}),
+      }, timeoutMs)
       .catch((error: unknown) => {
         // A heartbeat with no reply means a connection that died silently (a hub that
         // crashed behind a partition): dropped now, redialed, rather than at the keepalive.
         if (error instanceof KvError && error.code === 'UNAVAILABLE') channel.close();
         throw error;
       });
-    return { view: parseView(reply['view']), candidates: parseNames(reply['candidates'], 'candidates') };
+    const view = parseView(reply['view']);
+    // Beats may overlap: a later one's answer is not replaced by an earlier one's.
+    if (!this.answered || sentMs >= this.answered.sentMs) this.answered = { sentMs, view };
+    return { view, candidates: parseNames(reply['candidates'], 'candidates') };
+  }
+
+  /**
+   * The last heartbeat the hub answered. A primary holding its view alone counts a lease on
+   * it, as on a replica's acknowledgement: the hub calls a node dead only DEAD_AFTER_MS after
+   * hearing it last, so until LEASE_MS after `sentMs` nobody else has been made primary.
+   */
+  get lastAnswer(): HeartbeatAnswer | undefined {
+    return this.answered;
   }
 
   async status(): Promise<HubStatus> {
