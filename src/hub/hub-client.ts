@@ -203,26 +203,34 @@ export class HubClient {
     const running = this.delivering.get(key);
     if (running) return running;
     const deliver = async () => {
-      for (;;) {
-        let sent: Record<string, unknown> | undefined;
-        const attempt$ = defer(() => {
-          sent = this.registrations.get(key) ?? fields;
-          return this.request(sent);
-        }).pipe(
-          retry({
-            delay: (error: unknown, attempt) => {
-              const held = error instanceof KvError && error.code === 'FORBIDDEN' && error.details['holder'] !== undefined;
-              if (!held && !this.retryable(error, 'UNAVAILABLE')) return throwError(() => error);
-              this.options.onRetry?.(error as KvError);
-              return this.backoff(error, attempt);
-            },
-          }),
-        );
-        await firstValueFrom(attempt$);
-        if ((this.registrations.get(key) ?? sent) === sent) return;
+      try {
+        for (;;) {
+          let sent: Record<string, unknown> | undefined;
+          const attempt$ = defer(() => {
+            sent = this.registrations.get(key) ?? fields;
+            return this.request(sent);
+          }).pipe(
+            retry({
+              delay: (error: unknown, attempt) => {
+                const held = error instanceof KvError && error.code === 'FORBIDDEN' && error.details['holder'] !== undefined;
+                if (!held && !this.retryable(error, 'UNAVAILABLE')) return throwError(() => error);
+                this.options.onRetry?.(error as KvError);
+                return this.backoff(error, attempt);
+              },
+            }),
+          );
+          await firstValueFrom(attempt$);
+          if ((this.registrations.get(key) ?? sent) === sent) return;
+        }
+      } finally {
+        // In the same step as the loop's last look at the registration: a version set after
+        // it starts a loop of its own. (Forgotten in a .finally() a microtask later, a report
+        // made meanwhile joined the finished loop and was never sent: a node whose view came
+        // in the same read as its previous report's reply stayed "starting" at the hub.)
+        if (this.delivering.get(key) === delivered) this.delivering.delete(key);
       }
     };
-    const delivered = deliver().finally(() => this.delivering.delete(key));
+    const delivered: Promise<void> = deliver();
     this.delivering.set(key, delivered);
     return delivered;
   }
