@@ -121,7 +121,9 @@ export class HubClient {
   async heartbeat(fields: Omit<HeartbeatRequest, 'type' | 'id'>, timeoutMs: number): Promise<{ view: View | undefined; candidates: string[] }> {
     const sentMs = this.env.clock.now();
     const channel = await this.channel.get();
-    const { config, synced, caughtUp, behind, unreachable, ...position } = fields;
+    const { config, synced, caughtUp, behind, unreachable, health, ...position } = fields;
+    // The health this node last reported rides along, so the hub's copy heals at every beat.
+    const said = health ?? this.reported(fields.name);
     const reply = await channel
       .request({
         op: 'heartbeat',
@@ -131,6 +133,7 @@ export class HubClient {
         ...(caughtUp ? { caughtUp } : {}),
         ...(behind ? { behind } : {}),
         ...(unreachable?.length ? { unreachable } : {}),
+        ...(said ? { state: said.state, ...(said.reason !== undefined ? { reason: said.reason } : {}) } : {}),
       }, timeoutMs)
       .catch((error: unknown) => {
         // A heartbeat with no reply means a connection that died silently (a hub that
@@ -151,6 +154,14 @@ export class HubClient {
    */
   get lastAnswer(): HeartbeatAnswer | undefined {
     return this.answered;
+  }
+
+  /** The health `name` last reported through this client (what `report` keeps for replay). */
+  private reported(name: string): NodeHealth | undefined {
+    const fields = this.registrations.get(`report ${name}`);
+    if (!fields) return undefined;
+    const { state, reason } = fields as { state: NodeState; reason?: string };
+    return { state, ...(reason !== undefined ? { reason } : {}) };
   }
 
   async status(): Promise<HubStatus> {

@@ -191,13 +191,14 @@ export class DirectoryHub {
         this.requireRegistrant(session, request.name);
         const entry = this.names.get(request.name);
         if (!entry) throw new KvError('NOT_FOUND', `register the name "${request.name}" before reporting on it`);
-        entry.health = { state: request.state, ...(request.reason !== undefined ? { reason: request.reason } : {}) };
-        this.events$.next({ event: 'report', name: request.name, state: request.state, reason: request.reason });
+        this.setHealth(request.name, entry, { state: request.state, reason: request.reason });
         return okReply(request.id);
       }
       case 'heartbeat': {
         this.requireRegistrant(session, request.name);
-        if (!this.names.has(request.name)) throw new KvError('NOT_FOUND', `register the name "${request.name}" before its heartbeats`);
+        const entry = this.names.get(request.name);
+        if (!entry) throw new KvError('NOT_FOUND', `register the name "${request.name}" before its heartbeats`);
+        if (request.health) this.setHealth(request.name, entry, request.health);
         const view = this.views.heartbeat(request);
         return okReply(request.id, { view: view ?? null, candidates: this.views.candidates() });
       }
@@ -212,9 +213,17 @@ export class DirectoryHub {
     return this.options.namesMax ?? HUB_NAMES_MAX;
   }
 
+  /** What a node says of itself, by report or with a heartbeat; an event only when it changed. */
+  private setHealth(name: string, entry: NameEntry, health: NodeHealth): void {
+    const changed = entry.health?.state !== health.state || entry.health?.reason !== health.reason;
+    entry.health = { state: health.state, ...(health.reason !== undefined ? { reason: health.reason } : {}) };
+    if (changed) this.events$.next({ event: 'report', name, state: health.state, reason: health.reason });
+  }
+
   /**
-   * Names, services, what each node last said of itself, and the view: its members as the
-   * hub sees them, and why writes are refused when the view is below its durability floor.
+   * Names, services, what each node last said of itself (`nodes`: as said, however old),
+   * and the view: its members as the hub sees them (a dead one's last word is in `nodes`
+   * only), and why writes are refused when the view is below its durability floor.
    */
   private status(): Record<string, unknown> {
     const names: Record<string, string> = {};

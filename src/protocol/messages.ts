@@ -174,6 +174,11 @@ export interface HeartbeatRequest {
   behind: string | undefined;
   /** From a primary: replicas of its view that answered nothing for DEAD_AFTER_MS. */
   unreachable: string[] | undefined;
+  /**
+   * How the node is as it last reported it: carried by every beat, so what the hub shows
+   * of a live node is never older than a beat (a report lost on the way heals at the next).
+   */
+  health?: NodeHealth | undefined;
 }
 
 export type HubRequest =

@@ -132,4 +132,19 @@ Hub('a report made as the previous one is delivered reaches the hub (its reply a
   assert.equal((await reader.status()).nodes['n0'], { state: 'serving' });
 });
 
+Hub('a heartbeat carries the health last reported: the hub\'s copy heals at the next beat', async () => {
+  const hub = await startHub();
+  const node = client(hub.url, { name: 'n0' });
+  await node.register('n0', 'ws://127.0.0.11:7401');
+  await node.report('n0', { state: 'degraded', reason: 'n1 refuses appends' });
+  const raw = await RawClient.open(hub.url, disposer);
+  // Another session overwrites it (as a lost or reordered report would leave it stale).
+  await raw.ask({ id: 1, op: 'hello', from: 'n0' });
+  assert.is((await raw.ask({ id: 2, op: 'report', name: 'n0', state: 'starting' }))['ok'], true);
+  assert.equal((await client(hub.url).status()).nodes['n0'], { state: 'starting' });
+  const beat = { name: 'n0', epoch: 0, seq: 0, viewEpoch: 0, config: undefined, synced: undefined, caughtUp: undefined, behind: undefined, unreachable: undefined };
+  await node.heartbeat(beat, 5_000);
+  assert.equal((await client(hub.url).status()).nodes['n0'], { state: 'degraded', reason: 'n1 refuses appends' });
+});
+
 Hub.run();
