@@ -42,8 +42,8 @@ export interface ViewStatus extends View {
   minReplicas: number;
   /** Why the primary refuses writes (the view is below its durability floor), if it does. */
   writesRefused?: string;
-  /** `heardMsAgo`: since the hub last heard the member (absent from hubs before it was shown). */
-  members: Record<string, { state: string; epoch: number; seq: number; lag: number; heardMsAgo?: number }>;
+  /** `heardMsAgo`, `trusted`: since the hub last heard the member, and whether it could take over (absent from older hubs). */
+  members: Record<string, { state: string; epoch: number; seq: number; lag: number; heardMsAgo?: number; trusted?: boolean }>;
   changes: { atMs: number; epoch: number; primary: string; replicas: string[]; why: string }[];
 }
 
@@ -319,18 +319,25 @@ function parseViewStatus(raw: unknown): ViewStatus {
   if (typeof members !== 'object' || members === null || Array.isArray(members)) throw new KvError('INTERNAL', 'malformed reply: view.members must be an object');
   if (writesRefused !== undefined && typeof writesRefused !== 'string') throw new KvError('INTERNAL', 'malformed reply: view.writesRefused must be a string');
   for (const [name, member] of Object.entries(members as Record<string, unknown>)) {
-    const { state, epoch, seq, lag, heardMsAgo } = (member ?? {}) as Record<string, unknown>;
-    if (typeof state !== 'string' || !count(epoch) || !count(seq) || !count(lag) || (heardMsAgo !== undefined && typeof heardMsAgo !== 'number')) {
+    const { state, epoch, seq, lag, heardMsAgo, trusted } = (member ?? {}) as Record<string, unknown>;
+    if (typeof state !== 'string' || !count(epoch) || !count(seq) || !count(lag) || (heardMsAgo !== undefined && typeof heardMsAgo !== 'number') || (trusted !== undefined && typeof trusted !== 'boolean')) {
       throw new KvError('INTERNAL', `malformed reply: view.members.${name}`);
     }
-    parsedMembers[name] = { state, epoch: epoch as number, seq: seq as number, lag: lag as number, ...(heardMsAgo !== undefined ? { heardMsAgo: heardMsAgo as number } : {}) };
+    parsedMembers[name] = {
+      state,
+      epoch: epoch as number,
+      seq: seq as number,
+      lag: lag as number,
+      ...(heardMsAgo !== undefined ? { heardMsAgo: heardMsAgo as number } : {}),
+      ...(trusted !== undefined ? { trusted: trusted as boolean } : {}),
+    };
   }
   if (!Array.isArray(changes)) throw new KvError('INTERNAL', 'malformed reply: view.changes must be a list');
   const parsedChanges = changes.map((change: unknown) => {
     const { atMs, why } = (change ?? {}) as Record<string, unknown>;
     const changed = parseView(change);
     if (!changed || typeof atMs !== 'number' || typeof why !== 'string') throw new KvError('INTERNAL', 'malformed reply: view.changes');
-    return { ...changed, atMs, why };
+    return { epoch: changed.epoch, primary: changed.primary, replicas: changed.replicas, atMs, why };
   });
   return { ...view, minReplicas: view.minReplicas ?? 0, ...(writesRefused !== undefined ? { writesRefused } : {}), members: parsedMembers, changes: parsedChanges };
 }

@@ -90,6 +90,8 @@ export interface MemberStatus {
   lag: number;
   /** Since the member's last heartbeat (the hub's clock): how long a dead one has been silent. */
   heardMsAgo: number;
+  /** Whether the hub counts on it to hold every acknowledged write (it could take over). */
+  trusted: boolean;
 }
 
 export class ViewKeeper {
@@ -223,6 +225,7 @@ export class ViewKeeper {
         seq: member.seq,
         lag: primary ? Math.max(0, primary.seq - member.seq) : 0,
         heardMsAgo: now - member.lastSeenMs,
+        trusted: this.trusted(member.name),
       };
     }
     return out;

@@ -389,8 +389,9 @@ Views('status: each member\'s state, seq and lag, and how long a dead one has be
   await harness.run(established());
   await harness.run({ what: 'n2 silent, n1 behind', ms: DEATH_MS, beats: { n0: { seq: 9, synced: 'all' }, n1: { seq: 7 } }, expect: { primary: 'n0', replicas: ['n1'] } });
   const status = harness.keeper.status();
-  assert.equal({ ...status['n1'], heardMsAgo: undefined }, { state: 'in view', epoch: 0, seq: 7, lag: 2, heardMsAgo: undefined });
+  assert.equal({ ...status['n1'], heardMsAgo: undefined }, { state: 'in view', epoch: 0, seq: 7, lag: 2, heardMsAgo: undefined, trusted: true });
   assert.is(status['n2']?.state, 'dead');
+  assert.is(status['n2']?.trusted, false, 'the dead are not counted on');
   assert.ok(status['n2']!.heardMsAgo > DEAD_AFTER_MS, `n2 silent for ${status['n2']!.heardMsAgo} ms`);
   assert.ok(status['n0']!.heardMsAgo <= HEARTBEAT_INTERVAL_MS, 'n0 heard within a beat');
 });
