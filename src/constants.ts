@@ -128,10 +128,30 @@ export const LEASE_RENEW_BELOW_MS = LEASE_MS / 2;
  * while the next frame gathers everything logged meanwhile (natural batching on the link).
  */
 export const APPENDS_IN_FLIGHT_MAX = 2;
+/**
+ * How often the hub's view keeper looks at the heartbeats: twice per heartbeat interval,
+ * so a node is called dead at most half an interval past DEAD_AFTER_MS.
+ */
+export const VIEW_TICK_INTERVAL_MS = HEARTBEAT_INTERVAL_MS / 2;
+/**
+ * How old the primary's last heartbeat may be for the hub to act on the replicas it called
+ * unreachable in it: two intervals (one late beat is not a death). A primary silent for
+ * longer may have died right after saying so, and is about to be replaced: its replicas
+ * are what the next view needs, so they are not cut.
+ */
+export const UNREACHABLE_REPORT_FRESH_MS = 2 * HEARTBEAT_INTERVAL_MS;
+/**
+ * The durability floor when the first view's proposal names none: a write is acknowledged
+ * only while the view holds at least this many replicas (1 whenever the cluster has any,
+ * so no acknowledged write lives on one disk alone; a cluster without replicas gets 0).
+ */
+export const MIN_REPLICAS_DEFAULT = 1;
 /** Nodes a view (or a heartbeat's lists) may name. */
 export const VIEW_NODES_MAX = 16;
 /** View changes the hub keeps for its status. */
 export const VIEW_CHANGES_KEPT = 20;
+/** View changes `pbkv status` prints (the newest); --json prints all the hub keeps. */
+export const STATUS_CHANGES_SHOWN = 5;
 
 /**
  * Request tags (docs/PROTOCOL.md, "Retries applied at most once"). A client id is at most

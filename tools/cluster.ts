@@ -28,6 +28,7 @@ const USAGE = `usage: npm start -- [options]   (or: node dist/tools/cluster.js [
   --sync MODE      ${SYNC_MODES.join(', ')} (default normal)
   --hub-port P     the hub's port (default ${DEFAULT_HUB_PORT}; 0: any free port)
   --port P         the first node's port, the others follow (default ${DEFAULT_NODE_PORT_FIRST}; 0: any free ports)
+  --min-replicas N replicas a write needs to be acknowledged (default 1; 0: the primary alone may)
   --trace          print every node's trace events as JSON lines
   -h, --help       this text`;
 
@@ -59,6 +60,7 @@ const values = readFlags(fail, USAGE, {
   sync: { type: 'string', default: 'normal' },
   'hub-port': { type: 'string', default: String(DEFAULT_HUB_PORT) },
   port: { type: 'string', default: String(DEFAULT_NODE_PORT_FIRST) },
+  'min-replicas': { type: 'string' },
 });
 if (!SYNC_MODES.includes(values.sync as SyncMode)) fail(`--sync is one of ${SYNC_MODES.join(', ')}`);
 let spec: ClusterSpec;
@@ -73,6 +75,8 @@ try {
 } catch (error) {
   fail((error as Error).message);
 }
+// The primary proposes the floor with the first view; the hub keeps it from then on.
+const minReplicasArgs = values['min-replicas'] === undefined ? [] : ['--min-replicas', String(integerFlag('min-replicas', values['min-replicas'], spec.nodes.length - 1))];
 
 // Checked before anything starts, so a second `npm start` says why in one line instead of
 // leaving a half-started cluster and a child's error to read.
@@ -105,7 +109,7 @@ const spawnOptions = {
 try {
   const hub = await spawnHub(spec, spawnOptions);
   children.push(hub);
-  for (const node of spec.nodes) children.push(await spawnNode(node, spec, hub.url, spawnOptions));
+  for (const node of spec.nodes) children.push(await spawnNode(node, spec, hub.url, node.role === 'primary' ? { ...spawnOptions, extraArgs: [...spawnOptions.extraArgs, ...minReplicasArgs] } : spawnOptions));
 } catch (error) {
   console.error(`cluster: ${(error as Error).message}`);
   await stopAll();

@@ -35,6 +35,8 @@ const USAGE = `usage: npm run -s node -- --name NAME [options]
   --sync MODE            ${SYNC_MODES.join(', ')} (default normal)
 ${secretFlagsUsage(25, `${SECRET_FILE_NAME} beside --data`)}
   --ack-timeout-ms MS    how long a put waits for every replica (default ${ACK_TIMEOUT_MS})
+  --min-replicas N       primary: a write is acknowledged only while the view holds N replicas
+                         (default 1 with --replicas, else 0; 0 trades durability for availability)
   --trace                print trace events as JSON lines
   -h, --help             this text`;
 
@@ -52,6 +54,7 @@ const values = readFlags(fail, USAGE, {
   primary: { type: 'string' },
   ...SECRET_FLAGS,
   'ack-timeout-ms': { type: 'string', default: String(ACK_TIMEOUT_MS) },
+  'min-replicas': { type: 'string' },
   trace: { type: 'boolean', default: false },
 });
 if (!values.name) fail('--name is required');
@@ -63,6 +66,13 @@ const port = Number(values.port);
 if (!Number.isInteger(port) || port < 0 || port > 65_535) fail(`--port must be a port number, not "${values.port}"`);
 const ackTimeoutMs = Number(values['ack-timeout-ms']);
 if (!Number.isInteger(ackTimeoutMs) || ackTimeoutMs <= 0) fail(`--ack-timeout-ms must be a positive integer, not "${values['ack-timeout-ms']}"`);
+const replicaNames = values.replicas!.split(',').filter((replica) => replica !== '');
+const minReplicasFlag = values['min-replicas'];
+const minReplicas = minReplicasFlag === undefined ? undefined : Number(minReplicasFlag);
+if (minReplicas !== undefined && values.role !== 'primary') fail('--min-replicas is for the primary: it proposes the first view');
+if (minReplicas !== undefined && (!Number.isInteger(minReplicas) || minReplicas < 0 || minReplicas > replicaNames.length)) {
+  fail(`--min-replicas must be an integer from 0 to the ${replicaNames.length} --replicas, not "${minReplicasFlag}"`);
+}
 const secretProblem = secretFlagsProblem(values);
 if (secretProblem !== undefined) fail(secretProblem);
 
@@ -85,9 +95,7 @@ const node = new KvNode({
   sync: values.sync as SyncMode,
   ackTimeoutMs,
   ...(values.data ? { dataFile: values.data } : {}),
-  ...(values.role === 'primary'
-    ? { replicas: values.replicas!.split(',').filter((replica) => replica !== '') }
-    : { primary: values.primary! }),
+  ...(values.role === 'primary' ? { replicas: replicaNames, ...(minReplicas !== undefined ? { minReplicas } : {}) } : { primary: values.primary! }),
   ...choice,
 });
 if (values.trace) node.trace$.subscribe((event) => console.log(JSON.stringify(event)));

@@ -7,9 +7,10 @@
  */
 import { readFile } from 'node:fs/promises';
 import { KvClient } from '../client/client.js';
-import { DEFAULT_HUB_PORT, FRAME_BYTES_MAX, REQUEST_TIMEOUT_MS } from '../constants.js';
+import { DEFAULT_HUB_PORT, FRAME_BYTES_MAX, REQUEST_TIMEOUT_MS, STATUS_CHANGES_SHOWN } from '../constants.js';
 import { KvError } from '../errors.js';
-import type { Json } from '../protocol/messages.js';
+import type { HubStatus } from '../hub/hub-client.js';
+import type { Json, NodeHealth } from '../protocol/messages.js';
 
 const DEFAULT_HUB_URL = `ws://127.0.0.1:${DEFAULT_HUB_PORT}`;
 
@@ -39,7 +40,17 @@ const COMMANDS = {
   },
   status: {
     usage: ['pbkv status [--json]'],
-    about: ['Prints the hub\'s services and the addresses of the nodes registered there.'],
+    about: [
+      'Prints what the hub knows. First the view: its epoch, primary and replicas, and how',
+      'many replicas a write needs (the durability floor); when the view has fewer, a line',
+      'says writes are refused and why (reads go on; writes resume when a replica rejoins).',
+      'Then the services, and one line per node: its address, its role in the view (primary,',
+      'replica, or candidate: outside the view, being caught up), its state as the hub sees',
+      'it (in view, catching up, dead), its seq and how far it is behind the primary, and',
+      'how the node says it is (serving, or starting or degraded and why). A dead node shows',
+      'how long it has been silent instead, never what it said while alive. Last, the newest',
+      'view changes and why they were made. With --json, the hub\'s status as JSON.',
+    ],
   },
   help: {
     usage: ['pbkv help [COMMAND]'],
@@ -72,7 +83,7 @@ const OVERALL_HELP = [
   '  put KEY -          store everything on stdin, less one trailing newline (also: --stdin)',
   '  get KEY            print the value (with --json, as JSON so its type shows)',
   '  del KEY            delete KEY',
-  '  status             the view (primary, replicas, each node\'s seq and lag, the last changes) and the hub\'s names',
+  '  status             the view, whether writes are taken, and each node\'s role, state, seq and lag',
   '  help [COMMAND]     this text, or one command\'s',
   '  version            the version of pbkv',
   '',
@@ -257,27 +268,61 @@ async function main(argv: readonly string[]): Promise<number> {
     case 'status':
       expect(0);
       return withClient(invocation, async (client) => {
-        const { names, services, nodes, view } = await client.status();
+        const status = await client.status();
         if (invocation.json) {
+          const { names, services, nodes, view } = status;
           console.log(JSON.stringify({ services, names, nodes, ...(view ? { view } : {}) }));
           return 0;
         }
-        if (view) console.log(`view    ${view.epoch}: primary ${view.primary}, replicas ${view.replicas.join(', ') || '(none)'}`);
-        for (const [service, node] of Object.entries(services)) console.log(`service ${service} -> ${node}`);
-        for (const [name, address] of Object.entries(names)) {
-          const health = nodes[name];
-          const state = health ? `  ${health.state}${health.reason ? `: ${health.reason}` : ''}` : '';
-          const member = view?.members[name];
-          const role = !view ? '' : name === view.primary ? 'primary' : view.replicas.includes(name) ? 'replica' : '';
-          const position = member ? `  ${(role || member.state).padEnd(11)} seq ${member.seq}${member.lag > 0 ? ` (${member.lag} behind)` : ''}${member.state === 'dead' ? '  DEAD' : ''}` : '';
-          console.log(`node    ${name.padEnd(8)} ${address}${position}${state}`);
-        }
-        for (const change of view?.changes.slice(-5) ?? []) {
-          console.log(`change  ${new Date(change.atMs).toISOString()} view ${change.epoch}: primary ${change.primary}: ${change.why}`);
-        }
+        for (const line of statusLines(status)) console.log(line);
         return 0;
       });
   }
+}
+
+/**
+ * The hub's status for a person: the view, whether it takes writes, the services, one
+ * line per node, the newest changes. A node's line reads as it is now: what the hub saw of
+ * it (role, state, seq, lag) and, for a node the hub still hears, how it says it is; a
+ * dead node's last word is old news, so its line says how long it has been silent.
+ */
+function statusLines({ names, services, nodes, view }: HubStatus): string[] {
+  const lines: string[] = [];
+  if (view) {
+    const needs = view.minReplicas === 1 ? 'a write needs 1 replica' : `a write needs ${view.minReplicas} replicas`;
+    lines.push(`view    ${view.epoch}: primary ${view.primary}, replicas ${view.replicas.join(', ') || '(none)'}; ${needs}`);
+    if (view.writesRefused !== undefined) lines.push(`writes  REFUSED: ${view.writesRefused}`);
+  }
+  for (const [service, node] of Object.entries(services)) lines.push(`service ${service} -> ${node}`);
+  const everyone = [...new Set([...Object.keys(names), ...Object.keys(view?.members ?? {})])].sort();
+  const rows = everyone.map((name) => {
+    const member = view?.members[name];
+    const columns = [name, names[name] ?? '-'];
+    if (view) {
+      const role = name === view.primary ? 'primary' : view.replicas.includes(name) ? 'replica' : member && member.state !== 'dead' ? 'candidate' : '-';
+      columns.push(role, member?.state ?? 'unheard', member ? `seq ${member.seq}${member.lag > 0 ? ` (${member.lag} behind)` : ''}` : '');
+    }
+    columns.push(member?.state === 'dead' ? silence(member.heardMsAgo) : sayings(nodes[name], name === view?.primary && view.writesRefused !== undefined));
+    return columns;
+  });
+  const widths = rows[0]?.map((_, column) => Math.max(...rows.map((row) => row[column]!.length))) ?? [];
+  for (const row of rows) lines.push(`node    ${row.map((cell, column) => cell.padEnd(widths[column]!)).join('  ').trimEnd()}`);
+  for (const change of view?.changes.slice(-STATUS_CHANGES_SHOWN) ?? []) {
+    lines.push(`change  ${new Date(change.atMs).toISOString()} view ${change.epoch}: primary ${change.primary}: ${change.why}`);
+  }
+  return lines;
+}
+
+/** How a node the hub hears says it is: serving, or its state and why. */
+function sayings(health: NodeHealth | undefined, refusingWrites: boolean): string {
+  if (!health) return '';
+  const said = `${health.state}${health.reason ? `: ${health.reason}` : ''}`;
+  // A primary below the floor says so itself (degraded, and why); an older one may not.
+  return refusingWrites && health.state === 'serving' ? `${said} (writes refused: see above)` : said;
+}
+
+function silence(heardMsAgo: number | undefined): string {
+  return heardMsAgo === undefined ? 'no heartbeat' : `no heartbeat for ${(heardMsAgo / 1000).toFixed(1)} s`;
 }
 
 async function withClient(invocation: Invocation, use: (client: KvClient) => Promise<number>): Promise<number> {

@@ -39,8 +39,18 @@ export interface HubStatus {
 }
 
 export interface ViewStatus extends View {
-  members: Record<string, { state: string; epoch: number; seq: number; lag: number }>;
+  minReplicas: number;
+  /** Why the primary refuses writes (the view is below its durability floor), if it does. */
+  writesRefused?: string;
+  /** `heardMsAgo`, `trusted`: since the hub last heard the member, and whether it could take over (absent from older hubs). */
+  members: Record<string, { state: string; epoch: number; seq: number; lag: number; heardMsAgo?: number; trusted?: boolean }>;
   changes: { atMs: number; epoch: number; primary: string; replicas: string[]; why: string }[];
+}
+
+/** The last heartbeat the hub answered: when it was sent (this node's clock) and the view it gave. */
+export interface HeartbeatAnswer {
+  sentMs: number;
+  view: View | undefined;
 }
 
 export class HubClient {
@@ -54,6 +64,7 @@ export class HubClient {
   /** The session being opened (hello, auth, replay): close() ends it at once. */
   private opening: RpcChannel | undefined;
   private closed = false;
+  private answered: HeartbeatAnswer | undefined;
 
   constructor(
     readonly url: string,
@@ -108,17 +119,49 @@ export class HubClient {
    * heartbeat is.
    */
   async heartbeat(fields: Omit<HeartbeatRequest, 'type' | 'id'>, timeoutMs: number): Promise<{ view: View | undefined; candidates: string[] }> {
+    const sentMs = this.env.clock.now();
     const channel = await this.channel.get();
-    const { config, synced, caughtUp, behind, unreachable, ...position } = fields;
+    const { config, synced, caughtUp, behind, unreachable, health, ...position } = fields;
+    // The health this node last reported rides along, so the hub's copy heals at every beat.
+    const said = health ?? this.reported(fields.name);
     const reply = await channel
-      .request({ op: 'heartbeat', ...position, ...(config ? { config } : {}), ...(synced ? { synced } : {}), ...(caughtUp ? { caughtUp } : {}), ...(behind ? { behind } : {}), ...(unreachable?.length ? { unreachable } : {}) }, timeoutMs)
+      .request({
+        op: 'heartbeat',
+        ...position,
+        ...(config ? { config } : {}),
+        ...(synced ? { synced } : {}),
+        ...(caughtUp ? { caughtUp } : {}),
+        ...(behind ? { behind } : {}),
+        ...(unreachable?.length ? { unreachable } : {}),
+        ...(said ? { state: said.state, ...(said.reason !== undefined ? { reason: said.reason } : {}) } : {}),
+      }, timeoutMs)
       .catch((error: unknown) => {
         // A heartbeat with no reply means a connection that died silently (a hub that
         // crashed behind a partition): dropped now, redialed, rather than at the keepalive.
         if (error instanceof KvError && error.code === 'UNAVAILABLE') channel.close();
         throw error;
       });
-    return { view: parseView(reply['view']), candidates: parseNames(reply['candidates'], 'candidates') };
+    const view = parseView(reply['view']);
+    // Beats may overlap: a later one's answer is not replaced by an earlier one's.
+    if (!this.answered || sentMs >= this.answered.sentMs) this.answered = { sentMs, view };
+    return { view, candidates: parseNames(reply['candidates'], 'candidates') };
+  }
+
+  /**
+   * The last heartbeat the hub answered. A primary holding its view alone counts a lease on
+   * it, as on a replica's acknowledgement: the hub calls a node dead only DEAD_AFTER_MS after
+   * hearing it last, so until LEASE_MS after `sentMs` nobody else has been made primary.
+   */
+  get lastAnswer(): HeartbeatAnswer | undefined {
+    return this.answered;
+  }
+
+  /** The health `name` last reported through this client (what `report` keeps for replay). */
+  private reported(name: string): NodeHealth | undefined {
+    const fields = this.registrations.get(`report ${name}`);
+    if (!fields) return undefined;
+    const { state, reason } = fields as { state: NodeState; reason?: string };
+    return { state, ...(reason !== undefined ? { reason } : {}) };
   }
 
   async status(): Promise<HubStatus> {
@@ -171,26 +214,34 @@ export class HubClient {
     const running = this.delivering.get(key);
     if (running) return running;
     const deliver = async () => {
-      for (;;) {
-        let sent: Record<string, unknown> | undefined;
-        const attempt$ = defer(() => {
-          sent = this.registrations.get(key) ?? fields;
-          return this.request(sent);
-        }).pipe(
-          retry({
-            delay: (error: unknown, attempt) => {
-              const held = error instanceof KvError && error.code === 'FORBIDDEN' && error.details['holder'] !== undefined;
-              if (!held && !this.retryable(error, 'UNAVAILABLE')) return throwError(() => error);
-              this.options.onRetry?.(error as KvError);
-              return this.backoff(error, attempt);
-            },
-          }),
-        );
-        await firstValueFrom(attempt$);
-        if ((this.registrations.get(key) ?? sent) === sent) return;
+      try {
+        for (;;) {
+          let sent: Record<string, unknown> | undefined;
+          const attempt$ = defer(() => {
+            sent = this.registrations.get(key) ?? fields;
+            return this.request(sent);
+          }).pipe(
+            retry({
+              delay: (error: unknown, attempt) => {
+                const held = error instanceof KvError && error.code === 'FORBIDDEN' && error.details['holder'] !== undefined;
+                if (!held && !this.retryable(error, 'UNAVAILABLE')) return throwError(() => error);
+                this.options.onRetry?.(error as KvError);
+                return this.backoff(error, attempt);
+              },
+            }),
+          );
+          await firstValueFrom(attempt$);
+          if ((this.registrations.get(key) ?? sent) === sent) return;
+        }
+      } finally {
+        // In the same step as the loop's last look at the registration: a version set after
+        // it starts a loop of its own. (Forgotten in a .finally() a microtask later, a report
+        // made meanwhile joined the finished loop and was never sent: a node whose view came
+        // in the same read as its previous report's reply stayed "starting" at the hub.)
+        if (this.delivering.get(key) === delivered) this.delivering.delete(key);
       }
     };
-    const delivered = deliver().finally(() => this.delivering.delete(key));
+    const delivered: Promise<void> = deliver();
     this.delivering.set(key, delivered);
     return delivered;
   }
@@ -241,11 +292,15 @@ export class HubClient {
 /** A view in a reply: null (none yet) or {epoch, primary, replicas}, checked like every reply field. */
 export function parseView(raw: unknown): View | undefined {
   if (raw === null || raw === undefined) return undefined;
-  const { epoch, primary, replicas } = raw as { epoch?: unknown; primary?: unknown; replicas?: unknown };
+  const { epoch, primary, replicas, minReplicas } = raw as { epoch?: unknown; primary?: unknown; replicas?: unknown; minReplicas?: unknown };
   if (typeof raw !== 'object' || !Number.isSafeInteger(epoch) || (epoch as number) < 1 || typeof primary !== 'string') {
     throw new KvError('INTERNAL', 'malformed reply: view must be {epoch, primary, replicas}');
   }
-  return { epoch: epoch as number, primary, replicas: parseNames(replicas, 'view.replicas') };
+  if (minReplicas !== undefined && (!Number.isSafeInteger(minReplicas) || (minReplicas as number) < 0)) {
+    throw new KvError('INTERNAL', 'malformed reply: view.minReplicas must be a count');
+  }
+  // A hub from before the floor sends none: its views acknowledged with any replicas.
+  return { epoch: epoch as number, primary, replicas: parseNames(replicas, 'view.replicas'), minReplicas: (minReplicas as number | undefined) ?? 0 };
 }
 
 function parseNames(raw: unknown, field: string): string[] {
@@ -258,23 +313,33 @@ function parseNames(raw: unknown, field: string): string[] {
 function parseViewStatus(raw: unknown): ViewStatus {
   const view = parseView(raw);
   if (!view) throw new KvError('INTERNAL', 'malformed reply: view must be an object');
-  const { members, changes } = raw as { members?: unknown; changes?: unknown };
+  const { members, changes, writesRefused } = raw as { members?: unknown; changes?: unknown; writesRefused?: unknown };
   const count = (value: unknown) => Number.isSafeInteger(value) && (value as number) >= 0;
   const parsedMembers: ViewStatus['members'] = {};
   if (typeof members !== 'object' || members === null || Array.isArray(members)) throw new KvError('INTERNAL', 'malformed reply: view.members must be an object');
+  if (writesRefused !== undefined && typeof writesRefused !== 'string') throw new KvError('INTERNAL', 'malformed reply: view.writesRefused must be a string');
   for (const [name, member] of Object.entries(members as Record<string, unknown>)) {
-    const { state, epoch, seq, lag } = (member ?? {}) as Record<string, unknown>;
-    if (typeof state !== 'string' || !count(epoch) || !count(seq) || !count(lag)) throw new KvError('INTERNAL', `malformed reply: view.members.${name}`);
-    parsedMembers[name] = { state, epoch: epoch as number, seq: seq as number, lag: lag as number };
+    const { state, epoch, seq, lag, heardMsAgo, trusted } = (member ?? {}) as Record<string, unknown>;
+    if (typeof state !== 'string' || !count(epoch) || !count(seq) || !count(lag) || (heardMsAgo !== undefined && typeof heardMsAgo !== 'number') || (trusted !== undefined && typeof trusted !== 'boolean')) {
+      throw new KvError('INTERNAL', `malformed reply: view.members.${name}`);
+    }
+    parsedMembers[name] = {
+      state,
+      epoch: epoch as number,
+      seq: seq as number,
+      lag: lag as number,
+      ...(heardMsAgo !== undefined ? { heardMsAgo: heardMsAgo as number } : {}),
+      ...(trusted !== undefined ? { trusted: trusted as boolean } : {}),
+    };
   }
   if (!Array.isArray(changes)) throw new KvError('INTERNAL', 'malformed reply: view.changes must be a list');
   const parsedChanges = changes.map((change: unknown) => {
     const { atMs, why } = (change ?? {}) as Record<string, unknown>;
     const changed = parseView(change);
     if (!changed || typeof atMs !== 'number' || typeof why !== 'string') throw new KvError('INTERNAL', 'malformed reply: view.changes');
-    return { ...changed, atMs, why };
+    return { epoch: changed.epoch, primary: changed.primary, replicas: changed.replicas, atMs, why };
   });
-  return { ...view, members: parsedMembers, changes: parsedChanges };
+  return { ...view, minReplicas: view.minReplicas ?? 0, ...(writesRefused !== undefined ? { writesRefused } : {}), members: parsedMembers, changes: parsedChanges };
 }
 
 /** The hub status's `nodes`: each node's state and reason, checked like every reply field. */

@@ -8,7 +8,7 @@
  * register again when they reconnect.
  */
 import { Subject } from 'rxjs';
-import { CONNECTIONS_MAX, DEAD_AFTER_MS, HEARTBEAT_INTERVAL_MS, HUB_FRAME_BYTES_MAX, HUB_NAME, HUB_NAMES_MAX, KV_SERVICE } from '../constants.js';
+import { CONNECTIONS_MAX, DEAD_AFTER_MS, HUB_FRAME_BYTES_MAX, HUB_NAME, HUB_NAMES_MAX, KV_SERVICE, VIEW_TICK_INTERVAL_MS } from '../constants.js';
 import { KvError, assert, assertNever } from '../errors.js';
 import { newChallenge, verifyProof } from '../protocol/auth.js';
 import type { Answer, HubRequest, NodeHealth, NodeState } from '../protocol/messages.js';
@@ -105,7 +105,7 @@ export class DirectoryHub {
   /** The view keeper looks at heartbeats twice per interval. */
   private tick(): void {
     this.views.tick();
-    this.stopTicking = this.env.clock.after(HEARTBEAT_INTERVAL_MS / 2, () => this.tick());
+    this.stopTicking = this.env.clock.after(VIEW_TICK_INTERVAL_MS, () => this.tick());
   }
 
   close(): Promise<void> {
@@ -191,13 +191,14 @@ export class DirectoryHub {
         this.requireRegistrant(session, request.name);
         const entry = this.names.get(request.name);
         if (!entry) throw new KvError('NOT_FOUND', `register the name "${request.name}" before reporting on it`);
-        entry.health = { state: request.state, ...(request.reason !== undefined ? { reason: request.reason } : {}) };
-        this.events$.next({ event: 'report', name: request.name, state: request.state, reason: request.reason });
+        this.setHealth(request.name, entry, { state: request.state, reason: request.reason });
         return okReply(request.id);
       }
       case 'heartbeat': {
         this.requireRegistrant(session, request.name);
-        if (!this.names.has(request.name)) throw new KvError('NOT_FOUND', `register the name "${request.name}" before its heartbeats`);
+        const entry = this.names.get(request.name);
+        if (!entry) throw new KvError('NOT_FOUND', `register the name "${request.name}" before its heartbeats`);
+        if (request.health) this.setHealth(request.name, entry, request.health);
         const view = this.views.heartbeat(request);
         return okReply(request.id, { view: view ?? null, candidates: this.views.candidates() });
       }
@@ -212,6 +213,18 @@ export class DirectoryHub {
     return this.options.namesMax ?? HUB_NAMES_MAX;
   }
 
+  /** What a node says of itself, by report or with a heartbeat; an event only when it changed. */
+  private setHealth(name: string, entry: NameEntry, health: NodeHealth): void {
+    const changed = entry.health?.state !== health.state || entry.health?.reason !== health.reason;
+    entry.health = { state: health.state, ...(health.reason !== undefined ? { reason: health.reason } : {}) };
+    if (changed) this.events$.next({ event: 'report', name, state: health.state, reason: health.reason });
+  }
+
+  /**
+   * Names, services, what each node last said of itself (`nodes`: as said, however old),
+   * and the view: its members as the hub sees them (a dead one's last word is in `nodes`
+   * only), and why writes are refused when the view is below its durability floor.
+   */
   private status(): Record<string, unknown> {
     const names: Record<string, string> = {};
     const nodes: Record<string, NodeHealth> = {};
@@ -220,11 +233,14 @@ export class DirectoryHub {
       if (entry.health) nodes[name] = entry.health;
     }
     const view = this.views.view;
+    const writesRefused = this.views.writesRefused();
     return {
       names,
       services: { ...Object.fromEntries(this.services), ...(view ? { [KV_SERVICE]: view.primary } : {}) },
       nodes,
-      ...(view ? { view: { ...view, members: this.views.status(), changes: this.views.history } } : {}),
+      ...(view
+        ? { view: { ...view, minReplicas: view.minReplicas ?? 0, ...(writesRefused ? { writesRefused } : {}), members: this.views.status(), changes: this.views.history } }
+        : {}),
     };
   }
 

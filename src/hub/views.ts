@@ -1,7 +1,7 @@
 /**
  * The hub's view keeper: it decides who serves. Nodes heartbeat it with where their
- * stores stand; from that it keeps the view {epoch, primary, replicas} and changes it
- * when a node dies, returns or catches up. Every change raises the epoch, is a
+ * stores stand; from that it keeps the view {epoch, primary, replicas, minReplicas} and
+ * changes it when a node dies, returns or catches up. Every change raises the epoch, is a
  * compare-and-set on the epoch it replaces, and is saved before anyone hears of it, so a
  * hub restart never forgets or lowers the epoch.
  *
@@ -9,18 +9,26 @@
  * - the first view is the configured one, proposed by the configured primary; if a
  *   configured node stands ahead of it (the primary came back empty), the most advanced
  *   node is the primary instead: nobody is ever rolled back to an older or empty store;
+ * - the first view also sets the durability floor, kept by every later view: the primary
+ *   acknowledges a write only while its view holds at least `minReplicas` replicas (the
+ *   proposal's, else 1 when the cluster has replicas, else 0), so no acknowledged write
+ *   lives on one disk alone; below it writes are refused and reads go on;
  * - a dead replica leaves the view (writes then wait only for the others);
  * - a dead primary is replaced by the in-view replica with the highest (epoch, seq) among
  *   those known to hold every acknowledged write: replicas of the previous view, and
  *   replicas that joined since only once the primary reported them synced;
+ * - a dead primary with no such replica (left alone, below the floor) is replaced by a
+ *   member that left the last view at or above the floor, trusted as it left: nothing was
+ *   acknowledged after it left, so it holds every acknowledged write, unless it came back
+ *   behind where it stood (a lost disk), which takes it off that list;
  * - a node outside the view (restarted, healed, deposed) joins once the primary reports
  *   it caught up;
  * - nobody is called dead before the hub itself has been up for the dead-after time.
  */
-import { DEAD_AFTER_MS, HEARTBEAT_INTERVAL_MS, VIEW_CHANGES_KEPT } from '../constants.js';
+import { DEAD_AFTER_MS, MIN_REPLICAS_DEFAULT, UNREACHABLE_REPORT_FRESH_MS, VIEW_CHANGES_KEPT } from '../constants.js';
 import type { Clock } from '../env/environment.js';
 import { assert } from '../errors.js';
-import type { HeartbeatRequest, View } from '../protocol/messages.js';
+import { belowFloor, type HeartbeatRequest, type View } from '../protocol/messages.js';
 import type { ReplicationState } from '../storage/store.js';
 
 export interface ViewChange {
@@ -41,6 +49,8 @@ export interface SavedViews {
   changes: ViewChange[];
   positions: Record<string, ReplicationState>;
   joined: string[];
+  /** Who left the last view at or above the floor holding every acknowledged write (absent in files from before the floor). */
+  lastLeft?: string[];
 }
 
 /** Where the hub keeps its view: it must survive a hub restart. */
@@ -78,6 +88,10 @@ export interface MemberStatus {
   seq: number;
   /** Seqs behind the primary. */
   lag: number;
+  /** Since the member's last heartbeat (the hub's clock): how long a dead one has been silent. */
+  heardMsAgo: number;
+  /** Whether the hub counts on it to hold every acknowledged write (it could take over). */
+  trusted: boolean;
 }
 
 export class ViewKeeper {
@@ -86,10 +100,16 @@ export class ViewKeeper {
   private readonly members = new Map<string, Member>();
   /** Replicas that joined the current view and may not hold every acknowledged write yet. */
   private joined = new Set<string>();
+  /**
+   * Members that left the last view at or above the durability floor, trusted as they left,
+   * while the view stays below it: nothing has been acknowledged since they left, so each
+   * holds every acknowledged write (empty whenever the view is at or above the floor).
+   */
+  private lastLeft: string[] = [];
   /** What the primary of the current view last reported: synced replicas, caught-up candidates. */
   private synced = new Set<string>();
   private caughtUp = new Set<string>();
-  private proposal: { primary: string; replicas: string[]; atMs: number } | undefined;
+  private proposal: { primary: string; replicas: string[]; minReplicas: number; atMs: number } | undefined;
   /** Replicas the primary of the current view cannot reach, as it last reported. */
   private unreachable = new Set<string>();
   private readonly startedMs: number;
@@ -107,10 +127,13 @@ export class ViewKeeper {
     this.startedMs = clock.now();
     const saved = store.load();
     if (saved) {
-      this.current = saved.view;
+      for (const [name, position] of Object.entries(saved.positions)) this.positions.set(name, position);
+      // A view saved before the floor existed gets the default a new cluster would: 1
+      // when more than one node was ever seen (the cluster has replicas).
+      this.current = { ...saved.view, minReplicas: saved.view.minReplicas ?? (this.positions.size > 1 ? MIN_REPLICAS_DEFAULT : 0) };
       this.changes = saved.changes;
       this.joined = new Set(saved.joined);
-      for (const [name, position] of Object.entries(saved.positions)) this.positions.set(name, position);
+      this.lastLeft = saved.lastLeft ?? [];
     }
   }
 
@@ -129,8 +152,10 @@ export class ViewKeeper {
     const furthest = this.positions.get(beat.name);
     const regressed = furthest !== undefined && (beat.epoch < furthest.epoch || (beat.epoch === furthest.epoch && beat.seq < furthest.seq));
     if (regressed) {
-      // It starts over from where it stands now; until the primary reports it synced it may not take over.
+      // It starts over from where it stands now; until the primary reports it synced it may
+      // not take over, nor be promoted as one that left holding everything.
       this.joined.add(beat.name);
+      this.lastLeft = this.lastLeft.filter((name) => name !== beat.name);
       this.dirty = true;
     }
     if (!furthest || regressed || beat.epoch > furthest.epoch || (beat.epoch === furthest.epoch && beat.seq > furthest.seq)) {
@@ -146,7 +171,9 @@ export class ViewKeeper {
       regressed: regressed || (before?.regressed ?? false),
     });
     if (beat.config && beat.config.primary === beat.name && !this.proposal) {
-      this.proposal = { primary: beat.name, replicas: beat.config.replicas.filter((name) => name !== beat.name), atMs: now };
+      const replicas = beat.config.replicas.filter((name) => name !== beat.name);
+      const minReplicas = beat.config.minReplicas ?? (replicas.length > 0 ? MIN_REPLICAS_DEFAULT : 0);
+      this.proposal = { primary: beat.name, replicas, minReplicas, atMs: now };
     }
     const view = this.current;
     if (view && beat.name === view.primary && beat.behind !== undefined && view.replicas.includes(beat.behind)) {
@@ -188,6 +215,7 @@ export class ViewKeeper {
   status(): Record<string, MemberStatus> {
     const view = this.current;
     const primary = view ? this.members.get(view.primary) : undefined;
+    const now = this.clock.now();
     const out: Record<string, MemberStatus> = {};
     for (const member of [...this.members.values()].sort((a, b) => (a.name < b.name ? -1 : 1))) {
       const inView = view !== undefined && (member.name === view.primary || view.replicas.includes(member.name));
@@ -196,28 +224,36 @@ export class ViewKeeper {
         epoch: member.epoch,
         seq: member.seq,
         lag: primary ? Math.max(0, primary.seq - member.seq) : 0,
+        heardMsAgo: now - member.lastSeenMs,
+        trusted: this.trusted(member.name),
       };
     }
     return out;
   }
 
+  /** Why the current view takes no writes (it is below the durability floor), if so. */
+  writesRefused(): string | undefined {
+    return this.current ? belowFloor(this.current) : undefined;
+  }
+
   /**
    * Whether the hub would count on `name` to hold every acknowledged write: a live member
    * of the view that is its primary (and did not come back behind) or a replica reported
-   * synced.
+   * synced, or, while the view is below the floor, one that left holding everything.
    */
   trusted(name: string): boolean {
     const view = this.current;
     if (!view || !this.alive(name)) return false;
     if (name === view.primary) return !this.cameBack(name);
-    return view.replicas.includes(name) && !this.joined.has(name);
+    if (view.replicas.includes(name)) return !this.joined.has(name);
+    return this.lastLeft.includes(name) && !this.cameBack(name);
   }
 
   /** Decides whether the view must change; called on a timer. */
   tick(): void {
     this.decide();
     // What the members told since the last tick, saved at most once a tick.
-    if (this.dirty && this.current) this.save(this.current, this.changes);
+    if (this.dirty && this.current) this.save(this.current, this.changes, this.joined, this.lastLeft);
   }
 
   private decide(): void {
@@ -230,7 +266,7 @@ export class ViewKeeper {
     if (this.cameBack(view.primary)) return this.replacePrimary(view, `${view.primary} came back behind where it stood (a lost or older disk)`);
     const dead = view.replicas.filter((name) => !this.alive(name));
     if (dead.length > 0) {
-      this.change(view.epoch, { primary: view.primary, replicas: view.replicas.filter((name) => !dead.includes(name)) }, `${dead.join(', ')} missed heartbeats for ${this.deadAfterMs} ms`);
+      this.change(view, { primary: view.primary, replicas: view.replicas.filter((name) => !dead.includes(name)) }, `${dead.join(', ')} missed heartbeats for ${this.deadAfterMs} ms`);
       return;
     }
     // The primary decides which replicas it can work with (as in PacificA): one it cannot
@@ -238,15 +274,15 @@ export class ViewKeeper {
     // Only on a fresh report: a primary that died right after saying so is not to be
     // believed (it is about to be replaced; its replicas are what the next view needs).
     const primary = this.members.get(view.primary);
-    const fresh = primary !== undefined && this.clock.now() - primary.lastSeenMs <= 2 * HEARTBEAT_INTERVAL_MS;
+    const fresh = primary !== undefined && this.clock.now() - primary.lastSeenMs <= UNREACHABLE_REPORT_FRESH_MS;
     const cut = fresh ? view.replicas.filter((name) => this.unreachable.has(name)) : [];
     if (cut.length > 0) {
-      this.change(view.epoch, { primary: view.primary, replicas: view.replicas.filter((name) => !cut.includes(name)) }, `${view.primary} had no answer from ${cut.join(', ')} for ${this.deadAfterMs} ms`);
+      this.change(view, { primary: view.primary, replicas: view.replicas.filter((name) => !cut.includes(name)) }, `${view.primary} had no answer from ${cut.join(', ')} for ${this.deadAfterMs} ms`);
       return;
     }
     const ready = this.candidates().filter((name) => this.caughtUp.has(name));
     if (ready.length > 0) {
-      this.change(view.epoch, { primary: view.primary, replicas: [...view.replicas, ...ready] }, `${ready.join(', ')} caught up`, ready);
+      this.change(view, { primary: view.primary, replicas: [...view.replicas, ...ready] }, `${ready.join(', ')} caught up`, ready);
     }
   }
 
@@ -265,57 +301,86 @@ export class ViewKeeper {
     const epoch = Math.max(...[...this.members.values()].map((member) => member.epoch)) + 1;
     const why = primary === proposal.primary ? 'the configured roles' : `${primary} holds the most advanced store (${best.epoch}, ${best.seq}); the configured primary ${proposal.primary} is behind it or down`;
     const replicas = heard.filter((name) => name !== primary);
-    this.commit({ epoch, primary, replicas }, why);
     // Nothing says yet that they hold what the primary holds (files from before, a lost
     // view file): none may take over until the primary reports it synced.
-    this.joined = new Set(replicas);
-    this.dirty = true;
+    this.commit({ epoch, primary, replicas, minReplicas: proposal.minReplicas }, why, new Set(replicas), []);
   }
 
   private replacePrimary(view: View, why: string): void {
-    const eligible = view.replicas
-      .filter((name) => this.alive(name) && !this.joined.has(name))
-      .map((name) => this.members.get(name)!)
-      .sort(byPosition);
-    const next = eligible[0];
+    const next = this.successor(view);
     if (!next) return;
     this.change(
-      view.epoch,
-      { primary: next.name, replicas: view.replicas.filter((name) => name !== next.name && this.alive(name)) },
-      `${why}; ${next.name} holds (${next.epoch}, ${next.seq}), the most of the view`,
+      view,
+      { primary: next.member.name, replicas: view.replicas.filter((name) => name !== next.member.name && this.alive(name)) },
+      `${why}; ${next.member.name} holds (${next.member.epoch}, ${next.member.seq}), ${next.why}`,
     );
   }
 
-  /** The compare-and-set: a change based on an older view than the current one is refused. */
-  private change(expectedEpoch: number, next: Omit<View, 'epoch'>, why: string, joining: string[] = []): boolean {
-    if (this.current?.epoch !== expectedEpoch) return false;
-    const previous = this.current;
-    this.commit({ epoch: expectedEpoch + 1, ...next }, why);
+  /**
+   * Who may replace the primary of `view`: the most advanced live replica of it that holds
+   * every acknowledged write; with none, the most advanced live member that left the last
+   * view at or above the floor (nothing was acknowledged after it left).
+   */
+  private successor(view: View): { member: Member; why: string } | undefined {
+    const live = (names: readonly string[]) => names.filter((name) => this.alive(name)).map((name) => this.members.get(name)!).sort(byPosition);
+    const inView = live(view.replicas.filter((name) => !this.joined.has(name)))[0];
+    if (inView) return { member: inView, why: 'the most of the view' };
+    const left = live(this.lastLeft.filter((name) => !this.cameBack(name)))[0];
+    if (left) return { member: left, why: `the most of those that left view ${view.epoch} or before holding every acknowledged write (none was acknowledged after: ${belowFloor(view) ?? 'below the floor'})` };
+    return undefined;
+  }
+
+  /**
+   * The compare-and-set: a change based on an older view than the current one is refused.
+   * The whole next state (view, changes, who is not yet trusted, who left holding
+   * everything) is built first, then committed at once.
+   */
+  private change(previous: View, next: Pick<View, 'primary' | 'replicas'>, why: string, joining: string[] = []): boolean {
+    if (this.current?.epoch !== previous.epoch) return false;
+    const view: View = { epoch: previous.epoch + 1, ...next, minReplicas: previous.minReplicas ?? 0 };
     // Members that were not in the previous view must be reported synced before they can take over.
-    this.joined = new Set([...[...this.joined].filter((name) => next.replicas.includes(name) || !this.alive(name)), ...joining]);
-    this.dirty = true;
-    if (previous.primary !== next.primary) {
-      this.synced = new Set();
-      this.caughtUp = new Set();
-    }
+    const joined = new Set([...[...this.joined].filter((name) => next.replicas.includes(name) || !this.alive(name)), ...joining]);
+    this.commit(view, why, joined, this.leftHoldingEverything(previous, view));
     return true;
   }
 
-  private commit(view: View, why: string): void {
-    assert(view.epoch > (this.current?.epoch ?? 0), 'a view change raises the epoch');
-    const change: ViewChange = { atMs: this.clock.now(), epoch: view.epoch, primary: view.primary, replicas: [...view.replicas], why };
+  /**
+   * Who holds every acknowledged write from outside `next`: nobody is needed while `next`
+   * is at or above the floor (its replicas acknowledge every write); below it, those of the
+   * previous list and the members leaving now that held everything as they left (the
+   * primary unless it came back behind, a replica unless it was not yet trusted).
+   */
+  private leftHoldingEverything(previous: View, next: View): string[] {
+    if (belowFloor(next) === undefined) return [];
+    const members = new Set([next.primary, ...next.replicas]);
+    const leaving = [previous.primary, ...previous.replicas].filter((name) => !members.has(name) && !this.cameBack(name));
+    return [...new Set([...this.lastLeft, ...leaving])].filter((name) => !members.has(name)).sort();
+  }
+
+  /**
+   * Makes `view` current with that state: saved first, once, whole (a restarted hub never
+   * hands out an older view, nor trusts whom this one did not), then told.
+   */
+  private commit(view: View, why: string, joined: ReadonlySet<string>, lastLeft: readonly string[]): void {
+    const previous = this.current;
+    assert(view.epoch > (previous?.epoch ?? 0), 'a view change raises the epoch');
+    assert(!view.replicas.includes(view.primary), 'the primary is not one of its replicas');
+    assert(lastLeft.every((name) => name !== view.primary && !view.replicas.includes(name)), 'who left holding everything is outside the view');
+    const change: ViewChange = { atMs: this.clock.wallNow(), epoch: view.epoch, primary: view.primary, replicas: [...view.replicas], why };
     const changes = [...this.changes, change].slice(-VIEW_CHANGES_KEPT);
-    // Saved before anyone hears of it: a restarted hub never hands out an older view.
-    this.save(view, changes);
+    this.save(view, changes, joined, lastLeft);
     this.current = view;
     this.changes = changes;
+    this.joined = new Set(joined);
+    this.lastLeft = [...lastLeft];
+    if (previous?.primary !== view.primary) this.synced = new Set();
     this.caughtUp = new Set();
     this.unreachable = new Set();
     this.onChange(change);
   }
 
-  private save(view: View, changes: readonly ViewChange[]): void {
-    this.store.save({ view, changes: [...changes], positions: Object.fromEntries(this.positions), joined: [...this.joined] });
+  private save(view: View, changes: readonly ViewChange[], joined: ReadonlySet<string>, lastLeft: readonly string[]): void {
+    this.store.save({ view, changes: [...changes], positions: Object.fromEntries(this.positions), joined: [...joined], lastLeft: [...lastLeft] });
     this.dirty = false;
   }
 

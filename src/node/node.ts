@@ -63,6 +63,8 @@ export interface KvNodeOptions {
   replicas?: readonly string[];
   /** Replica: the primary's name. */
   primary?: string;
+  /** Primary: the durability floor it proposes with the first view (unset: 1 with replicas, else 0). */
+  minReplicas?: number;
   /** Cluster secret: peers and hub registrations must prove it. */
   secret?: string;
   /** Run without a secret: any local process can then forge replication frames. */
@@ -279,7 +281,7 @@ export class KvNode {
       seq,
       // The view this node serves under, not merely the newest it heard of.
       viewEpoch: servingView(state)?.epoch ?? 0,
-      config: state.kind === 'unassigned' && options.role === 'primary' ? { primary: this.name, replicas: [...(options.replicas ?? [])] } : undefined,
+      config: state.kind === 'unassigned' && options.role === 'primary' ? { primary: this.name, replicas: [...(options.replicas ?? [])], minReplicas: options.minReplicas } : undefined,
       synced: primary?.synced(),
       caughtUp: primary?.caughtUp(this.lastBeatSeq),
       behind: primary?.behind,

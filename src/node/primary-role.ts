@@ -9,12 +9,17 @@
  * deposed primary has run out (the deposed one has stopped serving by then), and answers
  * no read before every replica of its view holds everything it held when it took over:
  * its history is the truth, the others are caught up to it or replaced by a snapshot.
+ *
+ * It acknowledges writes only while its view holds at least the view's `minReplicas`
+ * replicas (the durability floor, enforced by the pipeline). Holding its view alone below
+ * the floor, it has no replica's lease for its reads: the hub's answers to its heartbeats
+ * stand in for one (aloneError), as the hub may then promote a node that left the view.
  */
-import { DEAD_AFTER_MS } from '../constants.js';
+import { DEAD_AFTER_MS, LEASE_MS } from '../constants.js';
 import { KvError, NOTHING_APPLIED, assert } from '../errors.js';
 import type { Environment } from '../env/environment.js';
 import type { HubClient } from '../hub/hub-client.js';
-import type { NodeHealth, View } from '../protocol/messages.js';
+import { belowFloor, type NodeHealth, type View } from '../protocol/messages.js';
 import type { Store } from '../storage/store.js';
 import { ReplicaLink } from './replica-link.js';
 import type { ReplicationLog } from './replication-log.js';
@@ -69,6 +74,7 @@ export class PrimaryRole {
       {
         clock: options.env.clock,
         epoch: view.epoch,
+        minReplicas: view.minReplicas ?? 0,
         ackTimeoutMs: options.ackTimeoutMs,
         retryAnswerError: () => this.readError(),
         ...(options.batchWritesMax !== undefined ? { batchWritesMax: options.batchWritesMax } : {}),
@@ -89,7 +95,7 @@ export class PrimaryRole {
     // Links start once the store is in the view's epoch: before, a replica holding writes
     // of the old epoch never acknowledged would look ahead of this node.
     await this.pipeline.setView(
-      view.epoch,
+      { epoch: view.epoch, minReplicas: view.minReplicas ?? 0 },
       () => {
         this.connect([...view.replicas, ...candidates]);
         return view.replicas.map((name) => this.links.get(name)!);
@@ -126,7 +132,25 @@ export class PrimaryRole {
     if (notYet) return notYet;
     const lapsed = this.active.replicas.filter((name) => !this.links.get(name)?.leaseHolds);
     if (lapsed.length > 0) return new KvError('UNAVAILABLE', `no lease from ${lapsed.join(', ')}: ${this.options.name} may no longer be the primary`, NOTHING_APPLIED);
-    return undefined;
+    return this.aloneError();
+  }
+
+  /**
+   * A primary whose view holds no replica while its floor wants some holds nobody's lease,
+   * and the hub may promote a member that left that view (src/hub/views.ts) once it has
+   * missed this node for DEAD_AFTER_MS. So the hub's answers are its lease: it answers reads
+   * only within LEASE_MS of sending a heartbeat the hub answered naming it primary, and
+   * stops before the hub can call it dead (DEAD_AFTER_MS > LEASE_MS, as for replicas).
+   * A view with a floor of 0 never makes anyone else primary behind its back: no lease.
+   */
+  private aloneError(): KvError | undefined {
+    const view = this.active;
+    if (view.replicas.length > 0 || (view.minReplicas ?? 0) === 0) return undefined;
+    const answer = this.options.hub.lastAnswer;
+    const sinceMs = answer === undefined ? undefined : this.options.env.clock.now() - answer.sentMs;
+    if (answer?.view?.primary === this.options.name && sinceMs !== undefined && sinceMs < LEASE_MS) return undefined;
+    const heard = sinceMs === undefined ? 'no answer from the hub yet' : answer?.view?.primary === this.options.name ? `no answer from the hub for ${Math.round(sinceMs)} ms` : 'a hub answer that does not name it primary';
+    return new KvError('UNAVAILABLE', `${this.options.name} holds view ${view.epoch} alone and has ${heard}: another node may be primary now`, NOTHING_APPLIED);
   }
 
   /** Replicas of the view writes wait for that hold everything this node held when that view began. */
@@ -163,6 +187,9 @@ export class PrimaryRole {
       const leasedOnce = this.active.replicas.every((name) => this.links.get(name)?.leasedOnce);
       return { state: leasedOnce ? 'degraded' : 'starting', reason: noReads.message };
     }
+    // Reads go on below the durability floor; writes are refused until a replica rejoins.
+    const refusing = belowFloor(this.active);
+    if (refusing) return { state: 'degraded', reason: refusing };
     if (this.problems.size > 0) return { state: 'degraded', reason: [...this.problems.values()].join('; ') };
     return { state: 'serving' };
   }

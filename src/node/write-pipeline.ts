@@ -12,12 +12,17 @@
  * A tagged write that this node's store has applied before (its client retried it after
  * a lost reply or a failover) is not applied again: it gets the first reply, once every
  * replica holds the first write; one still in the pipeline shares the first one's outcome.
+ *
+ * The durability floor: while the view holds fewer replicas than its `minReplicas`, a new
+ * write is refused before it is applied (UNAVAILABLE, applied: false), writes already
+ * applied end UNAVAILABLE (they may be on some nodes), and a read is answered only if the
+ * last write to its key is on the replicas that left (so the hub may promote one of them).
  */
 import { BehaviorSubject, Subject, combineLatest, filter, first, firstValueFrom, map, of, switchMap, throwError, timeout, type Observable } from 'rxjs';
 import { BATCHES_IN_FLIGHT_MAX, BATCH_BYTES_MAX, BATCH_WRITES_MAX, REQUEST_TAG_WINDOW, WRITE_QUEUE_BYTES_MAX, WRITE_QUEUE_MAX } from '../constants.js';
 import { KvError, NOTHING_APPLIED, assert, toKvError } from '../errors.js';
 import type { Clock } from '../env/environment.js';
-import type { RequestTag, WriteOp } from '../protocol/messages.js';
+import { belowFloor, type RequestTag, type WriteOp } from '../protocol/messages.js';
 import type { Store } from '../storage/store.js';
 import { failWhen } from './operators.js';
 import { encodeBatch, opBytes, type ReplicationLog } from './replication-log.js';
@@ -37,6 +42,8 @@ export interface WritePipelineOptions {
   clock: Clock;
   /** The epoch writes are made in; setView changes it. */
   epoch: number;
+  /** The durability floor of the view (0 unless given); setView changes it. */
+  minReplicas?: number;
   ackTimeoutMs: number;
   batchWritesMax?: number;
   batchBytesMax?: number;
@@ -87,6 +94,15 @@ export class WritePipeline {
   /** The replicas of the view: every write waits for all of them; a change re-judges waiting writes. */
   private readonly replicas$: BehaviorSubject<readonly AckSource[]>;
   private epoch: number;
+  /** No write is acknowledged while the view holds fewer replicas than this. */
+  private minReplicas: number;
+  /**
+   * While below the floor: the highest seq every replica of the last view at or above it
+   * had acknowledged as it went below (what those that left hold). Writes past it are on
+   * no replica the hub could promote, so reads of them wait. A primary whose first view is
+   * below the floor knows of no such seq: 0.
+   */
+  private durableSeqBelowFloor = 0;
   /** No read is answered before every replica holds this seq (what a new primary held when it took over). */
   private readsFromSeq: number;
   /** The batch being committed, and a view change waiting for it: no batch starts meanwhile. */
@@ -103,14 +119,17 @@ export class WritePipeline {
     this.nextSeq = log.lastSeq + 1;
     this.replicas$ = new BehaviorSubject(replicas);
     this.epoch = options.epoch;
+    this.minReplicas = options.minReplicas ?? 0;
     this.readsFromSeq = log.lastSeq;
   }
 
   /**
    * A new view with this node still primary: later batches go in its epoch, and writes
-   * waiting for a replica that left it complete once the others have them.
+   * waiting for a replica that left it complete once the others have them (or fail, if
+   * the view is now below its floor).
    */
-  async setView(epoch: number, replicas: () => readonly AckSource[], switched: () => void = () => undefined): Promise<void> {
+  async setView(view: { epoch: number; minReplicas: number }, replicas: () => readonly AckSource[], switched: () => void = () => undefined): Promise<void> {
+    const { epoch } = view;
     const previous = this.switching;
     const switching = (async () => {
       // The batch being committed goes in the old epoch; then the store's history goes on
@@ -121,10 +140,18 @@ export class WritePipeline {
         await this.store.beginEpoch(epoch);
         this.log.beginEpoch(epoch);
       }
+      const wasBelow = this.floorRefusal() !== undefined;
+      const ackedBefore = this.ackedByAll();
       this.epoch = epoch;
-      this.readsFromSeq = this.log.lastSeq;
+      this.minReplicas = view.minReplicas;
+      const next = replicas();
+      const below = next.length < view.minReplicas;
+      if (below && !wasBelow) this.durableSeqBelowFloor = ackedBefore;
+      // Below the floor nobody joined whom a read must wait for; reads of what is not
+      // durable wait for a rejoin instead (ackedByAll stops at durableSeqBelowFloor).
+      if (!below) this.readsFromSeq = this.log.lastSeq;
       switched();
-      this.replicas$.next(replicas());
+      this.replicas$.next(next);
       this.forgetAcked();
     })();
     this.switching = switching;
@@ -147,6 +174,8 @@ export class WritePipeline {
     if (this.closed) return Promise.reject(new KvError('UNAVAILABLE', this.closeReason, NOTHING_APPLIED));
     const retried = op.tag && this.retried(op.tag);
     if (retried) return retried;
+    const refused = this.floorRefusal();
+    if (refused) return Promise.reject(new KvError('UNAVAILABLE', refused, NOTHING_APPLIED));
     const bytes = opBytes(op);
     if (
       this.queue.length >= (this.options.writeQueueMax ?? WRITE_QUEUE_MAX) ||
@@ -198,7 +227,8 @@ export class WritePipeline {
         return undefined;
       case 'applied':
         this.trace({ event: 'retried', client: tag.client, req: tag.req });
-        return Promise.resolve(this.onEveryReplica(seen.seq, seen.found)).then((found) => {
+        // Below the floor, only what the replicas that left hold counts as on every replica.
+        return Promise.resolve(this.onEveryReplica(seen.seq, seen.found, `req ${tag.req} of client ${tag.client}`, {})).then((found) => {
           const refused = this.options.retryAnswerError?.();
           if (refused) throw refused;
           return found;
@@ -231,19 +261,38 @@ export class WritePipeline {
       const after = () => this.read(key, read);
       return queued.then(after, after);
     }
-    return this.onEveryReplica(this.unacked.get(key) ?? 0, read());
+    return this.onEveryReplica(this.unacked.get(key) ?? 0, read(), `the last write to ${key}`, NOTHING_APPLIED);
   }
 
-  /** `value` once every replica holds `seq` and what this node held when it took over. */
-  private onEveryReplica<T>(seq: number, value: T): T | Promise<T> {
+  /**
+   * `value` once every replica holds `seq` and what this node held when it took over.
+   * Below the floor no replica may take a newer write until one rejoins: what is not on a
+   * replica that left may be on none the hub could promote, so it is refused, not awaited.
+   */
+  private onEveryReplica<T>(seq: number, value: T, what: string, details: Record<string, unknown>): T | Promise<T> {
     const target = Math.max(seq, this.readsFromSeq);
     if (this.ackedByAll() >= target) return value;
+    const belowFloor = this.floorRefusal();
+    if (belowFloor) return Promise.reject(new KvError('UNAVAILABLE', `${what} may be on no replica, and ${belowFloor}`, details));
     return firstValueFrom(this.allAcked$(target)).then(() => value);
   }
 
-  /** The highest seq every replica has acknowledged. */
+  /** The highest seq every replica has acknowledged; below the floor, no more than those that left hold. */
   private ackedByAll(): number {
-    return this.replicas.length === 0 ? Number.MAX_SAFE_INTEGER : Math.min(...this.replicas.map((replica) => replica.acked$.value));
+    const acked = this.replicas.length === 0 ? Number.MAX_SAFE_INTEGER : Math.min(...this.replicas.map((replica) => replica.acked$.value));
+    return this.replicas.length < this.minReplicas ? Math.min(acked, this.durableSeqBelowFloor) : acked;
+  }
+
+  /** Why no write is acknowledged now, if so: the view holds fewer replicas than its floor. */
+  private floorRefusal(): string | undefined {
+    return belowFloor({ epoch: this.epoch, replicas: this.replicas.map((replica) => replica.name), minReplicas: this.minReplicas });
+  }
+
+  /** Below the floor, writes queued and not yet applied are refused: nothing of them was applied. */
+  private refuseQueued(why: string): void {
+    const error = new KvError('UNAVAILABLE', why, NOTHING_APPLIED);
+    for (const write of this.queue.splice(0)) this.fail(write, error);
+    this.queueBytes = 0;
   }
 
   /** Forgets the keys whose last write every replica has acknowledged. */
@@ -291,6 +340,11 @@ export class WritePipeline {
 
   private async drain(): Promise<void> {
     while (this.queue.length > 0 && !this.closed && !this.switching && this.batchesInFlight < this.batchesInFlightMax) {
+      const belowFloor = this.floorRefusal();
+      if (belowFloor) {
+        this.refuseQueued(belowFloor);
+        break;
+      }
       const writes = this.takeBatch();
       const ops = writes.map((write) => write.op);
       const first = this.nextSeq;
@@ -370,7 +424,12 @@ export class WritePipeline {
     if (this.closed) return throwError(() => new KvError('UNAVAILABLE', `${this.closeReason}: the write may be on some nodes`));
     const { ackTimeoutMs } = this.options;
     const acked$ = this.replicas$.pipe(
-      switchMap((replicas) => (replicas.length === 0 ? of(true) : combineLatest(replicas.map((replica) => replica.acked$)).pipe(filter((acks) => acks.every((acked) => acked >= seq))))),
+      switchMap((replicas) => {
+        // A view below the floor acknowledges nothing (setView sets the floor before the replicas).
+        const belowFloor = this.floorRefusal();
+        if (belowFloor) return throwError(() => new KvError('UNAVAILABLE', `${belowFloor}: the write may be on some nodes`));
+        return replicas.length === 0 ? of(true) : combineLatest(replicas.map((replica) => replica.acked$)).pipe(filter((acks) => acks.every((acked) => acked >= seq)));
+      }),
       first(),
       timeout({
         first: ackTimeoutMs,

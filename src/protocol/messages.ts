@@ -124,6 +124,32 @@ export interface View {
   epoch: number;
   primary: string;
   replicas: string[];
+  /**
+   * The durability floor, a cluster setting the hub keeps with the view: the primary
+   * acknowledges a write only while its view holds at least this many replicas (every
+   * replica of the view holds each write it acknowledges). Every view the hub makes carries
+   * it; absent (a view from a hub that had no floor) it is 0.
+   */
+  minReplicas?: number;
+}
+
+/**
+ * Why a view takes no new writes, or undefined when it does: it holds fewer replicas than
+ * its durability floor. The primary refuses with it and the hub's status shows it.
+ */
+export function belowFloor(view: Pick<View, 'epoch' | 'replicas' | 'minReplicas'>): string | undefined {
+  const floor = view.minReplicas ?? 0;
+  const count = view.replicas.length;
+  if (count >= floor) return undefined;
+  return `view ${view.epoch} has ${count} ${count === 1 ? 'replica' : 'replicas'} and a write needs at least ${floor} to be acknowledged (min replicas); writes resume when ${floor - count === 1 ? 'a replica rejoins' : `${floor - count} replicas rejoin`}`;
+}
+
+/** The first view as the configured primary proposes it (its flags). */
+export interface ViewConfig {
+  primary: string;
+  replicas: string[];
+  /** The durability floor; unset, the hub takes 1 when `replicas` names any, else 0. */
+  minReplicas?: number | undefined;
 }
 
 /**
@@ -140,13 +166,18 @@ export interface HeartbeatRequest {
   seq: number;
   /** The epoch of the view the node holds (0: none yet). */
   viewEpoch: number;
-  config: { primary: string; replicas: string[] } | undefined;
+  config: ViewConfig | undefined;
   synced: string[] | undefined;
   caughtUp: string[] | undefined;
   /** From a primary: a replica of its view holds more than it does (it lost writes). */
   behind: string | undefined;
   /** From a primary: replicas of its view that answered nothing for DEAD_AFTER_MS. */
   unreachable: string[] | undefined;
+  /**
+   * How the node is as it last reported it: carried by every beat, so what the hub shows
+   * of a live node is never older than a beat (a report lost on the way heals at the next).
+   */
+  health?: NodeHealth | undefined;
 }
 
 export type HubRequest =

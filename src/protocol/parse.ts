@@ -14,6 +14,7 @@ import {
   type NodeState,
   type RequestId,
   type RequestTag,
+  type ViewConfig,
   type WriteOp,
 } from './messages.js';
 import { parseTextCommand } from './text-commands.js';
@@ -129,20 +130,20 @@ function hubRequest(fields: Fields, id: RequestId): HubRequest {
     case 'register-service':
       return { type: 'register-service', id, service: requireName(fields, 'service'), name: requireName(fields, 'name') };
     case 'report': {
-      const state = requireString(fields, 'state');
-      if (!NODE_STATES.includes(state as NodeState)) throw new KvError('BAD_REQUEST', `state must be one of ${NODE_STATES.join(', ')}`);
-      const reason = fields['reason'];
-      if (reason !== undefined && (typeof reason !== 'string' || reason.length > REASON_LENGTH_MAX)) {
-        throw new KvError('BAD_REQUEST', `reason must be a string of at most ${REASON_LENGTH_MAX} characters`);
-      }
-      return { type: 'report', id, name: requireName(fields, 'name'), state: state as NodeState, reason };
+      const { state, reason } = requireHealth(fields);
+      return { type: 'report', id, name: requireName(fields, 'name'), state, reason };
     }
     case 'heartbeat': {
       const config = fields['config'];
-      let proposed: { primary: string; replicas: string[] } | undefined;
+      let proposed: ViewConfig | undefined;
       if (config !== undefined) {
         if (typeof config !== 'object' || config === null || Array.isArray(config)) throw new KvError('BAD_REQUEST', 'config must be an object');
-        proposed = { primary: requireName(config as Fields, 'primary'), replicas: requireNames(config as Fields, 'replicas') };
+        const replicas = requireNames(config as Fields, 'replicas');
+        const minReplicas = (config as Fields)['minReplicas'];
+        if (minReplicas !== undefined && (typeof minReplicas !== 'number' || !Number.isSafeInteger(minReplicas) || minReplicas < 0 || minReplicas > replicas.length)) {
+          throw new KvError('BAD_REQUEST', `config.minReplicas must be an integer from 0 to the ${replicas.length} replicas configured`);
+        }
+        proposed = { primary: requireName(config as Fields, 'primary'), replicas, ...(minReplicas !== undefined ? { minReplicas } : {}) };
       }
       return {
         type: 'heartbeat',
@@ -156,6 +157,7 @@ function hubRequest(fields: Fields, id: RequestId): HubRequest {
         caughtUp: fields['caughtUp'] === undefined ? undefined : requireNames(fields, 'caughtUp'),
         behind: fields['behind'] === undefined ? undefined : requireName(fields, 'behind'),
         unreachable: fields['unreachable'] === undefined ? undefined : requireNames(fields, 'unreachable'),
+        health: fields['state'] === undefined ? undefined : requireHealth(fields),
       };
     }
     case 'hello':
@@ -170,6 +172,17 @@ function hubRequest(fields: Fields, id: RequestId): HubRequest {
 }
 
 // ---- Field validators --------------------------------------------------------------
+
+/** A node's `state` and optional `reason`, as a report or a heartbeat carries them. */
+function requireHealth(fields: Fields): { state: NodeState; reason: string | undefined } {
+  const state = requireString(fields, 'state');
+  if (!NODE_STATES.includes(state as NodeState)) throw new KvError('BAD_REQUEST', `state must be one of ${NODE_STATES.join(', ')}`);
+  const reason = fields['reason'];
+  if (reason !== undefined && (typeof reason !== 'string' || reason.length > REASON_LENGTH_MAX)) {
+    throw new KvError('BAD_REQUEST', `reason must be a string of at most ${REASON_LENGTH_MAX} characters`);
+  }
+  return { state: state as NodeState, reason };
+}
 
 const NAME_BYTES_MAX = 128;
 

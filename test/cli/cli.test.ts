@@ -3,9 +3,11 @@ import { readFile } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
+import { KvClient } from '../../src/client/client.js';
 import { startInProcessCluster, type InProcessCluster } from '../../src/cluster/in-process.js';
+import { KvNode } from '../../src/node/node.js';
 import type { Json } from '../../src/protocol/messages.js';
-import { Disposer, tempDir, within } from '../helpers.js';
+import { Disposer, tempDir, waitFor, within } from '../helpers.js';
 
 const CLI = fileURLToPath(new URL('../../src/cli/pbkv.js', import.meta.url));
 const PACKAGE_JSON = new URL('../../../package.json', import.meta.url);
@@ -52,9 +54,64 @@ Cli('put, get, del and status against a running cluster', async () => {
   assert.is(status.code, 0);
   assert.match(status.stdout, /service kv -> n0/);
   assert.match(status.stdout, /n2\s+ws:\/\//);
-  assert.match(status.stdout, /view\s+1: primary n0, replicas n1, n2/, 'the view');
-  assert.match(status.stdout, /n0\s+ws:\/\/\S+\s+primary\s+seq \d+\s+serving/, "each node's role, seq and health as it reported it");
-  assert.match(status.stdout, /n1\s+ws:\/\/\S+\s+replica\s+seq \d+/);
+  assert.match(status.stdout, /view\s+1: primary n0, replicas n1, n2; a write needs 1 replica\n/, 'the view and its floor');
+  assert.not.match(status.stdout, /^writes/m, 'writes are taken');
+  assert.match(status.stdout, /n0\s+ws:\/\/\S+\s+primary\s+in view\s+seq \d+\s+serving\n/, "each node's role, state, seq and health as it reported it");
+  assert.match(status.stdout, /n1\s+ws:\/\/\S+\s+replica\s+in view\s+seq \d+/);
+});
+
+/** `pbkv status` once `accept` holds for its output. */
+async function statusWhere(hubUrl: string, what: string, accept: (stdout: string) => boolean): Promise<string> {
+  let last = '';
+  try {
+    return await waitFor(what, async () => {
+      last = (await pbkv(['--hub', hubUrl, 'status'])).stdout;
+      return accept(last) ? last : undefined;
+    }, 20_000);
+  } catch (error) {
+    throw new Error(`${(error as Error).message}; the last status:\n${last}`);
+  }
+}
+
+Cli('status reads right after a primary\'s restart and its replicas\' deaths: one current line per node, and writes refused below the floor', async () => {
+  const running = await cluster(2);
+  const [n0, n1, n2] = running.nodes as [KvNode, KvNode, KvNode];
+  const client = disposer.add(new KvClient({ hubUrl: running.hubUrl }), (c) => c.close());
+  await client.put('before', 1);
+
+  // The primary stops and comes back: a replica took over meanwhile, and n0 rejoins as a
+  // replica. Its line must say so, not what its new process said before it had a view.
+  await n0.close();
+  await waitFor('a replica to take over', async () => (await client.status()).view?.primary !== 'n0', 10_000);
+  const again = disposer.add(new KvNode({ ...n0.options, port: 0 }), (node) => node.close());
+  await again.init();
+  await again.startServices();
+  const rejoined = await statusWhere(running.hubUrl, 'n0 back in the view', (out) => /^node\s+n0\s.*\breplica\s+in view\s+seq \d+\s+serving$/m.test(out));
+  assert.not.match(rejoined, /starting/, 'no line says starting once every node serves');
+  const primary = (await client.status()).view!.primary;
+  assert.match(rejoined, new RegExp(`^node\\s+${primary}\\s.*\\bprimary\\s+in view\\s+seq \\d+\\s+serving$`, 'm'));
+
+  // Both replicas of the new view stop: the primary holds the view alone, below the floor.
+  const replicas = [again, n1, n2].filter((node) => node.name !== primary);
+  await Promise.all(replicas.map((node) => node.close()));
+  const alone = await statusWhere(running.hubUrl, 'a view without replicas', (out) => /replicas \(none\)/.test(out));
+  assert.match(alone, /^writes\s+REFUSED: view \d+ has 0 replicas and a write needs at least 1 to be acknowledged \(min replicas\); writes resume when a replica rejoins$/m);
+  // The primary says so itself (at its next report): degraded, with the view line's reason.
+  const primaryLine = new RegExp(`^node\\s+${primary}\\s.*\\bprimary\\s+in view\\s+seq \\d+\\s+degraded: view \\d+ has 0 replicas and a write needs at least 1 to be acknowledged`, 'm');
+  await statusWhere(running.hubUrl, 'the primary to report it refuses writes', (out) => primaryLine.test(out));
+  for (const node of replicas) {
+    const line = alone.split('\n').find((text) => text.startsWith(`node    ${node.name} `)) ?? '';
+    assert.match(line, /\s-\s+dead\s+seq \d+\s+no heartbeat for \d+\.\d s$/, `${node.name}: dead, and for how long`);
+    assert.not.match(line, /serving|starting|degraded/, `${node.name}: what it said while alive is not shown as current`);
+  }
+});
+
+Cli('help status describes what status prints', async () => {
+  const help = await pbkv(['help', 'status']);
+  assert.is(help.code, 0);
+  for (const said of [/durability floor/, /writes are refused and why/, /one line per node/, /primary,\s+replica, or candidate/, /in view, catching up, dead/, /behind the primary/, /how long it has been silent/, /--json/]) {
+    assert.match(help.stdout, said);
+  }
 });
 
 Cli('errors: a clear message and a non-zero exit code', async () => {

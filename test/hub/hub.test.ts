@@ -5,7 +5,7 @@ import { HubClient } from '../../src/hub/hub-client.js';
 import { proofFor } from '../../src/protocol/auth.js';
 import { firstValueFrom } from 'rxjs';
 import { HUB_FRAME_BYTES_MAX } from '../../src/constants.js';
-import { Disposer, RawClient, waitFor } from '../helpers.js';
+import { Disposer, RawClient, waitFor, within } from '../helpers.js';
 
 const disposer = new Disposer();
 const startHub = async (secret?: string) =>
@@ -116,6 +116,35 @@ Hub('the hub reads frames up to HUB_FRAME_BYTES_MAX, the limit its clients read 
   const big = await RawClient.open(hub.url, disposer);
   const reply = await big.ask(`{"id":1,"op":"status","pad":"${'x'.repeat(HUB_FRAME_BYTES_MAX - 100)}"}`);
   assert.is(reply['ok'], true);
+});
+
+Hub('a report made as the previous one is delivered reaches the hub (its reply and a heartbeat\'s in one read)', async () => {
+  const hub = await startHub();
+  const node = client(hub.url, { name: 'n0' });
+  await node.register('n0', 'ws://127.0.0.11:7401');
+  // What a node does at its first beat: report, then heartbeat, sent back to back; the
+  // view in the heartbeat's reply makes it report again at once.
+  const starting = node.report('n0', { state: 'starting', reason: 'n0 waits for a view from the hub' });
+  const beat = { name: 'n0', epoch: 0, seq: 0, viewEpoch: 0, config: undefined, synced: undefined, caughtUp: undefined, behind: undefined, unreachable: undefined };
+  const serving = node.heartbeat(beat, 5_000).then(() => node.report('n0', { state: 'serving' }));
+  await within('both reports', Promise.all([starting, serving]));
+  const reader = client(hub.url);
+  assert.equal((await reader.status()).nodes['n0'], { state: 'serving' });
+});
+
+Hub('a heartbeat carries the health last reported: the hub\'s copy heals at the next beat', async () => {
+  const hub = await startHub();
+  const node = client(hub.url, { name: 'n0' });
+  await node.register('n0', 'ws://127.0.0.11:7401');
+  await node.report('n0', { state: 'degraded', reason: 'n1 refuses appends' });
+  const raw = await RawClient.open(hub.url, disposer);
+  // Another session overwrites it (as a lost or reordered report would leave it stale).
+  await raw.ask({ id: 1, op: 'hello', from: 'n0' });
+  assert.is((await raw.ask({ id: 2, op: 'report', name: 'n0', state: 'starting' }))['ok'], true);
+  assert.equal((await client(hub.url).status()).nodes['n0'], { state: 'starting' });
+  const beat = { name: 'n0', epoch: 0, seq: 0, viewEpoch: 0, config: undefined, synced: undefined, caughtUp: undefined, behind: undefined, unreachable: undefined };
+  await node.heartbeat(beat, 5_000);
+  assert.equal((await client(hub.url).status()).nodes['n0'], { state: 'degraded', reason: 'n1 refuses appends' });
 });
 
 Hub.run();
