@@ -60,7 +60,10 @@ export interface Store {
   close(): Promise<void>;
 }
 
-/** How much one page of a snapshot may hold; a page always holds at least one entry. */
+/**
+ * How much one page of a snapshot may hold: entries, and bytes as entryBytes counts them.
+ * A page always holds at least one entry.
+ */
 export interface PageLimits {
   entriesMax: number;
   bytesMax: number;
@@ -86,6 +89,14 @@ export interface Restore {
 /** The stored form of a value, the one Keyv's get reads back: `{"value": ...}`. */
 export function storedText(valueJson: string): string {
   return `{"value":${valueJson}}`;
+}
+
+/** What storedText adds to a value's JSON, in bytes. */
+export const STORED_TEXT_EXTRA_BYTES = Buffer.byteLength(storedText(''));
+
+/** An entry's size in a snapshot page: the UTF-8 bytes of its key and of its value's JSON. */
+export function entryBytes(key: string, valueJson: string): number {
+  return Buffer.byteLength(key) + Buffer.byteLength(valueJson);
 }
 
 /**

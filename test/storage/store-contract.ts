@@ -173,7 +173,7 @@ export function storeContract(name: string, open: (disposer: Disposer) => Promis
 
   test('snapshot pages hold at most entriesMax entries and bytesMax of key and JSON, but always one entry', async () => {
     const store = await fresh();
-    // Sizes (key length + JSON length): a 2, b 5, c 13, d 2, e 2, f 2.
+    // Sizes (key and JSON bytes): a 2, b 5, c 13, d 2, e 2, f 2.
     await store.apply(1, 1, [put('a', 1), put('b', 'xx'), put('c', 'y'.repeat(10)), put('d', 2), put('e', 3), put('f', 4)]);
     const snapshot = await store.snapshot({ entriesMax: 2, bytesMax: 8 });
     const pages: [string, string][][] = [];
@@ -187,6 +187,17 @@ export function storeContract(name: string, open: (disposer: Disposer) => Promis
     ]);
     const single = await snapshotEntries(store, { entriesMax: 1, bytesMax: 1 });
     assert.is(single.length, 6, 'pages of one entry each still reach every key');
+  });
+
+  test('snapshot pages count UTF-8 bytes, as frames do, not UTF-16 code units', async () => {
+    const store = await fresh();
+    // Each entry: key 1 byte, JSON "éé😀" 1 + 2 + 2 + 4 + 1 bytes: 11 bytes, though 7 code units.
+    await store.apply(1, 1, [put('a', 'éé😀'), put('b', 'éé😀')]);
+    const snapshot = await store.snapshot({ entriesMax: 10, bytesMax: 16 });
+    const pages: [string, string][][] = [];
+    for await (const page of snapshot.pages()) pages.push(page);
+    await snapshot.close();
+    assert.equal(pages, [[['a', '"éé😀"']], [['b', '"éé😀"']]]);
   });
 
   test('a snapshot is the state it was taken at, though writes go on', async () => {

@@ -6,10 +6,11 @@ import KeyvSqlite from '@keyv/sqlite';
 import { KvError } from '../../src/errors.js';
 import { MemoryStore } from '../../src/storage/memory-store.js';
 import { openStore } from '../../src/storage/open-store.js';
-import { SYNC_MODES, keyvSerialization } from '../../src/storage/store.js';
+import { KEY_BYTES_MAX, SNAPSHOT_PART_BYTES_MAX, SNAPSHOT_PART_ENTRIES_MAX, VALUE_BYTES_MAX } from '../../src/constants.js';
+import { SYNC_MODES, keyvSerialization, storedText } from '../../src/storage/store.js';
 import type { Store } from '../../src/storage/store.js';
 import { Disposer, tempDir } from '../helpers.js';
-import { execSqlite, readSqlite } from '../sqlite-files.js';
+import { execSqlite, largestSqliteRead, readSqlite } from '../sqlite-files.js';
 import { del, put, rejection, snapshotEntries, storeContract, tagged } from './store-contract.js';
 
 // Every behaviour of the Store interface, against each store: SQLite normal, SQLite full, memory.
@@ -132,6 +133,26 @@ Sqlite('client sessions are in the file: a reopened store still knows every tag 
   const after = await again.snapshot({ entriesMax: 10, bytesMax: 1 << 20 });
   await after.close();
   assert.equal(after.sessions, before.sessions);
+});
+
+Sqlite('a snapshot of 1 MiB values reads no more than one part and one value from SQLite at a time', async () => {
+  const store = await openSqlite('normal', path.join(await tempDir(disposer), 'large.sqlite'));
+  // Values at the limit, in three batches (a batch is also bounded in bytes).
+  const large = (i: number) => 'abcdefghijkl'[i - 1]!.repeat(VALUE_BYTES_MAX - 2);
+  for (let first = 1; first <= 12; first += 4) {
+    await store.apply(1, first, [0, 1, 2, 3].map((i) => put(`k${String(first + i).padStart(2, '0')}`, large(first + i))));
+  }
+  const limits = { entriesMax: SNAPSHOT_PART_ENTRIES_MAX, bytesMax: SNAPSHOT_PART_BYTES_MAX };
+  const snapshot = await store.snapshot(limits);
+  const pages: [string, string][][] = [];
+  const largestRead = await largestSqliteRead(async () => {
+    for await (const page of snapshot.pages()) pages.push(page);
+  });
+  await snapshot.close();
+  assert.equal(pages.map((page) => page.length), [3, 3, 3, 3], 'a part holds as many values as fit its bytes');
+  assert.ok(pages.flat().every(([key, json]) => json === JSON.stringify(large(Number(key.slice(1))))), 'every value whole');
+  const oneValueMax = KEY_BYTES_MAX + storedText('x'.repeat(VALUE_BYTES_MAX)).length;
+  assert.ok(largestRead <= limits.bytesMax + oneValueMax, `one read returned ${largestRead} characters, over ${limits.bytesMax} + ${oneValueMax}`);
 });
 
 Sqlite.run();
