@@ -17,6 +17,12 @@ export const VALUE_DEPTH_MAX = 512;
 /** Largest client frame: answered TOO_LARGE past it, the connection stays up. */
 export const FRAME_BYTES_MAX = 2 * VALUE_BYTES_MAX;
 /**
+ * Largest frame the client library reads from a node (ws `maxPayload`). A reply holds at
+ * most one value, VALUE_BYTES_MAX, and echoes the request's id, which a request frame of
+ * FRAME_BYTES_MAX bounds: twice FRAME_BYTES_MAX holds any reply a request can ask for.
+ */
+export const CLIENT_REPLY_FRAME_BYTES_MAX = 2 * FRAME_BYTES_MAX;
+/**
  * Largest frame a node reads at all (ws `maxPayload`): a replication batch carries many
  * puts. Past it the connection is closed with 1009, as ws cannot skip a frame unread.
  */
