@@ -62,6 +62,12 @@ export const SERVER_SEND_BUFFER_BYTES_MAX = 32 * 1024 * 1024;
 export const RPC_PENDING_MAX = 100_000;
 /** Names the hub keeps (registered nodes) and services. */
 export const HUB_NAMES_MAX = 1024;
+/**
+ * Longest node or service name (ASCII letters, digits, '.', '_', '-': bytes and characters
+ * alike). A name travels in every hello, view and heartbeat and the hub's status lists them
+ * all: HUB_NAMES_MAX names of 128 bytes are 128 KiB of a HUB_FRAME_BYTES_MAX status.
+ */
+export const NAME_BYTES_MAX = 128;
 /** The hub's own name in hello proofs (nodes prove the secret to it as to a peer). */
 export const HUB_NAME = 'hub';
 /** The service the view's primary serves: what clients look up. */
