@@ -1,6 +1,6 @@
 import { Subject } from 'rxjs';
 import { KvError, assert } from '../errors.js';
-import type { Json, RequestTag, WriteOp } from '../protocol/messages.js';
+import type { RequestTag, WriteOp } from '../protocol/messages.js';
 import { ClientSessions, type TagCheck } from './client-sessions.js';
 import { entryBytes, existedBefore, type PageLimits, type ReplicationState, type Restore, type Snapshot, type Store } from './store.js';
 
@@ -33,11 +33,6 @@ export class MemoryStore implements Store {
    */
   get state(): ReplicationState {
     return this.replication;
-  }
-
-  async get(key: string): Promise<Json | undefined> {
-    const json = this.readJson(key);
-    return json === undefined ? undefined : (JSON.parse(json) as Json);
   }
 
   readJson(key: string): string | undefined {
@@ -129,11 +124,6 @@ export class MemoryStore implements Store {
         this.restoring = false;
       },
     };
-  }
-
-  async count(): Promise<number> {
-    this.refuseIfGone('count');
-    return this.data.size;
   }
 
   async close(): Promise<void> {

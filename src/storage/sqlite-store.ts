@@ -5,7 +5,7 @@ import { Worker } from 'node:worker_threads';
 import { Subject } from 'rxjs';
 import { CHECKPOINT_INTERVAL_MS, KEY_BYTES_MAX, REQUEST_TAG_WINDOW, WAL_AUTOCHECKPOINT_PAGES } from '../constants.js';
 import { KvError, assert } from '../errors.js';
-import { isSessionResults, type ClientSession, type Json, type RequestTag, type WriteOp } from '../protocol/messages.js';
+import { isSessionResults, type ClientSession, type RequestTag, type WriteOp } from '../protocol/messages.js';
 import { ClientSessions, type SessionChanges, type TagCheck } from './client-sessions.js';
 import {
   STORED_TEXT_EXTRA_BYTES,
@@ -128,11 +128,6 @@ export class SqliteStore implements Store {
 
   get state(): ReplicationState {
     return this.replication;
-  }
-
-  async get(key: string): Promise<Json | undefined> {
-    const json = this.readJson(key);
-    return json === undefined ? undefined : (JSON.parse(json) as Json);
   }
 
   readJson(key: string): string | undefined {
@@ -281,11 +276,6 @@ export class SqliteStore implements Store {
       },
       abort: async () => end('ROLLBACK'),
     };
-  }
-
-  async count(): Promise<number> {
-    const row = this.reader.prepare(`SELECT count(*) AS n FROM ${TABLE}`).get() as { n: number } | undefined;
-    return Number(row?.n ?? 0);
   }
 
   close(): Promise<void> {

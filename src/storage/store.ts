@@ -24,8 +24,6 @@ export interface Store {
   readonly state: ReplicationState;
   /** Faults reported by Keyv or SQLite outside any call (a call's own fault rejects it). */
   readonly errors$: Observable<Error>;
-  /** The value of `key`, parsed. */
-  get(key: string): Promise<Json | undefined>;
   /**
    * The value of `key` as the JSON text it is stored as, read synchronously: a reply
    * splices it in as it is, with no parse and no serialization.
@@ -56,7 +54,6 @@ export interface Store {
    * `finish`, and `abort` leaves the store as it was.
    */
   beginRestore(): Promise<Restore>;
-  count(): Promise<number>;
   close(): Promise<void>;
 }
 
@@ -110,11 +107,6 @@ export function valueJsonOf(stored: string): string {
   }
   return JSON.stringify((JSON.parse(stored) as { value: Json }).value);
 }
-
-/** Keyv's serializer for pbkv: values are JSON already, so plain JSON keeps every type. */
-export const keyvSerialization = {
-  serialization: { stringify: (data: unknown) => JSON.stringify(data), parse: (text: string) => JSON.parse(text) as unknown },
-};
 
 /** Which keys exist after each op, given which existed before the batch. */
 export function existedBefore(ops: readonly WriteOp[], exists: Set<string>): boolean[] {

@@ -9,7 +9,7 @@ import { openStore } from '../../src/storage/open-store.js';
 import { proofFor } from '../../src/protocol/auth.js';
 import { Disposer, RawClient, tempDir, waitFor, within } from '../helpers.js';
 import { fileContents, readSqlite } from '../sqlite-files.js';
-import { FailingStore, GatedStore } from '../stores.js';
+import { FailingStore, GatedStore, storedCount, storedValue } from '../stores.js';
 
 const disposer = new Disposer();
 
@@ -70,7 +70,7 @@ Replication('the client\'s reply waits for the slowest replica\'s ack', async ()
   await waitFor('the batch to reach n2', () => gated.arrived === 2);
   await waitFor('n1 to ack it', () => cluster.traces.some((t) => t.node === 'n0' && t.event === 'ack' && t.from === 'n1' && t.seq === 2));
   assert.is(replied, false, 'replied before n2 acknowledged');
-  assert.is(await cluster.primary.storage.get('slow'), 'write', 'the primary applies first');
+  assert.is(storedValue(cluster.primary.storage, 'slow'), 'write', 'the primary applies first');
   gated.openGate();
   await within('the reply', put);
   const n0 = cluster.traces.filter((t) => t.node === 'n0');
@@ -155,7 +155,7 @@ Replication('forged replication frames are refused and change nothing', async ()
   // (5) A name that is not the primary's.
   assert.is((await sameHost.ask({ id: 7, op: 'hello', from: 'n2', epoch: 1 }))['error'].code, 'FORBIDDEN');
 
-  assert.is(await replica.storage.get('real'), 'value');
+  assert.is(storedValue(replica.storage, 'real'), 'value');
   assert.equal(replica.storage.state.seq, 1);
   const refusals = cluster.traces.filter((t) => t.node === replica.name && t.event === 'rejected');
   assert.ok(refusals.length >= 5, `refusals are traced (${refusals.length})`);
@@ -168,7 +168,7 @@ Replication('the source-address check holds without a secret too', async () => {
   const elsewhere = await RawClient.open(replica.url, disposer, '127.0.0.98');
   assert.is((await elsewhere.ask({ id: 1, op: 'hello', from: 'n0', epoch: 1 }))['error'].code, 'FORBIDDEN');
   assert.is((await elsewhere.ask({ id: 2, op: 'append', epoch: 1, first: 1, ops: [['p', 'x', 1]] }))['error'].code, 'FORBIDDEN');
-  assert.is(await replica.storage.get('x'), undefined);
+  assert.is(storedValue(replica.storage, 'x'), undefined);
 });
 
 for (const order of [['n0', 'n1', 'n2'], ['n2', 'n1', 'n0'], ['n1', 'n0', 'n2']]) {
@@ -232,8 +232,8 @@ Replication('a stopped replica leaves the view and puts resume without it; it ca
   await back.startServices();
   await waitFor('n1 to rejoin the view', async () => (await client.status()).view?.replicas.includes('n1'), 15_000);
   await client.put('after', 3);
-  assert.is(await back.storage.get('during'), 2, 'n1 caught up with what was written without it');
-  assert.is(await back.storage.get('after'), 3, 'and takes part again');
+  assert.is(storedValue(back.storage, 'during'), 2, 'n1 caught up with what was written without it');
+  assert.is(storedValue(back.storage, 'after'), 3, 'and takes part again');
   assert.equal(back.storage.state.seq, cluster.primary.storage.state.seq);
 });
 
@@ -260,15 +260,15 @@ Replication('a replica further behind than the log is restored from a snapshot, 
   await back.startServices();
   await putUntilAcked(client, 'after', 'snapshot');
   // n1 may have left the view while it was down: then it is caught up as a candidate.
-  await waitFor('n1 to hold every write', async () => (await back.storage.get('after')) === 'snapshot', 15_000);
+  await waitFor('n1 to hold every write', () => storedValue(back.storage, 'after') === 'snapshot', 15_000);
   const fromN0 = (state: string) => cluster.traces.filter((t) => t.node === 'n0' && t.event === 'peer' && t.peer === 'n1' && t.state === state);
   assert.ok(fromN0('snapshot').length > 0, 'n1 was sent a snapshot');
   // n1 holds the data once its restore finished; n0 hears so with the last part's reply.
   const caughtUp = await waitFor('n0 to hear n1 caught up', () => fromN0('caught-up').at(-1));
   assert.ok(caughtUp.event === 'peer' && (caughtUp.keys ?? 0) > 10, 'the snapshot carried more keys than the log could (the rows are compared below)');
-  assert.is(await back.storage.get('k0'), undefined, 'a key deleted while n1 was down is gone');
-  assert.is(await back.storage.get('k1'), 'changed');
-  assert.is(await back.storage.get('after'), 'snapshot');
+  assert.is(storedValue(back.storage, 'k0'), undefined, 'a key deleted while n1 was down is gone');
+  assert.is(storedValue(back.storage, 'k1'), 'changed');
+  assert.is(storedValue(back.storage, 'after'), 'snapshot');
   assert.equal(back.storage.state, cluster.primary.storage.state);
   await back.close();
   assert.ok((await rows(path.join(dataDir, 'n1.sqlite'))) === (await rows(cluster.specs[0]!.dataFile!)), 'n1 holds the primary\'s rows');
@@ -298,8 +298,8 @@ Replication('a replica that lost its data file rejoins a restarted primary throu
   // The restarted primary goes on in the epoch of the view it holds; the replica matches it.
   assert.is(replica.storage.state.seq, 51);
   assert.equal(replica.storage.state, primary.storage.state);
-  assert.equal(await replica.storage.get('k7'), { i: 7 });
-  assert.is(await replica.storage.count(), 51);
+  assert.equal(storedValue(replica.storage, 'k7'), { i: 7 });
+  assert.is(await storedCount(replica.storage), 51);
 });
 
 Replication.run();
