@@ -143,6 +143,12 @@ export const VIEW_CHANGES_KEPT = 20;
  * the same writes in the same order (docs/DESIGN.md, "Retries applied at most once").
  */
 export const CLIENT_ID_LENGTH_MAX = 64;
+/**
+ * Random bytes in the id the client library draws: 96 bits, so ids drawn by a billion
+ * clients collide with a chance of about 10^-11 (a reused id would be answered with another
+ * client's replies), written as 24 hex digits after `c-`, within CLIENT_ID_LENGTH_MAX.
+ */
+export const CLIENT_ID_RANDOM_BYTES = 12;
 export const REQUEST_TAG_WINDOW = 256;
 export const CLIENT_SESSIONS_MAX = 10_000;
 

@@ -13,8 +13,8 @@
  */
 import { defer, firstValueFrom, retry, throwError } from 'rxjs';
 import { backoff } from '../backoff.js';
-import { CLIENT_REPLY_FRAME_BYTES_MAX, CLIENT_RETRY_DEADLINE_MS, KV_SERVICE, REQUEST_TAG_WINDOW, REQUEST_TIMEOUT_MS } from '../constants.js';
-import { KvError, NOTHING_APPLIED, toKvError } from '../errors.js';
+import { CLIENT_ID_LENGTH_MAX, CLIENT_ID_RANDOM_BYTES, CLIENT_REPLY_FRAME_BYTES_MAX, CLIENT_RETRY_DEADLINE_MS, KV_SERVICE, REQUEST_TAG_WINDOW, REQUEST_TIMEOUT_MS } from '../constants.js';
+import { KvError, NOTHING_APPLIED, assert, toKvError } from '../errors.js';
 import type { Json, RequestTag } from '../protocol/messages.js';
 import type { Environment } from '../env/environment.js';
 import { realEnvironment } from '../transport/real-environment.js';
@@ -50,7 +50,8 @@ export class KvClient {
 
   constructor(private readonly options: KvClientOptions) {
     this.env = options.env ?? realEnvironment;
-    this.id = `c-${this.env.random.hex(12)}`;
+    this.id = `c-${this.env.random.hex(CLIENT_ID_RANDOM_BYTES)}`;
+    assert(this.id.length <= CLIENT_ID_LENGTH_MAX, `client id ${this.id} fits CLIENT_ID_LENGTH_MAX`);
     this.hub = new HubClient(options.hubUrl, { requestTimeoutMs: options.requestTimeoutMs ?? REQUEST_TIMEOUT_MS, env: this.env });
     this.channel = new Redialer(() => this.connect(), { env: this.env });
   }
