@@ -17,6 +17,12 @@ export const VALUE_DEPTH_MAX = 512;
 /** Largest client frame: answered TOO_LARGE past it, the connection stays up. */
 export const FRAME_BYTES_MAX = 2 * VALUE_BYTES_MAX;
 /**
+ * Largest frame the client library reads from a node (ws `maxPayload`). A reply holds at
+ * most one value, VALUE_BYTES_MAX, and echoes the request's id, which a request frame of
+ * FRAME_BYTES_MAX bounds: twice FRAME_BYTES_MAX holds any reply a request can ask for.
+ */
+export const CLIENT_REPLY_FRAME_BYTES_MAX = 2 * FRAME_BYTES_MAX;
+/**
  * Largest frame a node reads at all (ws `maxPayload`): a replication batch carries many
  * puts. Past it the connection is closed with 1009, as ws cannot skip a frame unread.
  */
@@ -56,6 +62,12 @@ export const SERVER_SEND_BUFFER_BYTES_MAX = 32 * 1024 * 1024;
 export const RPC_PENDING_MAX = 100_000;
 /** Names the hub keeps (registered nodes) and services. */
 export const HUB_NAMES_MAX = 1024;
+/**
+ * Longest node or service name (ASCII letters, digits, '.', '_', '-': bytes and characters
+ * alike). A name travels in every hello, view and heartbeat and the hub's status lists them
+ * all: HUB_NAMES_MAX names of 128 bytes are 128 KiB of a HUB_FRAME_BYTES_MAX status.
+ */
+export const NAME_BYTES_MAX = 128;
 /** The hub's own name in hello proofs (nodes prove the secret to it as to a peer). */
 export const HUB_NAME = 'hub';
 /** The service the view's primary serves: what clients look up. */
@@ -163,6 +175,12 @@ export const STATUS_CHANGES_SHOWN = 5;
  * the same writes in the same order (docs/DESIGN.md, "Retries applied at most once").
  */
 export const CLIENT_ID_LENGTH_MAX = 64;
+/**
+ * Random bytes in the id the client library draws: 96 bits, so ids drawn by a billion
+ * clients collide with a chance of about 10^-11 (a reused id would be answered with another
+ * client's replies), written as 24 hex digits after `c-`, within CLIENT_ID_LENGTH_MAX.
+ */
+export const CLIENT_ID_RANDOM_BYTES = 12;
 export const REQUEST_TAG_WINDOW = 256;
 export const CLIENT_SESSIONS_MAX = 10_000;
 

@@ -3,20 +3,36 @@ import { KvError } from '../src/errors.js';
 import type { Json, RequestTag, WriteOp } from '../src/protocol/messages.js';
 import type { PageLimits, Store } from '../src/storage/store.js';
 
+/** The value stored under `key`, parsed: what a get would answer. */
+export function storedValue(store: Store, key: string): Json | undefined {
+  const json = store.readJson(key);
+  return json === undefined ? undefined : (JSON.parse(json) as Json);
+}
+
+/** How many keys the store holds, counted through a snapshot (as a replica would receive them). */
+export async function storedCount(store: Store): Promise<number> {
+  const snapshot = await store.snapshot({ entriesMax: 1024, bytesMax: 1 << 20 });
+  try {
+    let count = 0;
+    for await (const page of snapshot.pages()) count += page.length;
+    return count;
+  } finally {
+    await snapshot.close();
+  }
+}
+
 class DelegatingStore implements Store {
   constructor(protected readonly inner: Store) {}
   get file() { return this.inner.file; }
   get syncMode() { return this.inner.syncMode; }
   get state() { return this.inner.state; }
   get errors$() { return this.inner.errors$; }
-  get(key: string): Promise<Json | undefined> { return this.inner.get(key); }
   readJson(key: string): string | undefined { return this.inner.readJson(key); }
   apply(epoch: number, first: number, ops: readonly WriteOp[]): Promise<boolean[]> { return this.inner.apply(epoch, first, ops); }
   beginEpoch(epoch: number): Promise<void> { return this.inner.beginEpoch(epoch); }
   checkTag(tag: RequestTag) { return this.inner.checkTag(tag); }
   snapshot(limits: PageLimits) { return this.inner.snapshot(limits); }
   beginRestore() { return this.inner.beginRestore(); }
-  count() { return this.inner.count(); }
   close() { return this.inner.close(); }
 }
 

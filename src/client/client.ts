@@ -11,10 +11,10 @@
  * reply, a failover), as a get is. A new write waits while this client's oldest unsettled
  * one is REQUEST_TAG_WINDOW numbers behind: the primary remembers no further back.
  */
-import { firstValueFrom } from 'rxjs';
+import { defer, firstValueFrom, retry, throwError } from 'rxjs';
 import { backoff } from '../backoff.js';
-import { CLIENT_RETRY_DEADLINE_MS, FRAME_BYTES_MAX, REQUEST_TAG_WINDOW, REQUEST_TIMEOUT_MS } from '../constants.js';
-import { KvError, NOTHING_APPLIED, toKvError } from '../errors.js';
+import { CLIENT_ID_LENGTH_MAX, CLIENT_ID_RANDOM_BYTES, CLIENT_REPLY_FRAME_BYTES_MAX, CLIENT_RETRY_DEADLINE_MS, KV_SERVICE, REQUEST_TAG_WINDOW, REQUEST_TIMEOUT_MS } from '../constants.js';
+import { KvError, NOTHING_APPLIED, assert, toKvError } from '../errors.js';
 import type { Json, RequestTag } from '../protocol/messages.js';
 import type { Environment } from '../env/environment.js';
 import { realEnvironment } from '../transport/real-environment.js';
@@ -50,7 +50,8 @@ export class KvClient {
 
   constructor(private readonly options: KvClientOptions) {
     this.env = options.env ?? realEnvironment;
-    this.id = `c-${this.env.random.hex(12)}`;
+    this.id = `c-${this.env.random.hex(CLIENT_ID_RANDOM_BYTES)}`;
+    assert(this.id.length <= CLIENT_ID_LENGTH_MAX, `client id ${this.id} fits CLIENT_ID_LENGTH_MAX`);
     this.hub = new HubClient(options.hubUrl, { requestTimeoutMs: options.requestTimeoutMs ?? REQUEST_TIMEOUT_MS, env: this.env });
     this.channel = new Redialer(() => this.connect(), { env: this.env });
   }
@@ -116,34 +117,38 @@ export class KvClient {
    */
   async request(fields: Record<string, unknown>): Promise<OkReply> {
     const deadline = this.env.clock.now() + (this.options.retryDeadlineMs ?? CLIENT_RETRY_DEADLINE_MS);
-    const delay = backoff(this.env);
+    const backoffDelay = backoff(this.env);
+    // Whether the last try reached the primary's connection (tries run one at a time).
+    let sent = false;
     // Once a try of a write may have been applied, the request's outcome stays unknown
     // whatever later tries say: a later NOT_FOUND or NOT_PRIMARY speaks only of itself.
     let mayBeApplied: KvError | undefined;
-    for (let attempt = 1; ; attempt += 1) {
-      let sent = false;
-      try {
-        const channel = await this.channel.get();
-        // A connection this client is closing (after an error) is not used again: the
-        // next try waits its backoff and dials anew.
-        if (!channel.connection.isOpen) throw new KvError('UNAVAILABLE', 'the connection to the primary is closing');
-        sent = true;
-        return await channel.request(fields);
-      } catch (error) {
-        const kvError = toKvError(error);
-        // Whoever answered may not be (or no longer be) the primary: the next request looks
-        // `kv` up again, whether this one is retried or not.
-        if (kvError.code === 'NOT_PRIMARY' || kvError.code === 'UNAVAILABLE') void this.dropConnection();
-        if (sent && fields['op'] !== 'get' && kvError.code === 'UNAVAILABLE' && kvError.details['applied'] !== false) mayBeApplied ??= kvError;
-        if (this.closed || !this.retryable(kvError, sent, fields) || this.env.clock.now() >= deadline) {
+    const tries$ = defer(async () => {
+      sent = false;
+      const channel = await this.channel.get();
+      // A connection this client is closing (after an error) is not used again: the
+      // next try waits its backoff and dials anew.
+      if (!channel.connection.isOpen) throw new KvError('UNAVAILABLE', 'the connection to the primary is closing');
+      sent = true;
+      return channel.request(fields);
+    }).pipe(
+      retry({
+        delay: (error: unknown, attempt) => {
+          const kvError = toKvError(error);
+          // Whoever answered may not be (or no longer be) the primary: the next request looks
+          // `kv` up again, whether this one is retried or not.
+          if (kvError.code === 'NOT_PRIMARY' || kvError.code === 'UNAVAILABLE') this.channel.drop();
+          if (sent && fields['op'] !== 'get' && kvError.code === 'UNAVAILABLE' && kvError.details['applied'] !== false) mayBeApplied ??= kvError;
+          if (!this.closed && this.retryable(kvError, sent, fields) && this.env.clock.now() < deadline) return backoffDelay(kvError, attempt);
           if (mayBeApplied && kvError !== mayBeApplied) {
-            throw new KvError('UNAVAILABLE', `${mayBeApplied.message}; the write may have been applied (the last try: ${kvError.code}: ${kvError.message})`);
+            const outcome = new KvError('UNAVAILABLE', `${mayBeApplied.message}; the write may have been applied (the last try: ${kvError.code}: ${kvError.message})`);
+            return throwError(() => outcome);
           }
-          throw kvError;
-        }
-        await firstValueFrom(delay(kvError, attempt));
-      }
-    }
+          return throwError(() => kvError);
+        },
+      }),
+    );
+    return firstValueFrom(tries$);
   }
 
   /**
@@ -161,11 +166,6 @@ export class KvClient {
     return fields['op'] === 'get' || (fields['client'] !== undefined && fields['req'] !== undefined);
   }
 
-  private async dropConnection(): Promise<void> {
-    const channel = await this.channel.get().catch(() => undefined);
-    channel?.close();
-  }
-
   async close(): Promise<void> {
     this.closed = true;
     const closing = new KvError('UNAVAILABLE', 'the client is closed', NOTHING_APPLIED);
@@ -178,14 +178,14 @@ export class KvClient {
   private async connect(): Promise<RpcChannel> {
     // While the hub cannot be reached, the primary it named last is tried again: the
     // cluster goes on serving without its hub.
-    const address = await this.hub.lookup(this.options.service ?? 'kv').then(
+    const address = await this.hub.lookup(this.options.service ?? KV_SERVICE).then(
       (found) => (this.lastAddress = found.address),
       (error: unknown) => {
         if (this.lastAddress !== undefined && error instanceof KvError && error.code === 'UNAVAILABLE') return this.lastAddress;
         throw error;
       },
     );
-    const connection = await this.env.transport.connect(address, { maxPayload: FRAME_BYTES_MAX * 2 });
+    const connection = await this.env.transport.connect(address, { maxPayload: CLIENT_REPLY_FRAME_BYTES_MAX });
     return new RpcChannel(connection, this.env.clock, this.options.requestTimeoutMs ?? REQUEST_TIMEOUT_MS);
   }
 }

@@ -2,7 +2,7 @@
  * One parse per server: a frame becomes a typed request or a KvError with the request's
  * id, never an exception. Field validators are shared; the op tables differ.
  */
-import { CLIENT_ID_LENGTH_MAX, REPORT_REASON_LENGTH_MAX as REASON_LENGTH_MAX, REQUEST_TAG_WINDOW, VALUE_DEPTH_MAX, VIEW_NODES_MAX } from '../constants.js';
+import { CLIENT_ID_LENGTH_MAX, NAME_BYTES_MAX, REPORT_REASON_LENGTH_MAX as REASON_LENGTH_MAX, REQUEST_TAG_WINDOW, VALUE_DEPTH_MAX, VIEW_NODES_MAX } from '../constants.js';
 import { KvError } from '../errors.js';
 import {
   NODE_STATES,
@@ -183,8 +183,6 @@ function requireHealth(fields: Fields): { state: NodeState; reason: string | und
   }
   return { state: state as NodeState, reason };
 }
-
-const NAME_BYTES_MAX = 128;
 
 const NAME_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._-]*$/;
 

@@ -74,118 +74,149 @@ export interface ServeOptions<T> {
 }
 
 export function serveConnection<T extends { id: RequestId }>(connection: Connection, options: ServeOptions<T>): void {
-  const inFlightMax = options.requestsInFlightMax ?? CONNECTION_REQUESTS_IN_FLIGHT_MAX;
-  const sendBufferMax = options.sendBufferBytesMax ?? CONNECTION_SEND_BUFFER_BYTES_MAX;
-  const budget = options.budget ?? new SendBudget();
-  let inFlight = 0;
-  let paused = false;
-  let flushing = false;
-  /** Answers waiting for the socket to drain, and what they hold. */
-  const outbox: Answer[] = [];
-  let heldBytes = 0;
-  /** Requests read while answers wait: handled once the socket drains, so they add nothing meanwhile. */
-  const waiting: T[] = [];
-  budget.add(connection, () => connection.bufferedBytes + heldBytes);
+  const served = new ServedConnection(connection, options);
+  connection.drain$.subscribe(() => served.flush());
+  connection.frames$.subscribe({ next: (text) => served.receive(text), complete: () => served.end() });
+}
 
-  const overSendLimit = () => connection.bufferedBytes > sendBufferMax;
-  const blocked = () => outbox.length > 0 || overSendLimit();
-  const flowControl = () => {
-    const stop = inFlight >= inFlightMax || blocked();
-    if (stop && !paused) {
-      paused = true;
-      connection.pause();
-    } else if (!stop && paused && inFlight <= inFlightMax / 2) {
-      paused = false;
-      connection.resume();
+/** One connection's flow: its requests in flight, its outbox, the requests that wait behind it. */
+class ServedConnection<T extends { id: RequestId }> {
+  private readonly inFlightMax: number;
+  private readonly sendBufferMax: number;
+  private readonly budget: SendBudget;
+  private inFlight = 0;
+  private paused = false;
+  private flushing = false;
+  /** Answers waiting for the socket to drain, and what they hold. */
+  private readonly outbox: Answer[] = [];
+  private heldBytes = 0;
+  /** Requests read while answers wait: handled once the socket drains, so they add nothing meanwhile. */
+  private readonly waiting: T[] = [];
+
+  constructor(
+    private readonly connection: Connection,
+    private readonly options: ServeOptions<T>,
+  ) {
+    this.inFlightMax = options.requestsInFlightMax ?? CONNECTION_REQUESTS_IN_FLIGHT_MAX;
+    this.sendBufferMax = options.sendBufferBytesMax ?? CONNECTION_SEND_BUFFER_BYTES_MAX;
+    this.budget = options.budget ?? new SendBudget();
+    this.budget.add(connection, () => connection.bufferedBytes + this.heldBytes);
+  }
+
+  /** A frame read: its request is handled now, or queued behind answers that wait. */
+  receive(text: string): void {
+    const request = this.parse(text);
+    if (request === undefined) return;
+    this.inFlight += 1;
+    if (this.blocked() || this.waiting.length > 0) {
+      this.waiting.push(request);
+      this.flowControl();
+      return;
     }
-  };
+    this.flowControl();
+    this.handle(request);
+  }
+
   /** Sends what fits, then handles what waited; a loop, not recursion, however much waits. */
-  const flush = () => {
-    if (flushing) return;
-    flushing = true;
-    while (connection.isOpen) {
-      if (outbox.length > 0 && !overSendLimit()) {
-        const answer = outbox.shift()!;
-        heldBytes -= answerBytes(answer);
-        connection.send(typeof answer === 'string' ? answer : JSON.stringify(answer));
-      } else if (!blocked() && waiting.length > 0) {
-        handle(waiting.shift()!);
+  flush(): void {
+    if (this.flushing) return;
+    this.flushing = true;
+    while (this.connection.isOpen) {
+      if (this.outbox.length > 0 && !this.overSendLimit()) {
+        const answer = this.outbox.shift()!;
+        this.heldBytes -= answerBytes(answer);
+        this.connection.send(typeof answer === 'string' ? answer : JSON.stringify(answer));
+      } else if (!this.blocked() && this.waiting.length > 0) {
+        this.handle(this.waiting.shift()!);
       } else {
         break;
       }
     }
-    flushing = false;
-    if (blocked()) budget.enforce();
-    flowControl();
-  };
-  const deliver = (answer: Answer) => {
-    if (!connection.isOpen) return;
-    outbox.push(answer);
-    heldBytes += answerBytes(answer);
-    flush();
-  };
-  const fail = (id: RequestId, error: KvError) => {
-    options.onRejected?.(id, error);
-    deliver(errorReply(id, error));
-  };
-  const settle = () => {
-    inFlight -= 1;
-    flowControl();
-  };
-  const handle = (request: T) => {
+    this.flushing = false;
+    if (this.blocked()) this.budget.enforce();
+    this.flowControl();
+  }
+
+  /** The connection closed: what waited is dropped, and the budget no longer counts it. */
+  end(): void {
+    this.outbox.length = 0;
+    this.waiting.length = 0;
+    this.heldBytes = 0;
+    this.budget.delete(this.connection);
+  }
+
+  /** The request a frame holds; a frame that holds none is answered with its error. */
+  private parse(text: string): T | undefined {
+    let parsed: Parsed<T>;
+    try {
+      parsed = this.options.parse(text);
+    } catch (error) {
+      this.fail(null, new KvError('INTERNAL', `parser fault: ${(error as Error).message}`));
+      return undefined;
+    }
+    if (!parsed.ok) {
+      this.fail(parsed.id, parsed.error);
+      return undefined;
+    }
+    return parsed.request;
+  }
+
+  /** Runs the handler; an answer given at once is delivered at once. */
+  private handle(request: T): void {
     let answer: Answer | Promise<Answer>;
     try {
-      answer = options.handle(request);
+      answer = this.options.handle(request);
     } catch (error) {
-      fail(request.id, toKvError(error));
-      settle();
+      this.settle(request.id, { error });
       return;
     }
     if (answer instanceof Promise) {
       answer.then(
-        (value) => {
-          deliver(value);
-          settle();
-        },
-        (error: unknown) => {
-          fail(request.id, toKvError(error));
-          settle();
-        },
+        (value) => this.settle(request.id, { answer: value }),
+        (error: unknown) => this.settle(request.id, { error }),
       );
     } else {
-      deliver(answer);
-      settle();
+      this.settle(request.id, { answer });
     }
-  };
+  }
 
-  connection.drain$.subscribe(() => flush());
-  connection.frames$.subscribe({
-    next: (text) => {
-      let parsed: Parsed<T>;
-      try {
-        parsed = options.parse(text);
-      } catch (error) {
-        fail(null, new KvError('INTERNAL', `parser fault: ${(error as Error).message}`));
-        return;
-      }
-      if (!parsed.ok) {
-        fail(parsed.id, parsed.error);
-        return;
-      }
-      inFlight += 1;
-      if (blocked() || waiting.length > 0) {
-        waiting.push(parsed.request);
-        flowControl();
-        return;
-      }
-      flowControl();
-      handle(parsed.request);
-    },
-    complete: () => {
-      outbox.length = 0;
-      waiting.length = 0;
-      heldBytes = 0;
-      budget.delete(connection);
-    },
-  });
+  /** A request's answer, or its error, goes out, and the request is no longer in flight. */
+  private settle(id: RequestId, outcome: { answer: Answer } | { error: unknown }): void {
+    if ('answer' in outcome) this.deliver(outcome.answer);
+    else this.fail(id, toKvError(outcome.error));
+    this.inFlight -= 1;
+    this.flowControl();
+  }
+
+  private fail(id: RequestId, error: KvError): void {
+    this.options.onRejected?.(id, error);
+    this.deliver(errorReply(id, error));
+  }
+
+  private deliver(answer: Answer): void {
+    if (!this.connection.isOpen) return;
+    this.outbox.push(answer);
+    this.heldBytes += answerBytes(answer);
+    this.flush();
+  }
+
+  /** Pauses reading at the in-flight limit or while answers wait; resumes at half the limit. */
+  private flowControl(): void {
+    const stop = this.inFlight >= this.inFlightMax || this.blocked();
+    if (stop && !this.paused) {
+      this.paused = true;
+      this.connection.pause();
+    } else if (!stop && this.paused && this.inFlight <= this.inFlightMax / 2) {
+      this.paused = false;
+      this.connection.resume();
+    }
+  }
+
+  private blocked(): boolean {
+    return this.outbox.length > 0 || this.overSendLimit();
+  }
+
+  private overSendLimit(): boolean {
+    return this.connection.bufferedBytes > this.sendBufferMax;
+  }
 }

@@ -81,7 +81,6 @@ export class RecordingStore implements Store {
   get syncMode() { return this.inner.syncMode; }
   get state() { return this.inner.state; }
   get errors$() { return this.inner.errors$; }
-  get(key: string) { return this.inner.get(key); }
   readJson(key: string) { return this.inner.readJson(key); }
   snapshot(limits: PageLimits): Promise<Snapshot> {
     // The memory store copies its rows when called, so the history copied with it matches.
@@ -93,7 +92,6 @@ export class RecordingStore implements Store {
   }
   beginEpoch(epoch: number): Promise<void> { return this.inner.beginEpoch(epoch); }
   checkTag(tag: RequestTag): TagCheck { return this.inner.checkTag(tag); }
-  count() { return this.inner.count(); }
   close() { return this.inner.close(); }
 
   async apply(epoch: number, first: number, ops: readonly WriteOp[]): Promise<boolean[]> {

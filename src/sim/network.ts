@@ -265,8 +265,6 @@ class SimEnd implements Connection {
   private outgoing!: Pipe;
   /** Sends are taken. */
   private open = true;
-  /** Closed here and waiting for the peer's close (the WebSocket close handshake). */
-  private closing = false;
   private paused = false;
   /** Finished here: nothing more is read (its frames$ completed, or its process died). */
   private gone = false;
@@ -333,7 +331,6 @@ class SimEnd implements Connection {
   close(_code: number = CloseCode.Normal, _reason = ''): void {
     if (!this.open) return;
     this.open = false;
-    this.closing = true;
     this.outgoing.finish();
     this.network.world.schedule(CLOSE_GRACE_MS, () => {
       if (this.process.isAlive) this.end();
@@ -432,7 +429,6 @@ class SimEnd implements Connection {
   private end(): void {
     if (this.gone) return;
     this.gone = true;
-    this.closing = false;
     this.frames.complete();
     this.drains.complete();
     this.forgetIfDone();

@@ -1,8 +1,8 @@
 import { Subject } from 'rxjs';
 import { KvError, assert } from '../errors.js';
-import type { Json, RequestTag, WriteOp } from '../protocol/messages.js';
+import type { RequestTag, WriteOp } from '../protocol/messages.js';
 import { ClientSessions, type TagCheck } from './client-sessions.js';
-import { existedBefore, type PageLimits, type ReplicationState, type Restore, type Snapshot, type Store } from './store.js';
+import { entryBytes, existedBefore, type PageLimits, type ReplicationState, type Restore, type Snapshot, type Store } from './store.js';
 
 /**
  * A node's store in a Map, for the simulator, tests and demos. It keeps the contract that
@@ -33,11 +33,6 @@ export class MemoryStore implements Store {
    */
   get state(): ReplicationState {
     return this.replication;
-  }
-
-  async get(key: string): Promise<Json | undefined> {
-    const json = this.readJson(key);
-    return json === undefined ? undefined : (JSON.parse(json) as Json);
   }
 
   readJson(key: string): string | undefined {
@@ -131,11 +126,6 @@ export class MemoryStore implements Store {
     };
   }
 
-  async count(): Promise<number> {
-    this.refuseIfGone('count');
-    return this.data.size;
-  }
-
   async close(): Promise<void> {
     this.closed = true;
     this.errors$.complete();
@@ -197,14 +187,14 @@ function codePointRank(unit: number): number {
 }
 
 /**
- * Sorted rows cut into pages as SqliteStore cuts them: at most `entriesMax` entries, and
- * key plus JSON lengths within `bytesMax`, except that a page always holds one entry.
+ * Sorted rows cut into pages as SqliteStore cuts them: at most `entriesMax` entries and
+ * `bytesMax` bytes (entryBytes), except that a page always holds one entry.
  */
 function* pagesOf(rows: readonly [string, string][], limits: PageLimits): Generator<[string, string][]> {
   let page: [string, string][] = [];
   let bytes = 0;
   for (const row of rows) {
-    const size = row[0].length + row[1].length;
+    const size = entryBytes(row[0], row[1]);
     if (page.length > 0 && (page.length >= limits.entriesMax || bytes + size > limits.bytesMax)) {
       yield page;
       page = [];

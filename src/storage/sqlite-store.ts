@@ -5,9 +5,11 @@ import { Worker } from 'node:worker_threads';
 import { Subject } from 'rxjs';
 import { CHECKPOINT_INTERVAL_MS, KEY_BYTES_MAX, REQUEST_TAG_WINDOW, WAL_AUTOCHECKPOINT_PAGES } from '../constants.js';
 import { KvError, assert } from '../errors.js';
-import { isSessionResults, type ClientSession, type Json, type RequestTag, type WriteOp } from '../protocol/messages.js';
+import { isSessionResults, type ClientSession, type RequestTag, type WriteOp } from '../protocol/messages.js';
 import { ClientSessions, type SessionChanges, type TagCheck } from './client-sessions.js';
 import {
+  STORED_TEXT_EXTRA_BYTES,
+  entryBytes,
   existedBefore,
   lastOpPerKey,
   storedText,
@@ -128,11 +130,6 @@ export class SqliteStore implements Store {
     return this.replication;
   }
 
-  async get(key: string): Promise<Json | undefined> {
-    const json = this.readJson(key);
-    return json === undefined ? undefined : (JSON.parse(json) as Json);
-  }
-
   readJson(key: string): string | undefined {
     let row: { value?: unknown } | undefined;
     try {
@@ -229,7 +226,7 @@ export class SqliteStore implements Store {
       reader.exec('BEGIN');
       const state = readState(reader);
       const sessions = readSessions(reader);
-      const page = reader.prepare(`SELECT key, value FROM ${TABLE} WHERE key > ? ORDER BY key LIMIT ?`);
+      const statements = pageStatements(reader);
       let closed = false;
       const close = async () => {
         if (closed) return;
@@ -237,29 +234,7 @@ export class SqliteStore implements Store {
         if (reader.isTransaction) reader.exec('COMMIT');
         reader.close();
       };
-      return {
-        state,
-        sessions,
-        // As many rows as fit the page's entries and bytes; a page holds at least one.
-        async *pages() {
-          let after = '';
-          for (;;) {
-            const rows = page.all(after, limits.entriesMax) as { key: string; value: string }[];
-            if (rows.length === 0) return;
-            const entries: [string, string][] = [];
-            let bytes = 0;
-            for (const row of rows) {
-              const json = valueJsonOf(row.value);
-              bytes += row.key.length + json.length;
-              if (entries.length > 0 && bytes > limits.bytesMax) break;
-              entries.push([row.key, json]);
-            }
-            after = entries[entries.length - 1]![0];
-            yield entries;
-          }
-        },
-        close,
-      };
+      return { state, sessions, pages: () => readPages(statements, limits), close };
     } catch (error) {
       reader.close();
       throw new KvError('INTERNAL', `snapshot failed: ${(error as Error).message}`);
@@ -303,11 +278,6 @@ export class SqliteStore implements Store {
     };
   }
 
-  async count(): Promise<number> {
-    const row = this.reader.prepare(`SELECT count(*) AS n FROM ${TABLE}`).get() as { n: number } | undefined;
-    return Number(row?.n ?? 0);
-  }
-
   close(): Promise<void> {
     this.closing ??= (async () => {
       try {
@@ -327,6 +297,62 @@ export class SqliteStore implements Store {
     })();
     return this.closing;
   }
+}
+
+interface PageStatements {
+  /** Each key after the first parameter with its entry's bytes, as entryBytes counts them for pbkv's rows. */
+  sizes: StatementSync;
+  /** The rows of keys after the first parameter up to the second. */
+  values: StatementSync;
+}
+
+function pageStatements(reader: DatabaseSync): PageStatements {
+  return {
+    sizes: reader.prepare(
+      `SELECT key, octet_length(key) + octet_length(value) - ${STORED_TEXT_EXTRA_BYTES} AS bytes FROM ${TABLE} WHERE key > ? ORDER BY key LIMIT ?`,
+    ),
+    values: reader.prepare(`SELECT key, value FROM ${TABLE} WHERE key > ? AND key <= ? ORDER BY key`),
+  };
+}
+
+/**
+ * A snapshot's pages, in key order: as many rows as fit the page's entries and bytes, and
+ * always one. Sizes are read first (octet_length does not load a value), so a page reads
+ * only the values it holds: a page of 1 MiB values never reads the rows after it.
+ */
+async function* readPages({ sizes, values }: PageStatements, limits: PageLimits): AsyncGenerator<[string, string][]> {
+  let after = '';
+  for (;;) {
+    const last = lastKeyThatFits(sizes, after, limits);
+    if (last === undefined) return;
+    const rows = values.all(after, last) as { key: string; value: string }[];
+    // The sizes read are those of pbkv's rows; a row Keyv wrote (with more fields) can
+    // differ once its value is re-serialized, so the page is measured again.
+    const entries: [string, string][] = [];
+    let bytes = 0;
+    for (const row of rows) {
+      const json = valueJsonOf(row.value);
+      bytes += entryBytes(row.key, json);
+      if (entries.length > 0 && bytes > limits.bytesMax) break;
+      entries.push([row.key, json]);
+    }
+    assert(entries.length > 0, `the rows whose sizes were read up to ${JSON.stringify(last)} are there to read`);
+    after = entries[entries.length - 1]![0];
+    yield entries;
+  }
+}
+
+/** The last key after `after` that still fits one page, read from sizes alone; undefined past the last key. */
+function lastKeyThatFits(sizes: StatementSync, after: string, limits: PageLimits): string | undefined {
+  let last: string | undefined;
+  let bytes = 0;
+  // iterate() steps one row at a time; leaving the loop ends the statement.
+  for (const row of sizes.iterate(after, limits.entriesMax) as Iterable<{ key: string; bytes: number | null }>) {
+    bytes += Number(row.bytes ?? 0);
+    if (last !== undefined && bytes > limits.bytesMax) break;
+    last = row.key;
+  }
+  return last;
 }
 
 /** The client sessions, least recently written first; a row that does not read as one is a fault. */

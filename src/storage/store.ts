@@ -24,8 +24,6 @@ export interface Store {
   readonly state: ReplicationState;
   /** Faults reported by Keyv or SQLite outside any call (a call's own fault rejects it). */
   readonly errors$: Observable<Error>;
-  /** The value of `key`, parsed. */
-  get(key: string): Promise<Json | undefined>;
   /**
    * The value of `key` as the JSON text it is stored as, read synchronously: a reply
    * splices it in as it is, with no parse and no serialization.
@@ -56,11 +54,13 @@ export interface Store {
    * `finish`, and `abort` leaves the store as it was.
    */
   beginRestore(): Promise<Restore>;
-  count(): Promise<number>;
   close(): Promise<void>;
 }
 
-/** How much one page of a snapshot may hold; a page always holds at least one entry. */
+/**
+ * How much one page of a snapshot may hold: entries, and bytes as entryBytes counts them.
+ * A page always holds at least one entry.
+ */
 export interface PageLimits {
   entriesMax: number;
   bytesMax: number;
@@ -88,6 +88,14 @@ export function storedText(valueJson: string): string {
   return `{"value":${valueJson}}`;
 }
 
+/** What storedText adds to a value's JSON, in bytes. */
+export const STORED_TEXT_EXTRA_BYTES = Buffer.byteLength(storedText(''));
+
+/** An entry's size in a snapshot page: the UTF-8 bytes of its key and of its value's JSON. */
+export function entryBytes(key: string, valueJson: string): number {
+  return Buffer.byteLength(key) + Buffer.byteLength(valueJson);
+}
+
 /**
  * The value's JSON inside its stored form. pbkv writes `{"value":<JSON>}` exactly, so this
  * is a slice; anything else (a row Keyv itself wrote, with more fields) is parsed.
@@ -99,11 +107,6 @@ export function valueJsonOf(stored: string): string {
   }
   return JSON.stringify((JSON.parse(stored) as { value: Json }).value);
 }
-
-/** Keyv's serializer for pbkv: values are JSON already, so plain JSON keeps every type. */
-export const keyvSerialization = {
-  serialization: { stringify: (data: unknown) => JSON.stringify(data), parse: (text: string) => JSON.parse(text) as unknown },
-};
 
 /** Which keys exist after each op, given which existed before the batch. */
 export function existedBefore(ops: readonly WriteOp[], exists: Set<string>): boolean[] {

@@ -3,7 +3,8 @@
  * replica link, the hub client and the kv client. `get()` dials when there is no
  * connection (one dial at a time, shared by every caller that asks meanwhile); after
  * `keepUp()`, a connection that drops or a dial that fails is dialed again after a
- * backoff with jitter, until `close()`.
+ * backoff with jitter, until `close()`. `drop()` closes the connection so the next
+ * `get()` dials anew.
  */
 import { backoffDelayMs } from '../backoff.js';
 import type { Cancel, Environment } from '../env/environment.js';
@@ -61,8 +62,15 @@ export class Redialer<T extends Dialed> {
     await connection?.closed;
   }
 
-  get isClosed(): boolean {
-    return this.stopped;
+  /**
+   * Closes the connection there is, if any (a dial in progress once it is up), so that the
+   * next `get()` dials anew; never dials.
+   */
+  drop(): void {
+    void this.current?.then(
+      (connection) => connection.close(),
+      () => undefined,
+    );
   }
 
   private open(): Promise<T> {

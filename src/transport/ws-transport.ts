@@ -7,7 +7,7 @@
  * cannot exhaust file descriptors. Clients and peers (the URL path PEER_PATH) have
  * separate slots, so clients can never starve replication.
  */
-import { createServer, type IncomingMessage } from 'node:http';
+import { createServer, type IncomingMessage, type Server } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { Subject } from 'rxjs';
@@ -26,18 +26,9 @@ import {
 import { KvError } from '../errors.js';
 import { CloseCode, type ConnectOptions, type Connection, type ConnectionKind, type ListenOptions, type Listener, type Transport } from '../env/transport.js';
 
-interface Accepted {
-  connection: WsConnection;
-  peerTimer?: NodeJS.Timeout;
-}
-
 export async function listen(options: ListenOptions): Promise<Listener> {
   const handshakeTimeoutMs = options.handshakeTimeoutMs ?? HANDSHAKE_TIMEOUT_MS;
-  const handshakesMax = options.handshakesMax ?? HANDSHAKES_MAX;
-  const peersMax = options.peerConnectionsMax ?? PEER_CONNECTIONS_MAX;
-  const peerAuthTimeoutMs = options.peerAuthTimeoutMs ?? PEER_AUTH_TIMEOUT_MS;
   const reportError = (error: Error) => options.onError?.(error);
-
   const http = createServer((_request, response) => {
     response.writeHead(426, { 'content-type': 'text/plain' }).end('pbkv speaks WebSocket: try wscat -c ws://HOST:PORT\n');
   });
@@ -45,84 +36,47 @@ export async function listen(options: ListenOptions): Promise<Listener> {
   http.requestTimeout = handshakeTimeoutMs;
   const wss = new WebSocketServer({ noServer: true, maxPayload: options.maxPayload, perMessageDeflate: false, clientTracking: false });
   wss.on('error', reportError);
+  const handshakes = new Handshakes(handshakeTimeoutMs, options.handshakesMax ?? HANDSHAKES_MAX);
+  const slots = new Slots(options.connectionsMax, options.peerConnectionsMax ?? PEER_CONNECTIONS_MAX);
 
-  // TCP connections not yet upgraded, oldest first (a Map keeps insertion order).
-  const handshaking = new Map<Socket, NodeJS.Timeout>();
-  const endHandshake = (socket: Socket) => {
-    clearTimeout(handshaking.get(socket));
-    handshaking.delete(socket);
-  };
-  http.on('connection', (socket: Socket) => {
-    if (handshaking.size >= handshakesMax) {
-      const [oldest] = handshaking.keys();
-      endHandshake(oldest!);
-      oldest!.destroy();
-    }
-    const timer = setTimeout(() => {
-      handshaking.delete(socket);
-      socket.destroy();
-    }, handshakeTimeoutMs);
-    timer.unref();
-    handshaking.set(socket, timer);
-    socket.once('close', () => endHandshake(socket));
-  });
+  http.on('connection', (socket: Socket) => handshakes.begin(socket));
   http.on('clientError', (_error, socket) => socket.destroy());
-
-  const open = { client: new Set<Accepted>(), peer: new Set<Accepted>() };
-  const admit = (kind: ConnectionKind, from: string): boolean => {
-    if (kind === 'client') return open.client.size < options.connectionsMax;
-    if (open.peer.size < peersMax) return true;
-    // An unproved peer makes room: the oldest from the address holding the most unproved
-    // slots (a flood evicts its own), or from the newcomer's own address. A lone pending
-    // peer of another address, a real node mid-handshake, is never pushed out.
-    const unproved = [...open.peer].filter((entry) => !entry.connection.trusted);
-    const perAddress = new Map<string, number>();
-    for (const entry of unproved) perAddress.set(entry.connection.remoteAddress, (perAddress.get(entry.connection.remoteAddress) ?? 0) + 1);
-    const [crowded, held] = [...perAddress].reduce((a, b) => (b[1] > a[1] ? b : a), ['', 0]);
-    const victimAddress = held > 1 ? crowded : perAddress.has(from) ? from : undefined;
-    const victim = victimAddress === undefined ? undefined : unproved.find((entry) => entry.connection.remoteAddress === victimAddress);
-    if (!victim) return false;
-    victim.connection.close(CloseCode.PeerUnproved, 'a newer peer needed the slot');
-    open.peer.delete(victim);
-    return true;
-  };
-
   http.on('upgrade', (request: IncomingMessage, socket: Duplex, head: Buffer) => {
-    endHandshake(socket as Socket);
-    const kind: ConnectionKind = new URL(request.url ?? '/', 'ws://x').pathname === PEER_PATH ? 'peer' : 'client';
-    wss.handleUpgrade(request, socket, head, (ws) => {
-      if (!admit(kind, unwrapAddress(request.socket.remoteAddress ?? ''))) {
-        ws.on('error', reportError);
-        ws.close(CloseCode.TryAgainLater, kind === 'client' ? 'too many connections' : 'too many peer connections');
-        setTimeout(() => ws.terminate(), CLOSE_GRACE_MS).unref();
-        return;
-      }
-      const connection = new WsConnection(ws, request.socket, kind, options.keepaliveIntervalMs ?? KEEPALIVE_INTERVAL_MS, reportError);
-      const entry: Accepted = { connection };
-      open[kind].add(entry);
-      if (kind === 'peer') {
-        entry.peerTimer = setTimeout(() => {
-          if (!connection.trusted) connection.close(CloseCode.PeerUnproved, 'the cluster secret was not proved in time');
-        }, peerAuthTimeoutMs);
-        entry.peerTimer.unref();
-      }
-      ws.once('close', () => {
-        clearTimeout(entry.peerTimer);
-        open[kind].delete(entry);
-      });
-      options.onConnection(connection);
-    });
+    handshakes.end(socket as Socket);
+    wss.handleUpgrade(request, socket, head, (ws) => accept(ws, request, slots, options, reportError));
   });
+  await bind(http, options.port, options.host);
+  http.on('error', reportError);
+  return listenerOf(http, handshakes, slots);
+}
 
-  await new Promise<void>((resolve, reject) => {
+/** A WebSocket past its upgrade: it takes a slot of its kind, or is closed with 1013. */
+function accept(ws: WebSocket, request: IncomingMessage, slots: Slots, options: ListenOptions, reportError: (error: Error) => void): void {
+  const kind: ConnectionKind = new URL(request.url ?? '/', 'ws://x').pathname === PEER_PATH ? 'peer' : 'client';
+  if (!slots.admit(kind, unwrapAddress(request.socket.remoteAddress ?? ''))) {
+    ws.on('error', reportError);
+    ws.close(CloseCode.TryAgainLater, kind === 'client' ? 'too many connections' : 'too many peer connections');
+    setTimeout(() => ws.terminate(), CLOSE_GRACE_MS).unref();
+    return;
+  }
+  const connection = new WsConnection(ws, request.socket, kind, options.keepaliveIntervalMs ?? KEEPALIVE_INTERVAL_MS, reportError);
+  const release = slots.hold(connection, options.peerAuthTimeoutMs ?? PEER_AUTH_TIMEOUT_MS);
+  ws.once('close', release);
+  options.onConnection(connection);
+}
+
+function bind(http: Server, port: number, host: string): Promise<void> {
+  return new Promise<void>((resolve, reject) => {
     http.once('error', reject);
-    http.listen(options.port, options.host, () => {
+    http.listen(port, host, () => {
       http.off('error', reject);
       resolve();
     });
   });
-  http.on('error', reportError);
+}
 
+/** The Listener of a bound server: its address, its counts, and a close() that can be called twice. */
+function listenerOf(http: Server, handshakes: Handshakes, slots: Slots): Listener {
   const { port, address } = http.address() as AddressInfo;
   const host = address.includes(':') ? `[${address}]` : address;
   let closing: Promise<void> | undefined;
@@ -130,20 +84,126 @@ export async function listen(options: ListenOptions): Promise<Listener> {
     url: `ws://${host}:${port}`,
     host: address,
     port,
-    counts: () => ({ client: open.client.size, peer: open.peer.size, handshaking: handshaking.size }),
+    counts: () => ({ ...slots.counts(), handshaking: handshakes.size }),
     close() {
       closing ??= new Promise<void>((resolve) => {
-        for (const socket of [...handshaking.keys()]) {
-          endHandshake(socket);
-          socket.destroy();
-        }
-        for (const entry of [...open.client, ...open.peer]) entry.connection.abort();
+        handshakes.destroyAll();
+        slots.abortAll();
         http.close(() => resolve());
         http.closeAllConnections();
       });
       return closing;
     },
   };
+}
+
+/**
+ * TCP connections not yet upgraded, oldest first (a Map keeps insertion order): each must
+ * finish its handshake in time, and the oldest makes room when too many are in it.
+ */
+class Handshakes {
+  private readonly timers = new Map<Socket, NodeJS.Timeout>();
+
+  constructor(
+    private readonly timeoutMs: number,
+    private readonly max: number,
+  ) {}
+
+  get size(): number {
+    return this.timers.size;
+  }
+
+  begin(socket: Socket): void {
+    if (this.timers.size >= this.max) {
+      const [oldest] = this.timers.keys();
+      this.end(oldest!);
+      oldest!.destroy();
+    }
+    const timer = setTimeout(() => {
+      this.timers.delete(socket);
+      socket.destroy();
+    }, this.timeoutMs);
+    timer.unref();
+    this.timers.set(socket, timer);
+    socket.once('close', () => this.end(socket));
+  }
+
+  end(socket: Socket): void {
+    clearTimeout(this.timers.get(socket));
+    this.timers.delete(socket);
+  }
+
+  destroyAll(): void {
+    for (const socket of [...this.timers.keys()]) {
+      this.end(socket);
+      socket.destroy();
+    }
+  }
+}
+
+interface Accepted {
+  connection: WsConnection;
+  peerTimer?: NodeJS.Timeout;
+}
+
+/** Open connections by kind: clients and peers have slots of their own. */
+class Slots {
+  private readonly open = { client: new Set<Accepted>(), peer: new Set<Accepted>() };
+
+  constructor(
+    private readonly clientsMax: number,
+    private readonly peersMax: number,
+  ) {}
+
+  counts(): { client: number; peer: number } {
+    return { client: this.open.client.size, peer: this.open.peer.size };
+  }
+
+  /** Whether a connection of `kind` from address `from` gets a slot; a full peer side may make room. */
+  admit(kind: ConnectionKind, from: string): boolean {
+    if (kind === 'client') return this.open.client.size < this.clientsMax;
+    if (this.open.peer.size < this.peersMax) return true;
+    const victim = unprovedVictim([...this.open.peer], from);
+    if (!victim) return false;
+    victim.connection.close(CloseCode.PeerUnproved, 'a newer peer needed the slot');
+    this.open.peer.delete(victim);
+    return true;
+  }
+
+  /** Takes a slot for `connection`; a peer must prove the secret in time. Returns what frees the slot. */
+  hold(connection: WsConnection, peerAuthTimeoutMs: number): () => void {
+    const entry: Accepted = { connection };
+    this.open[connection.kind].add(entry);
+    if (connection.kind === 'peer') {
+      entry.peerTimer = setTimeout(() => {
+        if (!connection.trusted) connection.close(CloseCode.PeerUnproved, 'the cluster secret was not proved in time');
+      }, peerAuthTimeoutMs);
+      entry.peerTimer.unref();
+    }
+    return () => {
+      clearTimeout(entry.peerTimer);
+      this.open[connection.kind].delete(entry);
+    };
+  }
+
+  abortAll(): void {
+    for (const entry of [...this.open.client, ...this.open.peer]) entry.connection.abort();
+  }
+}
+
+/**
+ * The unproved peer that makes room for a newcomer from `from`: the oldest from the address
+ * holding the most unproved slots (a flood evicts its own), or from the newcomer's own
+ * address. A lone pending peer of another address, a real node mid-handshake, is never
+ * pushed out.
+ */
+function unprovedVictim(peers: readonly Accepted[], from: string): Accepted | undefined {
+  const unproved = peers.filter((entry) => !entry.connection.trusted);
+  const perAddress = new Map<string, number>();
+  for (const entry of unproved) perAddress.set(entry.connection.remoteAddress, (perAddress.get(entry.connection.remoteAddress) ?? 0) + 1);
+  const [crowded, held] = [...perAddress].reduce((a, b) => (b[1] > a[1] ? b : a), ['', 0]);
+  const victimAddress = held > 1 ? crowded : perAddress.has(from) ? from : undefined;
+  return victimAddress === undefined ? undefined : unproved.find((entry) => entry.connection.remoteAddress === victimAddress);
 }
 
 /** Opens a connection; rejects with UNAVAILABLE when the peer cannot be reached. */

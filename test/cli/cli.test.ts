@@ -8,6 +8,7 @@ import { startInProcessCluster, type InProcessCluster } from '../../src/cluster/
 import { KvNode } from '../../src/node/node.js';
 import type { Json } from '../../src/protocol/messages.js';
 import { Disposer, tempDir, waitFor, within } from '../helpers.js';
+import { storedValue } from '../stores.js';
 
 const CLI = fileURLToPath(new URL('../../src/cli/pbkv.js', import.meta.url));
 const PACKAGE_JSON = new URL('../../../package.json', import.meta.url);
@@ -45,7 +46,7 @@ Cli('put, get, del and status against a running cluster', async () => {
   assert.equal(await pbkv([...hub, 'put', 'n', '{"a":[1,2]}', '--json']), { code: 0, stdout: 'OK\n', stderr: '' });
   assert.equal(await pbkv(['get', 'n'], { PBKV_HUB: running.hubUrl }), { code: 0, stdout: '{"a":[1,2]}\n', stderr: '' });
   assert.equal(await pbkv([...hub, 'put', 'one', '1']), { code: 0, stdout: 'OK\n', stderr: '' });
-  assert.is(await running.replicas[1]!.storage.get('one'), '1', 'without --json a value is a string');
+  assert.is(storedValue(running.replicas[1]!.storage, 'one'), '1', 'without --json a value is a string');
   assert.equal(await pbkv([...hub, 'del', 'color']), { code: 0, stdout: 'deleted\n', stderr: '' });
   const missing = await pbkv([...hub, 'get', 'color']);
   assert.is(missing.code, 1);
@@ -147,7 +148,7 @@ Cli('values that start with - are values: only known options are options, and --
   const runs = await Promise.all(puts.map(([args]) => pbkv([...hub, ...args])));
   for (const [index, [args, key, value]] of puts.entries()) {
     assert.equal(runs[index], OK, args.join(' '));
-    assert.equal(await running.replicas[0]!.storage.get(key), value, args.join(' '));
+    assert.equal(storedValue(running.replicas[0]!.storage, key), value, args.join(' '));
   }
   assert.equal(await pbkv([...hub, 'get', '-k']), { code: 0, stdout: 'v\n', stderr: '' }, 'a key may start with - too');
   assert.equal(await pbkv(['get', 't', `--hub=${running.hubUrl}`]), { code: 0, stdout: '-5\n', stderr: '' }, 'options may come last');
@@ -198,7 +199,7 @@ Cli('put KEY - and put KEY --stdin store all of stdin less one trailing newline;
   for (const [index, [args, , value]] of puts.entries()) {
     assert.equal(runs[index], OK, args.join(' '));
     const key = args.filter((arg) => !arg.startsWith('-'))[1]!;
-    assert.equal(await running.replicas[0]!.storage.get(key), value, args.join(' '));
+    assert.equal(storedValue(running.replicas[0]!.storage, key), value, args.join(' '));
   }
 
   const refused: [string[], string | Buffer, RegExp][] = [
@@ -211,7 +212,7 @@ Cli('put KEY - and put KEY --stdin store all of stdin less one trailing newline;
     assert.is(refusals[index]!.code, 2, args.join(' '));
     assert.match(refusals[index]!.stderr, message);
   });
-  assert.is(await running.replicas[0]!.storage.get('x'), undefined, 'nothing was stored, not even with replacement characters');
+  assert.is(storedValue(running.replicas[0]!.storage, 'x'), undefined, 'nothing was stored, not even with replacement characters');
 });
 
 Cli('--version prints the package version; help and help COMMAND print usage and exit 0', async () => {

@@ -17,10 +17,11 @@ Batching('pipelined puts share batches, yet each reply follows its own acks, in 
   );
   const connections = await Promise.all(Array.from({ length: 4 }, () => RawClient.open(cluster.primary.url, disposer)));
   const perConnection = 500;
+  const idOf = (c: number, i: number) => c * perConnection + i;
   // Every connection writes its own counter key over and over, and shared keys k0..k9.
   connections.forEach((client, c) => {
     for (let i = 0; i < perConnection; i += 1) {
-      client.send({ id: i, op: 'put', key: i % 2 ? `own${c}` : `k${i % 10}`, value: { c, i } });
+      client.send({ id: idOf(c, i), op: 'put', key: i % 2 ? `own${c}` : `k${i % 10}`, value: { c, i } });
     }
   });
   const replies = await Promise.all(connections.map(async (client) => {
@@ -28,26 +29,39 @@ Batching('pipelined puts share batches, yet each reply follows its own acks, in 
     for (let i = 0; i < perConnection; i += 1) got.push(await client.next());
     return got;
   }));
-  for (const got of replies) assert.ok(got.every((reply) => reply['ok'] === true), 'every put succeeded');
+  replies.forEach((got, c) => {
+    assert.ok(got.every((reply) => reply['ok'] === true), 'every put succeeded');
+    assert.equal(got.map((reply) => reply['id']), Array.from({ length: perConnection }, (_, i) => idOf(c, i)), 'each connection\'s replies come in order');
+  });
 
-  const primaryBatches = traces.filter((t) => t.node === 'n0' && t.event === 'applied');
-  const writes = primaryBatches.map((t) => (t.event === 'applied' ? t.writes : 0));
+  const n0 = traces.filter((t) => t.node === 'n0');
+  const writes = n0.flatMap((t) => (t.event === 'applied' ? [t.writes] : []));
   assert.ok(Math.max(...writes) > 1, `some batch carried several writes (largest ${Math.max(...writes)})`);
   assert.is(writes.reduce((a, b) => a + b, 0), 4 * perConnection);
 
-  // I1 per write: the ack that covers a write's seq comes from both replicas before the write's reply.
-  const n0 = traces.filter((t) => t.node === 'n0');
-  const lastAckAt = (seq: number) => Math.max(...['n1', 'n2'].map((r) => n0.findIndex((t) => t.event === 'ack' && t.from === r && t.seq >= seq)));
+  // The primary queues writes in the order it reads them: the nth put it traces is seq n.
+  const seqOf = new Map<unknown, number>();
+  for (const t of n0) if (t.event === 'request' && t.op === 'put') seqOf.set(t.id, seqOf.size + 1);
+  assert.is(seqOf.size, 4 * perConnection, 'every put was traced once, with its own id');
+
+  // I1 per write: both replicas acked its seq before its reply; batches are applied in turn.
+  const acked = new Map([['n1', 0], ['n2', 0]]);
   let nextSeq = 1;
-  for (const [index, event] of n0.entries()) {
-    if (event.event !== 'applied') continue;
-    const acked = lastAckAt(event.last);
-    assert.ok(acked > index, `batch ${event.first}..${event.last} acked by both after it was applied`);
-    assert.is(event.first, nextSeq, 'batches are consecutive');
-    nextSeq = event.last + 1;
+  let repliesSeen = 0;
+  for (const event of n0) {
+    if (event.event === 'applied') {
+      assert.is(event.first, nextSeq, 'batches are consecutive');
+      nextSeq = event.last + 1;
+    } else if (event.event === 'ack') {
+      acked.set(event.from, Math.max(acked.get(event.from) ?? 0, event.seq));
+    } else if (event.event === 'reply') {
+      const seq = seqOf.get(event.id)!;
+      assert.ok(seq < nextSeq, `the reply to put ${event.id} (seq ${seq}) follows the batch that applied it`);
+      assert.ok(Math.min(...acked.values()) >= seq, `the reply to put ${event.id} (seq ${seq}) follows both acks of it (${[...acked].join(', ')})`);
+      repliesSeen += 1;
+    }
   }
-  const replyIndexes = n0.flatMap((t, i) => (t.event === 'reply' ? [i] : []));
-  assert.ok(replyIndexes.length === 0 || replyIndexes[0]! > lastAckAt(1), 'no reply before the first acks');
+  assert.is(repliesSeen, 4 * perConnection, 'every reply was traced and checked');
 
   // I2: the same order everywhere, so each connection's own key holds its last write.
   const files = await Promise.all(cluster.specs.map((spec) => fileContents(spec.dataFile!)));

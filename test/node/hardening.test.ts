@@ -15,7 +15,7 @@ import { KvNode } from '../../src/node/node.js';
 import { openStore } from '../../src/storage/open-store.js';
 import { Disposer, RawClient, tempDir, waitFor, within } from '../helpers.js';
 import { fileContents, readSqlite } from '../sqlite-files.js';
-import { FailingStore, GatedStore } from '../stores.js';
+import { FailingStore, GatedStore, storedCount, storedValue } from '../stores.js';
 
 const disposer = new Disposer();
 
@@ -87,8 +87,8 @@ Hardening('a primary restarted on an empty data file is replaced by a replica ho
   for (const i of [0, 150, 299]) assert.is(await client.get(`k${i}`), i);
   // n0 rejoins as a replica, caught up by a snapshot of the new primary's store.
   await viewWhere(client, 'n0 to rejoin the view', (candidate) => candidate.replicas.includes('n0'));
-  assert.is(await emptied.storage.count(), 300);
-  assert.is(await emptied.storage.get('k299'), 299);
+  assert.is(await storedCount(emptied.storage), 300);
+  assert.is(storedValue(emptied.storage, 'k299'), 299);
   // It never answers a client: it is a replica now.
   const raw = await RawClient.open(emptied.url, disposer);
   assert.is((await raw.ask({ id: 1, op: 'get', key: 'k1' }))['error']?.code, 'NOT_PRIMARY');
@@ -116,7 +116,7 @@ Hardening('a primary restarted on an older copy of its file is replaced; the wri
   await viewWhere(client, 'a replica to take over from n0 on its older file', (candidate) => candidate.primary !== 'n0');
   for (const i of [0, 150, 199]) assert.is(await client.get(`k${i}`), i, `k${i} survives`);
   await viewWhere(client, 'n0 to rejoin the view', (candidate) => candidate.replicas.includes('n0'));
-  assert.is(await older.storage.count(), 200, 'n0 caught up: the writes it lacked are back');
+  assert.is(await storedCount(older.storage), 200, 'n0 caught up: the writes it lacked are back');
   for (const spec of cluster.specs.slice(1)) {
     assert.is(Object.keys(await fileContents(spec.dataFile!)).length, 200, `${spec.name} keeps all 200 acknowledged keys`);
   }
@@ -168,7 +168,7 @@ Hardening('a batch a replica cannot apply is reported with its seqs and reason: 
 
   // Once the replica can write again the batch lands, and the cluster says it is well.
   failing.failing = false;
-  await waitFor('the stuck write to reach n1', async () => (await failing.get('stuck')) === 2);
+  await waitFor('the stuck write to reach n1', () => storedValue(failing, 'stuck') === 2);
   await client.put('after', 3);
   await waitFor('the hub to show n0 serving', async () => (await client.status()).nodes['n0']?.state === 'serving');
   const expected = { after: 3, before: 1, stuck: 2 };
@@ -216,7 +216,7 @@ Hardening('property: any well-formed key round-trips byte for byte through batch
   await removeSqlite(cluster.specs[2]!.dataFile!);
   const back = await restart(n2);
   await client.put('after-restore', 1);
-  assert.is(await back.storage.get('after-restore'), 1);
+  assert.is(storedValue(back.storage, 'after-restore'), 1);
   const [primary, ...replicas] = await Promise.all(cluster.specs.map((spec) => hexRows(spec.dataFile!)));
   assert.is(primary!.length, keys.length + 1);
   for (const [index, rows] of replicas.entries()) assert.equal(rows, primary, `seed ${seed}: n${index + 1} holds the primary's bytes`);
@@ -342,7 +342,7 @@ Hardening('connections that claim to be peers but never prove the secret cannot 
   assert.equal(await again.settled(10_000), { state: 'serving' });
   const client = cluster.client();
   await waitFor('a put through the restarted primary', () => client.put('k', 'v').then(() => true, () => false));
-  assert.is(await replica.storage.get('k'), 'v');
+  assert.is(storedValue(replica.storage, 'k'), 'v');
   assert.ok((await Promise.all(squatters.map((s) => s.closed(0).catch(() => 0)))).some((code) => code === 4001), 'a squatter made room');
 });
 
@@ -380,8 +380,8 @@ Hardening('while the hub is down, a dropped replication link is re-established f
   await client.put('during', 2).then(() => assert.unreachable('n1 refuses'), (e: { code: string }) => assert.is(e.code, 'UNAVAILABLE'));
   failing.failing = false;
   await waitFor('a put acknowledged with the hub down', () => client.put('after', 3).then(() => true, () => false), 15_000);
-  assert.is(await failing.get('after'), 3);
-  assert.is(await failing.get('during'), 2);
+  assert.is(storedValue(failing, 'after'), 3);
+  assert.is(storedValue(failing, 'during'), 2);
 });
 
 Hardening.run();

@@ -4,6 +4,7 @@ import { ReplicaApplier } from '../../src/node/replica-applier.js';
 import { MemoryStore } from '../../src/storage/memory-store.js';
 import type { WriteOp } from '../../src/protocol/messages.js';
 import { within } from '../helpers.js';
+import { storedValue } from '../stores.js';
 
 const put = (key: string, value: unknown): WriteOp => ({ kind: 'put', key, valueJson: JSON.stringify(value) });
 
@@ -24,7 +25,7 @@ Applier('a batch past a gap waits for it; then both are applied in seq order', a
   // Seqs 1-2 fill the gap; they and the waiting seq 3 may land in one transaction.
   assert.ok((await replica.append(1, 1, [put('a', 'first'), put('b', 1)])) >= 2);
   assert.is(await later, 3);
-  assert.is(await store.get('a'), 'second');
+  assert.is(storedValue(store, 'a'), 'second');
   assert.equal(store.state, { epoch: 1, seq: 3 });
 });
 
@@ -41,20 +42,20 @@ Applier('a snapshot that would roll the replica back is FORBIDDEN and changes no
     );
   }
   assert.equal(store.state, { epoch: 2, seq: 3 });
-  assert.is(await store.get('a'), 1);
+  assert.is(storedValue(store, 'a'), 1);
   // One at or past the replica's position is taken.
   assert.is(await replica.snapshotPart({ epoch: 2, seq: 3, part: 0, entries: [['a', '"same"']], sessions: [], done: true }), 3);
-  assert.is(await store.get('a'), 'same');
+  assert.is(storedValue(store, 'a'), 'same');
 });
 
 Applier('a duplicate is acked again without being reapplied; an overlap is trimmed', async () => {
   const { store, replica } = applier();
   assert.is(await replica.append(1, 1, [put('a', 1), put('b', 1)]), 2);
   assert.is(await replica.append(1, 1, [put('a', 'again'), put('b', 'again')]), 2, 'already applied: the current seq comes back');
-  assert.is(await store.get('a'), 1, 'and nothing is written twice');
+  assert.is(storedValue(store, 'a'), 1, 'and nothing is written twice');
   assert.is(await replica.append(1, 2, [put('b', 'overlap'), put('c', 'new')]), 3);
-  assert.is(await store.get('b'), 1, 'seq 2 of the overlap was skipped');
-  assert.is(await store.get('c'), 'new');
+  assert.is(storedValue(store, 'b'), 1, 'seq 2 of the overlap was skipped');
+  assert.is(storedValue(store, 'c'), 'new');
   assert.equal(store.state, { epoch: 1, seq: 3 });
 });
 
@@ -92,8 +93,8 @@ Applier('an abandoned restore leaves the store as it was; appends wait for none 
     (error: { code: string }) => assert.is(error.code, 'UNAVAILABLE'),
   );
   await replica.abortRestore();
-  assert.is(await store.get('keep'), 1);
-  assert.is(await store.get('lost'), undefined);
+  assert.is(storedValue(store, 'keep'), 1);
+  assert.is(storedValue(store, 'lost'), undefined);
   assert.equal(store.state, { epoch: 1, seq: 1 });
 
   await replica.snapshotPart({ epoch: 1, seq: 50, part: 1, entries: [], sessions: [], done: true }).then(
@@ -102,8 +103,8 @@ Applier('an abandoned restore leaves the store as it was; appends wait for none 
   );
   await replica.snapshotPart({ epoch: 1, seq: 50, part: 0, entries: [['a', '"A"']], sessions: [], done: false });
   assert.is(await replica.snapshotPart({ epoch: 1, seq: 50, part: 1, entries: [['b', '2']], sessions: [], done: true }), 50);
-  assert.is(await store.get('keep'), undefined);
-  assert.equal([await store.get('a'), await store.get('b')], ['A', 2]);
+  assert.is(storedValue(store, 'keep'), undefined);
+  assert.equal([storedValue(store, 'a'), storedValue(store, 'b')], ['A', 2]);
   assert.is(await within('the next append', replica.append(1, 51, [put('c', 3)])), 51);
 });
 

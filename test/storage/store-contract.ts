@@ -8,6 +8,7 @@ import { KvError } from '../../src/errors.js';
 import type { Store } from '../../src/storage/store.js';
 import type { WriteOp } from '../../src/protocol/messages.js';
 import { Disposer } from '../helpers.js';
+import { storedCount, storedValue } from '../stores.js';
 
 export const put = (key: string, value: unknown): WriteOp => ({ kind: 'put', key, valueJson: JSON.stringify(value) });
 export const del = (key: string): WriteOp => ({ kind: 'del', key });
@@ -49,8 +50,8 @@ export function storeContract(name: string, open: (disposer: Disposer) => Promis
   test('a new store is empty, at epoch 0 seq 0, and its snapshot has no pages', async () => {
     const store = await fresh();
     assert.equal(store.state, { epoch: 0, seq: 0 });
-    assert.is(await store.count(), 0);
-    assert.is(await store.get('a'), undefined);
+    assert.is(await storedCount(store), 0);
+    assert.is(storedValue(store, 'a'), undefined);
     assert.is(store.readJson('a'), undefined);
     const snapshot = await store.snapshot({ entriesMax: 10, bytesMax: 1 << 20 });
     assert.equal(snapshot.state, { epoch: 0, seq: 0 });
@@ -64,22 +65,22 @@ export function storeContract(name: string, open: (disposer: Disposer) => Promis
     const store = await fresh();
     const values = ['1', 1, true, false, 0, '', [1, null], { a: { b: 'c' } }, ':x', 'keyv:y'];
     await store.apply(1, 1, values.map((value, index) => put(`k${index}`, value)));
-    for (const [index, value] of values.entries()) assert.equal(await store.get(`k${index}`), value);
+    for (const [index, value] of values.entries()) assert.equal(storedValue(store, `k${index}`), value);
     assert.equal(await store.apply(1, 11, [del('k0'), del('nope'), put('n', 1), del('n'), del('n')]), [true, false, false, true, false]);
-    assert.is(await store.get('k0'), undefined);
+    assert.is(storedValue(store, 'k0'), undefined);
     assert.equal(store.state, { epoch: 1, seq: 15 });
-    assert.is(await store.count(), values.length - 1);
+    assert.is(await storedCount(store), values.length - 1);
   });
 
   test('a value stored as JSON null reads back as null, not as a missing key; numbers and unicode keep their form', async () => {
     const store = await fresh();
     await store.apply(1, 1, [put('null', null), put('tiny', -1.5e-7), put('big', 2 ** 53 - 1), put('text', 'ключ 😀')]);
-    assert.is(await store.get('null'), null);
+    assert.is(storedValue(store, 'null'), null);
     assert.is(store.readJson('null'), 'null');
-    assert.is(await store.get('tiny'), -1.5e-7);
-    assert.is(await store.get('big'), 2 ** 53 - 1);
-    assert.is(await store.get('text'), 'ключ 😀');
-    assert.is(await store.count(), 4);
+    assert.is(storedValue(store, 'tiny'), -1.5e-7);
+    assert.is(storedValue(store, 'big'), 2 ** 53 - 1);
+    assert.is(storedValue(store, 'text'), 'ключ 😀');
+    assert.is(await storedCount(store), 4);
   });
 
   test('readJson gives back the JSON text exactly as it was put, and undefined for a missing key', async () => {
@@ -106,10 +107,10 @@ export function storeContract(name: string, open: (disposer: Disposer) => Promis
     const found = await store.apply(1, 2, [put('a', 1), put('a', 2), put('b', 1), del('b'), del('c'), put('c', 3)]);
     assert.is(found[3], true, 'b was put earlier in the batch');
     assert.is(found[4], true, 'c existed before the batch');
-    assert.is(await store.get('a'), 2);
-    assert.is(await store.get('b'), undefined);
-    assert.is(await store.get('c'), 3);
-    assert.is(await store.count(), 2);
+    assert.is(storedValue(store, 'a'), 2);
+    assert.is(storedValue(store, 'b'), undefined);
+    assert.is(storedValue(store, 'c'), 3);
+    assert.is(await storedCount(store), 2);
     assert.equal(store.state, { epoch: 1, seq: 7 });
   });
 
@@ -118,7 +119,7 @@ export function storeContract(name: string, open: (disposer: Disposer) => Promis
     await store.apply(1, 1, [put('a', 1), put('b', 2)]);
     await store.beginEpoch(3);
     assert.equal(store.state, { epoch: 3, seq: 2 });
-    assert.is(await store.get('b'), 2);
+    assert.is(storedValue(store, 'b'), 2);
     const error = await rejection('an epoch that is not higher', store.beginEpoch(3));
     assert.match(error.message, /above/);
     await store.apply(3, 3, [put('c', 3)]);
@@ -131,41 +132,41 @@ export function storeContract(name: string, open: (disposer: Disposer) => Promis
     const error = await rejection('an empty batch', store.apply(1, 2, []));
     assert.match(error.message, /a batch is not empty/);
     assert.equal(store.state, { epoch: 1, seq: 1 });
-    assert.is(await store.count(), 1);
+    assert.is(await storedCount(store), 1);
   });
 
   test('keys are stored as given: "keyv:x" and "x" are two keys', async () => {
     const store = await fresh();
     await store.apply(1, 1, [put('x', 1), put('keyv:x', 2)]);
-    assert.is(await store.get('x'), 1);
-    assert.is(await store.get('keyv:x'), 2);
-    assert.is(await store.count(), 2);
+    assert.is(storedValue(store, 'x'), 1);
+    assert.is(storedValue(store, 'keyv:x'), 2);
+    assert.is(await storedCount(store), 2);
   });
 
   test('keys holding U+0000 are whole keys on every path: put, get, del, snapshot and restore', async () => {
     const store = await fresh();
     const keys = ['a\u0000b', 'a\u0000c', 'a', '\u0000', 'x\u0000'];
     await store.apply(1, 1, keys.map((key, index) => put(key, index)));
-    for (const [index, key] of keys.entries()) assert.is(await store.get(key), index, JSON.stringify(key));
-    assert.is(await store.count(), keys.length);
+    for (const [index, key] of keys.entries()) assert.is(storedValue(store, key), index, JSON.stringify(key));
+    assert.is(await storedCount(store), keys.length);
     assert.equal(await store.apply(1, 6, [del('a\u0000c')]), [true]);
-    assert.is(await store.get('a\u0000c'), undefined);
-    assert.is(await store.get('a\u0000b'), 0);
+    assert.is(storedValue(store, 'a\u0000c'), undefined);
+    assert.is(storedValue(store, 'a\u0000b'), 0);
     const entries = await snapshotEntries(store);
     assert.equal(entries.map(([key]) => key), ['\u0000', 'a', 'a\u0000b', 'x\u0000']);
     const copy = await fresh();
     const restore = await copy.beginRestore();
     await restore.add(entries);
     await restore.finish(store.state, []);
-    for (const key of ['a\u0000b', 'a', '\u0000', 'x\u0000']) assert.equal(await copy.get(key), await store.get(key), JSON.stringify(key));
-    assert.is(await copy.count(), 4);
+    for (const key of ['a\u0000b', 'a', '\u0000', 'x\u0000']) assert.equal(storedValue(copy, key), storedValue(store, key), JSON.stringify(key));
+    assert.is(await storedCount(copy), 4);
   });
 
   test('a snapshot lists keys in code point order, as SQLite compares UTF-8: U+1F600 after U+FF71', async () => {
     const store = await fresh();
     const keys = ['😀', 'b', 'ｱ', 'a\u0000', 'ключ', 'A', 'é', 'a', '\u{10FFFF}', '\uFFFF'];
     await store.apply(1, 1, keys.map((key) => put(key, key)));
-    for (const key of keys) assert.is(await store.get(key), key, JSON.stringify(key));
+    for (const key of keys) assert.is(storedValue(store, key), key, JSON.stringify(key));
     const entries = await snapshotEntries(store, { entriesMax: 3, bytesMax: 1 << 20 });
     assert.equal(entries.map(([key]) => key), ['A', 'a', 'a\u0000', 'b', 'é', 'ключ', 'ｱ', '\uFFFF', '😀', '\u{10FFFF}']);
     assert.equal(entries[8], ['😀', '"😀"']);
@@ -173,7 +174,7 @@ export function storeContract(name: string, open: (disposer: Disposer) => Promis
 
   test('snapshot pages hold at most entriesMax entries and bytesMax of key and JSON, but always one entry', async () => {
     const store = await fresh();
-    // Sizes (key length + JSON length): a 2, b 5, c 13, d 2, e 2, f 2.
+    // Sizes (key and JSON bytes): a 2, b 5, c 13, d 2, e 2, f 2.
     await store.apply(1, 1, [put('a', 1), put('b', 'xx'), put('c', 'y'.repeat(10)), put('d', 2), put('e', 3), put('f', 4)]);
     const snapshot = await store.snapshot({ entriesMax: 2, bytesMax: 8 });
     const pages: [string, string][][] = [];
@@ -187,6 +188,17 @@ export function storeContract(name: string, open: (disposer: Disposer) => Promis
     ]);
     const single = await snapshotEntries(store, { entriesMax: 1, bytesMax: 1 });
     assert.is(single.length, 6, 'pages of one entry each still reach every key');
+  });
+
+  test('snapshot pages count UTF-8 bytes, as frames do, not UTF-16 code units', async () => {
+    const store = await fresh();
+    // Each entry: key 1 byte, JSON "éé😀" 1 + 2 + 2 + 4 + 1 bytes: 11 bytes, though 7 code units.
+    await store.apply(1, 1, [put('a', 'éé😀'), put('b', 'éé😀')]);
+    const snapshot = await store.snapshot({ entriesMax: 10, bytesMax: 16 });
+    const pages: [string, string][][] = [];
+    for await (const page of snapshot.pages()) pages.push(page);
+    await snapshot.close();
+    assert.equal(pages, [[['a', '"éé😀"']], [['b', '"éé😀"']]]);
   });
 
   test('a snapshot is the state it was taken at, though writes go on', async () => {
@@ -258,22 +270,22 @@ export function storeContract(name: string, open: (disposer: Disposer) => Promis
     await aborted.add([['x', '1']]);
     await aborted.abort();
     assert.equal(store.state, { epoch: 1, seq: 2 });
-    assert.is(await store.get('old'), 1);
-    assert.is(await store.get('x'), undefined);
+    assert.is(storedValue(store, 'old'), 1);
+    assert.is(storedValue(store, 'x'), undefined);
 
     const restore = await store.beginRestore();
     await restore.add([['kept', '"after"'], ['n', '{"a":[1,"1"]}']]);
     await restore.add([['s', '":colon"']]);
     await restore.finish({ epoch: 2, seq: 40 }, []);
     assert.equal(store.state, { epoch: 2, seq: 40 });
-    assert.is(await store.get('old'), undefined, 'keys not in the snapshot are gone');
-    assert.is(await store.get('kept'), 'after');
-    assert.equal(await store.get('n'), { a: [1, '1'] });
-    assert.is(await store.get('s'), ':colon');
+    assert.is(storedValue(store, 'old'), undefined, 'keys not in the snapshot are gone');
+    assert.is(storedValue(store, 'kept'), 'after');
+    assert.equal(storedValue(store, 'n'), { a: [1, '1'] });
+    assert.is(storedValue(store, 's'), ':colon');
     assert.is(store.readJson('n'), '{"a":[1,"1"]}');
-    assert.is(await store.count(), 3);
+    assert.is(await storedCount(store), 3);
     await restore.abort();
-    assert.is(await store.get('kept'), 'after', 'an abort after finish undoes nothing');
+    assert.is(storedValue(store, 'kept'), 'after', 'an abort after finish undoes nothing');
     await store.apply(2, 41, [put('next', true)]);
     assert.equal(store.state, { epoch: 2, seq: 41 });
   });
@@ -332,10 +344,10 @@ export function storeContract(name: string, open: (disposer: Disposer) => Promis
     await store.apply(1, 1, [put('a', 1), put('b', 2)]);
     const restore = await store.beginRestore();
     await restore.add([['c', '3'], ['a', '"new"']]);
-    assert.is(await store.get('a'), 1);
+    assert.is(storedValue(store, 'a'), 1);
     assert.is(store.readJson('b'), '2');
-    assert.is(await store.get('c'), undefined);
-    assert.is(await store.count(), 2);
+    assert.is(storedValue(store, 'c'), undefined);
+    assert.is(await storedCount(store), 2);
     assert.equal(store.state, { epoch: 1, seq: 2 });
     const during = await store.snapshot({ entriesMax: 10, bytesMax: 1 << 20 });
     const seen: [string, string][] = [];
@@ -344,9 +356,9 @@ export function storeContract(name: string, open: (disposer: Disposer) => Promis
     assert.equal(seen, [['a', '1'], ['b', '2']]);
     assert.equal(during.state, { epoch: 1, seq: 2 });
     await restore.finish({ epoch: 1, seq: 30 }, []);
-    assert.is(await store.get('a'), 'new');
-    assert.is(await store.get('b'), undefined);
-    assert.is(await store.count(), 2);
+    assert.is(storedValue(store, 'a'), 'new');
+    assert.is(storedValue(store, 'b'), undefined);
+    assert.is(await storedCount(store), 2);
   });
 
   test('a restore with no entries empties the store and sets its state', async () => {
@@ -354,8 +366,8 @@ export function storeContract(name: string, open: (disposer: Disposer) => Promis
     await store.apply(1, 1, [put('a', 1), put('b', 2)]);
     const restore = await store.beginRestore();
     await restore.finish({ epoch: 4, seq: 0 }, []);
-    assert.is(await store.count(), 0);
-    assert.is(await store.get('a'), undefined);
+    assert.is(await storedCount(store), 0);
+    assert.is(storedValue(store, 'a'), undefined);
     assert.equal(store.state, { epoch: 4, seq: 0 });
     assert.equal(await snapshotEntries(store), []);
   });
@@ -367,7 +379,7 @@ export function storeContract(name: string, open: (disposer: Disposer) => Promis
     await first.add([['b', '2']]);
     assert.match((await rejection('a batch during a restore', store.apply(1, 2, [put('z', 1)]))).message, /no batch is applied during a restore/);
     assert.match((await rejection('a second restore', store.beginRestore())).message, /one restore at a time/);
-    assert.is(await store.get('z'), undefined);
+    assert.is(storedValue(store, 'z'), undefined);
     assert.equal(store.state, { epoch: 1, seq: 1 });
     await first.abort();
     await store.apply(1, 2, [put('z', 1)]);
@@ -389,7 +401,7 @@ export function storeContract(name: string, open: (disposer: Disposer) => Promis
     assert.ok(completed, 'errors$ completed');
     const write = await rejection('a batch after close', store.apply(1, 2, [put('b', 2)]));
     assert.instance(write, KvError);
-    const read = await rejection('a read after close', store.get('a'));
+    const read = await rejection('a read after close', (async () => store.readJson('a'))());
     assert.instance(read, KvError);
   });
 

@@ -6,11 +6,13 @@ import KeyvSqlite from '@keyv/sqlite';
 import { KvError } from '../../src/errors.js';
 import { MemoryStore } from '../../src/storage/memory-store.js';
 import { openStore } from '../../src/storage/open-store.js';
-import { SYNC_MODES, keyvSerialization } from '../../src/storage/store.js';
+import { KEY_BYTES_MAX, SNAPSHOT_PART_BYTES_MAX, SNAPSHOT_PART_ENTRIES_MAX, VALUE_BYTES_MAX } from '../../src/constants.js';
+import { SYNC_MODES, storedText } from '../../src/storage/store.js';
 import type { Store } from '../../src/storage/store.js';
 import { Disposer, tempDir } from '../helpers.js';
-import { execSqlite, readSqlite } from '../sqlite-files.js';
+import { execSqlite, largestSqliteRead, readSqlite } from '../sqlite-files.js';
 import { del, put, rejection, snapshotEntries, storeContract, tagged } from './store-contract.js';
+import { storedCount, storedValue } from '../stores.js';
 
 // Every behaviour of the Store interface, against each store: SQLite normal, SQLite full, memory.
 for (const mode of SYNC_MODES) {
@@ -24,6 +26,11 @@ const disposer = new Disposer();
 async function openSqlite(syncMode: 'normal' | 'full', file: string): Promise<Store> {
   return disposer.add(await openStore(syncMode, file), (store) => store.close());
 }
+
+/** Keyv's serializer for pbkv's file: values are JSON already, so plain JSON keeps every type. */
+const keyvSerialization = {
+  serialization: { stringify: (data: unknown) => JSON.stringify(data), parse: (text: string) => JSON.parse(text) as unknown },
+};
 
 /** What only the SQLite store has: a file that Keyv and SQLite read, that outlives the process. */
 const Sqlite = suite('storage: the SQLite file');
@@ -52,9 +59,9 @@ Sqlite('data and seq survive a restart; WAL is on; the file is readable by plain
   await first.close();
   const again = await openSqlite('normal', file);
   assert.equal(again.state, { epoch: 3, seq: 4 });
-  assert.is(await again.get('a'), undefined);
-  assert.equal(await again.get('b'), [2]);
-  assert.equal(await again.get('c'), { three: 3 });
+  assert.is(storedValue(again, 'a'), undefined);
+  assert.equal(storedValue(again, 'b'), [2]);
+  assert.equal(storedValue(again, 'c'), { three: 3 });
   const [mode] = await readSqlite(file, 'PRAGMA journal_mode');
   assert.is(mode?.['journal_mode'], 'wal');
   const rows = await readSqlite(file, 'SELECT key, value FROM keyv ORDER BY key');
@@ -69,7 +76,7 @@ Sqlite('a store in full sync mode keeps its data and state across a restart too'
   await first.close();
   const again = await openSqlite('full', file);
   assert.equal(again.state, { epoch: 1, seq: 1 });
-  assert.is(await again.get('a'), 1);
+  assert.is(storedValue(again, 'a'), 1);
   assert.is(again.file, path.resolve(file));
 });
 
@@ -87,10 +94,10 @@ Sqlite('a failed batch changes neither data nor seq', async () => {
     },
   );
   assert.equal(store.state, { epoch: 1, seq: 1 });
-  assert.is(await store.get('b'), undefined);
-  assert.is(await store.get('a'), 1);
+  assert.is(storedValue(store, 'b'), undefined);
+  assert.is(storedValue(store, 'a'), 1);
   await store.apply(1, 2, [put('b', 2)]);
-  assert.is(await store.get('b'), 2);
+  assert.is(storedValue(store, 'b'), 2);
   assert.equal(store.state, { epoch: 1, seq: 2 });
 });
 
@@ -112,7 +119,7 @@ Sqlite('a restored SQLite store keeps its state across a restart', async () => {
   await first.close();
   const again = await openSqlite('normal', file);
   assert.equal(again.state, { epoch: 3, seq: 99 });
-  assert.is(await again.get('a'), 1);
+  assert.is(storedValue(again, 'a'), 1);
 });
 
 Sqlite('client sessions are in the file: a reopened store still knows every tag it applied, in the same order', async () => {
@@ -132,6 +139,26 @@ Sqlite('client sessions are in the file: a reopened store still knows every tag 
   const after = await again.snapshot({ entriesMax: 10, bytesMax: 1 << 20 });
   await after.close();
   assert.equal(after.sessions, before.sessions);
+});
+
+Sqlite('a snapshot of 1 MiB values reads no more than one part and one value from SQLite at a time', async () => {
+  const store = await openSqlite('normal', path.join(await tempDir(disposer), 'large.sqlite'));
+  // Values at the limit, in three batches (a batch is also bounded in bytes).
+  const large = (i: number) => 'abcdefghijkl'[i - 1]!.repeat(VALUE_BYTES_MAX - 2);
+  for (let first = 1; first <= 12; first += 4) {
+    await store.apply(1, first, [0, 1, 2, 3].map((i) => put(`k${String(first + i).padStart(2, '0')}`, large(first + i))));
+  }
+  const limits = { entriesMax: SNAPSHOT_PART_ENTRIES_MAX, bytesMax: SNAPSHOT_PART_BYTES_MAX };
+  const snapshot = await store.snapshot(limits);
+  const pages: [string, string][][] = [];
+  const largestRead = await largestSqliteRead(async () => {
+    for await (const page of snapshot.pages()) pages.push(page);
+  });
+  await snapshot.close();
+  assert.equal(pages.map((page) => page.length), [3, 3, 3, 3], 'a part holds as many values as fit its bytes');
+  assert.ok(pages.flat().every(([key, json]) => json === JSON.stringify(large(Number(key.slice(1))))), 'every value whole');
+  const oneValueMax = KEY_BYTES_MAX + storedText('x'.repeat(VALUE_BYTES_MAX)).length;
+  assert.ok(largestRead <= limits.bytesMax + oneValueMax, `one read returned ${largestRead} characters, over ${limits.bytesMax} + ${oneValueMax}`);
 });
 
 Sqlite.run();
@@ -162,8 +189,8 @@ Memory('committed batches, deletes, a finished restore and their state survive a
   assert.equal(await unsettled, [false]);
   assert.equal(survivor.state, { epoch: 2, seq: 13 });
   assert.equal(await snapshotEntries(survivor), [['a', '"restored"'], ['b', '[2]'], ['d', 'null'], ['e', '"last"']]);
-  assert.is(await survivor.count(), 4);
-  assert.is(await survivor.get('gone'), undefined);
+  assert.is(await storedCount(survivor), 4);
+  assert.is(storedValue(survivor, 'gone'), undefined);
   assert.is(survivor.readJson('d'), 'null');
   await survivor.apply(2, 14, [put('f', 6)]);
   assert.equal(survivor.state, { epoch: 2, seq: 14 });
@@ -198,15 +225,13 @@ Memory('after a crash the old store refuses every read and write of its data wit
   await assertCrashedRefusal('beginRestore', () => old.beginRestore());
   await assertCrashedRefusal('snapshot', () => old.snapshot({ entriesMax: 10, bytesMax: 1 << 20 }));
   await assertCrashedRefusal('a snapshot page after the crash', () => pages.next());
-  await assertCrashedRefusal('get', () => old.get('a'));
-  await assertCrashedRefusal('count', () => old.count());
   await assertCrashedRefusal('readJson', async () => old.readJson('a'));
   await assertCrashedRefusal('a second crash', async () => old.crash());
   assert.equal(old.state, { epoch: 1, seq: 2 }, 'the state it held in memory is still readable');
   await snapshot.close();
   await old.close();
   await old.close();
-  assert.is(await survivor.get('c'), undefined, 'the refused batch reached no disk');
+  assert.is(storedValue(survivor, 'c'), undefined, 'the refused batch reached no disk');
   assert.equal(await snapshotEntries(survivor), [['a', '1'], ['b', '2']]);
 });
 
@@ -228,7 +253,7 @@ Memory('the store a crash returns shares nothing with the old one: changing eith
   assert.equal(second.state, { epoch: 2, seq: 20 });
   assert.equal(await snapshotEntries(second), [['c', '3']]);
   await second.apply(2, 21, [put('d', 4)]);
-  await assertCrashedRefusal('the crashed new store', () => survivor.count());
+  await assertCrashedRefusal('the crashed new store', () => storedCount(survivor));
   assert.equal(await snapshotEntries(second), [['c', '3'], ['d', '4']]);
 });
 
@@ -238,7 +263,7 @@ Memory('a closed store hands its data on through crash(), as a node restarted cl
   await old.close();
   const survivor = memoryStore(old.crash());
   assert.equal(survivor.state, { epoch: 3, seq: 1 });
-  assert.is(await survivor.get('a'), 1);
+  assert.is(storedValue(survivor, 'a'), 1);
 });
 
 Memory('a restore that has ended takes no more entries and no second finish', async () => {

@@ -69,4 +69,22 @@ Redial('kept up: failed dials are retried with growing, capped delays; a drop is
   );
 });
 
+Redial('drop() closes the connection there is, also one still being dialed, and never dials itself', async () => {
+  const { world, redialer, dials, connections } = setup(0);
+  redialer.drop();
+  await world.run(1_000);
+  assert.is(dials.length, 0, 'nothing to drop: nothing is dialed');
+  const first = redialer.get();
+  redialer.drop();
+  await first;
+  await world.run(world.nowMs + 1_000);
+  assert.not.ok(connections[0]!.open, 'the dial in progress was closed once it was up');
+  const second = await redialer.get();
+  assert.is(dials.length, 2, 'the next get() dialed anew');
+  redialer.drop();
+  await second.closed;
+  assert.not.ok(second.open);
+  assert.is(dials.length, 2);
+});
+
 Redial.run();
