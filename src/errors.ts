@@ -30,6 +30,16 @@ export class KvError extends Error {
  */
 export const NOTHING_APPLIED = { applied: false } as const;
 
+/**
+ * The connection a request traveled on closed before its reply came: expected whenever a
+ * peer goes away, and told apart by its type, not its message.
+ */
+export class ConnectionClosedError extends KvError {
+  constructor() {
+    super('UNAVAILABLE', 'connection closed');
+  }
+}
+
 /** Turns anything thrown into a KvError; faults that are not KvErrors become INTERNAL. */
 export function toKvError(error: unknown): KvError {
   if (error instanceof KvError) return error;

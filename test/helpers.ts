@@ -3,6 +3,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { WebSocket } from 'ws';
+import type { HubClient } from '../src/hub/hub-client.js';
 
 /** Everything a test started, closed in reverse order after it (suite.after.each). */
 export class Disposer {
@@ -112,4 +113,16 @@ export class RawClient {
   close(): void {
     this.socket.terminate();
   }
+}
+
+/**
+ * Makes `name` the primary of a one-node view at the hub, as a configured primary's
+ * heartbeats do, so that `lookup kv` names it: heartbeats until it does.
+ */
+export async function proposeAlone(hub: HubClient, name: string): Promise<void> {
+  const beat = { name, epoch: 0, seq: 0, viewEpoch: 0, config: { primary: name, replicas: [], minReplicas: 0 }, synced: undefined, caughtUp: undefined, behind: undefined, unreachable: undefined };
+  await waitFor(`a view naming ${name} primary`, async () => {
+    await hub.heartbeat(beat, 5_000);
+    return (await hub.lookup('kv').catch(() => undefined))?.node === name;
+  });
 }

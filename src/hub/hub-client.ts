@@ -80,9 +80,6 @@ export class HubClient {
   }
 
   /** Points a service at a node, retrying likewise. */
-  registerService(service: string, name: string): Promise<void> {
-    return this.remember(`service ${service}`, { op: 'register-service', service, name });
-  }
 
   /** Tells the hub how this node is (shown in the hub's status), retrying likewise. */
   report(name: string, health: NodeHealth): Promise<void> {

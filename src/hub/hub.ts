@@ -1,11 +1,12 @@
 /**
- * The directory hub: the cluster's "DNS". Nodes register their names (name -> ws
- * address), the primary registers the `kv` service (service -> node name), and nodes
- * report their health; clients and nodes look them up. Registering needs a session that
- * proved the cluster secret (secure by default: a hub without a secret must be asked for
- * with `insecure`), a node registers only itself, and a name held by a live connection is
- * never taken over by another address. Lookups are open. State is in memory: nodes
- * register again when they reconnect.
+ * The directory hub: the cluster's "DNS". Nodes register their names (name -> ws address)
+ * and report their health; the hub keeps the view and answers `lookup kv` with the view's
+ * primary; clients and nodes look them up. Registering needs a session that proved the
+ * cluster secret (secure by default: a hub without a secret must be asked for with
+ * `insecure`), a node registers only itself, and a name held by a live connection is never
+ * taken over by another address. Lookups are open. Names and health are in memory (nodes
+ * register again when they reconnect); the view is kept in the view store (data/hub.sqlite),
+ * so a restarted hub goes on from it.
  */
 import { Subject } from 'rxjs';
 import { CONNECTIONS_MAX, DEAD_AFTER_MS, HUB_FRAME_BYTES_MAX, HUB_NAME, HUB_NAMES_MAX, KV_SERVICE, VIEW_TICK_INTERVAL_MS } from '../constants.js';
@@ -39,7 +40,6 @@ export interface HubOptions {
 /** What a node last reported of itself. */
 export type HubEvent =
   | { event: 'registered'; name: string; address: string }
-  | { event: 'service'; service: string; name: string }
   | { event: 'report'; name: string; state: NodeState; reason?: string | undefined }
   | { event: 'rejected'; op: string; code: string; message: string }
   | ({ event: 'view' } & ViewChange);
@@ -68,7 +68,6 @@ interface NameEntry {
 export class DirectoryHub {
   readonly events$ = new Subject<HubEvent>();
   private readonly names = new Map<string, NameEntry>();
-  private readonly services = new Map<string, string>();
   private readonly budget = new SendBudget();
   private listener: Listener | undefined;
   private closing: Promise<void> | undefined;
@@ -138,7 +137,7 @@ export class DirectoryHub {
       case 'lookup': {
         // Once views exist, `kv` is always the view's primary.
         const view = this.views.view;
-        const name = request.service === KV_SERVICE && view ? view.primary : this.services.get(request.service);
+        const name = request.service === KV_SERVICE ? view?.primary : undefined;
         const address = name === undefined ? undefined : this.names.get(name)?.address;
         if (name === undefined || address === undefined) {
           throw new KvError('NOT_FOUND', `no node serves "${request.service}"`);
@@ -175,17 +174,6 @@ export class DirectoryHub {
       }
       case 'register':
         this.register(session, request.name, request.address);
-        return okReply(request.id);
-      case 'register-service':
-        this.requireRegistrant(session, request.name);
-        if (!this.names.has(request.name)) {
-          throw new KvError('NOT_FOUND', `register the name "${request.name}" before its service`);
-        }
-        if (!this.services.has(request.service) && this.services.size >= this.namesMax) {
-          throw new KvError('UNAVAILABLE', `the hub holds ${this.namesMax} services already`);
-        }
-        this.services.set(request.service, request.name);
-        this.events$.next({ event: 'service', service: request.service, name: request.name });
         return okReply(request.id);
       case 'report': {
         this.requireRegistrant(session, request.name);
@@ -236,7 +224,7 @@ export class DirectoryHub {
     const writesRefused = this.views.writesRefused();
     return {
       names,
-      services: { ...Object.fromEntries(this.services), ...(view ? { [KV_SERVICE]: view.primary } : {}) },
+      services: view ? { [KV_SERVICE]: view.primary } : {},
       nodes,
       ...(view
         ? { view: { ...view, minReplicas: view.minReplicas ?? 0, ...(writesRefused ? { writesRefused } : {}), members: this.views.status(), changes: this.views.history } }
@@ -257,11 +245,11 @@ export class DirectoryHub {
     this.events$.next({ event: 'registered', name, address });
   }
 
-  /** Makes room for a name: the oldest one that no live connection holds and no service names. */
+  /** Makes room for a name: the oldest one that no live connection holds and the view does not name. */
   private forgetOneName(): void {
-    const named = new Set(this.services.values());
+    const view = this.views.view;
     for (const [name, entry] of this.names) {
-      if (!entry.owner && !named.has(name)) {
+      if (!entry.owner && name !== view?.primary && !view?.replicas.includes(name)) {
         this.names.delete(name);
         return;
       }

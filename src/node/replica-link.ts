@@ -10,7 +10,7 @@
  */
 import { BehaviorSubject, Subject, firstValueFrom, takeUntil } from 'rxjs';
 import { APPENDS_IN_FLIGHT_MAX, BATCH_BYTES_MAX, LEASE_MS, LEASE_RENEW_BELOW_MS, LEASE_RENEW_MS, PEER_FRAME_BYTES_MAX, SNAPSHOT_PART_BYTES_MAX, SNAPSHOT_PART_ENTRIES_MAX } from '../constants.js';
-import { KvError, assert, toKvError } from '../errors.js';
+import { ConnectionClosedError, KvError, assert, toKvError } from '../errors.js';
 import { proofFor } from '../protocol/auth.js';
 import { replyCount } from '../protocol/reply.js';
 import { RpcChannel } from '../protocol/rpc-channel.js';
@@ -276,7 +276,7 @@ export class ReplicaLink implements AckSource {
    * error its clients get all say which seqs and why, so the cluster never wedges silently.
    */
   private refused(first: number, last: number, error: KvError): void {
-    if (error.code === 'UNAVAILABLE' && error.message === 'connection closed') return;
+    if (error instanceof ConnectionClosedError) return;
     this.refusal = `replica ${this.name} refused seqs ${first}-${last}: ${error.code}: ${error.message}`;
     this.trace({ event: 'fault', message: this.refusal });
     this.options.onProblem(this.name, this.refusal);
@@ -313,7 +313,7 @@ export class ReplicaLink implements AckSource {
           () => this.extendLease(sentMs),
           (error: unknown) => {
             const kvError = toKvError(error);
-            if (kvError.message !== 'connection closed') this.trace({ event: 'rejected', reason: `replica ${this.name} refused a lease: ${kvError.message}`, code: kvError.code });
+            if (!(kvError instanceof ConnectionClosedError)) this.trace({ event: 'rejected', reason: `replica ${this.name} refused a lease: ${kvError.message}`, code: kvError.code });
             channel.close();
           },
         );

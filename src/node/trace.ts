@@ -11,7 +11,7 @@ export type TraceEvent =
   | { event: 'retried'; client: string; req: number }
   | { event: 'rejected'; reason: string; code: string; from?: string; address?: string }
   | { event: 'peer'; peer: string; state: 'connected' | 'authenticated' | 'snapshot' | 'caught-up' | 'disconnected'; seq?: number; keys?: number }
-  | { event: 'registered'; what: 'name' | 'service'; address: string }
+  | { event: 'registered'; what: 'name'; address: string }
   | { event: 'serving'; epoch: number }
   | { event: 'view'; epoch: number; primary: string; replicas: string[] }
   | { event: 'fault'; message: string };

@@ -90,12 +90,6 @@ export interface LookupRequest { type: 'lookup'; id: RequestId; service: string 
 export interface ResolveRequest { type: 'resolve'; id: RequestId; name: string }
 export interface StatusRequest { type: 'status'; id: RequestId }
 export interface RegisterRequest { type: 'register'; id: RequestId; name: string; address: string }
-export interface RegisterServiceRequest {
-  type: 'register-service';
-  id: RequestId;
-  service: string;
-  name: string;
-}
 
 /** A node tells the hub how it is: shown in `status` under `nodes`. */
 export interface ReportRequest {
@@ -187,7 +181,6 @@ export type HubRequest =
   | ResolveRequest
   | StatusRequest
   | RegisterRequest
-  | RegisterServiceRequest
   | HelloRequest
   | AuthRequest
   | HelpRequest;

@@ -127,8 +127,6 @@ function hubRequest(fields: Fields, id: RequestId): HubRequest {
       return { type: 'status', id };
     case 'register':
       return { type: 'register', id, name: requireName(fields, 'name'), address: requireAddress(fields) };
-    case 'register-service':
-      return { type: 'register-service', id, service: requireName(fields, 'service'), name: requireName(fields, 'name') };
     case 'report': {
       const { state, reason } = requireHealth(fields);
       return { type: 'report', id, name: requireName(fields, 'name'), state, reason };

@@ -6,7 +6,7 @@
  */
 import { Observable } from 'rxjs';
 import { REQUEST_TIMEOUT_MS, RPC_PENDING_MAX } from '../constants.js';
-import { KvError } from '../errors.js';
+import { ConnectionClosedError, KvError } from '../errors.js';
 import type { Clock } from '../env/environment.js';
 import type { Connection } from '../env/transport.js';
 import { parseReply, type OkReply } from './reply.js';
@@ -30,7 +30,7 @@ export class RpcChannel {
     connection.frames$.subscribe({
       next: (frame) => this.dispatch(frame),
       complete: () => {
-        this.failAll(new KvError('UNAVAILABLE', 'connection closed'));
+        this.failAll(new ConnectionClosedError());
         gone();
       },
     });
@@ -71,7 +71,7 @@ export class RpcChannel {
       });
       const frame = objectText === '{}' ? `{"id":${id}}` : `{"id":${id},${objectText.slice(1)}`;
       if (!this.connection.send(frame)) {
-        this.pending.get(id)?.(new KvError('UNAVAILABLE', 'connection closed'));
+        this.pending.get(id)?.(new ConnectionClosedError());
       }
       return () => {
         cancelTimeout();
@@ -89,7 +89,7 @@ export class RpcChannel {
 
   close(): void {
     this.connection.close();
-    this.failAll(new KvError('UNAVAILABLE', 'connection closed'));
+    this.failAll(new ConnectionClosedError());
   }
 
   /** A frame that answers no pending request (late, after its timeout, or unreadable) is dropped. */

@@ -3,7 +3,7 @@
  * an append at some node (both must be refused, I4), then sends a garbage frame and checks
  * the connection still answers (I5).
  */
-import { KvError } from '../errors.js';
+import { ConnectionClosedError, KvError } from '../errors.js';
 import { RpcChannel } from '../protocol/rpc-channel.js';
 import { SIM_NODE_PORT, type SimCluster, type SimNodeHandle } from './cluster.js';
 import type { Fail, Trace } from './trace.js';
@@ -47,7 +47,7 @@ async function probe(cluster: SimCluster, rogue: SimProcess, target: SimNodeHand
   } catch (error) {
     // A connection that dropped with its node (a crash, a partition) is no fault of the
     // garbage; a node that stopped answering (a timeout) is.
-    const dropped = error instanceof KvError && error.message === 'connection closed';
+    const dropped = error instanceof ConnectionClosedError;
     if (!dropped) fail('I5', `${target.name} stopped answering after a garbage frame: ${(error as Error).message}`);
   }
   trace.log(`rogue probed ${target.name}`);

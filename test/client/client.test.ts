@@ -5,7 +5,7 @@ import { startInProcessCluster } from '../../src/cluster/in-process.js';
 import { KvNode } from '../../src/node/node.js';
 import { MemoryStore } from '../../src/storage/memory-store.js';
 import { GatedStore, storedValue } from '../stores.js';
-import { Disposer, tempDir, waitFor } from '../helpers.js';
+import { Disposer, proposeAlone, tempDir, waitFor } from '../helpers.js';
 import { WebSocketServer } from 'ws';
 import { DirectoryHub } from '../../src/hub/hub.js';
 import { HubClient } from '../../src/hub/hub-client.js';
@@ -75,7 +75,7 @@ Client('a write whose first try may have been applied ends UNAVAILABLE, whatever
   const hub = disposer.add(await new DirectoryHub({ port: 0, secret }).listen(), (h) => h.close());
   const registrar = disposer.add(new HubClient(hub.url, { name: 'fake', secret }), (c) => c.close());
   await registrar.register('fake', `ws://127.0.0.1:${(server.address() as { port: number }).port}`);
-  await registrar.registerService('kv', 'fake');
+  await proposeAlone(registrar, 'fake');
   const client = disposer.add(new KvClient({ hubUrl: hub.url, retryDeadlineMs: 300 }), (c) => c.close());
   const error = await client.put('k', 1).then(() => undefined, (failed: { code: string; message: string }) => failed);
   assert.ok(tries >= 2, `the write was tried ${tries} times`);

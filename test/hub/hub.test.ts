@@ -5,7 +5,7 @@ import { HubClient } from '../../src/hub/hub-client.js';
 import { proofFor } from '../../src/protocol/auth.js';
 import { firstValueFrom } from 'rxjs';
 import { HUB_FRAME_BYTES_MAX } from '../../src/constants.js';
-import { Disposer, RawClient, waitFor, within } from '../helpers.js';
+import { Disposer, RawClient, proposeAlone, waitFor, within } from '../helpers.js';
 
 const disposer = new Disposer();
 const startHub = async (secret?: string) =>
@@ -20,11 +20,12 @@ Hub('without a secret: register, resolve, lookup, status', async () => {
   const hub = await startHub();
   const node = client(hub.url, { name: 'n0' });
   await node.register('n0', 'ws://127.0.0.11:7401');
-  await node.registerService('kv', 'n0');
+  await proposeAlone(node, 'n0');
   const reader = client(hub.url);
   assert.is(await reader.resolve('n0'), 'ws://127.0.0.11:7401');
   assert.equal(await reader.lookup('kv'), { node: 'n0', address: 'ws://127.0.0.11:7401' });
-  assert.equal(await reader.status(), { names: { n0: 'ws://127.0.0.11:7401' }, services: { kv: 'n0' }, nodes: {} });
+  const status = await reader.status();
+  assert.equal([status.names, status.services], [{ n0: 'ws://127.0.0.11:7401' }, { kv: 'n0' }]);
 });
 
 Hub('unknown names and services are NOT_FOUND, and the connection keeps serving', async () => {
@@ -52,7 +53,7 @@ Hub('with a secret: lookups are open, registering needs the proof', async () => 
 
   const node = client(hub.url, { name: 'n0', secret: 's3cret' });
   await node.register('n0', 'ws://127.0.0.11:7401');
-  await node.registerService('kv', 'n0');
+  await proposeAlone(node, 'n0');
   assert.equal(await client(hub.url).lookup('kv'), { node: 'n0', address: 'ws://127.0.0.11:7401' });
 });
 

@@ -304,8 +304,9 @@ Hardening('registering without the cluster secret is refused; lookups stay open'
   const raw = await RawClient.open(cluster.hubUrl, disposer);
   const refused = await raw.ask({ id: 1, op: 'register', name: 'n0', address: 'ws://127.0.0.99:1' });
   assert.is(refused['error'].code, 'UNAUTHORIZED');
+  // No message names the primary but the hub's view: there is no service to register.
   const service = await raw.ask({ id: 2, op: 'register-service', service: 'kv', name: 'n1' });
-  assert.is(service['error'].code, 'UNAUTHORIZED');
+  assert.is(service['error'].code, 'BAD_REQUEST');
   assert.equal(await raw.ask({ id: 3, op: 'lookup', service: 'kv' }), { id: 3, ok: true, node: 'n0', address: cluster.primary.url });
   assert.throws(() => new KvNode({ name: 'x', role: 'primary', replicas: [], hubUrl: cluster.hubUrl }), /needs the cluster secret/);
   assert.throws(() => new DirectoryHub({}), /needs the cluster secret/);
