@@ -39,7 +39,7 @@ async function runningCluster(project: string): Promise<InProcessCluster> {
   const serverEntry = createRequire(path.join(project, 'package.json')).resolve('pbkv/server');
   assert.ok(serverEntry.startsWith(path.join(project, 'node_modules', 'pbkv') + path.sep), serverEntry);
   const server = (await import(pathToFileURL(serverEntry).href)) as typeof import('../../src/server.js');
-  state.cluster = disposer.add(await server.startInProcessCluster({ dataDir: path.join(project, 'data') }), (c) => c.close());
+  state.cluster = disposer.add(await server.startInProcessCluster({ dataDir: path.join(project, 'cluster-data') }), (c) => c.close());
   return state.cluster;
 }
 
@@ -47,14 +47,17 @@ function assertRan(child: Run, stdout: string, what: string): void {
   assert.equal({ code: child.code, stdout: child.stdout, stderr: child.stderr }, { code: 0, stdout, stderr: '' }, what);
 }
 
-/** The first ```ts block of the README's "As a library" section, as users read it. */
-async function readmeExample(readme: string): Promise<string> {
-  const text = await readFile(readme, 'utf8');
+/** The ```ts blocks of the README's "As a library" section, as users read them: the client's, then the servers'. */
+async function readmeExamples(project: string): Promise<{ client: string; server: string }> {
+  const text = await readFile(path.join(project, 'node_modules', 'pbkv', 'README.md'), 'utf8');
   const section = text.split(/^## /m).find((part) => part.startsWith('As a library\n'));
   assert.ok(section, 'the README has an "As a library" section');
-  const block = /```ts\n([\s\S]*?)```/.exec(section)?.[1];
-  assert.ok(block, 'with a ts example');
-  return block;
+  const blocks = [...section.matchAll(/```ts\n([\s\S]*?)```/g)].map((match) => match[1]!);
+  assert.is(blocks.length, 2, 'with two examples');
+  const [client, server] = blocks as [string, string];
+  assert.match(client, "import { KvClient } from 'pbkv';");
+  assert.match(server, "from 'pbkv/server';");
+  return { client, server };
 }
 
 /** Bytes of every file under `dir`, symlinks counted as links (as du would, less blocks). */
@@ -113,8 +116,7 @@ Pack("the README's library example runs against a cluster from pbkv/server, on e
   const { project, runtimes } = installed();
   const cluster = await runningCluster(project);
 
-  const example = await readmeExample(path.join(project, 'node_modules', 'pbkv', 'README.md'));
-  assert.match(example, "import { KvClient } from 'pbkv';");
+  const example = (await readmeExamples(project)).client;
   const placeholder = "'ws://127.0.0.1:7400'";
   assert.ok(example.includes(placeholder), 'the example names the default hub');
   await writeFile(path.join(project, 'example.mjs'), example.replace(placeholder, JSON.stringify(cluster.hubUrl)));
@@ -139,31 +141,43 @@ Pack('the installed pbkv CLI works against that cluster, on every Node found', a
   assertRan(await run(process.execPath, [cli, '--version'], { cwd: project, deadlineMs: RUN_DEADLINE_MS }, disposer), `pbkv ${version}\n`, '--version');
 });
 
-Pack('on a Node without node:sqlite, pbkv/server loads and a node with a file says what it lacks', async () => {
+Pack("the README's server example runs in the install", async () => {
+  const { project } = installed();
+  await writeFile(path.join(project, 'server-example.mjs'), (await readmeExamples(project)).server);
+  const child = await run(process.execPath, ['server-example.mjs'], { cwd: project, deadlineMs: RUN_DEADLINE_MS }, disposer);
+  assert.equal({ code: child.code, stderr: child.stderr }, { code: 0, stderr: '' });
+  assert.match(child.stdout, /^ws:\/\/127\.0\.0\.1:\d+\n$/, 'the hub URL, and the process ends once the cluster is closed');
+});
+
+Pack('on a Node without node:sqlite, nodes in memory serve and a node with a file says what it lacks', async () => {
   const { project, runtimes } = installed();
   const older = runtimes.filter((runtime) => !runtime.hasSqlite);
   if (older.length === 0) console.log(`  (no Node without node:sqlite found here: ${runtimes.map((r) => r.version).join(', ')})`);
+  // Ends by itself once everything it started is closed, or the deadline fails the test.
   const script = `
+    import { KvClient } from 'pbkv';
     import { startInProcessCluster } from 'pbkv/server';
-    try { await startInProcessCluster({ dataDir: 'data-old', replicas: 0 }); console.log('started'); }
-    catch (error) { console.log(error.code + ': ' + error.message); }
-    process.exit(0);`;
+    const memory = await startInProcessCluster({ dataDir: 'data-old', sync: 'memory', replicas: 1 });
+    const client = new KvClient({ hubUrl: memory.hubUrl });
+    await client.put('old', process.version);
+    console.log(await client.get('old'));
+    await client.close();
+    await memory.close();
+    try { await startInProcessCluster({ dataDir: 'data-old', replicas: 0 }); console.log('started with a file'); }
+    catch (error) { console.log(error.code + ': ' + error.message); }`;
   await writeFile(path.join(project, 'server-old.mjs'), script);
   for (const runtime of older) {
     const child = await run(runtime.path, ['server-old.mjs'], { cwd: project, deadlineMs: RUN_DEADLINE_MS }, disposer);
-    assert.is(child.code, 0, child.stderr);
-    assert.match(child.stdout, `INTERNAL: this Node (${runtime.version}) has no node:sqlite`, runtime.version);
+    assertRan(child, `${runtime.version}\nINTERNAL: this Node (${runtime.version}) has no node:sqlite: run pbkv through npm (npm start, npm run node -- ...) or npx node, which use the Node 24 the project installs\n`, runtime.version);
   }
 });
 
 Pack('TypeScript finds the types of pbkv and pbkv/server in the install', async () => {
   const { project } = installed();
-  const example = await readmeExample(path.join(project, 'node_modules', 'pbkv', 'README.md'));
-  const serverUse = "import { KvNode, DirectoryHub, startInProcessCluster, type InProcessCluster } from 'pbkv/server';\n" +
-    'export const pieces: [typeof KvNode, typeof DirectoryHub, typeof startInProcessCluster] = [KvNode, DirectoryHub, startInProcessCluster];\n' +
-    'export function hubOf(cluster: InProcessCluster): string { return cluster.hubUrl; }\n';
-  await writeFile(path.join(project, 'example.ts'), `${example}export {};\n`);
-  await writeFile(path.join(project, 'server-use.ts'), serverUse);
+  const examples = await readmeExamples(project);
+  await writeFile(path.join(project, 'example.ts'), examples.client);
+  await writeFile(path.join(project, 'server-example.ts'), examples.server);
+  await writeFile(path.join(project, 'server-types.ts'), "import type { InProcessCluster, KvNodeOptions, ClusterSpec } from 'pbkv/server';\nexport type Used = [InProcessCluster, KvNodeOptions, ClusterSpec];\n");
   // A wrong call must fail, or a checker that sees `any` everywhere would pass too.
   await writeFile(path.join(project, 'wrong.ts'), "import { KvClient } from 'pbkv';\nnew KvClient({ hubUrl: 7400 });\n");
   const tsconfig = {
@@ -171,7 +185,7 @@ Pack('TypeScript finds the types of pbkv and pbkv/server in the install', async 
       module: 'NodeNext', moduleResolution: 'NodeNext', target: 'ES2022', strict: true, noEmit: true, skipLibCheck: false,
       types: ['node'], typeRoots: [path.join(REPO_ROOT, 'node_modules', '@types')],
     },
-    files: ['example.ts', 'server-use.ts', 'wrong.ts'],
+    files: ['example.ts', 'server-example.ts', 'server-types.ts', 'wrong.ts'],
   };
   await writeFile(path.join(project, 'tsconfig.json'), JSON.stringify(tsconfig));
   const tsc = path.join(REPO_ROOT, 'node_modules', 'typescript', 'bin', 'tsc');
