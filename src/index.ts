@@ -1,12 +1,11 @@
-/** pbkv's public entry point. */
+/**
+ * pbkv's client entry point (`pbkv`): the client and what it shares with the servers.
+ * Nothing imported from here may reach server code (node:sqlite, the node, the hub): the
+ * client runs on Node versions without node:sqlite. The servers are `pbkv/server`.
+ */
 export { KvClient, type KvClientOptions } from './client/client.js';
-export { KvNode, KV_SERVICE, type KvNodeOptions } from './node/node.js';
-export type { NodeTrace, TraceEvent } from './node/trace.js';
-export { DirectoryHub, type HubOptions } from './hub/hub.js';
 export { HubClient } from './hub/hub-client.js';
-export { startInProcessCluster, type InProcessCluster, type InProcessClusterOptions } from './cluster/in-process.js';
-export { localClusterSpec, checkClusterSpec, type ClusterSpec, type NodeSpec } from './cluster/config.js';
+export { KV_SERVICE } from './constants.js';
 export { KvError, ERROR_CODES, type ErrorCode } from './errors.js';
 export type { Json } from './protocol/messages.js';
-export type { SyncMode } from './storage/store.js';
 export * as limits from './constants.js';
