@@ -11,16 +11,17 @@ export async function openStore(syncMode: SyncMode, file: string | undefined): P
 }
 
 /**
- * The SQLite store needs node:sqlite (Node 22.13 and later). The project pins Node 24
- * through npm, so `npm start`, `npm test` and `npm run node` run on it; a node started
- * with an older `node` by hand gets this message instead of a stack trace.
+ * The SQLite store needs node:sqlite as Node 24 has it (pbkv uses DatabaseSync's `timeout`
+ * and `isTransaction`). The repository pins Node 24 through npm, so `npm start`, `npm test`
+ * and `npm run node` run on it; a node started with an older `node` gets this message
+ * instead of a stack trace.
  */
 async function loadSqliteStore(): Promise<typeof import('./sqlite-store.js')> {
   try {
     return await import('./sqlite-store.js');
   } catch (error) {
     if ((error as { code?: string }).code === 'ERR_UNKNOWN_BUILTIN_MODULE') {
-      throw new KvError('INTERNAL', `this Node (${process.version}) has no node:sqlite: run pbkv through npm (npm start, npm run node -- ...) or npx node, which use the Node 24 the project installs`);
+      throw new KvError('INTERNAL', `this Node (${process.version}) has no node:sqlite: pbkv's SQLite store needs Node 24 (in the pbkv repository: npm start, npm run node, npx node)`);
     }
     throw error;
   }
