@@ -18,7 +18,7 @@ import {
 } from '../cluster/secret.js';
 import { DEFAULT_HUB_PORT } from '../constants.js';
 import { DirectoryHub } from '../hub/hub.js';
-import { SqliteViewStore } from '../hub/sqlite-view-store.js';
+import type { SqliteViewStore } from '../hub/sqlite-view-store.js';
 import { failWith, readFlags, type Fail } from './flags.js';
 import { onShutdown } from './shutdown.js';
 
@@ -61,6 +61,11 @@ let viewStore: SqliteViewStore | undefined;
 if (!values.memory) {
   try {
     await mkdir(path.dirname(values.data), { recursive: true });
+    // Loaded only here: on a Node without node:sqlite, --memory still runs and the rest says why.
+    const { SqliteViewStore } = await import('../hub/sqlite-view-store.js').catch((error: { code?: string }) => {
+      if (error.code !== 'ERR_UNKNOWN_BUILTIN_MODULE') throw error;
+      throw new Error(`this Node (${process.version}) has no node:sqlite for the hub's view file: it needs Node 24 (in the pbkv repository: npm start, npm run hub), or --memory`);
+    });
     viewStore = new SqliteViewStore(values.data);
   } catch (error) {
     fail((error as Error).message, 1);
