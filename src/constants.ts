@@ -234,3 +234,24 @@ export const DEFAULT_NODE_PORT_FIRST = 7401;
  * times this is within a byte limit is within it without counting its bytes.
  */
 export const UTF8_BYTES_PER_UNIT_MAX = 3;
+
+/**
+ * The data API (docs/PROTOCOL.md). A list page holds at most LIST_LIMIT_MAX entries
+ * (LIST_LIMIT_DEFAULT unless asked) and LIST_PAGE_BYTES_MAX bytes of values, so one reply
+ * stays far below a client's frame limit. A clear deletes at most CLEAR_KEYS_MAX keys and
+ * CLEAR_KEY_BYTES_MAX bytes of keys as one write: one replication op, which must fit an
+ * append frame, and one transaction short enough that heartbeats and leases never wait on it.
+ */
+export const LIST_LIMIT_DEFAULT = 100;
+export const LIST_LIMIT_MAX = 1_000;
+export const LIST_PAGE_BYTES_MAX = 4 * 1024 * 1024;
+export const CLEAR_KEYS_MAX = 10_000;
+export const CLEAR_KEY_BYTES_MAX = 1024 * 1024;
+/**
+ * Expiry: the primary looks for expired keys every EXPIRY_INTERVAL_MS and deletes at most
+ * EXPIRY_BATCH_MAX of them at a time (ordinary replicated deletes), so a million keys
+ * expiring at once are deleted over a while, never in one long batch that stalls writes.
+ * PROTOCOL.md promises a delete within about a second of expiry when few keys expire.
+ */
+export const EXPIRY_INTERVAL_MS = 250;
+export const EXPIRY_BATCH_MAX = 1_000;

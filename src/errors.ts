@@ -8,6 +8,8 @@ export const ERROR_CODES = [
   'FORBIDDEN',
   'NOT_FOUND',
   'INTERNAL',
+  'CONFLICT',
+  'COMPACTED',
 ] as const;
 export type ErrorCode = (typeof ERROR_CODES)[number];
 

@@ -1,13 +1,27 @@
 /** Stores that misbehave on purpose, wrapped around a real one. */
 import { KvError } from '../src/errors.js';
-import type { Json, RequestTag, WriteOp } from '../src/protocol/messages.js';
-import type { PageLimits, Store } from '../src/storage/store.js';
+import type { Json, RequestTag, WriteIntent, WriteOp } from '../src/protocol/messages.js';
+import type { ListQuery, PageLimits, Store } from '../src/storage/store.js';
 
-/** The value stored under `key`, parsed: what a get would answer. */
+/** The value stored under `key`, parsed: what a get would answer (expiry aside). */
 export function storedValue(store: Store, key: string): Json | undefined {
-  const json = store.readJson(key);
+  const json = store.read(key)?.valueJson;
   return json === undefined ? undefined : (JSON.parse(json) as Json);
 }
+
+/** Writes as a client asks for them, for tests that drive a write pipeline directly. */
+export const intent = {
+  put: (key: string, valueJson = '"v"', extra: Partial<Extract<WriteIntent, { kind: 'put' }>> = {}): WriteIntent => ({ kind: 'put', key, valueJson, ifVersion: undefined, expiry: undefined, tag: undefined, ...extra }),
+  del: (key: string, extra: Partial<Extract<WriteIntent, { kind: 'del' }>> = {}): WriteIntent => ({ kind: 'del', key, ifVersion: undefined, tag: undefined, ...extra }),
+  incr: (key: string, by = 1, extra: Partial<Extract<WriteIntent, { kind: 'incr' }>> = {}): WriteIntent => ({ kind: 'incr', key, by, ifVersion: undefined, expiry: undefined, tag: undefined, ...extra }),
+  clear: (prefix: string, limit = 10_000): WriteIntent => ({ kind: 'clear', prefix, limit, tag: undefined }),
+};
+
+/** Ops as a primary would resolve them, for tests that drive stores and logs directly. */
+export const op = {
+  put: (key: string, valueJson: string, tag?: RequestTag): WriteOp => ({ kind: 'put', key, valueJson, expiresAt: undefined, incr: false, tag }),
+  del: (key: string, found: boolean, tag?: RequestTag): WriteOp => ({ kind: 'del', key, found, expiredAt: undefined, tag }),
+};
 
 /** How many keys the store holds, counted through a snapshot (as a replica would receive them). */
 export async function storedCount(store: Store): Promise<number> {
@@ -27,8 +41,12 @@ class DelegatingStore implements Store {
   get syncMode() { return this.inner.syncMode; }
   get state() { return this.inner.state; }
   get errors$() { return this.inner.errors$; }
-  readJson(key: string): string | undefined { return this.inner.readJson(key); }
-  apply(epoch: number, first: number, ops: readonly WriteOp[]): Promise<boolean[]> { return this.inner.apply(epoch, first, ops); }
+  get watermark() { return this.inner.watermark; }
+  read(key: string) { return this.inner.read(key); }
+  list(query: ListQuery) { return this.inner.list(query); }
+  keysToClear(prefix: string, limit: number, bytesMax: number, nowMs: number) { return this.inner.keysToClear(prefix, limit, bytesMax, nowMs); }
+  expired(nowMs: number, limit: number) { return this.inner.expired(nowMs, limit); }
+  apply(epoch: number, first: number, ops: readonly WriteOp[]): Promise<void> { return this.inner.apply(epoch, first, ops); }
   beginEpoch(epoch: number): Promise<void> { return this.inner.beginEpoch(epoch); }
   checkTag(tag: RequestTag) { return this.inner.checkTag(tag); }
   snapshot(limits: PageLimits) { return this.inner.snapshot(limits); }
@@ -52,7 +70,7 @@ export class GatedStore extends DelegatingStore {
     this.gate = undefined;
   }
 
-  override async apply(epoch: number, first: number, ops: readonly WriteOp[]): Promise<boolean[]> {
+  override async apply(epoch: number, first: number, ops: readonly WriteOp[]): Promise<void> {
     this.arrived += 1;
     await this.gate;
     return this.inner.apply(epoch, first, ops);
@@ -62,7 +80,7 @@ export class GatedStore extends DelegatingStore {
 /** Rejects every batch while `failing` is set: a disk that is full. */
 export class FailingStore extends DelegatingStore {
   failing = true;
-  override async apply(epoch: number, first: number, ops: readonly WriteOp[]): Promise<boolean[]> {
+  override async apply(epoch: number, first: number, ops: readonly WriteOp[]): Promise<void> {
     if (this.failing) throw new KvError('INTERNAL', 'store write failed: disk full (injected)');
     return this.inner.apply(epoch, first, ops);
   }

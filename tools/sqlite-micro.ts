@@ -21,7 +21,7 @@ const value = JSON.stringify('v'.repeat(98));
 const dir = await mkdtemp(path.join(tmpdir(), 'pbkv-micro-'));
 
 function batchOf(size: number): WriteOp[] {
-  return Array.from({ length: size }, () => ({ kind: 'put' as const, key: `key${Math.floor(Math.random() * 1_000_000)}`, valueJson: value }));
+  return Array.from({ length: size }, () => ({ kind: 'put' as const, key: `key${Math.floor(Math.random() * 1_000_000)}`, valueJson: value, expiresAt: undefined, incr: false, tag: undefined }));
 }
 
 /** The worker: owns a store, commits each batch it is sent, answers with its seq. */

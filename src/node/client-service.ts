@@ -3,14 +3,14 @@
  * other node NOT_PRIMARY naming the primary of the view it holds (or UNAVAILABLE before
  * it holds one). Replies are built as text: a batch's replies are many, and each is small.
  */
-import { PRIMARY_ADDRESS_TTL_MS } from '../constants.js';
+import { LIST_PAGE_BYTES_MAX, PRIMARY_ADDRESS_TTL_MS } from '../constants.js';
 import type { Clock } from '../env/environment.js';
 import { KvError, NOTHING_APPLIED, assertNever } from '../errors.js';
 import type { HubClient } from '../hub/hub-client.js';
-import type { Answer, ClientRequest, RequestId, WriteOp } from '../protocol/messages.js';
+import type { Answer, ClientRequest, Entry, ListRequest, RequestId, WriteIntent } from '../protocol/messages.js';
 import { okReply } from '../protocol/reply.js';
 import { HELP_TEXT } from '../protocol/text-commands.js';
-import type { Store } from '../storage/store.js';
+import { isExpired, type ListPage, type Store } from '../storage/store.js';
 import type { PrimaryRole } from './primary-role.js';
 import type { RoleState } from './role.js';
 
@@ -32,10 +32,20 @@ export class ClientService {
     switch (request.type) {
       case 'get':
         return this.get(request.id, request.key);
-      case 'put':
-        return this.write(request.id, { kind: 'put', key: request.key, valueJson: request.valueJson, tag: request.tag });
+      case 'put': {
+        const { key, valueJson, ifVersion, expiry, tag } = request;
+        return this.write(request.id, { kind: 'put', key, valueJson, ifVersion, expiry, tag });
+      }
       case 'del':
-        return this.write(request.id, { kind: 'del', key: request.key, tag: request.tag });
+        return this.write(request.id, { kind: 'del', key: request.key, ifVersion: request.ifVersion, tag: request.tag });
+      case 'incr': {
+        const { key, by, ifVersion, expiry, tag } = request;
+        return this.write(request.id, { kind: 'incr', key, by, ifVersion, expiry, tag });
+      }
+      case 'clear':
+        return this.write(request.id, { kind: 'clear', prefix: request.prefix, limit: request.limit, tag: request.tag });
+      case 'list':
+        return this.list(request);
       case 'help':
         return request.asText ? `${HELP_TEXT}\n` : okReply(request.id, { help: HELP_TEXT });
       default:
@@ -54,26 +64,53 @@ export class ClientService {
     const { primary } = state;
     const refused = primary.readError();
     if (refused) throw refused;
-    const json = primary.pipeline.read(key, () => this.options.store.readJson(key));
-    return json instanceof Promise ? json.then((read) => this.found(id, read, primary)) : this.found(id, json, primary);
+    const { pipeline } = primary;
+    const entry = pipeline.read(key, () => live(this.options.store.read(key), pipeline.judgeNowMs()));
+    return entry instanceof Promise ? entry.then((read) => this.found(id, read, primary)) : this.found(id, entry, primary);
   }
 
-  private found(id: RequestId, json: string | undefined, primary: PrimaryRole): Answer {
+  private found(id: RequestId, entry: Entry | undefined, primary: PrimaryRole): Answer {
     // A lease may have lapsed while the read waited for replicas.
     const refused = primary.readError();
     if (refused) throw refused;
     const idJson = idText(id);
-    return json === undefined ? `{"id":${idJson},"ok":true,"found":false}` : `{"id":${idJson},"ok":true,"found":true,"value":${json}}`;
+    if (entry === undefined) return `{"id":${idJson},"ok":true,"found":false}`;
+    const expiry = entry.expiresAt === undefined ? '' : `,"expiresAt":${entry.expiresAt}`;
+    return `{"id":${idJson},"ok":true,"found":true,"value":${entry.valueJson},"version":${entry.version}${expiry}}`;
   }
 
-  private write(id: RequestId, op: WriteOp): Promise<Answer> {
+  /** A page of keys, read as a get is: answered once every replica holds what it read. */
+  private list(request: ListRequest): Answer | Promise<Answer> {
+    const state = this.options.role();
+    if (state.kind !== 'leading') return this.notPrimary(state);
+    const { primary } = state;
+    const refused = primary.readError();
+    if (refused) throw refused;
+    const { pipeline } = primary;
+    const { prefix, after, limit, values } = request;
+    const read = (seq: number) => ({ seq, page: this.options.store.list({ prefix, after, limit, values, bytesMax: LIST_PAGE_BYTES_MAX, nowMs: pipeline.judgeNowMs() }) });
+    const page = pipeline.readAll(read);
+    return page instanceof Promise ? page.then((done) => this.listed(request.id, done, primary)) : this.listed(request.id, page, primary);
+  }
+
+  private listed(id: RequestId, { seq, page }: { seq: number; page: ListPage }, primary: PrimaryRole): Answer {
+    const refused = primary.readError();
+    if (refused) throw refused;
+    const entries = page.entries.map((entry) => {
+      const value = entry.valueJson === undefined ? '' : `,"value":${entry.valueJson}`;
+      const expiry = entry.expiresAt === undefined ? '' : `,"expiresAt":${entry.expiresAt}`;
+      return `{"key":${JSON.stringify(entry.key)}${value},"version":${entry.version}${expiry}}`;
+    });
+    return `{"id":${idText(id)},"ok":true,"entries":[${entries.join(',')}],"more":${page.more},"version":${seq}}`;
+  }
+
+  private write(id: RequestId, intent: WriteIntent): Promise<Answer> {
     const state = this.options.role();
     if (state.kind !== 'leading') return this.notPrimary(state);
     const { primary } = state;
     const refused = primary.writeError();
     if (refused) return Promise.reject(refused);
-    const idJson = idText(id);
-    return primary.pipeline.submit(op).then((found) => (op.kind === 'del' ? `{"id":${idJson},"ok":true,"found":${found}}` : `{"id":${idJson},"ok":true}`));
+    return primary.pipeline.submit(intent).then((reply) => `{"id":${idText(id)},"ok":true,${reply}}`);
   }
 
   /**
@@ -100,4 +137,9 @@ export class ClientService {
 
 function idText(id: RequestId): string {
   return typeof id === 'number' ? String(id) : JSON.stringify(id);
+}
+
+/** `entry` unless it expired at `nowMs`: an expired key is absent to every read. */
+function live(entry: Entry | undefined, nowMs: number): Entry | undefined {
+  return entry === undefined || isExpired(entry.expiresAt, nowMs) ? undefined : entry;
 }

@@ -459,6 +459,9 @@ export class KvNode {
       case 'get':
       case 'put':
       case 'del':
+      case 'incr':
+      case 'list':
+      case 'clear':
       case 'help':
         return this.clients!.handle(request);
       case 'hello':

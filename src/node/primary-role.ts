@@ -15,7 +15,7 @@
  * the floor, it has no replica's lease for its reads: the hub's answers to its heartbeats
  * stand in for one (aloneError), as the hub may then promote a node that left the view.
  */
-import { DEAD_AFTER_MS, LEASE_MS } from '../constants.js';
+import { DEAD_AFTER_MS, EXPIRY_BATCH_MAX, EXPIRY_INTERVAL_MS, LEASE_MS } from '../constants.js';
 import { KvError, NOTHING_APPLIED, assert } from '../errors.js';
 import type { Environment } from '../env/environment.js';
 import type { HubClient } from '../hub/hub-client.js';
@@ -50,6 +50,8 @@ export class PrimaryRole {
   /** The seq this node held when the current view began: a replica holding it is synced. */
   private viewStartSeq: number;
   private closed = false;
+  /** The expirer's next round (expire()). */
+  private stopExpiring: (() => void) | undefined;
   /** A replica of the view found holding more than this node: said to the hub, which replaces it. */
   behind: string | undefined;
   /** The first view is taken on: links run. */
@@ -104,6 +106,7 @@ export class PrimaryRole {
         this.active = view;
         this.viewStartSeq = this.log.lastSeq;
         this.behind = undefined;
+        if (!this.ready) this.scheduleExpiry();
         this.ready = true;
       },
     );
@@ -195,9 +198,35 @@ export class PrimaryRole {
   }
 
   /** Stops: writes not yet acknowledged fail with `reason`, links close. */
+  /**
+   * Expired keys are deleted by the primary as ordinary replicated deletes, each only if
+   * its key is still at the version that expired (resolve.ts): at most EXPIRY_BATCH_MAX
+   * per round, a round every EXPIRY_INTERVAL_MS once the previous one settled, so a flood
+   * of expiring keys is worked off in bounded batches between other writes. A new
+   * primary goes on from its own store after a failover.
+   */
+  private scheduleExpiry(): void {
+    this.stopExpiring = this.options.env.clock.after(EXPIRY_INTERVAL_MS, () => void this.expire());
+  }
+
+  private async expire(): Promise<void> {
+    if (this.closed) return;
+    try {
+      if (this.writeError() === undefined && belowFloor(this.active) === undefined) {
+        const due = this.options.store.expired(this.pipeline.judgeNowMs(), EXPIRY_BATCH_MAX);
+        // Each settles alone: a delete that finds its key written again settles with nothing.
+        await Promise.allSettled(due.map(({ key, version }) => this.pipeline.submit({ kind: 'expire', key, version, tag: undefined })));
+      }
+    } catch (error) {
+      this.options.trace({ event: 'fault', message: `expiry: ${(error as Error).message}` });
+    }
+    if (!this.closed) this.scheduleExpiry();
+  }
+
   async close(reason: string): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    this.stopExpiring?.();
     this.pipeline.close(reason);
     await this.pipeline.idle();
     await Promise.all([...this.links.values()].map((link) => link.close()));

@@ -18,7 +18,7 @@ import { failWhen } from './operators.js';
 import type { TraceEvent } from './trace.js';
 
 /** What a snapshot part brings (its frame's fields). */
-export type SnapshotPart = Pick<SnapshotRequest, 'epoch' | 'seq' | 'part' | 'entries' | 'sessions' | 'done'>;
+export type SnapshotPart = Pick<SnapshotRequest, 'epoch' | 'seq' | 'part' | 'entries' | 'sessions' | 'watermark' | 'done'>;
 
 interface Segment {
   epoch: number;
@@ -123,7 +123,7 @@ export class ReplicaApplier {
    * entries come first, then the client sessions, gathered until done.
    */
   async snapshotPart(snapshot: SnapshotPart, owner?: object): Promise<number> {
-    const { epoch, seq, part, entries, sessions, done } = snapshot;
+    const { epoch, seq, part, entries, sessions, watermark, done } = snapshot;
     if (epoch < this.store.state.epoch) {
       throw new KvError('FORBIDDEN', `epoch ${epoch} is older than this replica's ${this.store.state.epoch}`);
     }
@@ -147,7 +147,7 @@ export class ReplicaApplier {
       await current.restore.add(entries);
       current.sessions.push(...sessions);
       if (!done) return this.applied$.value;
-      await current.restore.finish({ epoch, seq }, current.sessions);
+      await current.restore.finish({ epoch, seq }, current.sessions, watermark);
     } catch (error) {
       await this.abortRestore();
       throw error;

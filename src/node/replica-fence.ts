@@ -180,8 +180,8 @@ export class ReplicaFence {
   private async snapshot(request: SnapshotRequest, session: Session): Promise<Reply> {
     const applier = this.current(session, 'snapshots');
     try {
-      const { epoch, seq, part, entries, sessions, done } = request;
-      return okReply(request.id, { seq: await applier.snapshotPart({ epoch, seq, part, entries, sessions, done }, session) });
+      const { epoch, seq, part, entries, sessions, watermark, done } = request;
+      return okReply(request.id, { seq: await applier.snapshotPart({ epoch, seq, part, entries, sessions, watermark, done }, session) });
     } catch (error) {
       throw this.refusedFromPrimary(`snapshot part ${request.part} at seq ${request.seq}`, error);
     }

@@ -16,7 +16,7 @@ import { replyCount } from '../protocol/reply.js';
 import { RpcChannel } from '../protocol/rpc-channel.js';
 import type { HubClient } from '../hub/hub-client.js';
 import type { Environment } from '../env/environment.js';
-import type { ClientSession } from '../protocol/messages.js';
+import type { ClientSession, SnapshotEntry } from '../protocol/messages.js';
 import type { ReplicationState, Store } from '../storage/store.js';
 import { Redialer } from '../transport/redialer.js';
 import { lastSeq, type Batch, type ReplicationLog } from './replication-log.js';
@@ -190,9 +190,9 @@ export class ReplicaLink implements AckSource {
     this.trace({ event: 'peer', peer: this.name, state: 'snapshot', seq });
     let part = 0;
     let entries = 0;
-    const send = (page: readonly [string, string][], sessions: readonly string[] = [], done = false) => {
+    const send = (page: readonly SnapshotEntry[], sessions: readonly string[] = [], done = false) => {
       const sentMs = this.sent();
-      return firstValueFrom(channel.requestText$(snapshotFrame(epoch, seq, part++, page, sessions, done), 'snapshot')).then((reply) => {
+      return firstValueFrom(channel.requestText$(snapshotFrame({ epoch, seq, part: part++, page, sessions, watermark: snapshot.watermark, done }), 'snapshot')).then((reply) => {
         this.extendLease(sentMs);
         return reply;
       });
@@ -329,9 +329,10 @@ export class ReplicaLink implements AckSource {
 }
 
 /** A snapshot part as text: values spliced in as the JSON they are stored as, sessions as their JSON. */
-function snapshotFrame(epoch: number, seq: number, part: number, page: readonly [string, string][], sessions: readonly string[], done: boolean): string {
-  const entries = page.map(([key, valueJson]) => `[${JSON.stringify(key)},${valueJson}]`).join(',');
-  return `{"op":"snapshot","epoch":${epoch},"seq":${seq},"part":${part},"done":${done},"entries":[${entries}],"sessions":[${sessions.join(',')}]}`;
+function snapshotFrame(frame: { epoch: number; seq: number; part: number; page: readonly SnapshotEntry[]; sessions: readonly string[]; watermark: number; done: boolean }): string {
+  const { epoch, seq, part, page, sessions, watermark, done } = frame;
+  const entries = page.map(([key, valueJson, version, expiresAt]) => `[${JSON.stringify(key)},${valueJson},${version},${expiresAt}]`).join(',');
+  return `{"op":"snapshot","epoch":${epoch},"seq":${seq},"part":${part},"done":${done},"watermark":${watermark},"entries":[${entries}],"sessions":[${sessions.join(',')}]}`;
 }
 
 /** Client sessions as JSON rows, in parts of at most `bytesMax` (UTF-16 units, as parts count); at least one part. */

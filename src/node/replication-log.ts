@@ -8,7 +8,7 @@
 import { REPLICATION_LOG_BYTES_MAX, REPLICATION_LOG_ENTRIES_MAX } from '../constants.js';
 import { Subject } from 'rxjs';
 import { assert } from '../errors.js';
-import type { WriteOp } from '../protocol/messages.js';
+import type { RequestTag, WriteIntent, WriteOp } from '../protocol/messages.js';
 import type { ReplicationState } from '../storage/store.js';
 
 /** Epoch starts a log remembers (one per failover it saw while its batches lasted). */
@@ -39,18 +39,43 @@ const OP_OVERHEAD_BYTES = 192;
 const TAG_OVERHEAD_BYTES = 48;
 
 /** The memory a write costs while it waits in the primary's queue. */
-export function opBytes(op: WriteOp): number {
-  return op.key.length + (op.kind === 'put' ? op.valueJson.length : 0) + (op.tag ? op.tag.client.length + TAG_OVERHEAD_BYTES : 0) + OP_OVERHEAD_BYTES;
+export function intentBytes(intent: WriteIntent): number {
+  const key = intent.kind === 'clear' ? intent.prefix : intent.key;
+  return key.length + (intent.kind === 'put' ? intent.valueJson.length : 0) + (intent.tag ? intent.tag.client.length + TAG_OVERHEAD_BYTES : 0) + OP_OVERHEAD_BYTES;
 }
 
-/** The wire form of writes first..: values spliced in as the JSON they already are. */
+/**
+ * One op's wire form (parse.ts reads each back): values spliced in as the JSON they
+ * already are. The common put and del keep their short forms; the rest say everything.
+ */
+export function encodeOp(op: WriteOp): string {
+  switch (op.kind) {
+    case 'put':
+      return op.expiresAt === undefined && !op.incr
+        ? `["p",${JSON.stringify(op.key)},${op.valueJson}${shortTag(op.tag)}]`
+        : `["P",${JSON.stringify(op.key)},${op.valueJson},${op.expiresAt ?? null},${op.incr},${longTag(op.tag)}]`;
+    case 'del':
+      return op.expiredAt === undefined ? `["d",${JSON.stringify(op.key)},${op.found}${shortTag(op.tag)}]` : `["x",${JSON.stringify(op.key)},${op.expiredAt}]`;
+    case 'clear':
+      return `["c",${JSON.stringify(op.prefix)},${JSON.stringify(op.keys)},${op.deleted},${op.more},${longTag(op.tag)}]`;
+  }
+}
+
+function shortTag(tag: RequestTag | undefined): string {
+  return tag ? `,${JSON.stringify(tag.client)},${tag.req}` : '';
+}
+
+function longTag(tag: RequestTag | undefined): string {
+  return tag ? `${JSON.stringify(tag.client)},${tag.req}` : 'null,null';
+}
+
+/** The wire form of writes first..: one batch, kept as text. */
 export function encodeBatch(epoch: number, first: number, ops: readonly WriteOp[]): Batch {
   const offsets = new Uint32Array(ops.length);
   const parts = new Array<string>(ops.length);
   let length = 0;
   ops.forEach((op, index) => {
-    const tag = op.tag ? `,${JSON.stringify(op.tag.client)},${op.tag.req}` : '';
-    const part = op.kind === 'put' ? `["p",${JSON.stringify(op.key)},${op.valueJson}${tag}]` : `["d",${JSON.stringify(op.key)}${tag}]`;
+    const part = encodeOp(op);
     offsets[index] = length;
     parts[index] = part;
     length += part.length + 1;

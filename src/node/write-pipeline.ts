@@ -22,10 +22,12 @@ import { BehaviorSubject, Subject, combineLatest, filter, first, firstValueFrom,
 import { BATCHES_IN_FLIGHT_MAX, BATCH_BYTES_MAX, BATCH_WRITES_MAX, REQUEST_TAG_WINDOW, WRITE_QUEUE_BYTES_MAX, WRITE_QUEUE_MAX } from '../constants.js';
 import { KvError, NOTHING_APPLIED, assert, toKvError } from '../errors.js';
 import type { Clock } from '../env/environment.js';
-import { belowFloor, type RequestTag, type WriteOp } from '../protocol/messages.js';
+import { belowFloor, type RequestTag, type WriteIntent, type WriteOp } from '../protocol/messages.js';
+import { replyFields, resultOf } from '../storage/client-sessions.js';
 import type { Store } from '../storage/store.js';
 import { failWhen } from './operators.js';
-import { encodeBatch, opBytes, type ReplicationLog } from './replication-log.js';
+import { encodeBatch, intentBytes, type ReplicationLog } from './replication-log.js';
+import { BatchResolver, type Resolution } from './resolve.js';
 import type { TraceEvent } from './trace.js';
 
 /** What the pipeline needs of a replica: its name, its acks, and a nudge when the log grew. */
@@ -59,11 +61,14 @@ export interface WritePipelineOptions {
 }
 
 interface QueuedWrite {
-  op: WriteOp;
+  intent: WriteIntent;
   bytes: number;
-  /** The submitter's promise and how it settles (through succeed and fail, which also forget it). */
-  written: Promise<boolean>;
-  resolve(found: boolean): void;
+  /**
+   * The submitter's promise and how it settles (through succeed and fail, which also forget
+   * it): the reply's fields after id and ok, as text (`"version":17`, client-sessions.ts).
+   */
+  written: Promise<string>;
+  resolve(reply: string): void;
   reject(error: KvError): void;
   /** The tag as a key of taggedWrites. */
   tagId: string | undefined;
@@ -85,9 +90,13 @@ export class WritePipeline {
    * Per key, the last write to it not yet settled (read your own pipelined writes): writes
    * to one key settle in the order they were queued.
    */
-  private readonly queuedWrites = new Map<string, Promise<boolean>>();
+  private readonly queuedWrites = new Map<string, Promise<string>>();
+  /** Clears not yet settled: a read of a key with one's prefix waits for it, as for a write of that key. */
+  private readonly queuedClears = new Set<QueuedWrite>();
+  /** The last write submitted and not yet settled: a list waits for it (and so for every one before). */
+  private lastQueued: QueuedWrite | undefined;
   /** Tagged writes submitted and not yet settled, by client and req: a retry meanwhile shares the outcome. */
-  private readonly taggedWrites = new Map<string, Promise<boolean>>();
+  private readonly taggedWrites = new Map<string, Promise<string>>();
   private readonly closing$ = new Subject<void>();
   private closed = false;
   private closeReason = 'the node is closing';
@@ -169,14 +178,17 @@ export class WritePipeline {
     return this.replicas$.value;
   }
 
-  /** Queues a write; resolves with whether its key existed before it, once it is on every replica. */
-  submit(op: WriteOp): Promise<boolean> {
+  /**
+   * Queues a write; resolves with its reply's fields once it is on every replica (or, for
+   * a write that wrote nothing, once what it read is), or fails with why.
+   */
+  submit(intent: WriteIntent): Promise<string> {
     if (this.closed) return Promise.reject(new KvError('UNAVAILABLE', this.closeReason, NOTHING_APPLIED));
-    const retried = op.tag && this.retried(op.tag);
+    const retried = intent.tag && this.retried(intent.tag);
     if (retried) return retried;
     const refused = this.floorRefusal();
     if (refused) return Promise.reject(new KvError('UNAVAILABLE', refused, NOTHING_APPLIED));
-    const bytes = opBytes(op);
+    const bytes = intentBytes(intent);
     if (
       this.queue.length >= (this.options.writeQueueMax ?? WRITE_QUEUE_MAX) ||
       (this.queue.length > 0 && this.queueBytes + bytes > (this.options.writeQueueBytesMax ?? WRITE_QUEUE_BYTES_MAX))
@@ -186,21 +198,23 @@ export class WritePipeline {
     this.queueBytes += bytes;
     let resolve!: QueuedWrite['resolve'];
     let reject!: QueuedWrite['reject'];
-    const written = new Promise<boolean>((settleOk, settleError) => {
+    const written = new Promise<string>((settleOk, settleError) => {
       resolve = settleOk;
       reject = settleError;
     });
-    const write: QueuedWrite = { op, bytes, written, resolve, reject, tagId: op.tag && tagId(op.tag) };
+    const write: QueuedWrite = { intent, bytes, written, resolve, reject, tagId: intent.tag && tagId(intent.tag) };
     this.queue.push(write);
-    this.queuedWrites.set(op.key, written);
+    if (intent.kind === 'clear') this.queuedClears.add(write);
+    else this.queuedWrites.set(intent.key, written);
+    this.lastQueued = write;
     if (write.tagId !== undefined) this.taggedWrites.set(write.tagId, written);
     this.kick();
     return written;
   }
 
-  private succeed(write: QueuedWrite, found: boolean): void {
+  private succeed(write: QueuedWrite, reply: string): void {
     this.forget(write);
-    write.resolve(found);
+    write.resolve(reply);
   }
 
   private fail(write: QueuedWrite, error: KvError): void {
@@ -213,12 +227,15 @@ export class WritePipeline {
    * shares its outcome (a retry from now on finds it in the store, or not at all).
    */
   private forget(write: QueuedWrite): void {
-    if (this.queuedWrites.get(write.op.key) === write.written) this.queuedWrites.delete(write.op.key);
+    const { intent } = write;
+    if (intent.kind === 'clear') this.queuedClears.delete(write);
+    else if (this.queuedWrites.get(intent.key) === write.written) this.queuedWrites.delete(intent.key);
+    if (this.lastQueued === write) this.lastQueued = undefined;
     if (write.tagId !== undefined) this.taggedWrites.delete(write.tagId);
   }
 
   /** The outcome of a write this node has seen with that tag; undefined for a new one. */
-  private retried(tag: RequestTag): Promise<boolean> | undefined {
+  private retried(tag: RequestTag): Promise<string> | undefined {
     const inFlight = this.taggedWrites.get(tagId(tag));
     if (inFlight) return inFlight;
     const seen = this.store.checkTag(tag);
@@ -228,10 +245,10 @@ export class WritePipeline {
       case 'applied':
         this.trace({ event: 'retried', client: tag.client, req: tag.req });
         // Below the floor, only what the replicas that left hold counts as on every replica.
-        return Promise.resolve(this.onEveryReplica(seen.seq, seen.found, `req ${tag.req} of client ${tag.client}`, {})).then((found) => {
+        return Promise.resolve(this.onEveryReplica(seen.seq, seen.reply, `req ${tag.req} of client ${tag.client}`, {})).then((reply) => {
           const refused = this.options.retryAnswerError?.();
           if (refused) throw refused;
-          return found;
+          return reply;
         });
       case 'stale':
         // Well-formed, but past what the session remembers: the outcome is unknown, as
@@ -256,12 +273,40 @@ export class WritePipeline {
    * replica yet. UNAVAILABLE after the ack timeout.
    */
   read<T>(key: string, read: () => T): T | Promise<T> {
-    const queued = this.queuedWrites.get(key);
+    const queued = this.queuedFor(key);
     if (queued) {
       const after = () => this.read(key, read);
       return queued.then(after, after);
     }
     return this.onEveryReplica(this.unacked.get(key) ?? 0, read(), `the last write to ${key}`, NOTHING_APPLIED);
+  }
+
+  /**
+   * Reads anything (a page of keys) as every replica holds it: `read` runs once every write
+   * queued before it has settled, and is given the seq the store is at; what it returned is
+   * handed back once every replica holds that seq.
+   */
+  readAll<T>(read: (seq: number) => T): T | Promise<T> {
+    const queued = this.lastQueued?.written;
+    if (queued) {
+      const after = () => this.readAll(read);
+      return queued.then(after, after);
+    }
+    const seq = this.store.state.seq;
+    return this.onEveryReplica(seq, read(seq), 'the last write', NOTHING_APPLIED);
+  }
+
+  /** The wall time expiry is judged at now: never below the replicated watermark (store.ts). */
+  judgeNowMs(): number {
+    return Math.max(this.options.clock.wallNow(), this.store.watermark);
+  }
+
+  /** A write to `key` (or a clear of a prefix of it) queued and not yet settled. */
+  private queuedFor(key: string): Promise<string> | undefined {
+    const queued = this.queuedWrites.get(key);
+    if (queued || this.queuedClears.size === 0) return queued;
+    for (const clear of this.queuedClears) if (key.startsWith((clear.intent as Extract<WriteIntent, { kind: 'clear' }>).prefix)) return clear.written;
+    return undefined;
   }
 
   /**
@@ -346,18 +391,25 @@ export class WritePipeline {
         break;
       }
       const writes = this.takeBatch();
-      const ops = writes.map((write) => write.op);
       const first = this.nextSeq;
       // Seqs only rise, one per write, with no gap: a replica waits for each one in turn.
       assert(first === this.log.lastSeq + 1 && first === this.store.state.seq + 1, `batch at seq ${first} follows the log at ${this.log.lastSeq} and the store at ${this.store.state.seq}`);
+      const resolver = new BatchResolver(this.store, first, this.judgeNowMs(), (key) => this.unacked.get(key) ?? 0);
+      const resolutions = writes.map((write) => resolver.resolve(write.intent));
+      const ops: WriteOp[] = [];
+      for (const resolution of resolutions) if (resolution.kind === 'op') ops.push(resolution.op);
+      if (ops.length === 0) {
+        this.settleUnapplied(writes, resolutions);
+        continue;
+      }
       this.nextSeq += ops.length;
-      let found: boolean[];
       try {
         const applying = this.store.apply(this.epoch, first, ops);
         this.applying = applying;
-        found = await applying;
+        await applying;
       } catch (error) {
-        // Nothing was written, so nothing is forwarded and the seqs are given out again.
+        // Nothing was written, so nothing is forwarded and the seqs are given out again; what
+        // the writes refused had read is gone too, so they fail alike.
         this.nextSeq = first;
         const kvError = toKvError(error);
         this.trace({ event: 'rejected', reason: `local apply failed: ${kvError.message}`, code: kvError.code });
@@ -367,30 +419,52 @@ export class WritePipeline {
       const last = first + ops.length - 1;
       assert(this.store.state.seq === last && this.store.state.epoch === this.epoch, `the store holds the batch ${first}-${last} in epoch ${this.epoch}, not ${this.store.state.epoch}:${this.store.state.seq}`);
       ops.forEach((op, index) => {
-        this.unacked.delete(op.key);
-        this.unacked.set(op.key, first + index);
+        for (const key of keysOf(op)) {
+          this.unacked.delete(key);
+          this.unacked.set(key, first + index);
+        }
       });
       this.trace({ event: 'applied', first, last, writes: ops.length, role: 'primary' });
       this.log.append(encodeBatch(this.epoch, first, ops));
       for (const replica of this.replicas) replica.notify();
+      this.settleUnapplied(writes, resolutions);
+      const applied = writes.filter((_, index) => resolutions[index]!.kind === 'op');
       this.batchesInFlight += 1;
       assert(this.batchesInFlight <= this.batchesInFlightMax, `${this.batchesInFlight} batches in flight, at most ${this.batchesInFlightMax}`);
       this.allAcked$(last).subscribe({
         next: () => {
           this.landed();
           this.forgetAcked();
-          writes.forEach((write, index) => this.succeed(write, found[index]!));
+          applied.forEach((write, index) => this.succeed(write, replyFields(resultOf(ops[index]!, first + index)).reply));
           this.kick();
         },
         error: (error: unknown) => {
           this.landed();
           const kvError = toKvError(error);
-          for (const write of writes) this.fail(write, kvError);
+          for (const write of applied) this.fail(write, kvError);
           this.kick();
         },
       });
     }
     this.draining = false;
+  }
+
+  /**
+   * The writes of a batch that wrote nothing: a refused one is a read (CONFLICT says what
+   * the key is at), answered once what it read is on every replica; an expiry delete of a
+   * key written again settles at once.
+   */
+  private settleUnapplied(writes: readonly QueuedWrite[], resolutions: readonly Resolution[]): void {
+    resolutions.forEach((resolution, index) => {
+      const write = writes[index]!;
+      if (resolution.kind === 'none') this.succeed(write, '');
+      if (resolution.kind !== 'refused') return;
+      const { error, seenSeq } = resolution;
+      Promise.resolve(this.onEveryReplica(seenSeq, error, `what ${error.code} read`, NOTHING_APPLIED)).then(
+        (refusal) => this.fail(write, refusal),
+        (unavailable: unknown) => this.fail(write, toKvError(unavailable)),
+      );
+    });
   }
 
   /** A batch in flight settled (acknowledged, or failed). */
@@ -399,14 +473,15 @@ export class WritePipeline {
     this.batchesInFlight -= 1;
   }
 
+  /** The next batch: the writes at the queue's head, up to its limits; a clear always starts one. */
   private takeBatch(): QueuedWrite[] {
     const writesMax = this.options.batchWritesMax ?? BATCH_WRITES_MAX;
     const bytesMax = this.options.batchBytesMax ?? BATCH_BYTES_MAX;
     let count = 0;
     let bytes = 0;
     while (count < this.queue.length && count < writesMax) {
-      const next = this.queue[count]!.bytes;
-      if (count > 0 && bytes + next > bytesMax) break;
+      const { bytes: next, intent } = this.queue[count]!;
+      if (count > 0 && (bytes + next > bytesMax || intent.kind === 'clear')) break;
       bytes += next;
       count += 1;
     }
@@ -448,4 +523,9 @@ export class WritePipeline {
 /** A tag as one Map key: req's digits end at the first NUL, so no two tags share one. */
 function tagId(tag: RequestTag): string {
   return `${tag.req}\u0000${tag.client}`;
+}
+
+/** The keys an op writes. */
+function keysOf(op: WriteOp): readonly string[] {
+  return op.kind === 'clear' ? op.keys : [op.key];
 }

@@ -20,16 +20,65 @@ export interface RequestTag {
   req: number;
 }
 
-/** A write as it travels through the primary, the log and the replicas, with its tag if it had one. */
+/**
+ * When a key expires: `ttlMs` from when the primary applies the write, or `expiresAt`
+ * (Unix ms) as given. Judged by the primary's wall clock (PROTOCOL.md, expiry).
+ */
+export type Expiry = { kind: 'ttl'; ms: number } | { kind: 'at'; ms: number };
+
+/**
+ * A write as a client asked for it: decided on the primary, in seq order, against the
+ * state every earlier write left (conditions, counters, expiry, the keys a clear takes).
+ * Only what it resolves to, a WriteOp, is replicated.
+ */
+export type WriteIntent =
+  | { kind: 'put'; key: string; valueJson: string; ifVersion: number | undefined; expiry: Expiry | undefined; tag: RequestTag | undefined }
+  | { kind: 'del'; key: string; ifVersion: number | undefined; tag: RequestTag | undefined }
+  | { kind: 'incr'; key: string; by: number; ifVersion: number | undefined; expiry: Expiry | undefined; tag: RequestTag | undefined }
+  | { kind: 'clear'; prefix: string; limit: number; tag: RequestTag | undefined }
+  /** The primary's own: delete `key` if it is still at the `version` that expired. */
+  | { kind: 'expire'; key: string; version: number; tag: undefined };
+
+/**
+ * A write as it travels through the primary's store, the log and the replicas: a result,
+ * which every node applies the same way without deciding anything. Its seq is its version.
+ *   put    the value, its expiry (Unix ms) if any; `incr` when a counter made it
+ *   del    `found`: the key was present (not expired) before; `expiredAt`: an expiry
+ *          delete, judged at that wall time (the watermark expiry is never judged below)
+ *   clear  the keys it deleted (those with `prefix` that the primary chose), how many of
+ *          them were present, and whether keys with the prefix remained
+ */
 export type WriteOp =
-  | { kind: 'put'; key: string; valueJson: string; tag?: RequestTag | undefined }
-  | { kind: 'del'; key: string; tag?: RequestTag | undefined };
+  | { kind: 'put'; key: string; valueJson: string; expiresAt: number | undefined; incr: boolean; tag: RequestTag | undefined }
+  | { kind: 'del'; key: string; found: boolean; expiredAt: number | undefined; tag: RequestTag | undefined }
+  | { kind: 'clear'; prefix: string; keys: string[]; deleted: number; more: boolean; tag: RequestTag | undefined };
+
+/** A key as a store holds it: its value's JSON, the seq that last wrote it, its expiry. */
+export interface Entry {
+  valueJson: string;
+  version: number;
+  expiresAt: number | undefined;
+}
 
 // ---- Requests a node serves -------------------------------------------------------
 
 export interface GetRequest { type: 'get'; id: RequestId; key: string }
-export interface PutRequest { type: 'put'; id: RequestId; key: string; value: Json; valueJson: string; tag: RequestTag | undefined }
-export interface DelRequest { type: 'del'; id: RequestId; key: string; tag: RequestTag | undefined }
+export interface PutRequest {
+  type: 'put';
+  id: RequestId;
+  key: string;
+  value: Json;
+  valueJson: string;
+  ifVersion: number | undefined;
+  expiry: Expiry | undefined;
+  tag: RequestTag | undefined;
+}
+export interface DelRequest { type: 'del'; id: RequestId; key: string; ifVersion: number | undefined; tag: RequestTag | undefined }
+export interface IncrRequest { type: 'incr'; id: RequestId; key: string; by: number; ifVersion: number | undefined; expiry: Expiry | undefined; tag: RequestTag | undefined }
+/** A page of the keys with `prefix`, after `after`, in UTF-8 byte order. */
+export interface ListRequest { type: 'list'; id: RequestId; prefix: string; after: string | undefined; limit: number; values: boolean }
+/** Deletes up to `limit` keys with `prefix` as one write. */
+export interface ClearRequest { type: 'clear'; id: RequestId; prefix: string; limit: number; tag: RequestTag | undefined }
 /** `asText`: a person typed `help` at a wscat prompt, so the answer is plain text, not JSON. */
 export interface HelpRequest { type: 'help'; id: RequestId; asText: boolean }
 /** Opens a node-to-node (or node-to-hub) session: who is speaking, as primary of which view. */
@@ -57,30 +106,44 @@ export interface SnapshotRequest {
   epoch: number;
   seq: number;
   part: number;
-  /** [key, value JSON] pairs. */
-  entries: [string, string][];
+  /** [key, value JSON, version, expiresAt or null]. */
+  entries: SnapshotEntry[];
+  /** The expiry watermark at `seq` (store.ts): a restored replica never judges expiry below it. */
+  watermark: number;
   done: boolean;
   /** After the entries, the client sessions the store held at `seq`, in parts of their own. */
   sessions: ClientSession[];
 }
 
+/** One key of a snapshot: [key, value JSON, version, expiresAt or null]. */
+export type SnapshotEntry = [string, string, number, number | null];
+
 /**
  * What a store remembers of a client that tags its writes: its highest request number
- * applied, the seq of its last write, and what became of its last requests (client-sessions.ts).
+ * applied, the seq of its last write, and what became of its last requests, newest first,
+ * one result each (client-sessions.ts).
  */
 export interface ClientSession {
   client: string;
   req: number;
   seq: number;
-  results: string;
+  results: string[];
 }
 
-/** Whether a session's marks read as marks (newest first, at most `window`): checked wherever one is read. */
-export function isSessionResults(results: string, window: number): boolean {
-  return results.length > 0 && results.length <= window && /^[ptf.]+$/.test(results);
+/**
+ * One request's result as a session keeps it: `.` not applied; else a mark, the seq it
+ * was applied at, and what its reply carries beyond the version:
+ *   p17  a put          t18 / f18  a del that found / did not find its key
+ *   i20:5  an incr and its value          c22:312:0  a clear, how many it deleted, whether more remain
+ */
+const SESSION_RESULT = /^(?:\.|[ptf]\d{1,16}|i\d{1,16}:-?\d+(?:\.\d+)?(?:[eE][+-]?\d+)?|c\d{1,16}:\d{1,9}:[01])$/;
+
+/** Whether a session's results read as results (newest first, at most `window`): checked wherever one is read. */
+export function isSessionResults(results: unknown, window: number): results is string[] {
+  return Array.isArray(results) && results.length > 0 && results.length <= window && results.every((result) => typeof result === 'string' && SESSION_RESULT.test(result));
 }
 
-export type ClientRequest = GetRequest | PutRequest | DelRequest | HelpRequest;
+export type ClientRequest = GetRequest | PutRequest | DelRequest | IncrRequest | ListRequest | ClearRequest | HelpRequest;
 export type PeerRequest = HelloRequest | AuthRequest | AppendRequest | SnapshotRequest | LeaseRequest;
 export type NodeRequest = ClientRequest | PeerRequest;
 

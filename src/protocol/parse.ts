@@ -2,12 +2,14 @@
  * One parse per server: a frame becomes a typed request or a KvError with the request's
  * id, never an exception. Field validators are shared; the op tables differ.
  */
-import { CLIENT_ID_LENGTH_MAX, NAME_BYTES_MAX, REPORT_REASON_LENGTH_MAX as REASON_LENGTH_MAX, REQUEST_TAG_WINDOW, VALUE_DEPTH_MAX, VIEW_NODES_MAX } from '../constants.js';
+import { CLEAR_KEYS_MAX, CLIENT_ID_LENGTH_MAX, LIST_LIMIT_DEFAULT, LIST_LIMIT_MAX, NAME_BYTES_MAX, UTF8_BYTES_PER_UNIT_MAX, REPORT_REASON_LENGTH_MAX as REASON_LENGTH_MAX, REQUEST_TAG_WINDOW, VALUE_DEPTH_MAX, VIEW_NODES_MAX } from '../constants.js';
 import { KvError } from '../errors.js';
 import {
   NODE_STATES,
   isSessionResults,
   type ClientSession,
+  type Expiry,
+  type SnapshotEntry,
   type HubRequest,
   type Json,
   type NodeRequest,
@@ -75,12 +77,29 @@ function nodeRequest(fields: Fields, id: RequestId, limits: Limits): NodeRequest
     case 'get':
       return { type: 'get', id, key: requireKey(fields, limits) };
     case 'del':
-      return { type: 'del', id, key: requireKey(fields, limits), tag: optionalTag(fields) };
+      return { type: 'del', id, key: requireKey(fields, limits), ifVersion: optionalVersion(fields), tag: optionalTag(fields) };
     case 'put': {
       const key = requireKey(fields, limits);
       const { value, valueJson } = requireValue(fields, limits);
-      return { type: 'put', id, key, value, valueJson, tag: optionalTag(fields) };
+      return { type: 'put', id, key, value, valueJson, ifVersion: optionalVersion(fields), expiry: optionalExpiry(fields), tag: optionalTag(fields) };
     }
+    case 'incr':
+      return { type: 'incr', id, key: requireKey(fields, limits), by: optionalBy(fields), ifVersion: optionalVersion(fields), expiry: optionalExpiry(fields), tag: optionalTag(fields) };
+    case 'list': {
+      const values = fields['values'] ?? true;
+      if (typeof values !== 'boolean') throw new KvError('BAD_REQUEST', 'values must be true or false');
+      const after = fields['after'];
+      return {
+        type: 'list',
+        id,
+        prefix: requirePrefix(fields, limits),
+        after: after === undefined ? undefined : requireKey(fields, limits, 'after'),
+        limit: optionalLimit(fields, LIST_LIMIT_DEFAULT, LIST_LIMIT_MAX),
+        values,
+      };
+    }
+    case 'clear':
+      return { type: 'clear', id, prefix: requirePrefix(fields, limits), limit: optionalLimit(fields, CLEAR_KEYS_MAX, CLEAR_KEYS_MAX), tag: optionalTag(fields) };
     case 'help':
       return { type: 'help', id, asText: fields['text'] === true };
     case 'hello':
@@ -107,6 +126,7 @@ function nodeRequest(fields: Fields, id: RequestId, limits: Limits): NodeRequest
         seq: requireCount(fields, 'seq'),
         part: requireCount(fields, 'part'),
         entries: requireSnapshotEntries(fields['entries']),
+        watermark: fields['watermark'] === undefined ? 0 : requireCount(fields, 'watermark'),
         done,
         sessions: fields['sessions'] === undefined ? [] : requireSessions(fields['sessions']),
       };
@@ -251,17 +271,64 @@ function requireTag(client: unknown, req: unknown): RequestTag {
   return { client, req };
 }
 
-function requireKey(fields: Fields, limits: Limits): string {
-  const key = fields['key'];
+function requireKey(fields: Fields, limits: Limits, name = 'key'): string {
+  const key = fields[name];
   if (typeof key !== 'string' || key.length === 0) {
-    throw new KvError('BAD_REQUEST', 'key must be a non-empty string');
+    throw new KvError('BAD_REQUEST', `${name} must be a non-empty string`);
   }
-  if (!isWellFormed(key)) throw new KvError('BAD_REQUEST', NOT_UNICODE('key'));
+  return withinKeyLimit(key, name, limits);
+}
+
+/** A key prefix: any string a key could start with, `""` (every key) included. */
+function requirePrefix(fields: Fields, limits: Limits): string {
+  const prefix = fields['prefix'];
+  if (typeof prefix !== 'string') throw new KvError('BAD_REQUEST', 'prefix must be a string ("" for every key)');
+  return withinKeyLimit(prefix, 'prefix', limits);
+}
+
+function withinKeyLimit(key: string, name: string, limits: Limits): string {
+  if (!isWellFormed(key)) throw new KvError('BAD_REQUEST', NOT_UNICODE(name));
   // A UTF-16 length within a third of the limit cannot exceed it in UTF-8.
-  if (key.length * 3 > limits.keyBytesMax && Buffer.byteLength(key, 'utf8') > limits.keyBytesMax) {
-    throw new KvError('TOO_LARGE', `key is over ${limits.keyBytesMax} bytes`);
+  if (key.length * UTF8_BYTES_PER_UNIT_MAX > limits.keyBytesMax && Buffer.byteLength(key, 'utf8') > limits.keyBytesMax) {
+    throw new KvError('TOO_LARGE', `${name} is over ${limits.keyBytesMax} bytes`);
   }
   return key;
+}
+
+/** `ifVersion`: a key's version (0: the key is absent), or undefined. */
+function optionalVersion(fields: Fields): number | undefined {
+  return fields['ifVersion'] === undefined ? undefined : requireCount(fields, 'ifVersion');
+}
+
+/** `ttlMs` (a positive integer) or `expiresAt` (Unix ms), not both; whether it is in the future is the primary's to judge. */
+function optionalExpiry(fields: Fields): Expiry | undefined {
+  const ttlMs = fields['ttlMs'];
+  const expiresAt = fields['expiresAt'];
+  if (ttlMs !== undefined && expiresAt !== undefined) throw new KvError('BAD_REQUEST', 'ttlMs and expiresAt: send one of them, not both');
+  if (ttlMs !== undefined) {
+    if (typeof ttlMs !== 'number' || !Number.isSafeInteger(ttlMs) || ttlMs < 1) throw new KvError('BAD_REQUEST', 'ttlMs must be a positive integer (milliseconds)');
+    return { kind: 'ttl', ms: ttlMs };
+  }
+  if (expiresAt !== undefined) {
+    if (typeof expiresAt !== 'number' || !Number.isSafeInteger(expiresAt) || expiresAt < 1) throw new KvError('BAD_REQUEST', 'expiresAt must be a time in Unix milliseconds');
+    return { kind: 'at', ms: expiresAt };
+  }
+  return undefined;
+}
+
+/** incr's `by`: a finite number, 1 when absent. */
+function optionalBy(fields: Fields): number {
+  const by = fields['by'] ?? 1;
+  if (typeof by !== 'number' || !Number.isFinite(by)) throw new KvError('BAD_REQUEST', 'by must be a finite number');
+  return by;
+}
+
+/** A page or chunk size: 1..max, `fallback` when absent. */
+function optionalLimit(fields: Fields, fallback: number, max: number): number {
+  const limit = fields['limit'];
+  if (limit === undefined) return fallback;
+  if (typeof limit !== 'number' || !Number.isSafeInteger(limit) || limit < 1 || limit > max) throw new KvError('BAD_REQUEST', `limit must be an integer from 1 to ${max}`);
+  return limit;
 }
 
 function requireValue(fields: Fields, limits: Limits): { value: Json; valueJson: string } {
@@ -278,18 +345,27 @@ function requireValue(fields: Fields, limits: Limits): { value: Json; valueJson:
   return { value, valueJson };
 }
 
-/** Snapshot entries: [key, value] pairs, values kept as their JSON. */
-function requireSnapshotEntries(raw: unknown): [string, string][] {
+/** Snapshot entries: [key, value, version, expiresAt or null], values kept as their JSON. */
+function requireSnapshotEntries(raw: unknown): SnapshotEntry[] {
   if (!Array.isArray(raw)) throw new KvError('BAD_REQUEST', 'entries must be an array');
-  return raw.map((entry): [string, string] => {
+  return raw.map((entry): SnapshotEntry => {
     if (
-      Array.isArray(entry) && entry.length === 2 && typeof entry[0] === 'string' && entry[0].length > 0 &&
-      isWellFormed(entry[0]) && entry[1] !== null && entry[1] !== undefined && !invalidValue(entry[1], VALUE_DEPTH_MAX)
+      Array.isArray(entry) && entry.length === 4 && isWireKey(entry[0]) && entry[1] !== null && entry[1] !== undefined &&
+      !invalidValue(entry[1], VALUE_DEPTH_MAX) && isSeq(entry[2]) && (entry[3] === null || isSeq(entry[3]))
     ) {
-      return [entry[0], JSON.stringify(entry[1])];
+      return [entry[0], JSON.stringify(entry[1]), entry[2], entry[3]];
     }
-    throw new KvError('BAD_REQUEST', 'entries must be [key, value] pairs');
+    throw new KvError('BAD_REQUEST', 'entries must be [key, value, version, expiresAt or null]');
   });
+}
+
+/** A key as the primary sends it: a non-empty, well-formed string. */
+function isWireKey(key: unknown): key is string {
+  return typeof key === 'string' && key.length > 0 && isWellFormed(key);
+}
+
+function isSeq(value: unknown): value is number {
+  return typeof value === 'number' && Number.isSafeInteger(value) && value > 0;
 }
 
 const NOT_UNICODE = (what: string) => `${what} must be well-formed Unicode (no lone UTF-16 surrogates)`;
@@ -347,29 +423,69 @@ export function invalidValue(value: unknown, depthMax: number): KvError | undefi
  * client and req when the write was tagged. They come only from an authenticated primary,
  * but a malformed batch is still refused whole.
  */
+/**
+ * The ops of an append frame (replication-log.ts, encodeOp): results the primary decided.
+ *   ["p", key, value]  ["p", key, value, client, req]            a plain put
+ *   ["P", key, value, expiresAt | null, incr, client | null, req | null]   a put with expiry, or an incr's
+ *   ["d", key, found]  ["d", key, found, client, req]            a del
+ *   ["x", key, expiredAt]                                        an expiry delete
+ *   ["c", prefix, [keys], deleted, more, client | null, req | null]        a clear
+ */
 function requireWriteOps(raw: unknown): WriteOp[] {
   if (!Array.isArray(raw) || raw.length === 0) {
     throw new KvError('BAD_REQUEST', 'ops must be a non-empty array');
   }
   return raw.map((entry): WriteOp => {
-    if (Array.isArray(entry) && typeof entry[1] === 'string' && entry[1].length > 0 && isWellFormed(entry[1])) {
-      if (entry[0] === 'p' && (entry.length === 3 || entry.length === 5) && entry[2] !== null && entry[2] !== undefined && !invalidValue(entry[2], VALUE_DEPTH_MAX)) {
-        // Every op has the same fields, tagged or not: the code that handles them stays monomorphic.
-        return { kind: 'put', key: entry[1], valueJson: JSON.stringify(entry[2]), tag: entry.length === 5 ? requireTag(entry[3], entry[4]) : undefined };
-      }
-      if (entry[0] === 'd' && (entry.length === 2 || entry.length === 4)) {
-        return { kind: 'del', key: entry[1], tag: entry.length === 4 ? requireTag(entry[2], entry[3]) : undefined };
-      }
-    }
-    throw new KvError('BAD_REQUEST', 'ops entries must be ["p", key, value] or ["d", key], then client and req if tagged');
+    const op = Array.isArray(entry) ? writeOp(entry as unknown[]) : undefined;
+    if (op === undefined) throw new KvError('BAD_REQUEST', `ops entries must be one of the forms of replication-log.ts; got ${JSON.stringify(entry)?.slice(0, 80)}`);
+    return op;
   });
+}
+
+function writeOp(entry: unknown[]): WriteOp | undefined {
+  const [kind, key] = entry;
+  if (kind === 'c') return clearOp(entry);
+  if (!isWireKey(key)) return undefined;
+  // Every op has the same fields, tagged or not: the code that handles them stays monomorphic.
+  switch (kind) {
+    case 'p':
+      if ((entry.length !== 3 && entry.length !== 5) || !isValue(entry[2])) return undefined;
+      return { kind: 'put', key, valueJson: JSON.stringify(entry[2]), expiresAt: undefined, incr: false, tag: entry.length === 5 ? requireTag(entry[3], entry[4]) : undefined };
+    case 'P':
+      if (entry.length !== 7 || !isValue(entry[2]) || !(entry[3] === null || isSeq(entry[3])) || typeof entry[4] !== 'boolean') return undefined;
+      return { kind: 'put', key, valueJson: JSON.stringify(entry[2]), expiresAt: entry[3] ?? undefined, incr: entry[4], tag: optionalWireTag(entry[5], entry[6]) };
+    case 'd':
+      if ((entry.length !== 3 && entry.length !== 5) || typeof entry[2] !== 'boolean') return undefined;
+      return { kind: 'del', key, found: entry[2], expiredAt: undefined, tag: entry.length === 5 ? requireTag(entry[3], entry[4]) : undefined };
+    case 'x':
+      if (entry.length !== 3 || !isSeq(entry[2])) return undefined;
+      return { kind: 'del', key, found: true, expiredAt: entry[2], tag: undefined };
+    default:
+      return undefined;
+  }
+}
+
+function clearOp(entry: unknown[]): WriteOp | undefined {
+  const [, prefix, keys, deleted, more, client, req] = entry;
+  if (entry.length !== 7 || typeof prefix !== 'string' || !isWellFormed(prefix) || !Array.isArray(keys) || typeof more !== 'boolean') return undefined;
+  if (!keys.every((key) => isWireKey(key) && key.startsWith(prefix))) return undefined;
+  if (typeof deleted !== 'number' || !Number.isSafeInteger(deleted) || deleted < 0 || deleted > keys.length) return undefined;
+  return { kind: 'clear', prefix, keys: keys as string[], deleted, more, tag: optionalWireTag(client, req) };
+}
+
+function optionalWireTag(client: unknown, req: unknown): RequestTag | undefined {
+  return client === null && req === null ? undefined : requireTag(client, req);
+}
+
+function isValue(value: unknown): boolean {
+  return value !== null && value !== undefined && !invalidValue(value, VALUE_DEPTH_MAX);
 }
 
 /** Client sessions of a snapshot: [client, req, seq, results]. */
 function requireSessions(raw: unknown): ClientSession[] {
   if (!Array.isArray(raw)) throw new KvError('BAD_REQUEST', 'sessions must be an array');
   return raw.map((entry): ClientSession => {
-    if (Array.isArray(entry) && entry.length === 4 && typeof entry[3] === 'string' && isSessionResults(entry[3], REQUEST_TAG_WINDOW)) {
+    if (Array.isArray(entry) && entry.length === 4 && isSessionResults(entry[3], REQUEST_TAG_WINDOW)) {
       const { client, req } = requireTag(entry[0], entry[1]);
       const seq = entry[2] as unknown;
       if (typeof seq === 'number' && Number.isSafeInteger(seq) && seq >= 0) return { client, req, seq, results: entry[3] };

@@ -13,7 +13,7 @@ import { assert } from '../errors.js';
 import type { RequestTag, View, WriteOp } from '../protocol/messages.js';
 import type { TagCheck } from '../storage/client-sessions.js';
 import { MemoryStore } from '../storage/memory-store.js';
-import type { PageLimits, Restore, ReplicationState, Snapshot, Store } from '../storage/store.js';
+import type { ListQuery, PageLimits, Restore, ReplicationState, Snapshot, Store } from '../storage/store.js';
 import { SimNetwork } from './network.js';
 import type { SimProcess, SimWorld } from './world.js';
 
@@ -38,7 +38,8 @@ export function tagName(tag: RequestTag): string {
  */
 export function writeMarks(op: WriteOp): string[] {
   const marks = op.tag ? [`tag ${tagName(op.tag)}`] : [];
-  if (op.kind === 'put') marks.push(`value ${op.valueJson}`);
+  // Plain puts write values the scenario never repeats; a counter's values repeat by nature.
+  if (op.kind === 'put' && !op.incr) marks.push(`value ${op.valueJson}`);
   return marks;
 }
 
@@ -81,7 +82,11 @@ export class RecordingStore implements Store {
   get syncMode() { return this.inner.syncMode; }
   get state() { return this.inner.state; }
   get errors$() { return this.inner.errors$; }
-  readJson(key: string) { return this.inner.readJson(key); }
+  get watermark() { return this.inner.watermark; }
+  read(key: string) { return this.inner.read(key); }
+  list(query: ListQuery) { return this.inner.list(query); }
+  keysToClear(prefix: string, limit: number, bytesMax: number, nowMs: number) { return this.inner.keysToClear(prefix, limit, bytesMax, nowMs); }
+  expired(nowMs: number, limit: number) { return this.inner.expired(nowMs, limit); }
   snapshot(limits: PageLimits): Promise<Snapshot> {
     // The memory store copies its rows when called, so the history copied with it matches.
     const history = new Set(this.history);
@@ -94,7 +99,7 @@ export class RecordingStore implements Store {
   checkTag(tag: RequestTag): TagCheck { return this.inner.checkTag(tag); }
   close() { return this.inner.close(); }
 
-  async apply(epoch: number, first: number, ops: readonly WriteOp[]): Promise<boolean[]> {
+  async apply(epoch: number, first: number, ops: readonly WriteOp[]): Promise<void> {
     const asPrimary = this.isPrimary();
     await this.latency();
     if (this.failing) throw new Error('store write failed: disk full (simulated)');
@@ -111,23 +116,23 @@ export class RecordingStore implements Store {
     return {
       add: (entries) => restore.add(entries),
       abort: () => restore.abort(),
-      finish: async (state, sessions) => {
+      finish: async (state, sessions, watermark) => {
         const history = this.lineages.get(positionName(state));
         assert(history, `no snapshot was taken at ${positionName(state)}`);
-        await restore.finish(state, sessions);
+        await restore.finish(state, sessions, watermark);
         this.history = new Set(history);
         this.watcher.restored(this.node, this, state);
       },
     };
   }
 
-  /** Every key and its value JSON, sorted, then the client sessions: what convergence compares. */
+  /** Every key with its value JSON, version and expiry, sorted, then the watermark and client sessions: what convergence compares. */
   async contents(): Promise<string> {
     const snapshot = await this.inner.snapshot({ entriesMax: 1_000_000, bytesMax: Number.MAX_SAFE_INTEGER });
     const rows: string[] = [];
-    for await (const page of snapshot.pages()) for (const [key, value] of page) rows.push(`${JSON.stringify(key)}=${value}`);
+    for await (const page of snapshot.pages()) for (const [key, value, version, expiresAt] of page) rows.push(`${JSON.stringify(key)}=${value}@${version}${expiresAt === null ? '' : `~${expiresAt}`}`);
     await snapshot.close();
-    return `${rows.join(',')} sessions ${JSON.stringify(snapshot.sessions)}`;
+    return `${rows.join(',')} watermark ${snapshot.watermark} sessions ${JSON.stringify(snapshot.sessions)}`;
   }
 
   /** The process died: a new store object holds exactly what was committed. */

@@ -26,7 +26,14 @@ export function isAtOrPast(a: ReplicationState, b: ReplicationState): boolean {
 /** A write as one line, tag included, for the ledger and the messages. */
 function encode(op: WriteOp): string {
   const tag = op.tag ? ` [${tagName(op.tag)}]` : '';
-  return op.kind === 'put' ? `put ${op.key}=${op.valueJson}${tag}` : `del ${op.key}${tag}`;
+  switch (op.kind) {
+    case 'put':
+      return `${op.incr ? 'incr' : 'put'} ${op.key}=${op.valueJson}${op.expiresAt === undefined ? '' : ` ~${op.expiresAt}`}${tag}`;
+    case 'del':
+      return `del ${op.key}${op.expiredAt === undefined ? '' : ` expired@${op.expiredAt}`}${tag}`;
+    case 'clear':
+      return `clear ${JSON.stringify(op.prefix)} ${op.keys.length} keys${tag}`;
+  }
 }
 
 /** The truth the disks and replies are checked against, and the fault injector reads. */

@@ -1,16 +1,17 @@
 /**
  * What a store remembers of the clients that tag their writes, so a retried write is
- * applied at most once (PROTOCOL.md, "Retries applied at most once"). Per client: its
- * highest request number applied, the seq of its last write, and what became of its last
- * REQUEST_TAG_WINDOW requests, one mark each, newest first:
- *   p  a put, applied          t / f  a del, applied; its key was found / not found
- *   .  not applied (a gap: that request failed, or has not arrived yet)
- * That is all a reply needs: a put answers ok, a del whether it found its key.
+ * applied at most once and gets its first reply (PROTOCOL.md, "Retries applied at most
+ * once"). Per client: its highest request number applied, the seq of its last write, and
+ * what became of its last REQUEST_TAG_WINDOW requests, one result each, newest first:
+ * `.` not applied (a gap: that request failed, or has not arrived yet), else what its
+ * reply said (messages.ts, SESSION_RESULT): the seq it was applied at, which is its
+ * version, and a del's `found`, an incr's value, a clear's count and `more`.
  *
  * Sessions change only with the writes themselves, in the same transaction, on every node
- * alike: a replica derives them from the ops it applies, as the primary did. The least
- * recently written client is forgotten first once CLIENT_SESSIONS_MAX are kept, so every
- * node forgets the same one; the order is the seq of each client's last write.
+ * alike: a replica derives them from the ops it applies (results, not requests), as the
+ * primary did. The least recently written client is forgotten first once
+ * CLIENT_SESSIONS_MAX are kept, so every node forgets the same one; the order is the seq of
+ * each client's last write.
  */
 import { CLIENT_SESSIONS_MAX, REQUEST_TAG_WINDOW } from '../constants.js';
 import type { ClientSession, RequestTag, WriteOp } from '../protocol/messages.js';
@@ -21,8 +22,8 @@ export type { ClientSession } from '../protocol/messages.js';
 export type TagCheck =
   /** Never applied here: apply it. */
   | { kind: 'new' }
-  /** Applied at or before `seq`; its reply, a del's `found` included. */
-  | { kind: 'applied'; found: boolean; seq: number }
+  /** Applied at `seq`: its reply's fields beyond id and ok, `version` and the rest (`"version":17`). */
+  | { kind: 'applied'; reply: string; seq: number }
   /** Older than the window: whether it was applied is not known any more. */
   | { kind: 'stale'; oldest: number };
 
@@ -32,7 +33,7 @@ export interface SessionChanges {
   forgotten: string[];
 }
 
-const MARK_NOT_APPLIED = '.';
+const NOT_APPLIED = '.';
 
 const NEW: TagCheck = Object.freeze({ kind: 'new' });
 
@@ -40,18 +41,43 @@ const NEW: TagCheck = Object.freeze({ kind: 'new' });
 interface Draft {
   current: ClientSession | undefined;
   newest: number;
-  /** The batch's marks so far, newest first, with gaps. */
-  marks: string;
+  /** The batch's results so far, oldest first, with gaps (reversed once, at the end). */
+  results: string[];
   /** The seq of the client's last op in the batch. */
   seq: number;
   inOrder: boolean;
 }
 
-/** A batch as plan() is given it: its ops at seqs first, first+1, ..., and whether each op's key existed. */
-interface Batch {
-  first: number;
-  ops: readonly WriteOp[];
-  found: readonly boolean[];
+/** What the session keeps of an op applied at `seq` (messages.ts, SESSION_RESULT). */
+export function resultOf(op: WriteOp, seq: number): string {
+  switch (op.kind) {
+    case 'put':
+      return op.incr ? `i${seq}:${op.valueJson}` : `p${seq}`;
+    case 'del':
+      return `${op.found ? 't' : 'f'}${seq}`;
+    case 'clear':
+      return `c${seq}:${op.deleted}:${op.more ? 1 : 0}`;
+  }
+}
+
+/** A reply's fields as `result` recorded them (after id and ok). */
+export function replyFields(result: string): { reply: string; seq: number } {
+  const mark = result[0];
+  const colon = result.indexOf(':');
+  const seq = Number(colon < 0 ? result.slice(1) : result.slice(1, colon));
+  switch (mark) {
+    case 'p':
+      return { reply: `"version":${seq}`, seq };
+    case 't':
+    case 'f':
+      return { reply: `"found":${mark === 't'},"version":${seq}`, seq };
+    case 'i':
+      return { reply: `"value":${result.slice(colon + 1)},"version":${seq}`, seq };
+    default: {
+      const [deleted, more] = result.slice(colon + 1).split(':');
+      return { reply: `"deleted":${deleted},"more":${more === '1'},"version":${seq}`, seq };
+    }
+  }
 }
 
 export interface SessionLimits {
@@ -83,21 +109,21 @@ export class ClientSessions {
     if (!session || tag.req > session.req) return NEW;
     const age = session.req - tag.req;
     if (age >= this.limits.window) return { kind: 'stale', oldest: session.req - this.limits.window + 1 };
-    const mark = session.results[age];
+    const result = session.results[age];
     // Below a session's first request lies nothing it saw: a client's first writes may
     // arrive out of order after a reconnect.
-    if (mark === undefined || mark === MARK_NOT_APPLIED) return NEW;
-    return { kind: 'applied', found: mark === 't', seq: session.seq };
+    if (result === undefined || result === NOT_APPLIED) return NEW;
+    return { kind: 'applied', ...replyFields(result) };
   }
 
   /**
-   * What applying `ops` at seqs first, first+1, ... changes, given whether each op's key
-   * existed: computed before the batch commits, taken by `commit` once it has.
+   * What applying `ops` at seqs first, first+1, ... changes: computed before the batch
+   * commits, taken by `commit` once it has.
    */
-  plan(first: number, ops: readonly WriteOp[], found: readonly boolean[]): SessionChanges {
+  plan(first: number, ops: readonly WriteOp[]): SessionChanges {
     // One pass over the batch, one draft per client. Its requests usually rise past the
-    // session's newest, in order: then the new marks (with the requests they skipped as
-    // gaps) go in front of the old ones, one string per client and batch.
+    // session's newest, in order: then the new results (with the requests they skipped as
+    // gaps) go in front of the old ones, one array per client and batch.
     const { window } = this.limits;
     const drafts = new Map<string, Draft>();
     for (let index = 0; index < ops.length; index += 1) {
@@ -107,7 +133,7 @@ export class ClientSessions {
       let draft = drafts.get(tag.client);
       if (draft === undefined) {
         const current = this.sessions.get(tag.client);
-        draft = { current, newest: current?.req ?? 0, marks: '', seq: 0, inOrder: true };
+        draft = { current, newest: current?.req ?? 0, results: [], seq: 0, inOrder: true };
         drafts.set(tag.client, draft);
       }
       draft.seq = first + index;
@@ -117,9 +143,9 @@ export class ClientSessions {
         continue;
       }
       // Below a new session's first request lies nothing: no gap there.
-      const skipped = draft.current === undefined && draft.marks === '' ? 0 : Math.min(tag.req - draft.newest - 1, window);
-      const mark = op.kind === 'put' ? 'p' : found[index] ? 't' : 'f';
-      draft.marks = skipped > 0 ? mark + MARK_NOT_APPLIED.repeat(skipped) + draft.marks : mark + draft.marks;
+      const skipped = draft.current === undefined && draft.results.length === 0 ? 0 : Math.min(tag.req - draft.newest - 1, window);
+      for (let gap = 0; gap < skipped; gap += 1) draft.results.push(NOT_APPLIED);
+      draft.results.push(resultOf(op, first + index));
       draft.newest = tag.req;
     }
     const changed: ClientSession[] = [];
@@ -127,8 +153,8 @@ export class ClientSessions {
     for (const [client, draft] of drafts) {
       const { current } = draft;
       const next = draft.inOrder
-        ? { client, req: draft.newest, seq: draft.seq, results: (current ? draft.marks + current.results : draft.marks).slice(0, window) }
-        : this.recordEach(current, client, { first, ops, found });
+        ? { client, req: draft.newest, seq: draft.seq, results: newestFirst(draft.results, current?.results, window) }
+        : this.recordEach(current, client, first, ops);
       if (next === current) continue;
       changed.push(next!);
       if (!current) added += 1;
@@ -167,27 +193,35 @@ export class ClientSessions {
   }
 
   /** The session after each op in turn: for requests that arrive out of order. */
-  private recordEach(current: ClientSession | undefined, client: string, batch: Batch): ClientSession | undefined {
-    const { first, ops, found } = batch;
+  private recordEach(current: ClientSession | undefined, client: string, first: number, ops: readonly WriteOp[]): ClientSession | undefined {
     let session = current;
     ops.forEach((op, index) => {
       if (op.tag?.client !== client) return;
-      session = this.record(session, client, op.tag.req, op.kind === 'put' ? 'p' : found[index] ? 't' : 'f', first + index) ?? session;
+      session = this.record(session, client, op.tag.req, resultOf(op, first + index), first + index) ?? session;
     });
     return session;
   }
 
   /** The session after request `req` was applied at `seq`; undefined if it is past the window. */
-  private record(current: ClientSession | undefined, client: string, req: number, mark: string, seq: number): ClientSession | undefined {
+  private record(current: ClientSession | undefined, client: string, req: number, result: string, seq: number): ClientSession | undefined {
     const { window } = this.limits;
-    if (!current) return { client, req, seq, results: mark };
+    if (!current) return { client, req, seq, results: [result] };
     if (req > current.req) {
-      const gap = MARK_NOT_APPLIED.repeat(Math.min(req - current.req - 1, window));
-      return { client, req, seq, results: (mark + gap + current.results).slice(0, window) };
+      const gap = new Array<string>(Math.min(req - current.req - 1, window)).fill(NOT_APPLIED);
+      return { client, req, seq, results: [result, ...gap, ...current.results].slice(0, window) };
     }
     const age = current.req - req;
     if (age >= window) return undefined;
-    const results = current.results.padEnd(age, MARK_NOT_APPLIED);
-    return { client, req: current.req, seq, results: results.slice(0, age) + mark + results.slice(age + 1) };
+    const results = [...current.results];
+    while (results.length < age) results.push(NOT_APPLIED);
+    results[age] = result;
+    return { client, req: current.req, seq, results };
   }
+}
+
+/** The batch's results (oldest first) in front of the session's (newest first), at most `window`. */
+function newestFirst(added: string[], before: readonly string[] | undefined, window: number): string[] {
+  const results = added.reverse();
+  if (before) for (let index = 0; index < before.length && results.length < window; index += 1) results.push(before[index]!);
+  return results.length > window ? results.slice(0, window) : results;
 }

@@ -1,8 +1,8 @@
 import { Subject } from 'rxjs';
 import { KvError, assert } from '../errors.js';
-import type { RequestTag, WriteOp } from '../protocol/messages.js';
+import type { Entry, RequestTag, SnapshotEntry, WriteOp } from '../protocol/messages.js';
 import { ClientSessions, type TagCheck } from './client-sessions.js';
-import { entryBytes, existedBefore, type PageLimits, type ReplicationState, type Restore, type Snapshot, type Store } from './store.js';
+import { entryBytes, isExpired, type ListPage, type ListQuery, type PageLimits, type ReplicationState, type Restore, type Snapshot, type Store } from './store.js';
 
 /**
  * A node's store in a Map, for the simulator, tests and demos. It keeps the contract that
@@ -18,8 +18,9 @@ export class MemoryStore implements Store {
   readonly file = undefined;
   readonly syncMode = 'memory' as const;
   readonly errors$ = new Subject<Error>();
-  /** Key to value JSON. Only strings, which cannot change: a copy of the Map shares nothing. */
-  private data = new Map<string, string>();
+  /** Key to its entry. Entries are never changed, only replaced: a copy of the Map shares nothing that moves. */
+  private data = new Map<string, Entry>();
+  private expiryWatermark = 0;
   private replication = frozenState({ epoch: 0, seq: 0 });
   private sessions = new ClientSessions();
   private restoring = false;
@@ -35,24 +36,79 @@ export class MemoryStore implements Store {
     return this.replication;
   }
 
-  readJson(key: string): string | undefined {
+  get watermark(): number {
+    return this.expiryWatermark;
+  }
+
+  read(key: string): Entry | undefined {
     this.refuseIfGone('read');
     return this.data.get(key);
   }
 
-  async apply(epoch: number, first: number, ops: readonly WriteOp[]): Promise<boolean[]> {
+  list(query: ListQuery): ListPage {
+    this.refuseIfGone('read');
+    const entries: ListPage['entries'] = [];
+    let bytes = 0;
+    for (const [key, entry] of this.sortedFrom(query.prefix, query.after)) {
+      if (isExpired(entry.expiresAt, query.nowMs)) continue;
+      const size = query.values ? Buffer.byteLength(entry.valueJson) : 0;
+      if (entries.length >= query.limit || (entries.length > 0 && bytes + size > query.bytesMax)) return { entries, more: true };
+      bytes += size;
+      entries.push({ key, valueJson: query.values ? entry.valueJson : undefined, version: entry.version, expiresAt: entry.expiresAt });
+    }
+    return { entries, more: false };
+  }
+
+  keysToClear(prefix: string, limit: number, bytesMax: number, nowMs: number): { keys: string[]; live: number; more: boolean } {
+    this.refuseIfGone('read');
+    const keys: string[] = [];
+    let live = 0;
+    let bytes = 0;
+    for (const [key, entry] of this.sortedFrom(prefix, undefined)) {
+      const size = Buffer.byteLength(key);
+      if (keys.length >= limit || (keys.length > 0 && bytes + size > bytesMax)) return { keys, live, more: true };
+      bytes += size;
+      keys.push(key);
+      if (!isExpired(entry.expiresAt, nowMs)) live += 1;
+    }
+    return { keys, live, more: false };
+  }
+
+  expired(nowMs: number, limit: number): { key: string; version: number }[] {
+    this.refuseIfGone('read');
+    const due = [...this.data].filter(([, entry]) => isExpired(entry.expiresAt, nowMs));
+    due.sort(([a, x], [b, y]) => x.expiresAt! - y.expiresAt! || compareKeys(a, b));
+    return due.slice(0, limit).map(([key, entry]) => ({ key, version: entry.version }));
+  }
+
+  async apply(epoch: number, first: number, ops: readonly WriteOp[]): Promise<void> {
     this.refuseIfGone('write');
     assert(!this.restoring, 'no batch is applied during a restore');
     assert(ops.length > 0, 'a batch is not empty');
-    const found = existedBefore(ops, new Set(ops.filter((op) => this.data.has(op.key)).map((op) => op.key)));
-    const sessions = ops.some((op) => op.tag !== undefined) ? this.sessions.plan(first, ops, found) : undefined;
-    for (const op of ops) {
-      if (op.kind === 'put') this.data.set(op.key, op.valueJson);
-      else this.data.delete(op.key);
-    }
+    const sessions = ops.some((op) => op.tag !== undefined) ? this.sessions.plan(first, ops) : undefined;
+    ops.forEach((op, index) => {
+      switch (op.kind) {
+        case 'put':
+          this.data.set(op.key, Object.freeze({ valueJson: op.valueJson, version: first + index, expiresAt: op.expiresAt }));
+          break;
+        case 'del':
+          this.data.delete(op.key);
+          if (op.expiredAt !== undefined) this.expiryWatermark = Math.max(this.expiryWatermark, op.expiredAt);
+          break;
+        case 'clear':
+          for (const key of op.keys) this.data.delete(key);
+          break;
+      }
+    });
     if (sessions) this.sessions.commit(sessions);
     this.replication = frozenState({ epoch, seq: first + ops.length - 1 });
-    return found;
+  }
+
+  /** The entries with `prefix`, after `after`, in key order (a sort per call: this store serves tests and the simulator). */
+  private *sortedFrom(prefix: string, after: string | undefined): Generator<[string, Entry]> {
+    const keys = [...this.data.keys()].filter((key) => key.startsWith(prefix) && (after === undefined || compareKeys(key, after) > 0));
+    keys.sort(compareKeys);
+    for (const key of keys) yield [key, this.data.get(key)!];
   }
 
   checkTag(tag: RequestTag): TagCheck {
@@ -70,13 +126,16 @@ export class MemoryStore implements Store {
   /** The rows are copied when it is taken, so no later batch or restore shows in it. */
   async snapshot(limits: PageLimits): Promise<Snapshot> {
     this.refuseIfGone('snapshot');
-    let rows: [string, string][] | undefined = [...this.data].sort(([a], [b]) => compareKeys(a, b));
+    let rows: SnapshotEntry[] | undefined = [...this.data]
+      .sort(([a], [b]) => compareKeys(a, b))
+      .map(([key, entry]): SnapshotEntry => [key, entry.valueJson, entry.version, entry.expiresAt ?? null]);
     const refuseIfCrashed = () => {
       if (this.crashed) throw new KvError('UNAVAILABLE', 'snapshot read refused: the memory store crashed');
     };
     return {
       state: this.replication,
       sessions: this.sessions.all(),
+      watermark: this.expiryWatermark,
       // As with SqliteStore's reader connection, closing the store does not end a snapshot;
       // a crash does: a process that died reads nothing more.
       async *pages() {
@@ -96,7 +155,7 @@ export class MemoryStore implements Store {
     this.refuseIfGone('restore');
     assert(!this.restoring, 'one restore at a time');
     this.restoring = true;
-    const next = new Map<string, string>();
+    const next = new Map<string, Entry>();
     let open = true;
     // A part or a finish after the restore ended is a caller's bug, caught here: SqliteStore
     // would write it into the live table outside any transaction.
@@ -107,13 +166,14 @@ export class MemoryStore implements Store {
     return {
       add: async (entries) => {
         refuseIfUnusable('add');
-        for (const [key, valueJson] of entries) next.set(key, valueJson);
+        for (const [key, valueJson, version, expiresAt] of entries) next.set(key, Object.freeze({ valueJson, version, expiresAt: expiresAt ?? undefined }));
       },
-      finish: async (state, sessions) => {
+      finish: async (state, sessions, watermark) => {
         refuseIfUnusable('finish');
         open = false;
         this.restoring = false;
         this.data = next;
+        this.expiryWatermark = watermark;
         this.replication = frozenState(state);
         this.sessions.replace(sessions);
       },
@@ -143,6 +203,7 @@ export class MemoryStore implements Store {
     if (this.crashed) throw new KvError('UNAVAILABLE', 'memory store crashed already: its data went to the store its first crash() returned');
     const survivor = new MemoryStore();
     survivor.data = new Map(this.data);
+    survivor.expiryWatermark = this.expiryWatermark;
     survivor.replication = this.replication;
     survivor.sessions = this.sessions.copy();
     this.crashed = true;
@@ -190,8 +251,8 @@ function codePointRank(unit: number): number {
  * Sorted rows cut into pages as SqliteStore cuts them: at most `entriesMax` entries and
  * `bytesMax` bytes (entryBytes), except that a page always holds one entry.
  */
-function* pagesOf(rows: readonly [string, string][], limits: PageLimits): Generator<[string, string][]> {
-  let page: [string, string][] = [];
+function* pagesOf(rows: readonly SnapshotEntry[], limits: PageLimits): Generator<SnapshotEntry[]> {
+  let page: SnapshotEntry[] = [];
   let bytes = 0;
   for (const row of rows) {
     const size = entryBytes(row[0], row[1]);

@@ -5,15 +5,17 @@ import { Worker } from 'node:worker_threads';
 import { Subject } from 'rxjs';
 import { CHECKPOINT_INTERVAL_MS, KEY_BYTES_MAX, REQUEST_TAG_WINDOW, WAL_AUTOCHECKPOINT_PAGES } from '../constants.js';
 import { KvError, assert } from '../errors.js';
-import { isSessionResults, type ClientSession, type RequestTag, type WriteOp } from '../protocol/messages.js';
+import { isSessionResults, type ClientSession, type Entry, type RequestTag, type SnapshotEntry, type WriteOp } from '../protocol/messages.js';
 import { ClientSessions, type SessionChanges, type TagCheck } from './client-sessions.js';
 import {
   STORED_TEXT_EXTRA_BYTES,
+  UNVERSIONED_KEY_VERSION,
   entryBytes,
-  existedBefore,
-  lastOpPerKey,
+  isExpired,
   storedText,
   valueJsonOf,
+  type ListPage,
+  type ListQuery,
   type PageLimits,
   type ReplicationState,
   type Restore,
@@ -21,8 +23,17 @@ import {
   type Store,
 } from './store.js';
 
-/** Keyv's table and layout (@keyv/sqlite): Keyv can open and read a node's file. */
+/**
+ * Keyv's table and layout (@keyv/sqlite 6: key, value, namespace, expires, unique on key and
+ * namespace, an index on expires), so Keyv can open a node's file and read every value.
+ * pbkv's keys live in Keyv's default namespace (''); a column of pbkv's own, `version`,
+ * holds the seq that last wrote each key (Keyv reads past it).
+ */
 const TABLE = 'keyv';
+/** pbkv's rows: Keyv's default namespace. */
+const OURS = `namespace = ''`;
+/** The longest namespace Keyv's own table declares (it never holds pbkv's keys). */
+const NAMESPACE_LENGTH = 255;
 const META_TABLE = 'pbkv_meta';
 const CLIENTS_TABLE = 'pbkv_clients';
 /** Sessions one upsert statement writes (a batch changes one per client writing in it). */
@@ -33,11 +44,20 @@ const CHECKPOINTER_STOP_DEADLINE_MS = 2_000;
 /** Files open in this process: two stores on one file would corrupt each other's seq. */
 const openFiles = new Set<string>();
 
+interface Row {
+  value: string;
+  version: number;
+  expires: number | null;
+}
+
 /**
  * A node's SQLite file through Node's built-in synchronous driver (node:sqlite), WAL
- * journal; `full` fsyncs every commit. The file is a Keyv store: table `keyv(key, value)`
- * with values stored as `{"value": <JSON>}`, plus the tables `pbkv_meta` (epoch, seq) and
- * `pbkv_clients` (the client sessions of request tags, client-sessions.ts).
+ * journal; `full` fsyncs every commit. The file is a Keyv store: table `keyv` as
+ * @keyv/sqlite 6 makes it, values stored as `{"value": <JSON>}` and expiry in its
+ * `expires` column, plus pbkv's `version` column and the tables `pbkv_meta` (epoch, seq,
+ * the expiry watermark) and `pbkv_clients` (the client sessions of request tags,
+ * client-sessions.ts). A file written before versions existed is migrated when it opens:
+ * every key it holds is at version UNVERSIONED_KEY_VERSION, the same on every node.
  *
  * Every call is synchronous on the node's thread: a batch of 20 writes commits in about
  * 20 µs, where each call through the asynchronous sqlite3 driver was a round trip through
@@ -50,6 +70,7 @@ const openFiles = new Set<string>();
 export class SqliteStore implements Store {
   readonly errors$ = new Subject<Error>();
   private replication: ReplicationState = { epoch: 0, seq: 0 };
+  private expiryWatermark = 0;
   private readonly sessions = new ClientSessions();
   /** Prepared upserts of 1 to SESSION_ROWS_PER_STATEMENT sessions, by row count. */
   private readonly sessionStatements: (StatementSync | undefined)[] = [];
@@ -59,9 +80,12 @@ export class SqliteStore implements Store {
   private readonly statements: {
     upsert: StatementSync;
     remove: StatementSync;
-    exists: StatementSync;
     meta: StatementSync;
+    watermark: StatementSync;
     read: StatementSync;
+    list: StatementSync;
+    listKeys: StatementSync;
+    expired: StatementSync;
     saveSession: StatementSync;
     forgetSession: StatementSync;
   };
@@ -74,11 +98,17 @@ export class SqliteStore implements Store {
     private readonly checkpointer: Worker,
   ) {
     this.statements = {
-      upsert: writer.prepare(`INSERT INTO ${TABLE}(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value`),
-      remove: writer.prepare(`DELETE FROM ${TABLE} WHERE key = ?`),
-      exists: writer.prepare(`SELECT 1 AS found FROM ${TABLE} WHERE key = ?`),
+      upsert: writer.prepare(
+        `INSERT INTO ${TABLE}(key, value, namespace, expires, version) VALUES (?, ?, '', ?, ?) ON CONFLICT(key, namespace) DO UPDATE SET value = excluded.value, expires = excluded.expires, version = excluded.version`,
+      ),
+      remove: writer.prepare(`DELETE FROM ${TABLE} WHERE key = ? AND ${OURS}`),
       meta: writer.prepare(`INSERT INTO ${META_TABLE}(name, value) VALUES ('epoch', ?), ('seq', ?) ON CONFLICT(name) DO UPDATE SET value = excluded.value`),
-      read: reader.prepare(`SELECT value FROM ${TABLE} WHERE key = ?`),
+      watermark: writer.prepare(`INSERT INTO ${META_TABLE}(name, value) VALUES ('watermark', ?) ON CONFLICT(name) DO UPDATE SET value = excluded.value`),
+      read: reader.prepare(`SELECT value, version, expires FROM ${TABLE} WHERE key = ? AND ${OURS}`),
+      // Keys from the prefix on, after `after`; the caller stops at the first key without the prefix.
+      list: reader.prepare(`SELECT key, value, version, expires FROM ${TABLE} WHERE key >= ? AND key > ? AND ${OURS} ORDER BY key`),
+      listKeys: reader.prepare(`SELECT key, version, expires FROM ${TABLE} WHERE key >= ? AND key > ? AND ${OURS} ORDER BY key`),
+      expired: reader.prepare(`SELECT key, version FROM ${TABLE} WHERE expires IS NOT NULL AND expires <= ? AND ${OURS} ORDER BY expires, key LIMIT ?`),
       saveSession: writer.prepare(
         `INSERT INTO ${CLIENTS_TABLE}(client, req, seq, results) VALUES (?, ?, ?, ?) ON CONFLICT(client) DO UPDATE SET req = excluded.req, seq = excluded.seq, results = excluded.results`,
       ),
@@ -107,15 +137,17 @@ export class SqliteStore implements Store {
       assert(mode?.journal_mode === 'wal', `WAL journal refused: ${JSON.stringify(mode)}`);
       writer.exec(`PRAGMA synchronous=${syncMode === 'full' ? 'FULL' : 'NORMAL'};
         PRAGMA wal_autocheckpoint=${WAL_AUTOCHECKPOINT_PAGES};
-        CREATE TABLE IF NOT EXISTS ${TABLE}(key VARCHAR(${KEY_BYTES_MAX}) PRIMARY KEY, value TEXT);
         CREATE TABLE IF NOT EXISTS ${META_TABLE}(name TEXT PRIMARY KEY, value INTEGER NOT NULL);
         CREATE TABLE IF NOT EXISTS ${CLIENTS_TABLE}(client TEXT PRIMARY KEY, req INTEGER NOT NULL, seq INTEGER NOT NULL, results TEXT NOT NULL);`);
+      createOrMigrateTable(writer);
       reader = new DatabaseSync(resolved, { timeout: BUSY_TIMEOUT_MS, readOnly: true });
       const checkpointer = new Worker(new URL('./checkpoint-worker.js', import.meta.url), {
         workerData: { file: resolved, syncMode, intervalMs: CHECKPOINT_INTERVAL_MS, busyTimeoutMs: BUSY_TIMEOUT_MS },
       });
       const store = new SqliteStore(resolved, syncMode, writer, reader, checkpointer);
-      store.replication = readState(writer);
+      const meta = readMeta(writer);
+      store.replication = meta.state;
+      store.expiryWatermark = meta.watermark;
       store.sessions.replace(readSessions(writer));
       return store;
     } catch (error) {
@@ -130,37 +162,88 @@ export class SqliteStore implements Store {
     return this.replication;
   }
 
-  readJson(key: string): string | undefined {
-    let row: { value?: unknown } | undefined;
-    try {
-      row = this.statements.read.get(key) as { value?: unknown } | undefined;
-    } catch (error) {
-      throw new KvError('INTERNAL', `store read failed: ${(error as Error).message}`);
-    }
-    return typeof row?.value === 'string' ? valueJsonOf(row.value) : undefined;
+  get watermark(): number {
+    return this.expiryWatermark;
   }
 
-  async apply(epoch: number, first: number, ops: readonly WriteOp[]): Promise<boolean[]> {
+  read(key: string): Entry | undefined {
+    const row = this.query('store read failed', () => this.statements.read.get(key) as Row | undefined);
+    return row === undefined ? undefined : { valueJson: valueJsonOf(row.value), version: Number(row.version), expiresAt: row.expires ?? undefined };
+  }
+
+  list(query: ListQuery): ListPage {
+    const { prefix, after, limit, bytesMax, values, nowMs } = query;
+    return this.query('store list failed', () => {
+      const entries: ListPage['entries'] = [];
+      let bytes = 0;
+      const statement = values ? this.statements.list : this.statements.listKeys;
+      // iterate() steps one row at a time; leaving the loop ends the statement.
+      for (const row of statement.iterate(prefix, after ?? '') as Iterable<Row & { key: string }>) {
+        if (!row.key.startsWith(prefix)) break;
+        const expiresAt = row.expires ?? undefined;
+        if (isExpired(expiresAt, nowMs)) continue;
+        const valueJson = values ? valueJsonOf(row.value) : undefined;
+        const size = valueJson === undefined ? 0 : Buffer.byteLength(valueJson);
+        if (entries.length >= limit || (entries.length > 0 && bytes + size > bytesMax)) return { entries, more: true };
+        bytes += size;
+        entries.push({ key: row.key, valueJson, version: Number(row.version), expiresAt });
+      }
+      return { entries, more: false };
+    });
+  }
+
+  keysToClear(prefix: string, limit: number, bytesMax: number, nowMs: number): { keys: string[]; live: number; more: boolean } {
+    return this.query('store read failed', () => {
+      const keys: string[] = [];
+      let live = 0;
+      let bytes = 0;
+      for (const row of this.statements.listKeys.iterate(prefix, '') as Iterable<{ key: string; expires: number | null }>) {
+        if (!row.key.startsWith(prefix)) break;
+        const size = Buffer.byteLength(row.key);
+        if (keys.length >= limit || (keys.length > 0 && bytes + size > bytesMax)) return { keys, live, more: true };
+        bytes += size;
+        keys.push(row.key);
+        if (!isExpired(row.expires ?? undefined, nowMs)) live += 1;
+      }
+      return { keys, live, more: false };
+    });
+  }
+
+  expired(nowMs: number, limit: number): { key: string; version: number }[] {
+    const rows = this.query('store read failed', () => this.statements.expired.all(nowMs, limit) as { key: string; version: number }[]);
+    return rows.map((row) => ({ key: row.key, version: Number(row.version) }));
+  }
+
+  async apply(epoch: number, first: number, ops: readonly WriteOp[]): Promise<void> {
     assert(!this.restoring, 'no batch is applied during a restore');
     assert(ops.length > 0, 'a batch is not empty');
     const seq = first + ops.length - 1;
-    const { upsert, remove, exists, meta } = this.statements;
-    const found = this.transaction('store write failed', () => {
-      // Only dels report whether their key existed; puts need no read before the write.
-      const existed = ops.some((op) => op.kind === 'del')
-        ? existedBefore(ops, new Set(ops.filter((op) => exists.get(op.key) !== undefined).map((op) => op.key)))
-        : ops.map(() => false);
-      const { puts, dels } = lastOpPerKey(ops);
-      for (const [key, text] of puts) upsert.run(key, text);
-      for (const key of dels) remove.run(key);
+    const { upsert, remove, meta, watermark } = this.statements;
+    let expiredAt = this.expiryWatermark;
+    const sessions = this.transaction('store write failed', () => {
+      ops.forEach((op, index) => {
+        switch (op.kind) {
+          case 'put':
+            upsert.run(op.key, storedText(op.valueJson), op.expiresAt ?? null, first + index);
+            break;
+          case 'del':
+            remove.run(op.key);
+            if (op.expiredAt !== undefined && op.expiredAt > expiredAt) expiredAt = op.expiredAt;
+            break;
+          case 'clear':
+            for (const key of op.keys) remove.run(key);
+            break;
+        }
+      });
       meta.run(epoch, seq);
-      const sessions = ops.some((op) => op.tag !== undefined) ? this.sessions.plan(first, ops, existed) : undefined;
-      if (sessions) this.saveSessions(sessions);
-      return { existed, sessions };
+      if (expiredAt > this.expiryWatermark) watermark.run(expiredAt);
+      const changes = ops.some((op) => op.tag !== undefined) ? this.sessions.plan(first, ops) : undefined;
+      if (changes) this.saveSessions(changes);
+      return changes;
     });
-    if (found.sessions) this.sessions.commit(found.sessions);
+    if (sessions) this.sessions.commit(sessions);
     this.replication = { epoch, seq };
-    return found.existed;
+    this.expiryWatermark = expiredAt;
   }
 
   /** The sessions a batch changed, SESSION_ROWS_PER_STATEMENT rows to a statement (one call into SQLite, not one per client). */
@@ -170,7 +253,7 @@ export class SqliteStore implements Store {
     for (let start = 0; start < changed.length; start += SESSION_ROWS_PER_STATEMENT) {
       const rows = changed.slice(start, start + SESSION_ROWS_PER_STATEMENT);
       const values: (string | number)[] = [];
-      for (const session of rows) values.push(session.client, session.req, session.seq, session.results);
+      for (const session of rows) values.push(session.client, session.req, session.seq, JSON.stringify(session.results));
       this.saveSessionsStatement(rows.length).run(...values);
     }
   }
@@ -199,6 +282,15 @@ export class SqliteStore implements Store {
     this.replication = { epoch, seq };
   }
 
+  /** A read on the reader connection; a fault is INTERNAL with what failed. */
+  private query<T>(what: string, work: () => T): T {
+    try {
+      return work();
+    } catch (error) {
+      throw new KvError('INTERNAL', `${what}: ${(error as Error).message}`);
+    }
+  }
+
   /** `work` in one IMMEDIATE transaction: data and seq commit together or not at all. */
   private transaction<T>(what: string, work: () => T): T {
     try {
@@ -224,7 +316,7 @@ export class SqliteStore implements Store {
     const reader = new DatabaseSync(this.file, { timeout: BUSY_TIMEOUT_MS, readOnly: true });
     try {
       reader.exec('BEGIN');
-      const state = readState(reader);
+      const { state, watermark } = readMeta(reader);
       const sessions = readSessions(reader);
       const statements = pageStatements(reader);
       let closed = false;
@@ -234,7 +326,7 @@ export class SqliteStore implements Store {
         if (reader.isTransaction) reader.exec('COMMIT');
         reader.close();
       };
-      return { state, sessions, pages: () => readPages(statements, limits), close };
+      return { state, sessions, watermark, pages: () => readPages(statements, limits), close };
     } catch (error) {
       reader.close();
       throw new KvError('INTERNAL', `snapshot failed: ${(error as Error).message}`);
@@ -245,7 +337,7 @@ export class SqliteStore implements Store {
   async beginRestore(): Promise<Restore> {
     assert(!this.restoring, 'one restore at a time');
     try {
-      this.writer.exec(`BEGIN IMMEDIATE; DELETE FROM ${TABLE}; DELETE FROM ${CLIENTS_TABLE};`);
+      this.writer.exec(`BEGIN IMMEDIATE; DELETE FROM ${TABLE} WHERE ${OURS}; DELETE FROM ${CLIENTS_TABLE};`);
     } catch (error) {
       if (this.writer.isTransaction) this.writer.exec('ROLLBACK');
       throw new KvError('INTERNAL', `restore failed: ${(error as Error).message}`);
@@ -260,18 +352,20 @@ export class SqliteStore implements Store {
     };
     return {
       add: async (entries) => {
-        for (const [key, valueJson] of entries) this.statements.upsert.run(key, storedText(valueJson));
+        for (const [key, valueJson, version, expiresAt] of entries) this.statements.upsert.run(key, storedText(valueJson), expiresAt, version);
       },
-      finish: async (state, sessions) => {
+      finish: async (state, sessions, watermark) => {
         try {
           this.statements.meta.run(state.epoch, state.seq);
-          for (const session of sessions) this.statements.saveSession.run(session.client, session.req, session.seq, session.results);
+          this.statements.watermark.run(watermark);
+          for (const session of sessions) this.statements.saveSession.run(session.client, session.req, session.seq, JSON.stringify(session.results));
         } catch (error) {
           end('ROLLBACK');
           throw new KvError('INTERNAL', `restore failed: ${(error as Error).message}`);
         }
         end('COMMIT');
         this.replication = state;
+        this.expiryWatermark = watermark;
         this.sessions.replace(sessions);
       },
       abort: async () => end('ROLLBACK'),
@@ -309,9 +403,9 @@ interface PageStatements {
 function pageStatements(reader: DatabaseSync): PageStatements {
   return {
     sizes: reader.prepare(
-      `SELECT key, octet_length(key) + octet_length(value) - ${STORED_TEXT_EXTRA_BYTES} AS bytes FROM ${TABLE} WHERE key > ? ORDER BY key LIMIT ?`,
+      `SELECT key, octet_length(key) + octet_length(value) - ${STORED_TEXT_EXTRA_BYTES} AS bytes FROM ${TABLE} WHERE key > ? AND ${OURS} ORDER BY key LIMIT ?`,
     ),
-    values: reader.prepare(`SELECT key, value FROM ${TABLE} WHERE key > ? AND key <= ? ORDER BY key`),
+    values: reader.prepare(`SELECT key, value, version, expires FROM ${TABLE} WHERE key > ? AND key <= ? AND ${OURS} ORDER BY key`),
   };
 }
 
@@ -320,21 +414,21 @@ function pageStatements(reader: DatabaseSync): PageStatements {
  * always one. Sizes are read first (octet_length does not load a value), so a page reads
  * only the values it holds: a page of 1 MiB values never reads the rows after it.
  */
-async function* readPages({ sizes, values }: PageStatements, limits: PageLimits): AsyncGenerator<[string, string][]> {
+async function* readPages({ sizes, values }: PageStatements, limits: PageLimits): AsyncGenerator<SnapshotEntry[]> {
   let after = '';
   for (;;) {
     const last = lastKeyThatFits(sizes, after, limits);
     if (last === undefined) return;
-    const rows = values.all(after, last) as { key: string; value: string }[];
+    const rows = values.all(after, last) as unknown as (Row & { key: string })[];
     // The sizes read are those of pbkv's rows; a row Keyv wrote (with more fields) can
     // differ once its value is re-serialized, so the page is measured again.
-    const entries: [string, string][] = [];
+    const entries: SnapshotEntry[] = [];
     let bytes = 0;
     for (const row of rows) {
       const json = valueJsonOf(row.value);
       bytes += entryBytes(row.key, json);
       if (entries.length > 0 && bytes > limits.bytesMax) break;
-      entries.push([row.key, json]);
+      entries.push([row.key, json, Number(row.version), row.expires === null ? null : Number(row.expires)]);
     }
     assert(entries.length > 0, `the rows whose sizes were read up to ${JSON.stringify(last)} are there to read`);
     after = entries[entries.length - 1]![0];
@@ -355,18 +449,59 @@ function lastKeyThatFits(sizes: StatementSync, after: string, limits: PageLimits
   return last;
 }
 
+/**
+ * Makes `keyv` the table @keyv/sqlite 6 makes, with pbkv's `version` column. A file of an
+ * older pbkv (`keyv(key PRIMARY KEY, value)`, no namespace, no versions) is migrated in one
+ * transaction: its keys go to the default namespace at version UNVERSIONED_KEY_VERSION,
+ * the same on every node, so conditions agree wherever they are decided after a failover.
+ * (Keyv itself would migrate such a table by splitting keys at their first ':' into a
+ * namespace: pbkv's keys must not be moved that way, so pbkv migrates first.)
+ */
+function createOrMigrateTable(writer: DatabaseSync): void {
+  const columns = new Set((writer.prepare(`PRAGMA table_info(${TABLE})`).all() as { name: string }[]).map((column) => column.name));
+  const create = `CREATE TABLE ${TABLE}(key VARCHAR(${KEY_BYTES_MAX}) NOT NULL, value TEXT, namespace VARCHAR(${NAMESPACE_LENGTH}) NOT NULL DEFAULT '', expires BIGINT DEFAULT NULL, version INTEGER NOT NULL DEFAULT ${UNVERSIONED_KEY_VERSION}, UNIQUE(key, namespace))`;
+  const index = `CREATE INDEX IF NOT EXISTS ${TABLE}_expires_idx ON ${TABLE} (expires) WHERE expires IS NOT NULL`;
+  if (columns.size === 0) {
+    writer.exec(`${create}; ${index};`);
+    return;
+  }
+  writer.exec('BEGIN IMMEDIATE');
+  try {
+    if (!columns.has('namespace')) {
+      writer.exec(`ALTER TABLE ${TABLE} RENAME TO ${TABLE}_before_versions;
+        ${create};
+        INSERT INTO ${TABLE}(key, value, namespace, expires, version) SELECT key, value, '', NULL, ${UNVERSIONED_KEY_VERSION} FROM ${TABLE}_before_versions;
+        DROP TABLE ${TABLE}_before_versions;`);
+    } else {
+      if (!columns.has('expires')) writer.exec(`ALTER TABLE ${TABLE} ADD COLUMN expires BIGINT DEFAULT NULL`);
+      if (!columns.has('version')) writer.exec(`ALTER TABLE ${TABLE} ADD COLUMN version INTEGER NOT NULL DEFAULT ${UNVERSIONED_KEY_VERSION}`);
+    }
+    writer.exec(index);
+    writer.exec('COMMIT');
+  } catch (error) {
+    if (writer.isTransaction) writer.exec('ROLLBACK');
+    throw error;
+  }
+}
+
 /** The client sessions, least recently written first; a row that does not read as one is a fault. */
 function readSessions(database: DatabaseSync): ClientSession[] {
-  const rows = database.prepare(`SELECT client, req, seq, results FROM ${CLIENTS_TABLE} ORDER BY seq`).all() as unknown as ClientSession[];
+  const rows = database.prepare(`SELECT client, req, seq, results FROM ${CLIENTS_TABLE} ORDER BY seq`).all() as { client: string; req: number; seq: number; results: string }[];
   return rows.map((row) => {
-    const session = { client: String(row.client), req: Number(row.req), seq: Number(row.seq), results: String(row.results) };
-    assert(Number.isSafeInteger(session.req) && session.req > 0 && isSessionResults(session.results, REQUEST_TAG_WINDOW), `malformed client session row: ${JSON.stringify(row)}`);
+    let results: unknown;
+    try {
+      results = JSON.parse(String(row.results));
+    } catch {
+      results = undefined;
+    }
+    const session = { client: String(row.client), req: Number(row.req), seq: Number(row.seq), results: results as string[] };
+    assert(Number.isSafeInteger(session.req) && session.req > 0 && isSessionResults(results, REQUEST_TAG_WINDOW), `malformed client session row: ${JSON.stringify(row)}`);
     return session;
   });
 }
 
-function readState(database: DatabaseSync): ReplicationState {
+function readMeta(database: DatabaseSync): { state: ReplicationState; watermark: number } {
   const rows = database.prepare(`SELECT name, value FROM ${META_TABLE}`).all() as { name: string; value: number }[];
   const meta = new Map(rows.map((row) => [row.name, Number(row.value)]));
-  return { epoch: meta.get('epoch') ?? 0, seq: meta.get('seq') ?? 0 };
+  return { state: { epoch: meta.get('epoch') ?? 0, seq: meta.get('seq') ?? 0 }, watermark: meta.get('watermark') ?? 0 };
 }

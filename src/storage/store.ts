@@ -1,10 +1,12 @@
 /**
- * A node's store: its data and its replication state, committed together. Reads go
- * synchronously (Keyv's own reads add a promise and a parse per get); a batch of writes is
- * applied as one unit (one SQLite transaction). The file stays one Keyv can read.
+ * A node's store: its data (each key with its version and expiry) and its replication
+ * state, committed together. Reads go synchronously (Keyv's own reads add a promise and a
+ * parse per get); a batch of writes is applied as one unit (one SQLite transaction). The
+ * file stays one Keyv can read. A store decides nothing: expiry is judged by its caller,
+ * at a time it passes in, and writes arrive as results (WriteOp).
  */
 import type { Observable } from 'rxjs';
-import type { ClientSession, Json, RequestTag, WriteOp } from '../protocol/messages.js';
+import type { ClientSession, Entry, Json, RequestTag, SnapshotEntry, WriteOp } from '../protocol/messages.js';
 import type { TagCheck } from './client-sessions.js';
 
 export const SYNC_MODES = ['full', 'normal', 'memory'] as const;
@@ -25,16 +27,34 @@ export interface Store {
   /** Faults reported by Keyv or SQLite outside any call (a call's own fault rejects it). */
   readonly errors$: Observable<Error>;
   /**
-   * The value of `key` as the JSON text it is stored as, read synchronously: a reply
-   * splices it in as it is, with no parse and no serialization.
+   * The latest wall time (Unix ms) at which an expiry delete was judged, replicated with
+   * those deletes: a primary never judges expiry below it, whatever its own clock says.
    */
-  readJson(key: string): string | undefined;
+  readonly watermark: number;
+  /**
+   * `key` as stored, expired or not, read synchronously: its value as the JSON text it is
+   * stored as (a reply splices it in as it is), its version and its expiry.
+   */
+  read(key: string): Entry | undefined;
+  /**
+   * A page of the keys with `prefix` after `after`, in UTF-8 byte order, skipping those
+   * expired at `nowMs`: at most `limit` entries and `bytesMax` bytes of values (always one
+   * entry), with or without their values; `more` when keys with the prefix follow.
+   */
+  list(query: ListQuery): ListPage;
+  /**
+   * The keys with `prefix` a clear takes now: at most `limit`, and at most `bytesMax`
+   * bytes of keys (always one); how many of them are live at `nowMs`; whether more follow.
+   */
+  keysToClear(prefix: string, limit: number, bytesMax: number, nowMs: number): { keys: string[]; live: number; more: boolean };
+  /** Keys whose expiry is at or before `nowMs`, the earliest first, at most `limit`, with the version that expired. */
+  expired(nowMs: number, limit: number): { key: string; version: number }[];
   /**
    * Applies `ops` as seqs first, first+1, ... of `epoch`, all or nothing, together with
-   * the new state and the client sessions their tags change. Resolves with, for each op,
-   * whether its key existed just before it.
+   * the new state, the watermark and the client sessions their tags change. Each key an
+   * op writes takes the op's seq as its version.
    */
-  apply(epoch: number, first: number, ops: readonly WriteOp[]): Promise<boolean[]>;
+  apply(epoch: number, first: number, ops: readonly WriteOp[]): Promise<void>;
   /** What became of a tagged write in this store's history (client-sessions.ts). */
   checkTag(tag: RequestTag): TagCheck;
   /**
@@ -70,16 +90,18 @@ export interface Snapshot {
   readonly state: ReplicationState;
   /** The client sessions at that state, least recently written first. */
   readonly sessions: readonly ClientSession[];
-  /** Pages of [key, value JSON], in key order. */
-  pages(): AsyncIterable<[string, string][]>;
+  /** The watermark at that state. */
+  readonly watermark: number;
+  /** Pages of [key, value JSON, version, expiresAt], in key order. */
+  pages(): AsyncIterable<SnapshotEntry[]>;
   /** Ends the read (also when the pages were not all read). */
   close(): Promise<void>;
 }
 
 export interface Restore {
-  add(entries: readonly [string, string][]): Promise<void>;
-  /** Commits the parts with the state and client sessions of the snapshot. */
-  finish(state: ReplicationState, sessions: readonly ClientSession[]): Promise<void>;
+  add(entries: readonly SnapshotEntry[]): Promise<void>;
+  /** Commits the parts with the state, watermark and client sessions of the snapshot. */
+  finish(state: ReplicationState, sessions: readonly ClientSession[], watermark: number): Promise<void>;
   abort(): Promise<void>;
 }
 
@@ -96,6 +118,32 @@ export function entryBytes(key: string, valueJson: string): number {
   return Buffer.byteLength(key) + Buffer.byteLength(valueJson);
 }
 
+export interface ListQuery {
+  prefix: string;
+  /** Exclusive; undefined: from the first key with the prefix. */
+  after: string | undefined;
+  limit: number;
+  /** Bytes of values in one page (UTF-8 of their JSON); a page holds one entry whatever its size. */
+  bytesMax: number;
+  values: boolean;
+  /** Keys expired at this wall time (Unix ms) are left out. */
+  nowMs: number;
+}
+
+export interface ListPage {
+  /** `valueJson` is undefined when the query asked for no values. */
+  entries: { key: string; valueJson: string | undefined; version: number; expiresAt: number | undefined }[];
+  more: boolean;
+}
+
+/** Whether an entry's expiry is at or before `nowMs`: it is then absent to every read. */
+export function isExpired(expiresAt: number | undefined, nowMs: number): boolean {
+  return expiresAt !== undefined && expiresAt <= nowMs;
+}
+
+/** The version a key written before versions existed is at: the same on every node. */
+export const UNVERSIONED_KEY_VERSION = 1;
+
 /**
  * The value's JSON inside its stored form. pbkv writes `{"value":<JSON>}` exactly, so this
  * is a slice; anything else (a row Keyv itself wrote, with more fields) is parsed.
@@ -106,30 +154,4 @@ export function valueJsonOf(stored: string): string {
     return stored.slice(prefix.length, -1);
   }
   return JSON.stringify((JSON.parse(stored) as { value: Json }).value);
-}
-
-/** Which keys exist after each op, given which existed before the batch. */
-export function existedBefore(ops: readonly WriteOp[], exists: Set<string>): boolean[] {
-  return ops.map((op) => {
-    const existed = exists.has(op.key);
-    if (op.kind === 'put') exists.add(op.key);
-    else exists.delete(op.key);
-    return existed;
-  });
-}
-
-/** The last op of each key: within one atomic batch, only the last one is ever seen. */
-export function lastOpPerKey(ops: readonly WriteOp[]): { puts: [string, string][]; dels: string[] } {
-  const last = new Map<string, WriteOp>();
-  for (const op of ops) {
-    last.delete(op.key);
-    last.set(op.key, op);
-  }
-  const puts: [string, string][] = [];
-  const dels: string[] = [];
-  for (const op of last.values()) {
-    if (op.kind === 'put') puts.push([op.key, storedText(op.valueJson)]);
-    else dels.push(op.key);
-  }
-  return { puts, dels };
 }

@@ -33,21 +33,22 @@ Protocol.after.each(() => disposer.dispose());
 
 Protocol('the session of PROTOCOL.md, reply for reply', async () => {
   const client = await RawClient.open((await startPrimary()).url, disposer);
-  assert.equal(await client.ask({ id: 1, op: 'put', key: 'color', value: 'blue' }), { id: 1, ok: true });
-  assert.equal(await client.ask({ id: 2, op: 'get', key: 'color' }), { id: 2, ok: true, found: true, value: 'blue' });
-  assert.equal(await client.ask({ id: 3, op: 'del', key: 'color' }), { id: 3, ok: true, found: true });
+  assert.equal(await client.ask({ id: 1, op: 'put', key: 'color', value: 'blue' }), { id: 1, ok: true, version: 1 });
+  assert.equal(await client.ask({ id: 2, op: 'get', key: 'color' }), { id: 2, ok: true, found: true, value: 'blue', version: 1 });
+  assert.equal(await client.ask({ id: 3, op: 'del', key: 'color' }), { id: 3, ok: true, found: true, version: 2 });
   assert.equal(await client.ask({ id: 4, op: 'get', key: 'color' }), { id: 4, ok: true, found: false });
-  assert.equal(await client.ask({ id: 5, op: 'del', key: 'color' }), { id: 5, ok: true, found: false });
+  // A del of an absent key is a write too: it takes a seq, and the key's version stays 0.
+  assert.equal(await client.ask({ id: 5, op: 'del', key: 'color' }), { id: 5, ok: true, found: false, version: 3 });
 });
 
 Protocol('what was put is what get returns, type included', async () => {
   const client = await RawClient.open((await startPrimary({ valueBytesMax: 1024 })).url, disposer);
   const values: unknown[] = ['1', 1, 1.5, -0.25, 0, '', true, false, [], {}, [1, '1', null, { a: [true] }], { 'ключ': 'знач', emoji: '🦀' }, ':colon', ':base64:AAA', 'x'.repeat(500)];
   for (const [index, value] of values.entries()) {
-    assert.equal(await client.ask({ id: index, op: 'put', key: `k${index}`, value }), { id: index, ok: true });
+    assert.equal(await client.ask({ id: index, op: 'put', key: `k${index}`, value }), { id: index, ok: true, version: index + 1 });
   }
   for (const [index, value] of values.entries()) {
-    assert.equal(await client.ask({ id: index, op: 'get', key: `k${index}` }), { id: index, ok: true, found: true, value });
+    assert.equal(await client.ask({ id: index, op: 'get', key: `k${index}` }), { id: index, ok: true, found: true, value, version: index + 1 });
   }
 });
 
@@ -60,7 +61,7 @@ Protocol('every bad frame gets its error code, and the connection keeps serving'
     assert.is(reply['id'], id, frame);
     assert.is(reply['error'].code, code, frame);
     assert.type(reply['error'].message, 'string');
-    assert.equal(await client.ask({ id: 'probe', op: 'get', key: 'alive' }), { id: 'probe', ok: true, found: true, value: 42 }, `after ${frame}`);
+    assert.equal(await client.ask({ id: 'probe', op: 'get', key: 'alive' }), { id: 'probe', ok: true, found: true, value: 42, version: 1 }, `after ${frame}`);
   }
 });
 
@@ -86,9 +87,9 @@ Protocol('2,000 pipelined requests on one connection are each answered once, by 
 
 Protocol('text commands for a wscat prompt', async () => {
   const client = await RawClient.open((await startPrimary()).url, disposer);
-  assert.equal(await client.ask('put color light blue'), { id: null, ok: true });
-  assert.equal(await client.ask('get color'), { id: null, ok: true, found: true, value: 'light blue' });
-  assert.equal(await client.ask('del color'), { id: null, ok: true, found: true });
+  assert.equal(await client.ask('put color light blue'), { id: null, ok: true, version: 1 });
+  assert.equal(await client.ask('get color'), { id: null, ok: true, found: true, value: 'light blue', version: 1 });
+  assert.equal(await client.ask('del color'), { id: null, ok: true, found: true, version: 2 });
   // A person reads the help as lines of text, not as a JSON string full of \n.
   const help = await client.ask('help');
   assert.type(help['text'], 'string');
@@ -101,7 +102,7 @@ Protocol('a frame over the frame limit gets TOO_LARGE; the connection stays', as
   const reply = await client.ask({ id: 1, op: 'put', key: 'a', value: 'x'.repeat(2000) });
   assert.equal(reply['error'].code, 'TOO_LARGE');
   assert.is(reply['id'], null);
-  assert.equal(await client.ask({ id: 2, op: 'put', key: 'a', value: 'ok' }), { id: 2, ok: true });
+  assert.equal(await client.ask({ id: 2, op: 'put', key: 'a', value: 'ok' }), { id: 2, ok: true, version: 1 });
 });
 
 Protocol('a frame over the read limit (ws maxPayload) closes the connection with 1009', async () => {

@@ -11,14 +11,14 @@ import { startInProcessCluster } from '../../src/cluster/in-process.js';
 import { KvError } from '../../src/errors.js';
 import { ReplicationLog } from '../../src/node/replication-log.js';
 import { WritePipeline, type AckSource } from '../../src/node/write-pipeline.js';
-import type { WriteOp } from '../../src/protocol/messages.js';
+import type { WriteIntent } from '../../src/protocol/messages.js';
 import { MemoryStore } from '../../src/storage/memory-store.js';
 import { realClock } from '../../src/transport/real-environment.js';
 import { Disposer, RawClient, tempDir, waitFor, within } from '../helpers.js';
-import { GatedStore } from '../stores.js';
+import { GatedStore, intent, op } from '../stores.js';
 
 const disposer = new Disposer();
-const put = (key: string): WriteOp => ({ kind: 'put', key, valueJson: '"v"' });
+const put = (key: string): WriteIntent => intent.put(key);
 const rejection = (promise: Promise<unknown>): Promise<KvError> =>
   promise.then(
     () => {
@@ -82,7 +82,7 @@ Pipeline('a write applied when the view went below the floor ends UNAVAILABLE, n
 
 Pipeline('a retry of a tagged write applied but never acknowledged is not answered ok below the floor', async () => {
   const { store, writes } = pipeline();
-  const tagged: WriteOp = { ...put('a'), tag: { client: 'c', req: 1 } };
+  const tagged = intent.put('a', '"v"', { tag: { client: 'c', req: 1 } });
   const first = writes.submit(tagged);
   await waitFor('a to be applied', () => store.state.seq === 1);
   await writes.setView({ epoch: 2, minReplicas: 1 }, () => []);
@@ -110,7 +110,7 @@ Pipeline('when a replica rejoins, writes resume, and what it holds is read again
 
 Pipeline('a primary whose first view is below the floor answers no read of what it held when it took over', async () => {
   const store = new MemoryStore();
-  await store.apply(1, 1, [put('old')]);
+  await store.apply(1, 1, [op.put('old', '"v"')]);
   const writes = new WritePipeline(store, new ReplicationLog(store.state), [], { clock: realClock, epoch: 2, minReplicas: 1, ackTimeoutMs: 60_000 }, () => {});
   await writes.setView({ epoch: 2, minReplicas: 1 }, () => []);
   const read = writes.read('old', () => 'read at once');
@@ -122,7 +122,7 @@ Pipeline('a primary whose first view is below the floor answers no read of what 
 Pipeline('with a floor of 0 a view without replicas takes writes (a one-node cluster)', async () => {
   const writes = new WritePipeline(new MemoryStore(), new ReplicationLog({ epoch: 0, seq: 0 }), [], { clock: realClock, epoch: 1, minReplicas: 0, ackTimeoutMs: 60_000 }, () => {});
   await writes.setView({ epoch: 1, minReplicas: 0 }, () => []);
-  assert.is(await within('a put', writes.submit(put('a'))), false);
+  assert.is(await within('a put', writes.submit(put('a'))), '"version":1');
   assert.is(writes.read('a', () => 'read at once'), 'read at once');
 });
 
@@ -134,7 +134,7 @@ Alone.after.each(() => disposer.dispose());
 Alone('refuses writes and serves reads while the hub answers it; once the hub is silent for LEASE_MS, reads stop too', async () => {
   const cluster = disposer.add(await startInProcessCluster({ dataDir: await tempDir(disposer), replicas: 1 }), (c) => c.close());
   const raw = await RawClient.open(cluster.primary.url, disposer);
-  assert.equal(await raw.ask({ id: 1, op: 'put', key: 'k', value: 1 }), { id: 1, ok: true });
+  assert.equal(await raw.ask({ id: 1, op: 'put', key: 'k', value: 1 }), { id: 1, ok: true, version: 1 });
   await cluster.replicas[0]!.close();
   // The first of these waits for n1 until the view leaves it out, then ends UNAVAILABLE
   // (applied on n0 alone); the next ones are refused unapplied.
@@ -143,7 +143,7 @@ Alone('refuses writes and serves reads while the hub answers it; once the hub is
     return reply['error']?.['applied'] === false ? reply : undefined;
   }, 15_000);
   assert.match(refused['error'].message, /has 0 replicas and a write needs at least 1/);
-  assert.equal(await raw.ask({ id: 3, op: 'get', key: 'k' }), { id: 3, ok: true, found: true, value: 1 }, 'reads go on');
+  assert.equal(await raw.ask({ id: 3, op: 'get', key: 'k' }), { id: 3, ok: true, found: true, value: 1, version: 1 }, 'reads go on');
   assert.is((await raw.ask({ id: 3, op: 'get', key: 'probe' }))['error']?.code, 'UNAVAILABLE', 'but not of a write on n0 alone');
 
   const hubClosed = Date.now();

@@ -49,7 +49,9 @@ Fuzz(`${FRAMES} seeded frames: one reply each, no INTERNAL, the connection serve
   const failedValid = replies.filter((r) => validIds.has(r['id']) && !r['ok']);
   assert.equal(failedValid, [], `valid requests failed ${context}`);
 
-  assert.equal(await client.ask({ id: 'last', op: 'put', key: 'after-fuzz', value: seed }), { id: 'last', ok: true }, context);
+  const last = await client.ask({ id: 'last', op: 'put', key: 'after-fuzz', value: seed });
+  assert.equal(last, { id: 'last', ok: true, version: last['version'] }, context);
+  assert.type(last['version'], 'number');
   // Raw rows, compared as text: byte-identical, and no structural comparer is fooled by
   // keys such as "constructor" or "__proto__" (the fuzzer writes both).
   const rows = await Promise.all(cluster.specs.map((spec) => readSqlite(spec.dataFile!, 'SELECT key, value FROM keyv ORDER BY key')));

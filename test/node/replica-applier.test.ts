@@ -6,7 +6,7 @@ import type { WriteOp } from '../../src/protocol/messages.js';
 import { within } from '../helpers.js';
 import { storedValue } from '../stores.js';
 
-const put = (key: string, value: unknown): WriteOp => ({ kind: 'put', key, valueJson: JSON.stringify(value) });
+const put = (key: string, value: unknown): WriteOp => ({ kind: 'put', key, valueJson: JSON.stringify(value), expiresAt: undefined, incr: false, tag: undefined });
 
 function applier() {
   const store = new MemoryStore();
@@ -33,7 +33,7 @@ Applier('a snapshot that would roll the replica back is FORBIDDEN and changes no
   const { store, replica } = applier();
   await replica.append(2, 1, [put('a', 1), put('b', 2), put('c', 3)]);
   for (const [epoch, seq] of [[2, 2], [1, 10], [0, 0]] as const) {
-    await replica.snapshotPart({ epoch, seq, part: 0, entries: [['a', '"older"']], sessions: [], done: true }).then(
+    await replica.snapshotPart({ epoch, seq, part: 0, entries: [['a', '"older"', 1, null]], sessions: [], watermark: 0, done: true }).then(
       () => assert.unreachable(`a snapshot at (${epoch}, ${seq}) must be refused`),
       (error: { code: string; message: string }) => {
         assert.is(error.code, 'FORBIDDEN');
@@ -44,7 +44,7 @@ Applier('a snapshot that would roll the replica back is FORBIDDEN and changes no
   assert.equal(store.state, { epoch: 2, seq: 3 });
   assert.is(storedValue(store, 'a'), 1);
   // One at or past the replica's position is taken.
-  assert.is(await replica.snapshotPart({ epoch: 2, seq: 3, part: 0, entries: [['a', '"same"']], sessions: [], done: true }), 3);
+  assert.is(await replica.snapshotPart({ epoch: 2, seq: 3, part: 0, entries: [['a', '"same"', 1, null]], sessions: [], watermark: 0, done: true }), 3);
   assert.is(storedValue(store, 'a'), 'same');
 });
 
@@ -87,7 +87,7 @@ Applier('an older epoch is FORBIDDEN', async () => {
 Applier('an abandoned restore leaves the store as it was; appends wait for none and a new snapshot works', async () => {
   const { store, replica } = applier();
   await replica.append(1, 1, [put('keep', 1)]);
-  assert.is(await replica.snapshotPart({ epoch: 1, seq: 50, part: 0, entries: [['lost', '1']], sessions: [], done: false }), 1);
+  assert.is(await replica.snapshotPart({ epoch: 1, seq: 50, part: 0, entries: [['lost', '1', 1, null]], sessions: [], watermark: 0, done: false }), 1);
   await replica.append(1, 2, [put('during', 1)]).then(
     () => assert.unreachable('no append during a restore'),
     (error: { code: string }) => assert.is(error.code, 'UNAVAILABLE'),
@@ -97,12 +97,12 @@ Applier('an abandoned restore leaves the store as it was; appends wait for none 
   assert.is(storedValue(store, 'lost'), undefined);
   assert.equal(store.state, { epoch: 1, seq: 1 });
 
-  await replica.snapshotPart({ epoch: 1, seq: 50, part: 1, entries: [], sessions: [], done: true }).then(
+  await replica.snapshotPart({ epoch: 1, seq: 50, part: 1, entries: [], sessions: [], watermark: 0, done: true }).then(
     () => assert.unreachable('part 1 of an abandoned snapshot'),
     (error: { code: string }) => assert.is(error.code, 'BAD_REQUEST'),
   );
-  await replica.snapshotPart({ epoch: 1, seq: 50, part: 0, entries: [['a', '"A"']], sessions: [], done: false });
-  assert.is(await replica.snapshotPart({ epoch: 1, seq: 50, part: 1, entries: [['b', '2']], sessions: [], done: true }), 50);
+  await replica.snapshotPart({ epoch: 1, seq: 50, part: 0, entries: [['a', '"A"', 1, null]], sessions: [], watermark: 0, done: false });
+  assert.is(await replica.snapshotPart({ epoch: 1, seq: 50, part: 1, entries: [['b', '2', 1, null]], sessions: [], watermark: 0, done: true }), 50);
   assert.is(storedValue(store, 'keep'), undefined);
   assert.equal([storedValue(store, 'a'), storedValue(store, 'b')], ['A', 2]);
   assert.is(await within('the next append', replica.append(1, 51, [put('c', 3)])), 51);
@@ -111,16 +111,16 @@ Applier('an abandoned restore leaves the store as it was; appends wait for none 
 Applier('client sessions come after the entries, over several parts, and are restored with them at done', async () => {
   const { store, replica } = applier();
   await replica.append(1, 1, [{ ...put('mine', 1), tag: { client: 'local', req: 1 } }]);
-  const one = { client: 'c1', req: 3, seq: 7, results: 'p.p' };
-  const two = { client: 'c2', req: 1, seq: 9, results: 't' };
-  await replica.snapshotPart({ epoch: 1, seq: 9, part: 0, entries: [['a', '1']], sessions: [], done: false });
-  await replica.snapshotPart({ epoch: 1, seq: 9, part: 1, entries: [], sessions: [one], done: false });
-  assert.equal(store.checkTag({ client: 'local', req: 1 }), { kind: 'applied', found: false, seq: 1 }, 'nothing changes before done');
-  assert.is(await replica.snapshotPart({ epoch: 1, seq: 9, part: 2, entries: [], sessions: [two], done: true }), 9);
+  const one = { client: 'c1', req: 3, seq: 7, results: ['p7', '.', 'p6'] };
+  const two = { client: 'c2', req: 1, seq: 9, results: ['t9'] };
+  await replica.snapshotPart({ epoch: 1, seq: 9, part: 0, entries: [['a', '1', 1, null]], sessions: [], watermark: 0, done: false });
+  await replica.snapshotPart({ epoch: 1, seq: 9, part: 1, entries: [], sessions: [one], watermark: 0, done: false });
+  assert.equal(store.checkTag({ client: 'local', req: 1 }), { kind: 'applied', reply: '"version":1', seq: 1 }, 'nothing changes before done');
+  assert.is(await replica.snapshotPart({ epoch: 1, seq: 9, part: 2, entries: [], sessions: [two], watermark: 0, done: true }), 9);
   assert.equal(store.checkTag({ client: 'local', req: 1 }), { kind: 'new' });
-  assert.equal(store.checkTag({ client: 'c1', req: 1 }), { kind: 'applied', found: false, seq: 7 });
+  assert.equal(store.checkTag({ client: 'c1', req: 1 }), { kind: 'applied', reply: '"version":6', seq: 6 });
   assert.equal(store.checkTag({ client: 'c1', req: 2 }), { kind: 'new' });
-  assert.equal(store.checkTag({ client: 'c2', req: 1 }), { kind: 'applied', found: true, seq: 9 });
+  assert.equal(store.checkTag({ client: 'c2', req: 1 }), { kind: 'applied', reply: '"found":true,"version":9', seq: 9 });
 });
 
 Applier.run();

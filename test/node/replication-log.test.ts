@@ -4,7 +4,7 @@ import { encodeBatch, lastSeq, ReplicationLog, type Batch } from '../../src/node
 import { parseNodeFrame } from '../../src/protocol/parse.js';
 import type { WriteOp } from '../../src/protocol/messages.js';
 
-const put = (key: string, value: unknown): WriteOp => ({ kind: 'put', key, valueJson: JSON.stringify(value), tag: undefined });
+const put = (key: string, value: unknown): WriteOp => ({ kind: 'put', key, valueJson: JSON.stringify(value), expiresAt: undefined, incr: false, tag: undefined });
 const limits = { keyBytesMax: 1024, valueBytesMax: 1 << 20 };
 
 /** What a replica reads back from batches sent in one append frame. */
@@ -21,18 +21,23 @@ Log('batches round-trip through the wire text, cut at any seq', () => {
   const log = new ReplicationLog({ epoch: 1, seq: 10 });
   const ops: WriteOp[] = [
     put('a', 1),
-    { kind: 'del', key: 'quote"d\\', tag: undefined },
+    { kind: 'del', key: 'quote"d\\', found: true, expiredAt: undefined, tag: undefined },
     { ...put('ключ', { x: [null, '1'] }), tag: { client: 'c-"quoted"', req: 7 } },
-    { kind: 'del', key: 'k', tag: { client: 'c', req: 8 } },
+    { kind: 'del', key: 'k', found: false, expiredAt: undefined, tag: { client: 'c', req: 8 } },
     put('c', 'text, with ["brackets"]'),
+    { kind: 'put', key: 'n', valueJson: '-2.5', expiresAt: 1_800_000_000_000, incr: true, tag: { client: 'c', req: 9 } },
+    { kind: 'put', key: 'e', valueJson: '"x"', expiresAt: 1_700_000_000_000, incr: false, tag: undefined },
+    { kind: 'del', key: 'old', found: true, expiredAt: 1_700_000_000_123, tag: undefined },
+    { kind: 'clear', prefix: 'u:', keys: ['u:1', 'u:"2"'], deleted: 1, more: true, tag: { client: 'c', req: 10 } },
+    { kind: 'clear', prefix: '', keys: [], deleted: 0, more: false, tag: undefined },
   ];
   log.append(encodeBatch(1, 11, ops.slice(0, 4)));
   log.append(encodeBatch(1, 15, ops.slice(4)));
   assert.equal(decode(log.after(10)), { first: 11, ops });
-  for (let seq = 10; seq <= 14; seq += 1) {
+  for (let seq = 10; seq <= 19; seq += 1) {
     assert.equal(decode(log.after(seq)), { first: seq + 1, ops: ops.slice(seq - 10) }, `after ${seq}`);
   }
-  assert.equal(log.after(15), []);
+  assert.equal(log.after(20), []);
 });
 
 Log('covers only what it holds; the oldest batches go past the bounds', () => {

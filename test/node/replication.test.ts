@@ -148,7 +148,7 @@ Replication('forged replication frames are refused and change nothing', async ()
   assert.is((await sameHost.ask({ id: 6, ...append }))['error'].code, 'FORBIDDEN');
 
   // (4) A snapshot that would replace everything, from a connection that never proved itself.
-  const snapshot = { op: 'snapshot', epoch: 9, seq: 100, part: 0, entries: [['real', 'forged']], done: true };
+  const snapshot = { op: 'snapshot', epoch: 9, seq: 100, part: 0, entries: [['real', 'forged', 1, null]], watermark: 0, done: true };
   assert.is((await client.ask({ id: 8, ...snapshot }))['error'].code, 'FORBIDDEN');
   assert.is((await sameHost.ask({ id: 9, ...snapshot }))['error'].code, 'FORBIDDEN');
 

@@ -29,19 +29,19 @@ Tags.after.each(() => disposer.dispose());
 Tags('a retried put or del is not applied again and gets its first reply; the sessions are on every file', async () => {
   const cluster = await start();
   const raw = await RawClient.open(cluster.primary.url, disposer);
-  assert.equal(await raw.ask({ id: 1, op: 'put', key: 'n', value: 'first', client: 'c-a', req: 1 }), { id: 1, ok: true });
-  assert.equal(await raw.ask({ id: 2, op: 'del', key: 'gone', client: 'c-a', req: 2 }), { id: 2, ok: true, found: false });
-  assert.equal(await raw.ask({ id: 3, op: 'put', key: 'd', value: 1, client: 'c-a', req: 3 }), { id: 3, ok: true });
-  assert.equal(await raw.ask({ id: 4, op: 'del', key: 'd', client: 'c-a', req: 4 }), { id: 4, ok: true, found: true });
+  assert.equal(await raw.ask({ id: 1, op: 'put', key: 'n', value: 'first', client: 'c-a', req: 1 }), { id: 1, ok: true, version: 1 });
+  assert.equal(await raw.ask({ id: 2, op: 'del', key: 'gone', client: 'c-a', req: 2 }), { id: 2, ok: true, found: false, version: 2 });
+  assert.equal(await raw.ask({ id: 3, op: 'put', key: 'd', value: 1, client: 'c-a', req: 3 }), { id: 3, ok: true, version: 3 });
+  assert.equal(await raw.ask({ id: 4, op: 'del', key: 'd', client: 'c-a', req: 4 }), { id: 4, ok: true, found: true, version: 4 });
   // Another client writes after them.
-  assert.equal(await raw.ask({ id: 5, op: 'put', key: 'n', value: 'second', client: 'c-b', req: 1 }), { id: 5, ok: true });
+  assert.equal(await raw.ask({ id: 5, op: 'put', key: 'n', value: 'second', client: 'c-b', req: 1 }), { id: 5, ok: true, version: 5 });
   const seq = cluster.primary.storage.state.seq;
 
-  // Every retry answers as the first try did, and nothing is written.
-  assert.equal(await raw.ask({ id: 6, op: 'put', key: 'n', value: 'first', client: 'c-a', req: 1 }), { id: 6, ok: true });
-  assert.equal(await raw.ask({ id: 7, op: 'del', key: 'gone', client: 'c-a', req: 2 }), { id: 7, ok: true, found: false });
-  assert.equal(await raw.ask({ id: 8, op: 'del', key: 'd', client: 'c-a', req: 4 }), { id: 8, ok: true, found: true }, 'found, as the first time, though d is gone now');
-  assert.equal(await raw.ask({ id: 9, op: 'get', key: 'n' }), { id: 9, ok: true, found: true, value: 'second' });
+  // Every retry answers as the first try did, version included, and nothing is written.
+  assert.equal(await raw.ask({ id: 6, op: 'put', key: 'n', value: 'first', client: 'c-a', req: 1 }), { id: 6, ok: true, version: 1 });
+  assert.equal(await raw.ask({ id: 7, op: 'del', key: 'gone', client: 'c-a', req: 2 }), { id: 7, ok: true, found: false, version: 2 });
+  assert.equal(await raw.ask({ id: 8, op: 'del', key: 'd', client: 'c-a', req: 4 }), { id: 8, ok: true, found: true, version: 4 }, 'found, as the first time, though d is gone now');
+  assert.equal(await raw.ask({ id: 9, op: 'get', key: 'n' }), { id: 9, ok: true, found: true, value: 'second', version: 5 });
   assert.is(cluster.primary.storage.state.seq, seq, 'no retry reached the store');
 
   // An untagged write is applied each time it is sent, as before.
@@ -50,8 +50,8 @@ Tags('a retried put or del is not applied again and gets its first reply; the se
   assert.is(cluster.primary.storage.state.seq, seq + 2);
 
   const expected = [
-    { client: 'c-a', req: 4, seq: 4, results: 'tpfp' },
-    { client: 'c-b', req: 1, seq: 5, results: 'p' },
+    { client: 'c-a', req: 4, seq: 4, results: '["t4","p3","f2","p1"]' },
+    { client: 'c-b', req: 1, seq: 5, results: '["p5"]' },
   ];
   for (const spec of cluster.specs) {
     await waitFor(`${spec.name}'s sessions`, async () => JSON.stringify(await sessionRows(spec.dataFile!)) === JSON.stringify(expected));
@@ -71,11 +71,12 @@ Tags('copies of one tagged write in flight at once are applied once, and all get
   }
   const dels = [];
   for (let copy = 0; copy < 5; copy += 1) {
-    assert.equal(await raw.next(), { id: copy, ok: true });
+    const put = await raw.next();
+    assert.equal(put, { id: copy, ok: true, version: put['version'] });
     dels.push(await other.next());
   }
-  const found = dels[0]!['found'];
-  assert.equal(dels, dels.map((_, copy) => ({ id: copy, ok: true, found })));
+  const { found, version } = dels[0]!;
+  assert.equal(dels, dels.map((_, copy) => ({ id: copy, ok: true, found, version })));
   assert.is(cluster.primary.storage.state.seq, before + 2, 'one put and one del');
 });
 
@@ -85,7 +86,7 @@ Tags(`a request more than REQUEST_TAG_WINDOW (${REQUEST_TAG_WINDOW}) behind the 
   for (let req = 1; req <= REQUEST_TAG_WINDOW + 1; req += 1) raw.send({ id: req, op: 'put', key: `k${req % 4}`, value: req, client: 'c-w', req });
   for (let req = 1; req <= REQUEST_TAG_WINDOW + 1; req += 1) assert.is((await raw.next())['ok'], true);
   const seq = cluster.primary.storage.state.seq;
-  assert.equal(await raw.ask({ id: 'in', op: 'put', key: 'k', value: 0, client: 'c-w', req: 2 }), { id: 'in', ok: true }, 'the oldest inside the window');
+  assert.equal(await raw.ask({ id: 'in', op: 'put', key: 'k', value: 0, client: 'c-w', req: 2 }), { id: 'in', ok: true, version: 2 }, 'the oldest inside the window, with its first reply');
   const stale = await raw.ask({ id: 'out', op: 'put', key: 'k', value: 0, client: 'c-w', req: 1 });
   assert.is(stale['error']?.code, 'UNAVAILABLE');
   assert.is(stale['error']?.expired, true, 'retrying cannot tell the outcome');
@@ -107,7 +108,7 @@ Tags('a put answered UNAVAILABLE (a replica held its ack) and retried is applied
   assert.is(again['error']?.code, 'UNAVAILABLE');
   raw.send({ id: 3, op: 'put', key: 'k', value: 'v', client: 'c-u', req: 1 });
   held.openGate();
-  assert.equal(await raw.next(), { id: 3, ok: true });
+  assert.equal(await raw.next(), { id: 3, ok: true, version: before + 1 });
   assert.is(cluster.primary.storage.state.seq, before + 1);
 });
 
@@ -119,7 +120,7 @@ Tags('the client library retries a write after the primary dies; the new primary
   // replicas acknowledged it and before it answered. The raw frame stands for that client,
   // with a req above the ones the library gives its next writes (2, 3).
   const raw = await RawClient.open(cluster.primary.url, disposer);
-  assert.equal(await raw.ask({ id: 1, op: 'put', key: 'counted', value: 1, client: client.id, req: 10 }), { id: 1, ok: true });
+  assert.equal(await raw.ask({ id: 1, op: 'put', key: 'counted', value: 1, client: client.id, req: 10 }), { id: 1, ok: true, version: 2 });
   const seq = cluster.primary.storage.state.seq;
   await client.put('k', 'after');
   await cluster.primary.close();

@@ -4,13 +4,13 @@ import { BehaviorSubject } from 'rxjs';
 import { ReplicationLog } from '../../src/node/replication-log.js';
 import { WritePipeline, type AckSource } from '../../src/node/write-pipeline.js';
 import { MemoryStore } from '../../src/storage/memory-store.js';
-import type { WriteOp } from '../../src/protocol/messages.js';
+import type { WriteIntent } from '../../src/protocol/messages.js';
 import { realClock } from '../../src/transport/real-environment.js';
-import { GatedStore, storedValue } from '../stores.js';
+import { GatedStore, intent, storedValue } from '../stores.js';
 import { KvError } from '../../src/errors.js';
 import { waitFor, within } from '../helpers.js';
 
-const put = (key: string, bytes = 1): WriteOp => ({ kind: 'put', key, valueJson: JSON.stringify('x'.repeat(bytes)) });
+const put = (key: string, bytes = 1): WriteIntent => intent.put(key, JSON.stringify('x'.repeat(bytes)));
 const rejection = (promise: Promise<unknown>) => promise.then(() => undefined, (error: { code: string; message: string }) => error);
 
 function pipeline(options: Partial<ConstructorParameters<typeof WritePipeline>[3]> = {}, replicas: AckSource[] = []) {
@@ -25,9 +25,9 @@ const Pipeline = suite('node: write pipeline limits');
 Pipeline('a retry of an applied write is answered from the store only while the read\'s leases hold', async () => {
   let leases: { code: string } | undefined;
   const { store, writes } = pipeline({ retryAnswerError: () => leases as never });
-  const tagged: WriteOp = { ...put('k'), tag: { client: 'c', req: 1 } };
-  assert.is(await writes.submit(tagged), false);
-  assert.is(await writes.submit(tagged), false, 'the retry gets the first reply');
+  const tagged = intent.put('k', '"x"', { tag: { client: 'c', req: 1 } });
+  assert.is(await writes.submit(tagged), '"version":1');
+  assert.is(await writes.submit(tagged), '"version":1', 'the retry gets the first reply');
   assert.is(store.state.seq, 1, 'and is not applied again');
   // A deposed primary (its leases lapsed) must not answer it: that answer needs no replica.
   leases = new KvError('UNAVAILABLE', 'no lease from r1') as never;
@@ -83,7 +83,7 @@ Pipeline('a write waits for every replica and fails with UNAVAILABLE at the ack 
   const acking = [ackingReplica('r1', () => log2), ackingReplica('r2', () => log2)];
   const both = new WritePipeline(new MemoryStore(), log2, acking, { clock: realClock, epoch: 1, ackTimeoutMs: 5_000 }, () => {});
   await both.submit(put('a'));
-  assert.is(await both.submit({ kind: 'del', key: 'a' }), true);
+  assert.is(await both.submit(intent.del('a')), '"found":true,"version":2');
   assert.equal(acking.map((r) => r.acked$.value), [2, 2]);
 });
 
@@ -139,11 +139,11 @@ Pipeline('a read never returns a write that is not acknowledged, even one commit
   const replica: AckSource = { name: 'r1', acked$: new BehaviorSubject(0), notify: () => {} };
   const writes = new WritePipeline(store, log, [replica], { clock: realClock, epoch: 1, ackTimeoutMs: 200 }, () => {});
   // The first put is committed here but its replica is slow: it ends UNAVAILABLE (outcome unknown).
-  const first = await rejection(writes.submit({ kind: 'put', key: 'k', valueJson: '"v1"' }));
+  const first = await rejection(writes.submit(intent.put('k', '"v1"')));
   assert.is(first?.code, 'UNAVAILABLE');
-  const value = writes.read('k', () => store.readJson('k'));
+  const value = writes.read('k', () => store.read('k')?.valueJson);
   assert.instance(value, Promise, 'the read waits: the last write to k is not on every replica');
-  const second = rejection(writes.submit({ kind: 'put', key: 'k', valueJson: '"v2"' }));
+  const second = rejection(writes.submit(intent.put('k', '"v2"')));
   await waitFor('the second put to be committed', () => store.state.seq === 2);
   // Only the first put reaches the replica: the second could still be lost by a failover.
   replica.acked$.next(1);

@@ -125,7 +125,7 @@ Pack("the README's library example runs against a cluster from pbkv/server, on e
     const child = await run(runtime.path, ['example.mjs'], { cwd: project, deadlineMs: RUN_DEADLINE_MS }, disposer);
     assertRan(child, 'blue\ntrue\n', `the example on Node ${runtime.version}`);
   }
-  assert.is(cluster.primary.storage.readJson('color'), undefined, 'the example deleted what it wrote');
+  assert.is(cluster.primary.storage.read('color'), undefined, 'the example deleted what it wrote');
 });
 
 Pack('the installed pbkv CLI works against that cluster, on every Node found', async () => {

@@ -31,15 +31,15 @@ Parse('good frames become typed requests, the value JSON kept exact', () => {
   const get = parseNodeFrame('{"id": 2, "op": "get", "key": "ключ"}', limits);
   assert.equal(get.ok && get.request, { type: 'get', id: 2, key: 'ключ' });
   const noId = parseNodeFrame('{"op": "del", "key": "k"}', limits);
-  assert.equal(noId.ok && noId.request, { type: 'del', id: null, key: 'k', tag: undefined });
+  assert.equal(noId.ok && noId.request, { type: 'del', id: null, key: 'k', ifVersion: undefined, tag: undefined });
 });
 
 Parse('a request tag rides on a put or del; a client id at the length limit passes', () => {
   const client = 'c'.repeat(64);
   const put = parseNodeFrame(JSON.stringify({ id: 7, op: 'put', key: 'n', value: 1, client, req: 42 }), limits);
-  assert.equal(put.ok && put.request, { type: 'put', id: 7, key: 'n', value: 1, valueJson: '1', tag: { client, req: 42 } });
+  assert.equal(put.ok && put.request, { type: 'put', id: 7, key: 'n', value: 1, valueJson: '1', ifVersion: undefined, expiry: undefined, tag: { client, req: 42 } });
   const del = parseNodeFrame('{"id": 8, "op": "del", "key": "n", "client": "c-3f2a9e", "req": 9007199254740991}', limits);
-  assert.equal(del.ok && del.request, { type: 'del', id: 8, key: 'n', tag: { client: 'c-3f2a9e', req: 9007199254740991 } });
+  assert.equal(del.ok && del.request, { type: 'del', id: 8, key: 'n', ifVersion: undefined, tag: { client: 'c-3f2a9e', req: 9007199254740991 } });
   const get = parseNodeFrame('{"id": 9, "op": "get", "key": "n", "client": "c", "req": 1}', limits);
   assert.equal(get.ok && get.request, { type: 'get', id: 9, key: 'n' }, 'a get needs no tag and ignores one');
 });
@@ -63,19 +63,75 @@ Parse('a value nested to the depth limit passes; one level deeper is TOO_LARGE, 
 });
 
 Parse('replication ops are read back from their compact form', () => {
-  const parsed = parseNodeFrame('{"id": 1, "op": "append", "epoch": 2, "first": 5, "ops": [["p", "a", "1"], ["d", "b"], ["p", "c", 1, "c-1", 3], ["d", "e", "c-1", 4]]}', limits);
+  const parsed = parseNodeFrame('{"id": 1, "op": "append", "epoch": 2, "first": 5, "ops": [["p", "a", "1"], ["d", "b", true], ["p", "c", 1, "c-1", 3], ["d", "e", false, "c-1", 4]]}', limits);
   assert.ok(parsed.ok);
   assert.equal(parsed.ok && parsed.request, {
     type: 'append', id: 1, epoch: 2, first: 5,
     ops: [
-      { kind: 'put', key: 'a', valueJson: '"1"', tag: undefined },
-      { kind: 'del', key: 'b', tag: undefined },
-      { kind: 'put', key: 'c', valueJson: '1', tag: { client: 'c-1', req: 3 } },
-      { kind: 'del', key: 'e', tag: { client: 'c-1', req: 4 } },
+      { kind: 'put', key: 'a', valueJson: '"1"', expiresAt: undefined, incr: false, tag: undefined },
+      { kind: 'del', key: 'b', found: true, expiredAt: undefined, tag: undefined },
+      { kind: 'put', key: 'c', valueJson: '1', expiresAt: undefined, incr: false, tag: { client: 'c-1', req: 3 } },
+      { kind: 'del', key: 'e', found: false, expiredAt: undefined, tag: { client: 'c-1', req: 4 } },
     ],
   });
-  const last = parseNodeFrame('{"id": 2, "op": "snapshot", "epoch": 2, "seq": 9, "part": 3, "done": true, "entries": [], "sessions": [["c-1", 4, 8, "tp.f"]]}', limits);
-  assert.equal(last.ok && last.request.type === 'snapshot' && last.request.sessions, [{ client: 'c-1', req: 4, seq: 8, results: 'tp.f' }]);
+  const last = parseNodeFrame('{"id": 2, "op": "snapshot", "epoch": 2, "seq": 9, "part": 3, "done": true, "watermark": 7, "entries": [["k", {"a": 1}, 6, null], ["e", 2, 3, 1700000000000]], "sessions": [["c-1", 4, 8, ["t8", "p7", ".", "f5"]]]}', limits);
+  assert.ok(last.ok && last.request.type === 'snapshot');
+  if (last.ok && last.request.type === 'snapshot') {
+    assert.equal(last.request.sessions, [{ client: 'c-1', req: 4, seq: 8, results: ['t8', 'p7', '.', 'f5'] }]);
+    assert.equal(last.request.entries, [['k', '{"a":1}', 6, null], ['e', '2', 3, 1_700_000_000_000]]);
+    assert.is(last.request.watermark, 7);
+  }
+});
+
+Parse('the results of conditions, counters, expiry and clears travel in their own forms', () => {
+  const parsed = parseNodeFrame(
+    '{"id": 1, "op": "append", "epoch": 2, "first": 5, "ops": [["P", "n", 3, null, true, "c", 1], ["P", "e", "x", 1800000000000, false, null, null], ["x", "old", 1700000000000], ["c", "u:", ["u:1", "u:2"], 1, true, null, null]]}',
+    limits,
+  );
+  assert.equal(parsed.ok && parsed.request.type === 'append' && parsed.request.ops, [
+    { kind: 'put', key: 'n', valueJson: '3', expiresAt: undefined, incr: true, tag: { client: 'c', req: 1 } },
+    { kind: 'put', key: 'e', valueJson: '"x"', expiresAt: 1_800_000_000_000, incr: false, tag: undefined },
+    { kind: 'del', key: 'old', found: true, expiredAt: 1_700_000_000_000, tag: undefined },
+    { kind: 'clear', prefix: 'u:', keys: ['u:1', 'u:2'], deleted: 1, more: true, tag: undefined },
+  ]);
+  for (const op of ['["d", "b"]', '["P", "n", 3, null, "yes", null, null]', '["x", "k", -1]', '["c", "u:", ["v:1"], 1, false, null, null]', '["c", "u:", ["u:1"], 2, false, null, null]', '["q", "k"]']) {
+    const bad = parseNodeFrame(`{"id": 2, "op": "append", "epoch": 2, "first": 5, "ops": [${op}]}`, limits);
+    assert.is(!bad.ok && bad.error.code, 'BAD_REQUEST', op);
+  }
+});
+
+Parse('the data API: conditions, expiry, counters, listing and clearing, and their limits', () => {
+  const request = (frame: object) => {
+    const parsed = parseNodeFrame(JSON.stringify({ id: 1, ...frame }), limits);
+    return parsed.ok ? parsed.request : parsed.error.code;
+  };
+  assert.equal(request({ op: 'put', key: 'k', value: 1, ifVersion: 0, ttlMs: 500 }), { type: 'put', id: 1, key: 'k', value: 1, valueJson: '1', ifVersion: 0, expiry: { kind: 'ttl', ms: 500 }, tag: undefined });
+  assert.equal(request({ op: 'incr', key: 'n' }), { type: 'incr', id: 1, key: 'n', by: 1, ifVersion: undefined, expiry: undefined, tag: undefined });
+  assert.equal(request({ op: 'incr', key: 'n', by: -2.5, expiresAt: 1_800_000_000_000 }), { type: 'incr', id: 1, key: 'n', by: -2.5, ifVersion: undefined, expiry: { kind: 'at', ms: 1_800_000_000_000 }, tag: undefined });
+  assert.equal(request({ op: 'del', key: 'k', ifVersion: 17 }), { type: 'del', id: 1, key: 'k', ifVersion: 17, tag: undefined });
+  assert.equal(request({ op: 'list', prefix: '' }), { type: 'list', id: 1, prefix: '', after: undefined, limit: 100, values: true });
+  assert.equal(request({ op: 'list', prefix: 'u:', after: 'u:3', limit: 1000, values: false }), { type: 'list', id: 1, prefix: 'u:', after: 'u:3', limit: 1000, values: false });
+  assert.equal(request({ op: 'clear', prefix: 's:' }), { type: 'clear', id: 1, prefix: 's:', limit: 10_000, tag: undefined });
+  for (const [frame, code] of [
+    [{ op: 'put', key: 'k', value: 1, ttlMs: 5, expiresAt: 9 }, 'BAD_REQUEST'],
+    [{ op: 'put', key: 'k', value: 1, ttlMs: 0 }, 'BAD_REQUEST'],
+    [{ op: 'put', key: 'k', value: 1, ttlMs: 1.5 }, 'BAD_REQUEST'],
+    [{ op: 'put', key: 'k', value: 1, ifVersion: -1 }, 'BAD_REQUEST'],
+    [{ op: 'put', key: 'k', value: 1, ifVersion: '3' }, 'BAD_REQUEST'],
+    [{ op: 'incr', key: 'n', by: '1' }, 'BAD_REQUEST'],
+    [{ op: 'list', prefix: 'u:', limit: 1001 }, 'BAD_REQUEST'],
+    [{ op: 'list', prefix: 'u:', limit: 0 }, 'BAD_REQUEST'],
+    [{ op: 'list' }, 'BAD_REQUEST'],
+    [{ op: 'list', prefix: 'u:', values: 'no' }, 'BAD_REQUEST'],
+    [{ op: 'list', prefix: 'k'.repeat(17) }, 'TOO_LARGE'],
+    [{ op: 'clear', prefix: 's:', limit: 10_001 }, 'BAD_REQUEST'],
+    [{ op: 'clear', prefix: '\ud800' }, 'BAD_REQUEST'],
+  ] as const) {
+    assert.is(request(frame), code, JSON.stringify(frame));
+  }
+  // A by of 1e400 is Infinity once parsed: a JSON number, but not a finite one.
+  const infinite = parseNodeFrame('{"id": 1, "op": "incr", "key": "n", "by": 1e400}', limits);
+  assert.is(!infinite.ok && infinite.error.code, 'BAD_REQUEST');
 });
 
 Parse('text commands read like their JSON frames', () => {

@@ -72,9 +72,9 @@ Text('at a node: a quoted key put by text is read back by a JSON frame, and help
   const wscat = await RawClient.open(cluster.primary.url, disposer);
   // The primary may first wait for its replicas to report where they stand.
   await waitFor('the primary to serve', async () => (await wscat.ask('get probe'))['error']?.code !== 'UNAVAILABLE');
-  assert.equal(await wscat.ask('put "my key" some value'), { id: null, ok: true });
-  assert.equal(await wscat.ask({ id: 1, op: 'get', key: 'my key' }), { id: 1, ok: true, found: true, value: 'some value' });
-  assert.equal(await wscat.ask('del "my key"'), { id: null, ok: true, found: true });
+  assert.equal(await wscat.ask('put "my key" some value'), { id: null, ok: true, version: 1 });
+  assert.equal(await wscat.ask({ id: 1, op: 'get', key: 'my key' }), { id: 1, ok: true, found: true, value: 'some value', version: 1 });
+  assert.equal(await wscat.ask('del "my key"'), { id: null, ok: true, found: true, version: 2 });
   const unterminated = await wscat.ask('get "my key');
   assert.is(unterminated['error']?.code, 'BAD_REQUEST');
   assert.equal(await wscat.ask('help'), { text: `${HELP_TEXT}\n` });

@@ -11,7 +11,7 @@ import { SYNC_MODES, storedText } from '../../src/storage/store.js';
 import type { Store } from '../../src/storage/store.js';
 import { Disposer, tempDir } from '../helpers.js';
 import { execSqlite, largestSqliteRead, readSqlite } from '../sqlite-files.js';
-import { del, put, rejection, snapshotEntries, storeContract, tagged } from './store-contract.js';
+import { del, pairs, put, rejection, rows, snapshotEntries, storeContract, tagged } from './store-contract.js';
 import { storedCount, storedValue } from '../stores.js';
 
 // Every behaviour of the Store interface, against each store: SQLite normal, SQLite full, memory.
@@ -51,6 +51,39 @@ Sqlite('a node\'s file is a Keyv store: Keyv with @keyv/sqlite opens it and read
   }
 });
 
+Sqlite('Keyv reads a key pbkv wrote with an expiry as absent once it expired, and the rest as written', async () => {
+  const file = path.join(await tempDir(disposer), 'expiring.sqlite');
+  const store = await openStore('normal', file);
+  const now = Date.now();
+  await store.apply(1, 1, [put('past', 'gone', now - 1_000), put('future', 'here', now + 60_000), put('user:1', 'colon kept')]);
+  await store.close();
+  const keyv = new Keyv({ store: new KeyvSqlite({ uri: `sqlite://${file}`, driver: 'node:sqlite' }), ...keyvSerialization });
+  try {
+    assert.is(await keyv.get('past'), undefined);
+    assert.is(await keyv.get('future'), 'here');
+    assert.is(await keyv.get('user:1'), 'colon kept', 'a key with a colon is not split into a namespace');
+  } finally {
+    await keyv.disconnect();
+  }
+});
+
+Sqlite('a file written before versions existed opens with its keys in Keyv\'s layout, every one at version 1', async () => {
+  const file = path.join(await tempDir(disposer), 'legacy.sqlite');
+  // The layout of pbkv before versions: keyv(key, value) and the meta table.
+  await execSqlite(file, `CREATE TABLE keyv(key VARCHAR(1024) PRIMARY KEY, value TEXT);
+    CREATE TABLE pbkv_meta(name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+    INSERT INTO keyv VALUES ('a', '{"value":1}'), ('user:7', '{"value":{"n":7}}');
+    INSERT INTO pbkv_meta VALUES ('epoch', 2), ('seq', 40);`);
+  const store = await openSqlite('normal', file);
+  assert.equal(store.state, { epoch: 2, seq: 40 });
+  assert.equal(store.read('a'), { valueJson: '1', version: 1, expiresAt: undefined });
+  assert.equal(store.read('user:7'), { valueJson: '{"n":7}', version: 1, expiresAt: undefined });
+  await store.apply(2, 41, [put('a', 2)]);
+  assert.is(store.read('a')?.version, 41);
+  const columns = (await readSqlite(file, 'PRAGMA table_info(keyv)')).map((column) => column['name']);
+  assert.equal(columns, ['key', 'value', 'namespace', 'expires', 'version']);
+});
+
 Sqlite('data and seq survive a restart; WAL is on; the file is readable by plain SQLite', async () => {
   const file = path.join(await tempDir(disposer), 'durable.sqlite');
   const first = await openStore('normal', file);
@@ -64,8 +97,11 @@ Sqlite('data and seq survive a restart; WAL is on; the file is readable by plain
   assert.equal(storedValue(again, 'c'), { three: 3 });
   const [mode] = await readSqlite(file, 'PRAGMA journal_mode');
   assert.is(mode?.['journal_mode'], 'wal');
-  const rows = await readSqlite(file, 'SELECT key, value FROM keyv ORDER BY key');
-  assert.equal(rows, [{ key: 'b', value: '{"value":[2]}' }, { key: 'c', value: '{"value":{"three":3}}' }]);
+  const stored = await readSqlite(file, 'SELECT key, value, namespace, expires, version FROM keyv ORDER BY key');
+  assert.equal(stored, [
+    { key: 'b', value: '{"value":[2]}', namespace: '', expires: null, version: 2 },
+    { key: 'c', value: '{"value":{"three":3}}', namespace: '', expires: null, version: 4 },
+  ]);
 });
 
 Sqlite('a store in full sync mode keeps its data and state across a restart too', async () => {
@@ -114,8 +150,8 @@ Sqlite('a restored SQLite store keeps its state across a restart', async () => {
   const file = path.join(await tempDir(disposer), 'restored.sqlite');
   const first = await openStore('normal', file);
   const restore = await first.beginRestore();
-  await restore.add([['a', '1']]);
-  await restore.finish({ epoch: 3, seq: 99 }, []);
+  await restore.add(rows([['a', '1']]));
+  await restore.finish({ epoch: 3, seq: 99 }, [], 0);
   await first.close();
   const again = await openSqlite('normal', file);
   assert.equal(again.state, { epoch: 3, seq: 99 });
@@ -131,11 +167,11 @@ Sqlite('client sessions are in the file: a reopened store still knows every tag 
   await before.close();
   await first.close();
   assert.equal(await readSqlite(file, 'SELECT client, req, seq, results FROM pbkv_clients ORDER BY seq'), [
-    { client: 'c2', req: 1, seq: 2, results: 'p' },
-    { client: 'c1', req: 2, seq: 3, results: 'tp' },
+    { client: 'c2', req: 1, seq: 2, results: '["p2"]' },
+    { client: 'c1', req: 2, seq: 3, results: '["t3","p1"]' },
   ]);
   const again = await openSqlite('normal', file);
-  assert.equal(again.checkTag({ client: 'c1', req: 2 }), { kind: 'applied', found: true, seq: 3 });
+  assert.equal(again.checkTag({ client: 'c1', req: 2 }), { kind: 'applied', reply: '"found":true,"version":3', seq: 3 });
   const after = await again.snapshot({ entriesMax: 10, bytesMax: 1 << 20 });
   await after.close();
   assert.equal(after.sessions, before.sessions);
@@ -152,7 +188,7 @@ Sqlite('a snapshot of 1 MiB values reads no more than one part and one value fro
   const snapshot = await store.snapshot(limits);
   const pages: [string, string][][] = [];
   const largestRead = await largestSqliteRead(async () => {
-    for await (const page of snapshot.pages()) pages.push(page);
+    for await (const page of snapshot.pages()) pages.push(pairs(page));
   });
   await snapshot.close();
   assert.equal(pages.map((page) => page.length), [3, 3, 3, 3], 'a part holds as many values as fit its bytes');
@@ -180,18 +216,18 @@ Memory('committed batches, deletes, a finished restore and their state survive a
   const old = memoryStore();
   await old.apply(1, 1, [put('gone', 0), put('a', 1)]);
   const restore = await old.beginRestore();
-  await restore.add([['a', '"restored"'], ['b', '[2]'], ['c', '{"c":3}']]);
-  await restore.finish({ epoch: 2, seq: 10 }, []);
+  await restore.add(rows([['a', '"restored"'], ['b', '[2]'], ['c', '{"c":3}']]));
+  await restore.finish({ epoch: 2, seq: 10 }, [], 0);
   await old.apply(2, 11, [del('c'), put('d', null)]);
   // Committed when called, as SqliteStore's synchronous commit is: its promise has not settled.
   const unsettled = old.apply(2, 13, [put('e', 'last')]);
   const survivor = memoryStore(old.crash());
-  assert.equal(await unsettled, [false]);
+  assert.is(await unsettled, undefined);
   assert.equal(survivor.state, { epoch: 2, seq: 13 });
   assert.equal(await snapshotEntries(survivor), [['a', '"restored"'], ['b', '[2]'], ['d', 'null'], ['e', '"last"']]);
   assert.is(await storedCount(survivor), 4);
   assert.is(storedValue(survivor, 'gone'), undefined);
-  assert.is(survivor.readJson('d'), 'null');
+  assert.is(survivor.read('d')?.valueJson, 'null');
   await survivor.apply(2, 14, [put('f', 6)]);
   assert.equal(survivor.state, { epoch: 2, seq: 14 });
 });
@@ -200,17 +236,17 @@ Memory('a restore begun but not finished before a crash is not in the new store,
   const old = memoryStore();
   await old.apply(1, 1, [put('a', 1)]);
   const restore = await old.beginRestore();
-  await restore.add([['x', '1']]);
+  await restore.add(rows([['x', '1']]));
   const survivor = memoryStore(old.crash());
-  await assertCrashedRefusal('restore.add after the crash', () => restore.add([['y', '2']]));
-  await assertCrashedRefusal('restore.finish after the crash', () => restore.finish({ epoch: 5, seq: 50 }, []));
+  await assertCrashedRefusal('restore.add after the crash', () => restore.add(rows([['y', '2']])));
+  await assertCrashedRefusal('restore.finish after the crash', () => restore.finish({ epoch: 5, seq: 50 }, [], 0));
   await restore.abort();
   assert.equal(survivor.state, { epoch: 1, seq: 1 });
   assert.equal(await snapshotEntries(survivor), [['a', '1']]);
   // The new store has no restore in progress: one can begin.
   const fresh = await survivor.beginRestore();
-  await fresh.add([['z', '3']]);
-  await fresh.finish({ epoch: 2, seq: 7 }, []);
+  await fresh.add(rows([['z', '3']]));
+  await fresh.finish({ epoch: 2, seq: 7 }, [], 0);
   assert.equal(await snapshotEntries(survivor), [['z', '3']]);
 });
 
@@ -219,13 +255,13 @@ Memory('after a crash the old store refuses every read and write of its data wit
   await old.apply(1, 1, [put('a', 1), put('b', 2)]);
   const snapshot = await old.snapshot({ entriesMax: 1, bytesMax: 1 << 20 });
   const pages = snapshot.pages()[Symbol.asyncIterator]();
-  assert.equal((await pages.next()).value, [['a', '1']]);
+  assert.equal((await pages.next()).value, [['a', '1', 1, null]]);
   const survivor = memoryStore(old.crash());
   await assertCrashedRefusal('apply', () => old.apply(1, 3, [put('c', 3)]));
   await assertCrashedRefusal('beginRestore', () => old.beginRestore());
   await assertCrashedRefusal('snapshot', () => old.snapshot({ entriesMax: 10, bytesMax: 1 << 20 }));
   await assertCrashedRefusal('a snapshot page after the crash', () => pages.next());
-  await assertCrashedRefusal('readJson', async () => old.readJson('a'));
+  await assertCrashedRefusal('readJson', async () => old.read('a'));
   await assertCrashedRefusal('a second crash', async () => old.crash());
   assert.equal(old.state, { epoch: 1, seq: 2 }, 'the state it held in memory is still readable');
   await snapshot.close();
@@ -242,8 +278,8 @@ Memory('the store a crash returns shares nothing with the old one: changing eith
   const survivor = memoryStore(old.crash());
   await survivor.apply(1, 2, [put('a', 'changed'), put('b', 2)]);
   const restore = await survivor.beginRestore();
-  await restore.add([['c', '3']]);
-  await restore.finish({ epoch: 2, seq: 20 }, []);
+  await restore.add(rows([['c', '3']]));
+  await restore.finish({ epoch: 2, seq: 20 }, [], 0);
   assert.equal(old.state, { epoch: 1, seq: 1 }, 'the old state is as it was at the crash');
   assert.throws(() => {
     (stateAtCrash as { seq: number }).seq = 99;
@@ -269,13 +305,13 @@ Memory('a closed store hands its data on through crash(), as a node restarted cl
 Memory('a restore that has ended takes no more entries and no second finish', async () => {
   const store = memoryStore();
   const restore = await store.beginRestore();
-  await restore.add([['a', '1']]);
-  await restore.finish({ epoch: 1, seq: 1 }, []);
-  assert.match((await rejection('an add after finish', restore.add([['b', '2']]))).message, /has ended/);
-  assert.match((await rejection('a second finish', restore.finish({ epoch: 9, seq: 9 }, []))).message, /has ended/);
+  await restore.add(rows([['a', '1']]));
+  await restore.finish({ epoch: 1, seq: 1 }, [], 0);
+  assert.match((await rejection('an add after finish', restore.add(rows([['b', '2']])))).message, /has ended/);
+  assert.match((await rejection('a second finish', restore.finish({ epoch: 9, seq: 9 }, [], 0))).message, /has ended/);
   const aborted = await store.beginRestore();
   await aborted.abort();
-  assert.match((await rejection('a finish after abort', aborted.finish({ epoch: 9, seq: 9 }, []))).message, /has ended/);
+  assert.match((await rejection('a finish after abort', aborted.finish({ epoch: 9, seq: 9 }, [], 0))).message, /has ended/);
   assert.equal(store.state, { epoch: 1, seq: 1 });
   assert.equal(await snapshotEntries(store), [['a', '1']]);
 });
