@@ -6,6 +6,7 @@
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { startInProcessCluster, type InProcessCluster, type InProcessClusterOptions } from '../../src/cluster/in-process.js';
+import { KvClient } from '../../src/client/client.js';
 import { Disposer, RawClient, tempDir, waitFor, within } from '../helpers.js';
 import { readSqlite } from '../sqlite-files.js';
 
@@ -159,6 +160,24 @@ Api('an expiry delete spares a key written again after it expired', async () => 
   await raw.ask({ id: 4, op: 'put', key: 'later', value: 1, ttlMs: 1 });
   await waitFor('a later expiry delete (the expirer ran)', () => cluster.primary.storage.state.seq >= seq + 2);
   assert.equal(await raw.ask({ id: 5, op: 'get', key: 'renewed' }), { id: 5, ok: true, found: true, value: 'new', version: seq });
+});
+
+Api('expiry across a failover: the new primary reads the key as the old one did, then deletes it when it expires', async () => {
+  const { cluster, raw } = await start();
+  const client = disposer.add(new KvClient({ hubUrl: cluster.hubUrl }), (c) => c.close());
+  await raw.ask({ id: 1, op: 'put', key: 'session', value: 'alive', ttlMs: 2_500 });
+  await raw.ask({ id: 2, op: 'put', key: 'kept', value: 'forever' });
+  await waitFor('the replicas to hold both', async () => new Set(await files(cluster)).size === 1);
+  await cluster.primary.close();
+  await waitFor('a replica to take over', async () => (await client.status()).view?.primary !== 'n0', 15_000);
+  const read = await client.request({ op: 'get', key: 'session' });
+  const expiresAt = read['expiresAt'] as number;
+  if (Date.now() < expiresAt - 200) assert.is(read['found'], true, 'not yet expired on the new primary');
+  await waitFor('session to expire on the new primary', async () => (await client.request({ op: 'get', key: 'session' }))['found'] === false, 15_000);
+  const primary = cluster.replicas.find((node) => node.name === cluster.hub.views.view?.primary)!;
+  await waitFor('the new primary to delete it', () => primary.storage.read('session') === undefined, 10_000);
+  assert.ok(primary.storage.watermark >= expiresAt, `the watermark ${primary.storage.watermark} passed the expiry ${expiresAt}`);
+  assert.is((await client.request({ op: 'get', key: 'kept' }))['value'], 'forever');
 });
 
 Api('list pages through every key with a prefix in UTF-8 byte order; values: false leaves the values out', async () => {
