@@ -338,8 +338,12 @@ export class ViewKeeper {
   private change(previous: View, next: Pick<View, 'primary' | 'replicas'>, why: string, joining: string[] = []): boolean {
     if (this.current?.epoch !== previous.epoch) return false;
     const view: View = { epoch: previous.epoch + 1, ...next, minReplicas: previous.minReplicas ?? 0 };
-    // Members that were not in the previous view must be reported synced before they can take over.
-    const joined = new Set([...[...this.joined].filter((name) => next.replicas.includes(name) || !this.alive(name)), ...joining]);
+    // Members that were not in the previous view must be reported synced before they can take
+    // over; except when it was below the floor: nothing was acknowledged in it, and the primary
+    // reports a candidate caught up there only once it holds all the primary held when that
+    // view began (PrimaryRole.caughtUp), so it holds every acknowledged write already.
+    const trustedAtOnce = belowFloor(previous) !== undefined;
+    const joined = new Set([...[...this.joined].filter((name) => next.replicas.includes(name) || !this.alive(name)), ...(trustedAtOnce ? [] : joining)]);
     this.commit(view, why, joined, this.leftHoldingEverything(previous, view));
     return true;
   }

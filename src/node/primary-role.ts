@@ -163,7 +163,11 @@ export class PrimaryRole {
 
   /** Candidates that hold everything up to `seq` (what this node held a heartbeat ago). */
   caughtUp(seq: number): string[] {
-    return [...this.links.values()].filter((link) => !this.active.replicas.includes(link.name) && link.holds(seq)).map((link) => link.name);
+    // Below the floor a candidate must also hold what this node held when its view began:
+    // then it holds every acknowledged write (none was acknowledged since), and the hub may
+    // count on it as soon as it joins (src/hub/views.ts).
+    const target = belowFloor(this.active) === undefined ? seq : Math.max(seq, this.viewStartSeq);
+    return [...this.links.values()].filter((link) => !this.active.replicas.includes(link.name) && link.holds(target)).map((link) => link.name);
   }
 
   /**

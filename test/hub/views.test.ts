@@ -312,6 +312,15 @@ const ROWS: Row[] = [
     ],
   },
   {
+    rule: 'a candidate joining a view below the floor is trusted at once (nothing was acknowledged in it): if the primary dies before reporting it synced, it takes over',
+    phases: [
+      established(),
+      { what: 'n1 and n2 die', ms: DEATH_MS, beats: { n0: { synced: 'all' } }, expect: { primary: 'n0', replicas: [] } },
+      { what: 'n2 comes back and catches up', ms: 500, beats: { n0: { caughtUp: ['n2'] }, n2: {} }, expect: { primary: 'n0', replicas: ['n2'], trusted: { n2: true } } },
+      { what: 'n0 dies before it reports n2 synced', ms: DEATH_MS, beats: { n2: {} }, expect: { primary: 'n2', replicas: [], why: /the most of the view/ } },
+    ],
+  },
+  {
     rule: 'with the floor at 0, nobody outside a lone primary\'s view is promoted (they may lack what it acknowledged alone)',
     phases: [
       established({ ...CONFIG, minReplicas: 0 }),
