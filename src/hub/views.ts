@@ -343,7 +343,10 @@ export class ViewKeeper {
     // reports a candidate caught up there only once it holds all the primary held when that
     // view began (PrimaryRole.caughtUp), so it holds every acknowledged write already.
     const trustedAtOnce = belowFloor(previous) !== undefined;
-    const joined = new Set([...[...this.joined].filter((name) => next.replicas.includes(name) || !this.alive(name)), ...(trustedAtOnce ? [] : joining)]);
+    const kept = [...this.joined].filter((name) => (next.replicas.includes(name) || !this.alive(name)) && !(trustedAtOnce && joining.includes(name)));
+    const joined = new Set([...kept, ...(trustedAtOnce ? [] : joining)]);
+    // One that came back behind is caught up again now, as a synced report would say.
+    if (trustedAtOnce) for (const name of joining) this.members.get(name)!.regressed = false;
     this.commit(view, why, joined, this.leftHoldingEverything(previous, view));
     return true;
   }

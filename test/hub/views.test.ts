@@ -321,6 +321,16 @@ const ROWS: Row[] = [
     ],
   },
   {
+    rule: 'so is one that came back behind (a lost disk) and caught up again in such a view',
+    phases: [
+      established(),
+      { what: 'n1 and n2 die', ms: DEATH_MS, beats: { n0: { synced: 'all' } }, expect: { primary: 'n0', replicas: [] } },
+      { what: 'n2 comes back empty', ms: 500, beats: { n0: {}, n2: { seq: 0 } }, expect: { primary: 'n0', replicas: [], trusted: { n2: false } } },
+      { what: 'n2 caught up', ms: 500, beats: { n0: { caughtUp: ['n2'] }, n2: { seq: 5 } }, expect: { primary: 'n0', replicas: ['n2'], trusted: { n2: true } } },
+      { what: 'n0 dies', ms: DEATH_MS, beats: { n2: {} }, expect: { primary: 'n2', replicas: [] } },
+    ],
+  },
+  {
     rule: 'with the floor at 0, nobody outside a lone primary\'s view is promoted (they may lack what it acknowledged alone)',
     phases: [
       established({ ...CONFIG, minReplicas: 0 }),
