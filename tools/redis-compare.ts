@@ -76,6 +76,8 @@ function parseReply(buffer: Buffer, start: number): { reply: Reply; end: number 
     }
     case '*': {
       const count = Number(line);
+      // A null array (*-1): what EXEC answers when a WATCHed key changed.
+      if (count < 0) return { reply: null, end: lineEnd + 2 };
       const items: Reply[] = [];
       let end = lineEnd + 2;
       for (let i = 0; i < count; i += 1) {
