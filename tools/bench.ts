@@ -1,19 +1,28 @@
 #!/usr/bin/env node
 /**
- * npm run bench -- [--connections 8] [--depth 8] [--seconds 10 | --ops N] [--mix 1:0]
- *   [--value-bytes 100] [--keys 10000] [--preload N] [--replicas 2] [--sync normal]
- *   [--hub URL] [--json] [--compare redis,echo] [--untagged]
+ * npm run bench -- [--connections 8] [--depth 8] [--seconds 10 | --ops N]
+ *   [--op mix | incr | cas] [--mix 1:0] [--value-bytes 100] [--keys 10000] [--preload N]
+ *   [--replicas 2] [--sync normal] [--hub URL] [--json] [--compare redis,echo] [--untagged]
  *
  * Starts a local cluster (one process per node, temp directories, loopback, free ports) or
  * uses the one at --hub, then keeps `depth` requests in flight on each of `connections`
  * connections for `seconds` (or until `ops`), and prints ops/s, latency percentiles
- * (HDR histogram, microseconds), errors and each node's peak RSS (VmHWM). Puts carry a
+ * (HDR histogram, microseconds), errors and each node's peak RSS (VmHWM). Writes carry a
  * request tag, as the client library's do (each connection is one client), unless
  * --untagged. With
  * --compare redis, the same workload runs against Redis (SET + WAIT for puts, GET for
  * gets; tools/redis-compare.ts); with --compare echo, against a bare WebSocket echo of the
  * same shape and ws settings (tools/echo-server.ts), the transport's own limit. All are
  * printed side by side, with pbkv's ratio to each.
+ *
+ * --op picks the shape: `mix` (the default) puts and gets as --mix says; `incr` an incr of
+ * one of --keys counters (default 100) per request (Redis: INCR + WAIT); `cas` `depth`
+ * compare-and-set loops per connection on --keys keys (default 100) that every loop
+ * shares: get the key's version, put with ifVersion, on CONFLICT get again and retry
+ * (Redis: WATCH + GET, MULTI + SET + EXEC + WAIT, one connection per loop). For cas, ops/s
+ * and latencies are per successful CAS (retries included) and conflicts are counted. After
+ * an incr or cas run, the counters are read back and their sum checked against the
+ * acknowledged writes.
  */
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -30,7 +39,7 @@ import { localClusterSpec } from '../src/cluster/config.js';
 import { spawnHub, spawnNode, type ChildHandle } from '../src/cluster/processes.js';
 import { HubClient } from '../src/hub/hub-client.js';
 import { SYNC_MODES, type SyncMode } from '../src/storage/store.js';
-import { driveRedis, redisAvailable, startRedis, type Recorder } from './redis-compare.js';
+import { casCount, casValue, driveRedis, redisAvailable, redisValues, startRedis, type Recorder, type Op } from './redis-compare.js';
 
 const SECONDS_MAX = 600;
 const OPS_MAX = 50_000_000;
@@ -41,9 +50,10 @@ const { values } = parseArgs({
     depth: { type: 'string', default: '8' },
     seconds: { type: 'string', default: '10' },
     ops: { type: 'string' },
-    mix: { type: 'string', default: '1:0' },
+    op: { type: 'string', default: 'mix' },
+    mix: { type: 'string' },
     'value-bytes': { type: 'string', default: '100' },
-    keys: { type: 'string', default: '10000' },
+    keys: { type: 'string' },
     preload: { type: 'string', default: '0' },
     replicas: { type: 'string', default: '2' },
     sync: { type: 'string', default: 'normal' },
@@ -55,6 +65,12 @@ const { values } = parseArgs({
 });
 const compare = (values.compare ?? '').split(',').filter((name) => name !== '');
 if (compare.some((name) => name !== 'redis' && name !== 'echo')) fail('--compare takes redis, echo or redis,echo');
+const OPS: readonly Op[] = ['mix', 'incr', 'cas'];
+const op = values.op as Op;
+if (!OPS.includes(op)) fail('--op is mix, incr or cas');
+if (op !== 'mix' && values.mix !== undefined) fail(`--mix applies to --op mix only, not ${op}`);
+const mix = values.mix ?? '1:0';
+values.keys ??= op === 'mix' ? '10000' : '100';
 
 const config = {
   connections: bounded('connections', 1, 256),
@@ -66,10 +82,15 @@ const config = {
   preload: bounded('preload', 0, 10_000_000),
   replicas: bounded('replicas', 0, 8),
   sync: values.sync as SyncMode,
-  putShare: mixShare(values.mix!),
+  putShare: mixShare(mix),
   tagged: !values.untagged,
+  op,
 };
 if (!SYNC_MODES.includes(config.sync)) fail(`--sync is one of ${SYNC_MODES.join(', ')}`);
+// Redis's WATCH is per connection: every CAS loop in flight needs a connection of its own.
+if (op === 'cas' && compare.includes('redis') && config.connections * config.depth > 1024) fail('--op cas --compare redis opens a Redis connection per loop: connections x depth at most 1024');
+/** The keys of an incr or cas run: named per run, so that reading them back against --hub counts this run's writes only. */
+const keyPrefix = op === 'mix' ? 'key' : `${op === 'incr' ? 'ctr' : 'cas'}-${randomBytes(3).toString('hex')}-`;
 
 function bounded(name: keyof typeof values, min: number, max: number): number {
   const value = Number(values[name]);
@@ -138,8 +159,14 @@ class Measurement implements Recorder {
   readonly histogram = hdr.build({ lowestDiscernibleValue: 1, highestTrackableValue: 120_000_000, numberOfSignificantValueDigits: 3 });
   done = 0;
   errors = 0;
+  /** CAS: failed conditions (each one then read again and retried). */
+  conflicts = 0;
   readonly errorCodes: Record<string, number> = {};
   readonly started = Date.now();
+
+  conflicted(): void {
+    this.conflicts += 1;
+  }
 
   record(microseconds: number, ok: boolean, code = 'UNKNOWN'): void {
     this.histogram.recordValue(microseconds);
@@ -161,17 +188,24 @@ class Measurement implements Recorder {
     const ms = (p: number) => Number((this.histogram.getValueAtPercentile(p) / 1000).toFixed(2));
     return {
       system,
-      workload: { ...config, mix: values.mix, seconds: Number(seconds.toFixed(2)) },
+      workload: { ...config, mix: op === 'mix' ? mix : undefined, seconds: Number(seconds.toFixed(2)) },
       opsPerSecond: Math.round(this.done / seconds),
       ops: this.done,
       errors: this.errors,
       errorCodes: this.errorCodes,
       latencyMs: { p50: ms(50), p90: ms(90), p99: ms(99), p999: ms(99.9), max: Number((this.histogram.maxValue / 1000).toFixed(2)) },
       peakRssMb,
+      operation: operationOf(system),
+      ...(op === 'cas' ? { conflicts: this.conflicts, conflictsPerOp: Number((this.conflicts / Math.max(1, this.done - this.errors)).toFixed(3)) } : {}),
     };
   }
 }
 
+/**
+ * One system's run. For --op cas, `ops` counts CAS operations (a success, or an error that
+ * ended one), `opsPerSecond` and the latencies are theirs (from the first read to the
+ * acknowledged write, retries included), and `conflicts` the failed conditions.
+ */
 interface Result {
   system: string;
   workload: Record<string, unknown>;
@@ -181,6 +215,30 @@ interface Result {
   errorCodes: Record<string, number>;
   latencyMs: Record<string, number>;
   peakRssMb: Record<string, number | undefined>;
+  /** What one op is on this system, e.g. "INCR + WAIT 2". */
+  operation: string;
+  conflicts?: number;
+  /** Conflicts per successful CAS. */
+  conflictsPerOp?: number;
+  /** incr, cas: the counters read back after the run against the writes acknowledged (undefined: over CHECK_KEYS_MAX keys, or the echo). */
+  check?: { sum: number; acknowledged: number; ok: boolean };
+}
+
+/** What one op is on `system`, for the table and the JSON. */
+function operationOf(system: string): string {
+  const tagged = config.tagged ? ', tagged' : '';
+  const wait = `WAIT ${config.replicas}`;
+  if (system === 'echo') return op === 'mix' ? 'echo' : op === 'incr' ? 'echo of incr frames' : 'echo of get, put frames';
+  switch (op) {
+    case 'mix':
+      return system === 'redis' ? `SET + ${wait} / GET` : `put${config.tagged ? ' (tagged)' : ''} / get`;
+    case 'incr':
+      return system === 'redis' ? `INCR + ${wait}` : `incr by 1${tagged}`;
+    case 'cas':
+      return system === 'redis'
+        ? `WATCH + GET, then MULTI + SET + EXEC + ${wait} (one connection per loop); a nil EXEC: again`
+        : `get, then put with ifVersion${tagged}; a CONFLICT: get again`;
+  }
 }
 
 /**
@@ -201,10 +259,13 @@ function drive(socket: WebSocket, measurement: Measurement, budget: { left: numb
       }
       budget.left -= 1;
       const id = nextId++;
-      const key = `key${Math.floor(Math.random() * config.keys)}`;
-      const frame = Math.random() < config.putShare
-        ? `{"id":${id},"op":"put","key":"${key}","value":${value}${tag === undefined ? '' : `${tag}${id}`}}`
-        : `{"id":${id},"op":"get","key":"${key}"}`;
+      const key = `${keyPrefix}${Math.floor(Math.random() * config.keys)}`;
+      const tagged = tag === undefined ? '' : `${tag}${id}`;
+      const frame = op === 'incr'
+        ? `{"id":${id},"op":"incr","key":"${key}","by":1${tagged}}`
+        : Math.random() < config.putShare
+          ? `{"id":${id},"op":"put","key":"${key}","value":${value}${tagged}}`
+          : `{"id":${id},"op":"get","key":"${key}"}`;
       sentAt.set(id, process.hrtime.bigint());
       inFlight += 1;
       socket.send(frame);
@@ -221,6 +282,77 @@ function drive(socket: WebSocket, measurement: Measurement, budget: { left: numb
     socket.once('close', () => (inFlight > 0 ? reject(new Error('connection closed during the run')) : resolve()));
     for (let i = 0; i < config.depth; i += 1) send();
   });
+}
+
+interface Reply {
+  id: number;
+  ok: boolean;
+  found?: boolean;
+  value?: unknown;
+  version?: number;
+  error?: { code: string; version?: number };
+}
+
+/**
+ * `depth` compare-and-set loops on one connection, as users write them: get the key (its
+ * value and version; an absent key is version 0), put the next value with ifVersion, and
+ * on CONFLICT get it again and retry. The value counts the key's successful CASes
+ * (casValue), so the sum can be checked after the run. Every loop picks its key at random
+ * from the --keys keys that all connections share: fewer keys, more contention.
+ */
+function driveCas(socket: WebSocket, measurement: Measurement, budget: { left: number }, stopAt: number): Promise<void> {
+  // Puts are tagged as the library tags writes: one client per connection, req rising per write.
+  const client = config.tagged ? `,"client":"bench-${randomBytes(8).toString('hex')}","req":` : undefined;
+  let nextReq = 1;
+  let nextId = 1;
+  const pending = new Map<number, (reply: Reply) => void>();
+  let closed = false;
+  const request = (frame: (id: number) => string): Promise<Reply> => {
+    if (closed) return Promise.reject(new Error('connection closed during the run'));
+    const id = nextId++;
+    return new Promise((resolve) => {
+      pending.set(id, resolve);
+      socket.send(frame(id));
+    });
+  };
+  socket.on('message', (data) => {
+    const reply = JSON.parse(data.toString()) as Reply;
+    const resolve = pending.get(reply.id);
+    pending.delete(reply.id);
+    resolve?.(reply);
+  });
+  const closing = new Promise<never>((_, reject) => socket.once('close', () => {
+    closed = true;
+    reject(new Error('connection closed during the run'));
+  }));
+  closing.catch(() => {});
+  const loop = async (): Promise<void> => {
+    while (budget.left > 0 && Date.now() < stopAt) {
+      budget.left -= 1;
+      const key = `${keyPrefix}${Math.floor(Math.random() * config.keys)}`;
+      const started = process.hrtime.bigint();
+      let failed: string | undefined;
+      for (;;) {
+        const read = await Promise.race([request((id) => `{"id":${id},"op":"get","key":"${key}"}`), closing]);
+        if (!read.ok) {
+          failed = read.error?.code ?? 'UNKNOWN';
+          break;
+        }
+        const next = JSON.stringify(casValue(read.found ? casCount(read.value) + 1 : 1, config.valueBytes));
+        const version = read.version ?? 0;
+        const tag = client === undefined ? '' : `${client}${nextReq++}`;
+        const write = await Promise.race([request((id) => `{"id":${id},"op":"put","key":"${key}","value":${next},"ifVersion":${version}${tag}}`), closing]);
+        if (write.ok) break;
+        if (write.error?.code !== 'CONFLICT') {
+          failed = write.error?.code ?? 'UNKNOWN';
+          break;
+        }
+        measurement.conflicted();
+      }
+      measurement.record(Math.max(1, Number((process.hrtime.bigint() - started) / 1000n)), failed === undefined, failed);
+    }
+  };
+  return Promise.all(Array.from({ length: config.depth }, loop)).then(() => undefined);
 }
 
 /**
@@ -290,13 +422,47 @@ async function measure(system: string, url: string, peakRss: () => Record<string
   const budget = { left: config.ops ?? Number.MAX_SAFE_INTEGER };
   const progress = setInterval(() => measurement.progress(system.padEnd(5)), 250);
   try {
-    await Promise.all(sockets.map((socket) => drive(socket, measurement, budget, measurement.started + config.seconds * 1000, benchValue())));
+    const stopAt = measurement.started + config.seconds * 1000;
+    await Promise.all(sockets.map((socket) => (op === 'cas' ? driveCas(socket, measurement, budget, stopAt) : drive(socket, measurement, budget, stopAt, benchValue()))));
   } finally {
     clearInterval(progress);
     process.stderr.write('\n');
     for (const socket of sockets) socket.close();
   }
   return measurement.result(system, (Date.now() - measurement.started) / 1000, peakRss());
+}
+
+/** incr and cas runs read their counters back when there are at most this many keys. */
+const CHECK_KEYS_MAX = 100_000;
+
+/**
+ * The sum of this run's counters on pbkv (incr: the values; cas: the counts in them), listed
+ * page by page. Every acknowledged incr or CAS added exactly 1 and nothing else did, so the
+ * sum is the acknowledged ops (unless a write failed with an unknown outcome).
+ */
+async function pbkvCounterSum(url: string): Promise<number> {
+  const socket = await open(url);
+  try {
+    let sum = 0;
+    let after: string | undefined;
+    for (let id = 1; ; id += 1) {
+      const page = await new Promise<{ ok: boolean; entries?: { key: string; value: unknown }[]; more?: boolean; error?: { message: string } }>((resolve) => {
+        socket.once('message', (data) => resolve(JSON.parse(data.toString())));
+        socket.send(JSON.stringify({ id, op: 'list', prefix: keyPrefix, ...(after === undefined ? {} : { after }), limit: 1000 }));
+      });
+      if (!page.ok) throw new Error(`listing the counters failed: ${page.error?.message}`);
+      for (const entry of page.entries!) sum += op === 'incr' ? Number(entry.value) : casCount(entry.value);
+      if (!page.more || page.entries!.length === 0) return sum;
+      after = page.entries![page.entries!.length - 1]!.key;
+    }
+  } finally {
+    socket.close();
+  }
+}
+
+function checked(sum: number, result: Result): NonNullable<Result['check']> {
+  const acknowledged = result.ops - result.errors;
+  return { sum, acknowledged, ok: sum === acknowledged };
 }
 
 async function runPbkv(): Promise<Result> {
@@ -307,7 +473,9 @@ async function runPbkv(): Promise<Result> {
     const address = await primaryAddress(hub);
     await warmUp(address);
     if (config.preload > 0) await preload(address, config.preload, benchValue());
-    return await measure('pbkv', address, () => Object.fromEntries((cluster?.nodes ?? []).map((node) => [node.name, peakRssMb(node.process.pid)])));
+    const result = await measure('pbkv', address, () => Object.fromEntries((cluster?.nodes ?? []).map((node) => [node.name, peakRssMb(node.process.pid)])));
+    if (op !== 'mix' && config.keys <= CHECK_KEYS_MAX) result.check = checked(await pbkvCounterSum(address), result);
+    return result;
   } finally {
     await hub.close();
     await cluster?.stop();
@@ -319,9 +487,14 @@ async function runRedis(): Promise<Result> {
   const redis = await startRedis(config.replicas);
   try {
     const measurement = new Measurement();
-    const seconds = await driveRedis(redis.primaryPort, { ...config }, measurement, () => measurement.progress('redis'));
+    const seconds = await driveRedis(redis.primaryPort, { ...config, keyPrefix }, measurement, () => measurement.progress('redis'));
     process.stderr.write('\n');
-    return measurement.result('redis', seconds, {});
+    const result = measurement.result('redis', seconds, {});
+    if (op !== 'mix' && config.keys <= CHECK_KEYS_MAX) {
+      const stored = await redisValues(redis.primaryPort, Array.from({ length: config.keys }, (_, i) => `${keyPrefix}${i}`));
+      result.check = checked(stored.reduce((sum, value) => sum + (value === null ? 0 : op === 'incr' ? Number(value) : casCount(value)), 0), result);
+    }
+    return result;
   } finally {
     await redis.stop();
   }
@@ -352,22 +525,39 @@ async function main(): Promise<void> {
 
 function printTable(results: Result[]): void {
   const w = results[0]!.workload;
-  console.log(`workload     ${w['connections']} connections x ${w['depth']} in flight, mix ${w['mix']} (put:get), ${w['valueBytes']} B values, ${w['keys']} keys, ${w['replicas']} replicas, sync ${w['sync']}`);
-  const rows: [string, (r: Result) => string][] = [
-    ['ops/s', (r) => r.opsPerSecond.toLocaleString('en-US')],
-    ['ops', (r) => `${r.ops.toLocaleString('en-US')} in ${r.workload['seconds']} s`],
-    ...(['p50', 'p90', 'p99', 'p999', 'max'] as const).map((p): [string, (r: Result) => string] => [`${p} ms`, (r) => String(r.latencyMs[p])]),
-    ['errors', (r) => (r.errors === 0 ? '0' : `${r.errors} ${JSON.stringify(r.errorCodes)}`)],
-    ['peak RSS MB', (r) => Object.entries(r.peakRssMb).map(([k, v]) => `${k} ${v ?? '?'}`).join(' ') || '-'],
+  const common = `${w['replicas']} replicas, sync ${w['sync']}`;
+  if (op === 'mix') console.log(`workload     ${w['connections']} connections x ${w['depth']} in flight, mix ${w['mix']} (put:get), ${w['valueBytes']} B values, ${w['keys']} keys, ${common}`);
+  else if (op === 'incr') console.log(`workload     ${w['connections']} connections x ${w['depth']} in flight, incr by 1 of ${w['keys']} counters, ${common}`);
+  else console.log(`workload     ${w['connections']} connections x ${w['depth']} CAS loops, ${w['keys']} key${w['keys'] === 1 ? '' : 's'} shared by all loops, ${w['valueBytes']} B values, ${common}`);
+  if (op !== 'mix') {
+    for (const r of results) console.log(`${r.system.padEnd(12)} ${r.operation}`);
+    if (results.some((r) => r.system === 'redis')) console.log(`${'acked'.padEnd(12)} both systems acknowledge a write only once every replica holds it (pbkv's replication, Redis's WAIT ${w['replicas']})`);
+  }
+  const unit = op === 'cas' ? 'CAS' : 'ops';
+  type Row = [string, (r: Result) => string, ((r: Result) => number) | undefined];
+  const rows: Row[] = [
+    [`${unit}/s`, (r) => r.opsPerSecond.toLocaleString('en-US'), (r) => r.opsPerSecond],
+    [unit, (r) => `${r.ops.toLocaleString('en-US')} in ${r.workload['seconds']} s`, undefined],
+    ...(op === 'cas'
+      ? [
+          ['conflicts', (r) => (r.conflicts ?? 0).toLocaleString('en-US'), undefined],
+          ['conflicts/op', (r) => String(r.conflictsPerOp ?? 0), undefined],
+        ] satisfies Row[]
+      : []),
+    ...(['p50', 'p90', 'p99', 'p999', 'max'] as const).map((p): Row => [`${p} ms`, (r) => String(r.latencyMs[p]), (r) => r.latencyMs[p]!]),
+    ['errors', (r) => (r.errors === 0 ? '0' : `${r.errors} ${JSON.stringify(r.errorCodes)}`), undefined],
+    ['peak RSS MB', (r) => Object.entries(r.peakRssMb).map(([k, v]) => `${k} ${v ?? '?'}`).join(' ') || '-', undefined],
+    ...(op === 'mix'
+      ? []
+      : [['check', (r) => (r.check === undefined ? '-' : r.check.ok ? `sum = acked ${r.check.sum.toLocaleString('en-US')}` : `sum ${r.check.sum} != acked ${r.check.acknowledged}`), undefined]] satisfies Row[]),
   ];
   const [pbkv, ...others] = results;
   const header = ['', ...results.map((r) => r.system), ...others.map((r) => `pbkv / ${r.system}`)];
   console.log(header.map((cell, i) => (i === 0 ? cell.padEnd(12) : cell.padEnd(20))).join(' '));
-  for (const [name, cell] of rows) {
+  for (const [name, cell, figure] of rows) {
     const cells = results.map(cell);
     for (const other of others) {
-      const percentile = name.split(' ')[0]!;
-      const ratio = name === 'ops/s' ? pbkv!.opsPerSecond / other.opsPerSecond : name.endsWith(' ms') ? pbkv!.latencyMs[percentile]! / other.latencyMs[percentile]! : undefined;
+      const ratio = figure === undefined ? undefined : figure(pbkv!) / figure(other);
       cells.push(ratio === undefined || !Number.isFinite(ratio) ? '' : `${ratio.toFixed(2)}x`);
     }
     console.log([name.padEnd(12), ...cells.map((c) => c.padEnd(20))].join(' '));

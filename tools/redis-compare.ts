@@ -3,6 +3,12 @@
  * directory, free loopback ports, AOF fsync once a second as the reference does), every
  * put a SET followed by WAIT <replicas>, so a put completes when every replica holds it,
  * which is what pbkv's sync normal gives. Needs `redis-server` on the PATH.
+ *
+ * The other shapes (bench --op): incr is INCR followed by WAIT <replicas>; cas is a
+ * WATCH/MULTI/EXEC loop on a connection of its own (WATCH is per connection): WATCH k +
+ * GET k in one round trip, then MULTI, SET k v, EXEC and WAIT <replicas> in the next; a
+ * nil EXEC is a conflict (that WAIT returns at once: nothing new to wait for), and the
+ * loop goes back to WATCH.
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
@@ -76,6 +82,8 @@ function parseReply(buffer: Buffer, start: number): { reply: Reply; end: number 
     }
     case '*': {
       const count = Number(line);
+      // A null array (*-1): what EXEC answers when a WATCHed key changed.
+      if (count < 0) return { reply: null, end: lineEnd + 2 };
       const items: Reply[] = [];
       let end = lineEnd + 2;
       for (let i = 0; i < count; i += 1) {
@@ -159,7 +167,41 @@ export async function startRedis(replicas: number): Promise<RedisCluster> {
   }
 }
 
+/** The bench's shapes: puts and gets (--mix), incr of counters, compare-and-set loops. */
+export type Op = 'mix' | 'incr' | 'cas';
+
+/** A CAS run's value: how many CASes the key has seen, padded to about `valueBytes` as a JSON string ("17|vvv..."). */
+export function casValue(count: number, valueBytes: number): string {
+  const head = `${count}|`;
+  return head + 'v'.repeat(Math.max(0, valueBytes - 2 - head.length));
+}
+
+/** The count in a casValue (0 for anything else). */
+export function casCount(value: unknown): number {
+  if (typeof value !== 'string') return 0;
+  const count = Number.parseInt(value, 10);
+  return Number.isSafeInteger(count) ? count : 0;
+}
+
+/** The values of `keys` on the Redis at `port` (null: absent), read in MGETs of 1,000. */
+export async function redisValues(port: number, keys: string[]): Promise<(string | null)[]> {
+  const connection = await RespConnection.open(port);
+  try {
+    const values: (string | null)[] = [];
+    for (let start = 0; start < keys.length; start += 1000) {
+      const reply = await connection.command('MGET', ...keys.slice(start, start + 1000));
+      if (!Array.isArray(reply)) throw new Error(`MGET answered ${String(reply)}`);
+      for (const value of reply) values.push(typeof value === 'string' ? value : null);
+    }
+    return values;
+  } finally {
+    connection.close();
+  }
+}
+
 export interface Workload {
+  op: Op;
+  keyPrefix: string;
   connections: number;
   depth: number;
   seconds: number;
@@ -173,6 +215,8 @@ export interface Workload {
 
 export interface Recorder {
   record(microseconds: number, ok: boolean, code?: string): void;
+  /** A CAS whose condition failed (it is then retried). */
+  conflicted(): void;
 }
 
 /** Drives Redis like the pbkv run: `depth` ops in flight per connection. */
@@ -188,18 +232,45 @@ export async function driveRedis(port: number, workload: Workload, recorder: Rec
     await loader.command('WAIT', String(workload.replicas), '10000');
     loader.close();
   }
-  const connections = await Promise.all(Array.from({ length: workload.connections }, () => RespConnection.open(port)));
+  // A CAS loop needs a connection of its own (WATCH); the other shapes pipeline `depth` per connection.
+  const loopsPerConnection = workload.op === 'cas' ? 1 : workload.depth;
+  const connectionCount = workload.op === 'cas' ? workload.connections * workload.depth : workload.connections;
+  const connections = await Promise.all(Array.from({ length: connectionCount }, () => RespConnection.open(port)));
   const budget = { left: workload.ops ?? Number.MAX_SAFE_INTEGER };
   const started = Date.now();
   const stopAt = started + workload.seconds * 1000;
   const progress = setInterval(onProgress, 250);
+  const replicas = String(workload.replicas);
   const one = async (connection: RespConnection): Promise<void> => {
     while (budget.left > 0 && Date.now() < stopAt) {
       budget.left -= 1;
-      const key = `key${Math.floor(Math.random() * workload.keys)}`;
+      const key = `${workload.keyPrefix}${Math.floor(Math.random() * workload.keys)}`;
       const begin = process.hrtime.bigint();
       let ok: boolean;
-      if (Math.random() < workload.putShare) {
+      let code = 'NOT_REPLICATED';
+      if (workload.op === 'incr') {
+        const [count, acked] = await Promise.all([connection.command('INCR', key), connection.command('WAIT', replicas, '2000')]);
+        if (typeof count !== 'number') code = 'REDIS_ERROR';
+        ok = typeof count === 'number' && acked === workload.replicas;
+      } else if (workload.op === 'cas') {
+        for (;;) {
+          const [, current] = await Promise.all([connection.command('WATCH', key), connection.command('GET', key)]);
+          const next = casValue(typeof current === 'string' ? casCount(current) + 1 : 1, workload.valueBytes);
+          const [, , exec, acked] = await Promise.all([
+            connection.command('MULTI'),
+            connection.command('SET', key, next),
+            connection.command('EXEC'),
+            connection.command('WAIT', replicas, '2000'),
+          ]);
+          if (exec === null) {
+            recorder.conflicted();
+            continue;
+          }
+          if (!Array.isArray(exec)) code = 'REDIS_ERROR';
+          ok = Array.isArray(exec) && acked === workload.replicas;
+          break;
+        }
+      } else if (Math.random() < workload.putShare) {
         const [, acked] = await Promise.all([
           connection.command('SET', key, value),
           connection.command('WAIT', String(workload.replicas), '2000'),
@@ -208,10 +279,10 @@ export async function driveRedis(port: number, workload: Workload, recorder: Rec
       } else {
         ok = !((await connection.command('GET', key)) instanceof Error);
       }
-      recorder.record(Math.max(1, Number((process.hrtime.bigint() - begin) / 1000n)), ok, ok ? undefined : 'NOT_REPLICATED');
+      recorder.record(Math.max(1, Number((process.hrtime.bigint() - begin) / 1000n)), ok, ok ? undefined : code);
     }
   };
-  await Promise.all(connections.flatMap((connection) => Array.from({ length: workload.depth }, () => one(connection))));
+  await Promise.all(connections.flatMap((connection) => Array.from({ length: loopsPerConnection }, () => one(connection))));
   clearInterval(progress);
   for (const connection of connections) connection.close();
   return (Date.now() - started) / 1000;
