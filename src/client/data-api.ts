@@ -104,10 +104,11 @@ export function listPageOf(reply: OkReply): ListPage {
     entries: entries.map((entry: unknown) => {
       if (typeof entry !== 'object' || entry === null || typeof (entry as { key?: unknown }).key !== 'string') throw new KvError('INTERNAL', 'malformed reply: a list entry needs a key');
       const fields = entry as Record<string, unknown>;
-      const listed: ListEntry = { key: fields['key'] as string, version: countField(fields['version'], 'version') };
-      if (fields['value'] !== undefined) listed.value = entryOf(fields).value;
-      if (fields['expiresAt'] !== undefined) listed.expiresAt = countField(fields['expiresAt'], 'expiresAt');
-      return listed;
+      const key = fields['key'] as string;
+      // Fields in the order the wire has them, so an entry prints as the node sent it.
+      if (fields['value'] !== undefined) return { key, ...entryOf(fields) };
+      const { version, expiresAt } = fields;
+      return { key, version: countField(version, 'version'), ...(expiresAt === undefined ? {} : { expiresAt: countField(expiresAt, 'expiresAt') }) };
     }),
     more,
     version: replyVersion(reply),
