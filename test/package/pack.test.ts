@@ -211,6 +211,16 @@ Pack("the README's Keyv example runs once keyv is installed beside pbkv (last: i
   // keyv 6 needs Node 22.19 or later: the Node running this test.
   assertRan(await run(process.execPath, ['keyv-example.mjs'], { cwd: project, deadlineMs: RUN_DEADLINE_MS }, disposer), "{ name: 'ann' }\n", 'the Keyv example');
   assert.equal(JSON.parse(cluster.primary.storage.read('cache:user:1')!.valueJson), { name: 'ann' }, 'a pbkv key any client reads');
+
+  // And its types: pbkv/keyv's declarations find keyv's in the install.
+  await writeFile(path.join(project, 'keyv-example.ts'), example);
+  await writeFile(path.join(project, 'keyv-wrong.ts'), "import { KeyvPbkv } from 'pbkv/keyv';\nnew KeyvPbkv({ hubUrl: 'ws://x', values: 'yaml' });\n");
+  const tsconfig = JSON.parse(await readFile(path.join(project, 'tsconfig.json'), 'utf8')) as { files: string[] };
+  await writeFile(path.join(project, 'tsconfig.keyv.json'), JSON.stringify({ ...tsconfig, files: ['keyv-example.ts', 'keyv-wrong.ts'] }));
+  const tsc = path.join(REPO_ROOT, 'node_modules', 'typescript', 'bin', 'tsc');
+  const checked = await run(process.execPath, [tsc, '-p', path.join(project, 'tsconfig.keyv.json')], { cwd: project, deadlineMs: RUN_DEADLINE_MS }, disposer);
+  const errors = checked.stdout.split('\n').filter((line) => /error TS\d+/.test(line));
+  assert.equal(errors.map((line) => line.replace(/\(.*$/, '')), ['keyv-wrong.ts'], `only the wrong call fails:\n${checked.stdout}`);
 });
 
 Pack.run();
