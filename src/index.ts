@@ -4,6 +4,19 @@
  * client runs on Node versions without node:sqlite. The servers are `pbkv/server`.
  */
 export { KvClient, type KvClientOptions } from './client/client.js';
+export {
+  ConflictError,
+  type KvEntry,
+  type ListEntry,
+  type ListPage,
+  type ListOptions,
+  type PutOptions,
+  type DelOptions,
+  type ClearOptions,
+  type IncrOptions,
+  type Condition,
+  type Expiry,
+} from './client/data-api.js';
 export { HubClient } from './hub/hub-client.js';
 export { KV_SERVICE } from './constants.js';
 export { KvError, ERROR_CODES, type ErrorCode } from './errors.js';

@@ -3,7 +3,8 @@
  * pbkv: the command line (`pbkv help` prints the usage).
  * Only the options pbkv knows are options, so a value such as `-5` or `--weird` after the
  * command is taken as it is (as redis-cli and etcdctl users expect); `--` ends options.
- * Exit codes: 0 done, 1 the request failed or the key was not found, 2 bad usage.
+ * Exit codes: 0 done, 1 the request failed or the key was not found, 2 bad usage, 3 a
+ * condition (--if-version) did not hold.
  */
 import { readFile } from 'node:fs/promises';
 import { KvClient } from '../client/client.js';
@@ -13,30 +14,61 @@ import type { HubStatus } from '../hub/hub-client.js';
 import type { Json, NodeHealth } from '../protocol/messages.js';
 
 const DEFAULT_HUB_URL = `ws://127.0.0.1:${DEFAULT_HUB_PORT}`;
+/** The exit code of a write whose --if-version did not hold (CONFLICT). */
+const EXIT_CONFLICT = 3;
 
 /** Each command's usage lines and what it does; `pbkv help COMMAND` prints them. */
 const COMMANDS = {
   put: {
-    usage: ['pbkv put KEY VALUE [--json]', 'pbkv put KEY - [--json]     (or --stdin)'],
+    usage: ['pbkv put KEY VALUE [--json]', 'pbkv put KEY - [--json]     (or --stdin)', 'pbkv put KEY VALUE [--if-version V] [--ttl MS] [--with-version]'],
     about: [
       'Stores VALUE under KEY; prints OK once the primary and every replica have it.',
       'VALUE is a string, kept exactly; with --json it is parsed as JSON, so 42 is a number',
       'and \'"42"\' a string. With - or --stdin, VALUE is everything on stdin, less one',
       'trailing newline. A VALUE that starts with - is a value (pbkv put t -5); after --,',
       'so is anything (pbkv put t -- --json).',
+      'With --if-version V, only if KEY is at version V (0: only if KEY is absent); else',
+      'nothing is written and pbkv exits 3 (CONFLICT). With --ttl MS, KEY expires MS',
+      'milliseconds after the write; without it, an expiry KEY had is cleared.',
+      'With --with-version, prints the write\'s version as JSON ({"version":19}) instead of OK.',
     ],
   },
   get: {
-    usage: ['pbkv get KEY [--json]'],
+    usage: ['pbkv get KEY [--json] [--with-version]'],
     about: [
       'Prints the value of KEY: a string as it is, any other value as JSON. With --json the',
       'value is always printed as JSON, so its type shows ("42" is a string, 42 a number).',
-      'Prints (not found) on stderr and exits 1 when KEY is absent.',
+      'With --with-version, prints the value, its version and its expiry (Unix ms) if any as',
+      'one JSON object: {"value":"blue","version":17}. Prints (not found) on stderr and exits',
+      '1 when KEY is absent.',
     ],
   },
   del: {
-    usage: ['pbkv del KEY'],
-    about: ['Deletes KEY; prints deleted, or (not found) on stderr with exit code 1 when KEY was absent.'],
+    usage: ['pbkv del KEY [--if-version V]'],
+    about: [
+      'Deletes KEY; prints deleted, or (not found) on stderr with exit code 1 when KEY was absent.',
+      'With --if-version V, only if KEY is at version V; else nothing is deleted and pbkv exits 3.',
+      'With --with-version, prints {"found":true,"version":21} (the delete\'s own version).',
+    ],
+  },
+  incr: {
+    usage: ['pbkv incr KEY [BY] [--if-version V] [--ttl MS]'],
+    about: [
+      'Adds BY (a number, 1 unless given; -5 subtracts) to the number under KEY and prints the',
+      'new value. An absent KEY counts as 0; a value that is not a number fails (BAD_REQUEST).',
+      'With --ttl MS, KEY expires MS milliseconds after the incr; without it, an expiry KEY',
+      'had is kept. --if-version as for put. With --with-version, prints {"value":6,"version":20}.',
+    ],
+  },
+  list: {
+    usage: ['pbkv list [PREFIX] [--json]'],
+    about: [
+      'Prints the keys that start with PREFIX (every key without one), one a line, in the',
+      'order of their UTF-8 bytes, a page at a time until the last. With --json, one JSON',
+      'object a line: {"key":"user:1","value":{"name":"ann"},"version":12}, and "expiresAt"',
+      '(Unix ms) for a key that expires. Pages are read one after another: a key written',
+      'while pbkv lists may or may not be printed.',
+    ],
   },
   status: {
     usage: ['pbkv status [--json]'],
@@ -68,8 +100,11 @@ const OPTIONS_HELP = [
   'Options (anywhere before --):',
   `  --hub URL          the directory hub (env PBKV_HUB; default ${DEFAULT_HUB_URL})`,
   `  --timeout-ms MS    how long to wait for each reply (default ${REQUEST_TIMEOUT_MS})`,
-  '  --json             put: parse VALUE as JSON; get, status: print JSON',
+  '  --json             put: parse VALUE as JSON; get, list, status: print JSON',
   '  --stdin            put: read VALUE from stdin (as VALUE - does)',
+  '  --if-version V     put, del, incr: only if KEY is at version V (0: absent); else exit 3',
+  '  --ttl MS           put, incr: KEY expires MS milliseconds after the write',
+  '  --with-version     get, put, del, incr: print the result as JSON with its version',
   '  --                 ends the options: what follows is KEY and VALUE, whatever it looks like',
   '  -h, --help         print the usage (of the command given, if any)',
   '  -v, --version      print the version',
@@ -83,6 +118,8 @@ const OVERALL_HELP = [
   '  put KEY -          store everything on stdin, less one trailing newline (also: --stdin)',
   '  get KEY            print the value (with --json, as JSON so its type shows)',
   '  del KEY            delete KEY',
+  '  incr KEY [BY]      add BY (default 1) to the number under KEY; print the new value',
+  '  list [PREFIX]      print the keys with PREFIX, one a line (with --json, values and versions too)',
   '  status             the view, whether writes are taken, and each node\'s role, state, seq and lag',
   '  help [COMMAND]     this text, or one command\'s',
   '  version            the version of pbkv',
@@ -90,7 +127,8 @@ const OVERALL_HELP = [
   ...OPTIONS_HELP,
   '',
   'Exit codes: 0 done, 1 the request failed (the message says CODE: why) or the key was',
-  'not found, 2 bad usage.',
+  'not found, 2 bad usage, 3 a condition (--if-version) did not hold: nothing was written',
+  '(CONFLICT; the message says the version KEY is at).',
 ].join('\n');
 
 function commandHelp(command: Command): string {
@@ -122,7 +160,22 @@ interface Invocation {
   stdin: boolean;
   help: boolean;
   version: boolean;
+  withVersion: boolean;
+  ifVersion: number | undefined;
+  ttlMs: number | undefined;
 }
+
+/** The options a command may take, and the commands each of them is for. */
+const OPTION_COMMANDS = {
+  json: ['put', 'get', 'list', 'status'],
+  stdin: ['put'],
+  withVersion: ['get', 'put', 'del', 'incr'],
+  ifVersion: ['put', 'del', 'incr'],
+  ttlMs: ['put', 'incr'],
+} as const satisfies Record<string, readonly Command[]>;
+
+/** How each of those options is spelled on the command line. */
+const OPTION_NAMES: Record<keyof typeof OPTION_COMMANDS, string> = { json: '--json', stdin: '--stdin', withVersion: '--with-version', ifVersion: '--if-version', ttlMs: '--ttl' };
 
 /**
  * Reads the command line. Only known options are options: an unknown one before the
@@ -137,6 +190,9 @@ function parseCommandLine(argv: readonly string[]): Invocation {
     stdin: false,
     help: false,
     version: false,
+    withVersion: false,
+    ifVersion: undefined,
+    ttlMs: undefined,
   };
   let optionsEnded = false;
   for (let index = 0; index < argv.length; index += 1) {
@@ -158,7 +214,13 @@ function parseCommandLine(argv: readonly string[]): Invocation {
       if (value === undefined) throw new UsageError(`${name} needs a value`, command);
       return value;
     };
-    const flag = (field: 'json' | 'stdin' | 'help' | 'version') => {
+    const integer = (min: number, what: string) => {
+      const text = valueOf();
+      const value = Number(text);
+      if (!/^\d+$/.test(text) || !Number.isSafeInteger(value) || value < min) throw new UsageError(`${name} must be ${what}, not "${text}"`, command);
+      return value;
+    };
+    const flag = (field: 'json' | 'stdin' | 'help' | 'version' | 'withVersion') => {
       if (inline !== undefined) throw new UsageError(`${name} takes no value`, command);
       invocation[field] = true;
     };
@@ -180,6 +242,16 @@ function parseCommandLine(argv: readonly string[]): Invocation {
         break;
       case '--stdin':
         flag('stdin');
+        break;
+      case '--with-version':
+        flag('withVersion');
+        break;
+      case '--if-version':
+        invocation.ifVersion = integer(0, 'a version: a whole number, 0 for an absent key');
+        break;
+      case '--ttl':
+      case '--ttl-ms':
+        invocation.ttlMs = integer(1, 'a positive whole number of milliseconds');
         break;
       case '-h':
       case '--help':
@@ -216,11 +288,11 @@ async function main(argv: readonly string[]): Promise<number> {
   const expect = (count: number) => {
     if (args.length !== count) throw new UsageError(`${command} takes ${count === 0 ? 'no arguments' : count === 1 ? 'one argument' : `${count} arguments`}, not ${args.length}`, command);
   };
-  const only = (option: 'json' | 'stdin', commands: readonly Command[]) => {
-    if (invocation[option] && !commands.includes(command)) throw new UsageError(`--${option} is for ${commands.length === 1 ? commands[0] : `${commands.slice(0, -1).join(', ')} and ${commands.at(-1)}`}, not ${command}`, command);
-  };
-  only('json', ['put', 'get', 'status']);
-  only('stdin', ['put']);
+  for (const [option, commands] of Object.entries(OPTION_COMMANDS) as [keyof typeof OPTION_COMMANDS, readonly Command[]][]) {
+    const given = invocation[option] !== undefined && invocation[option] !== false;
+    if (given && !commands.includes(command)) throw new UsageError(`${OPTION_NAMES[option]} is for ${commands.length === 1 ? commands[0] : `${commands.slice(0, -1).join(', ')} and ${commands.at(-1)}`}, not ${command}`, command);
+  }
+  const { ifVersion, ttlMs } = invocation;
   switch (command) {
     case 'help': {
       if (args.length > 1) expect(1);
@@ -239,32 +311,54 @@ async function main(argv: readonly string[]): Promise<number> {
       const text = fromStdin ? await readStdin() : args[1]!;
       const value = invocation.json ? parseJson(text) : text;
       return withClient(invocation, async (client) => {
-        await client.put(args[0]!, value);
-        console.log('OK');
+        const version = await client.put(args[0]!, value, { ifVersion, ttlMs });
+        console.log(invocation.withVersion ? JSON.stringify({ version }) : 'OK');
         return 0;
       });
     }
     case 'get':
       expect(1);
       return withClient(invocation, async (client) => {
-        const value = await client.get(args[0]!);
-        if (value === undefined) {
+        const entry = await client.getEntry(args[0]!);
+        if (entry === undefined) {
           console.error('(not found)');
           return 1;
         }
-        console.log(typeof value === 'string' && !invocation.json ? value : JSON.stringify(value));
+        const { value } = entry;
+        if (invocation.withVersion) console.log(JSON.stringify(entry));
+        else console.log(typeof value === 'string' && !invocation.json ? value : JSON.stringify(value));
         return 0;
       });
     case 'del':
       expect(1);
       return withClient(invocation, async (client) => {
-        if (await client.del(args[0]!)) {
-          console.log('deleted');
-          return 0;
-        }
+        const deleted = await client.delEntry(args[0]!, { ifVersion });
+        if (invocation.withVersion) console.log(JSON.stringify(deleted));
+        else if (deleted.found) console.log('deleted');
+        if (deleted.found) return 0;
         console.error('(not found)');
         return 1;
       });
+    case 'incr': {
+      if (args.length === 0 || args.length > 2) throw new UsageError(`incr takes KEY and an optional BY, not ${args.length} arguments`, command);
+      const by = args[1] === undefined ? 1 : parseNumber(args[1], command);
+      return withClient(invocation, async (client) => {
+        const counted = await client.incr(args[0]!, by, { ifVersion, ttlMs });
+        console.log(invocation.withVersion ? JSON.stringify(counted) : String(counted.value));
+        return 0;
+      });
+    }
+    case 'list': {
+      if (args.length > 1) expect(1);
+      return withClient(invocation, async (client) => {
+        for await (const page of client.list(args[0] ?? '', { values: invocation.json })) {
+          // One write a page, not one a key.
+          const lines = page.entries.map((entry) => (invocation.json ? JSON.stringify(entry) : entry.key));
+          if (lines.length > 0) console.log(lines.join('\n'));
+        }
+        return 0;
+      });
+    }
     case 'status':
       expect(0);
       return withClient(invocation, async (client) => {
@@ -363,6 +457,14 @@ async function readStdin(): Promise<string> {
   return text.replace(/\r?\n$/, '');
 }
 
+/** A number as JSON writes one (incr's BY): -5 and 2.5 are, 0x10 and Infinity are not. */
+function parseNumber(text: string, command: Command): number {
+  if (!/^-?(?:0|[1-9]\d*)(?:\.\d+)?(?:[eE][+-]?\d+)?$/.test(text) || !Number.isFinite(Number(text))) {
+    throw new UsageError(`BY must be a number, not "${text}"`, command);
+  }
+  return Number(text);
+}
+
 function parseJson(text: string): Json {
   try {
     return JSON.parse(text) as Json;
@@ -370,6 +472,13 @@ function parseJson(text: string): Json {
     throw new UsageError(`--json: ${JSON.stringify(text.length > 80 ? `${text.slice(0, 80)}...` : text)} is not valid JSON`, 'put');
   }
 }
+
+// A reader that stops early (pbkv list | head) closes the pipe: that ends pbkv quietly, as it
+// ends cat, instead of with a stack trace.
+process.stdout.on('error', (error: NodeJS.ErrnoException) => {
+  if (error.code !== 'EPIPE') throw error;
+  process.exit(0);
+});
 
 main(process.argv.slice(2)).then(
   (code) => {
@@ -381,7 +490,8 @@ main(process.argv.slice(2)).then(
       process.exitCode = 2;
     } else if (error instanceof KvError) {
       console.error(`pbkv: ${error.code}: ${error.message}`);
-      process.exitCode = 1;
+      // A condition that did not hold is an answer, not a failure: scripts tell it apart.
+      process.exitCode = error.code === 'CONFLICT' ? EXIT_CONFLICT : 1;
     } else {
       console.error(`pbkv: ${(error as Error).message}`);
       process.exitCode = 1;

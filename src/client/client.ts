@@ -1,24 +1,27 @@
 /**
  * The pbkv client: finds the primary through the hub (service `kv`, the view's primary),
- * keeps one connection to it, and turns get/put/del into promises matched by request id.
- * It follows the view: on NOT_PRIMARY, on no primary known yet (NOT_FOUND) or a primary
- * that cannot be reached, it looks `kv` up again and retries with backoff until its
- * deadline.
+ * keeps one connection to it, and turns the data API (PROTOCOL.md) into promises matched
+ * by request id. It follows the view: on NOT_PRIMARY, on no primary known yet (NOT_FOUND)
+ * or a primary that cannot be reached, it looks `kv` up again and retries with backoff
+ * until its deadline.
  *
- * Every put and del carries a request tag (PROTOCOL.md): this client's random id and a
- * number that grows with each write. The primary applies a tag at most once and answers a
- * retry with the first reply, so a write is retried on UNAVAILABLE too (a timeout, a lost
- * reply, a failover), as a get is. A new write waits while this client's oldest unsettled
- * one is REQUEST_TAG_WINDOW numbers behind: the primary remembers no further back.
+ * Every write (put, del, incr, clear) carries a request tag (PROTOCOL.md): this client's
+ * random id and a number that grows with each write. The primary applies a tag at most
+ * once and answers a retry with the first reply, so a write is retried on UNAVAILABLE too
+ * (a timeout, a lost reply, a failover), as a read is. A new write waits while this
+ * client's oldest unsettled one is REQUEST_TAG_WINDOW numbers behind: the primary
+ * remembers no further back.
  */
 import { defer, firstValueFrom, retry, throwError } from 'rxjs';
 import { backoff } from '../backoff.js';
 import { CLIENT_ID_LENGTH_MAX, CLIENT_ID_RANDOM_BYTES, CLIENT_REPLY_FRAME_BYTES_MAX, CLIENT_RETRY_DEADLINE_MS, KV_SERVICE, REQUEST_TAG_WINDOW, REQUEST_TIMEOUT_MS } from '../constants.js';
-import { KvError, NOTHING_APPLIED, assert, toKvError } from '../errors.js';
+import { KvError, NOTHING_APPLIED, assert, toKvError, type ErrorCode } from '../errors.js';
 import type { Json, RequestTag } from '../protocol/messages.js';
 import type { Environment } from '../env/environment.js';
 import { realEnvironment } from '../transport/real-environment.js';
 import { HubClient } from '../hub/hub-client.js';
+import { replyCount } from '../protocol/reply.js';
+import { ConflictError, entryOf, listPageOf, replyVersion, type ClearOptions, type DelOptions, type IncrOptions, type KvEntry, type ListOptions, type ListPage, type PutOptions } from './data-api.js';
 import { RpcChannel, type OkReply } from '../protocol/rpc-channel.js';
 import { Redialer } from '../transport/redialer.js';
 
@@ -33,6 +36,9 @@ export interface KvClientOptions {
   /** The network, clock and randomness (the real ones unless given). */
   env?: Environment;
 }
+
+/** Codes that say a try applied nothing, whatever tries before it may have done. */
+const DEFINITE_CODES: ReadonlySet<ErrorCode> = new Set(['CONFLICT', 'BAD_REQUEST']);
 
 export class KvClient {
   private readonly env: Environment;
@@ -58,23 +64,88 @@ export class KvClient {
 
   /** The value stored under `key`, or undefined. */
   async get(key: string): Promise<Json | undefined> {
+    return (await this.getEntry(key))?.value;
+  }
+
+  /** The value stored under `key` with its version and expiry, or undefined. */
+  async getEntry(key: string): Promise<KvEntry | undefined> {
     const reply = await this.request({ op: 'get', key });
-    if (reply['found'] === true && 'value' in reply && reply['value'] !== null) return reply['value'] as Json;
     if (reply['found'] === false) return undefined;
-    throw new KvError('INTERNAL', 'malformed reply: a get answers found: false, or found: true with a value');
+    if (reply['found'] !== true) throw new KvError('INTERNAL', 'malformed reply: a get answers found: false, or found: true with a value');
+    return entryOf(reply);
   }
 
-  /** Resolves once the write is on the primary and every replica. */
-  async put(key: string, value: Json): Promise<void> {
+  /**
+   * Stores `value` under `key`; resolves with the write's version once the primary and
+   * every replica hold it. `ifVersion`: only if the key is at that version (0: absent),
+   * else a ConflictError. `ttlMs` or `expiresAt` (Unix ms): when the key expires; without
+   * either, an earlier expiry is cleared.
+   */
+  async put(key: string, value: Json, options: PutOptions = {}): Promise<number> {
     if (value === null || value === undefined) throw new KvError('BAD_REQUEST', 'value must not be null');
-    await this.write({ op: 'put', key, value });
+    const { ifVersion, ttlMs, expiresAt } = options;
+    const reply = await this.write({ op: 'put', key, value, ifVersion, ttlMs, expiresAt });
+    return replyVersion(reply);
   }
 
-  /** Resolves with whether the key existed. */
-  async del(key: string): Promise<boolean> {
-    const reply = await this.write({ op: 'del', key });
+  /** Deletes `key`; resolves with whether it existed. `ifVersion` as for put. */
+  async del(key: string, options: DelOptions = {}): Promise<boolean> {
+    return (await this.delEntry(key, options)).found;
+  }
+
+  /** del, resolving with the delete's own version too (an absent key's delete takes one as well). */
+  async delEntry(key: string, options: DelOptions = {}): Promise<{ found: boolean; version: number }> {
+    const reply = await this.write({ op: 'del', key, ifVersion: options.ifVersion });
     if (typeof reply['found'] !== 'boolean') throw new KvError('INTERNAL', 'malformed reply: a del answers found: true or false');
-    return reply['found'];
+    return { found: reply['found'], version: replyVersion(reply) };
+  }
+
+  /**
+   * Adds `by` to the number under `key` (an absent key counts as 0) and resolves with the
+   * new value and version. A value that is not a number is BAD_REQUEST. Without `ttlMs` or
+   * `expiresAt`, an expiry the key had is kept.
+   */
+  async incr(key: string, by = 1, options: IncrOptions = {}): Promise<{ value: number; version: number }> {
+    const { ifVersion, ttlMs, expiresAt } = options;
+    const reply = await this.write({ op: 'incr', key, by, ifVersion, ttlMs, expiresAt });
+    const value = reply['value'];
+    if (typeof value !== 'number' || !Number.isFinite(value)) throw new KvError('INTERNAL', 'malformed reply: an incr answers its value as a finite number');
+    return { value, version: replyVersion(reply) };
+  }
+
+  /**
+   * The keys with `prefix` ("" for all) in their UTF-8 byte order, a page at a time: each
+   * page is read after the last key of the one before, until `more` is false. Each page is
+   * linearizable; the pages together are not one snapshot (PROTOCOL.md, list).
+   */
+  async *list(prefix: string, options: ListOptions = {}): AsyncGenerator<ListPage, void, undefined> {
+    let after = options.after;
+    for (;;) {
+      // Fields left undefined are not sent (JSON leaves them out).
+      const reply = await this.request({ op: 'list', prefix, after, limit: options.limit, values: options.values });
+      const page = listPageOf(reply);
+      yield page;
+      const last = page.entries.at(-1);
+      if (!page.more) return;
+      // A page that says more follow but holds nothing would be asked for again forever.
+      if (last === undefined) throw new KvError('INTERNAL', 'malformed reply: a list page says more follow but holds no entry');
+      after = last.key;
+    }
+  }
+
+  /**
+   * Deletes every key with `prefix` ("" is every key of the cluster), as many clear writes
+   * as it takes: each deletes at most `limit` keys (the node's default and most: 10,000) as
+   * one write. Resolves with how many keys were deleted.
+   */
+  async clear(prefix: string, options: ClearOptions = {}): Promise<number> {
+    let deleted = 0;
+    for (;;) {
+      const reply = await this.write({ op: 'clear', prefix, limit: options.limit });
+      deleted += replyCount(reply, 'deleted');
+      if (reply['more'] === false) return deleted;
+      if (reply['more'] !== true) throw new KvError('INTERNAL', 'malformed reply: a clear answers more: true or false');
+    }
   }
 
   /** A write with the next request tag: every retry of it carries the same one. */
@@ -82,6 +153,8 @@ export class KvClient {
     const tag = await this.nextTag();
     try {
       return await this.request({ ...fields, client: tag.client, req: tag.req });
+    } catch (error) {
+      throw error instanceof KvError && error.code === 'CONFLICT' ? ConflictError.from(error) : error;
     } finally {
       this.unsettled.delete(tag.req);
       while (this.windowWaiters.length > 0 && this.windowOpen()) this.windowWaiters.shift()!.resolve(this.issueTag());
@@ -138,9 +211,11 @@ export class KvClient {
           // Whoever answered may not be (or no longer be) the primary: the next request looks
           // `kv` up again, whether this one is retried or not.
           if (kvError.code === 'NOT_PRIMARY' || kvError.code === 'UNAVAILABLE') this.channel.drop();
-          if (sent && fields['op'] !== 'get' && kvError.code === 'UNAVAILABLE' && kvError.details['applied'] !== false) mayBeApplied ??= kvError;
+          if (sent && !isRead(fields) && kvError.code === 'UNAVAILABLE' && kvError.details['applied'] !== false) mayBeApplied ??= kvError;
           if (!this.closed && this.retryable(kvError, sent, fields) && this.env.clock.now() < deadline) return backoffDelay(kvError, attempt);
-          if (mayBeApplied && kvError !== mayBeApplied) {
+          // A CONFLICT or BAD_REQUEST is definite even then: the primary answers a tag it
+          // applied with the first reply, so this try found nothing applied under it.
+          if (mayBeApplied && kvError !== mayBeApplied && !DEFINITE_CODES.has(kvError.code)) {
             const outcome = new KvError('UNAVAILABLE', `${mayBeApplied.message}; the write may have been applied (the last try: ${kvError.code}: ${kvError.message})`);
             return throwError(() => outcome);
           }
@@ -163,7 +238,7 @@ export class KvClient {
     if (error.details['applied'] === false) return true;
     // The tag is older than the primary remembers: no retry can tell the outcome.
     if (error.details['expired'] === true) return false;
-    return fields['op'] === 'get' || (fields['client'] !== undefined && fields['req'] !== undefined);
+    return isRead(fields) || (fields['client'] !== undefined && fields['req'] !== undefined);
   }
 
   async close(): Promise<void> {
@@ -188,4 +263,8 @@ export class KvClient {
     const connection = await this.env.transport.connect(address, { maxPayload: CLIENT_REPLY_FRAME_BYTES_MAX });
     return new RpcChannel(connection, this.env.clock, this.options.requestTimeoutMs ?? REQUEST_TIMEOUT_MS);
   }
+}
+
+function isRead(fields: Record<string, unknown>): boolean {
+  return fields['op'] === 'get' || fields['op'] === 'list';
 }

@@ -7,27 +7,45 @@
  */
 import { KvError } from '../errors.js';
 
+/**
+ * One argument of a command: the request field it fills, and whether it may be left out
+ * (then the field takes `fallback`, or is not sent) or must be a number.
+ */
+interface Arg {
+  name: string;
+  optional?: boolean;
+  fallback?: string;
+  number?: boolean;
+}
+
 /** Each command's arguments; the last one of `put` takes the rest of the line. */
-const COMMANDS: Record<string, { args: string[]; restOfLine?: boolean }> = {
-  put: { args: ['key', 'value'], restOfLine: true },
-  get: { args: ['key'] },
-  del: { args: ['key'] },
+const COMMANDS: Record<string, { args: Arg[]; restOfLine?: boolean }> = {
+  put: { args: [{ name: 'key' }, { name: 'value' }], restOfLine: true },
+  get: { args: [{ name: 'key' }] },
+  del: { args: [{ name: 'key' }] },
+  incr: { args: [{ name: 'key' }, { name: 'by', optional: true, number: true }] },
+  list: { args: [{ name: 'prefix', optional: true, fallback: '' }] },
   help: { args: [] },
-  lookup: { args: ['service'] },
-  resolve: { args: ['name'] },
+  lookup: { args: [{ name: 'service' }] },
+  resolve: { args: [{ name: 'name' }] },
   status: { args: [] },
 };
+
+/** A number as JSON writes one (no hex, no Infinity, nothing empty). */
+const NUMBER = /^-?(?:0|[1-9]\d*)(?:\.\d+)?(?:[eE][+-]?\d+)?$/;
 
 export const HELP_TEXT = [
   'Commands (one per line; each but help is answered with a JSON reply):',
   '  put KEY VALUE     store VALUE under KEY; VALUE is the rest of the line, as a string',
   '  get KEY           read KEY',
   '  del KEY           delete KEY',
+  '  incr KEY [BY]     add BY (1 unless given) to the number under KEY; an absent KEY counts as 0',
+  '  list [PREFIX]     the first 100 keys with PREFIX (all keys without it), with values',
   '  help              this text',
   'A KEY with spaces goes in double quotes, where \\" is a quote and \\\\ a backslash:',
   '  put "my key" some value        get "my key"        del "my key"',
-  'Any other JSON value, or a request id, needs a JSON frame:',
-  '  {"id": 1, "op": "put", "key": "k", "value": {"list": [1, "1"]}}',
+  'Any other JSON value, a condition, an expiry, the next page or a request id needs a JSON frame:',
+  '  {"id": 1, "op": "put", "key": "k", "value": {"list": [1, "1"]}, "ifVersion": 0, "ttlMs": 60000}',
 ].join('\n');
 
 export function parseTextCommand(line: string): Record<string, unknown> | KvError {
@@ -39,24 +57,33 @@ export function parseTextCommand(line: string): Record<string, unknown> | KvErro
   if (!command) return new KvError('BAD_REQUEST', `unknown command "${match[1]}" (try "help")`);
 
   const fields: Record<string, unknown> = { op, id: null };
+  const usage = `usage: ${[op, ...command.args.map(usageOf)].join(' ')}`;
   let rest = match[2]!;
-  for (const [index, name] of command.args.entries()) {
+  for (const [index, arg] of command.args.entries()) {
     const last = index === command.args.length - 1;
     if (last && command.restOfLine) {
-      if (rest !== '') fields[name] = rest;
+      if (rest !== '') fields[arg.name] = rest;
       rest = '';
       break;
     }
     const word = readWord(rest);
     if (word instanceof KvError) return word;
     if (word === undefined) break;
-    fields[name] = word.word;
+    if (arg.number && !NUMBER.test(word.word)) return new KvError('BAD_REQUEST', `${usage} (${arg.name.toUpperCase()} is a number, not ${JSON.stringify(word.word)})`);
+    fields[arg.name] = arg.number ? Number(word.word) : word.word;
     rest = word.rest;
   }
-  const usage = `usage: ${[op, ...command.args.map((a) => a.toUpperCase())].join(' ')}`;
-  if (command.args.some((name) => fields[name] === undefined)) return new KvError('BAD_REQUEST', usage);
+  for (const arg of command.args) {
+    if (fields[arg.name] !== undefined) continue;
+    if (!arg.optional) return new KvError('BAD_REQUEST', usage);
+    if (arg.fallback !== undefined) fields[arg.name] = arg.fallback;
+  }
   if (rest.trim() !== '') return new KvError('BAD_REQUEST', `${usage} (unexpected "${rest.trim()}"; a KEY with spaces goes in double quotes)`);
   return fields;
+}
+
+function usageOf(arg: Arg): string {
+  return arg.optional ? `[${arg.name.toUpperCase()}]` : arg.name.toUpperCase();
 }
 
 /**

@@ -226,8 +226,8 @@ Cli('--version prints the package version; help and help COMMAND print usage and
     assert.is(run.code, 0);
     assert.is(run.stderr, '');
     assert.match(run.stdout, /^usage: pbkv \[options\] COMMAND/);
-    for (const command of ['put', 'get', 'del', 'status', 'help']) assert.match(run.stdout, `  ${command} `);
-    assert.match(run.stdout, /Exit codes: 0 done, 1 .*, 2 bad usage/s);
+    for (const command of ['put', 'get', 'del', 'incr', 'list', 'status', 'help']) assert.match(run.stdout, `  ${command} `);
+    assert.match(run.stdout, /Exit codes: 0 done, 1 .*, 2 bad usage, 3 a condition \(--if-version\) did not hold/s);
   }
   for (const run of [helpPut!, putHelp!]) {
     assert.is(run.code, 0);
@@ -250,7 +250,7 @@ Cli('bad usage exits 2 with the usage: an unknown option, a missing or extra arg
     /^pbkv: no command given\nusage: pbkv/,
     /^pbkv: --hub needs a value\nusage: pbkv get KEY/,
     /^pbkv: --timeout-ms must be a positive number of milliseconds, not "soon"\nusage: pbkv/,
-    /^pbkv: --json is for put, get and status, not del\nusage: pbkv del KEY/,
+    /^pbkv: --json is for put, get, list and status, not del\nusage: pbkv del KEY/,
   ];
   runs.forEach((run, index) => {
     assert.is(run.code, 2, String(expected[index]));
@@ -258,6 +258,111 @@ Cli('bad usage exits 2 with the usage: an unknown option, a missing or extra arg
     assert.match(run.stderr, expected[index]!);
     assert.not.match(run.stderr, /\n\s+at /, 'no stack trace');
   });
+});
+
+Cli('--if-version: a condition that does not hold exits 3 with CONFLICT and the version the key is at; nothing is written', async () => {
+  const running = await cluster();
+  const hub = ['--hub', running.hubUrl];
+  const taken = await pbkv([...hub, 'put', 'lock', 'ann', '--if-version', '0', '--with-version']);
+  assert.is(taken.code, 0, taken.stderr);
+  const { version } = JSON.parse(taken.stdout) as { version: number };
+  assert.ok(Number.isSafeInteger(version) && version > 0, taken.stdout);
+  const again = await pbkv([...hub, 'put', 'lock', 'bob', '--if-version=0']);
+  assert.equal(again, { code: 3, stdout: '', stderr: `pbkv: CONFLICT: lock is at version ${version}, not 0\n` });
+  const [staleDel, staleIncr] = await Promise.all([pbkv([...hub, 'del', 'lock', '--if-version', String(version + 1)]), pbkv([...hub, 'incr', 'lock', '--if-version', '7'])]);
+  assert.is(staleDel.code, 3, staleDel.stderr);
+  assert.is(staleIncr.code, 3, staleIncr.stderr);
+  assert.is(storedValue(running.replicas[0]!.storage, 'lock'), 'ann');
+  assert.equal(await pbkv([...hub, 'get', 'lock', '--with-version']), { code: 0, stdout: `{"value":"ann","version":${version}}\n`, stderr: '' });
+  assert.equal(await pbkv([...hub, 'del', 'lock', '--if-version', String(version)]), { code: 0, stdout: 'deleted\n', stderr: '' });
+  assert.is(storedValue(running.replicas[0]!.storage, 'lock'), undefined);
+});
+
+Cli('incr prints the new value: BY defaults to 1, may be negative or a fraction; a value that is not a number fails', async () => {
+  const running = await cluster();
+  const hub = ['--hub', running.hubUrl];
+  assert.equal(await pbkv([...hub, 'incr', 'hits']), { code: 0, stdout: '1\n', stderr: '' });
+  assert.equal(await pbkv([...hub, 'incr', 'hits', '5']), { code: 0, stdout: '6\n', stderr: '' });
+  assert.equal(await pbkv([...hub, 'incr', 'hits', '-2.5']), { code: 0, stdout: '3.5\n', stderr: '' });
+  const counted = await pbkv([...hub, 'incr', 'hits', '--with-version']);
+  assert.match(counted.stdout, /^\{"value":4.5,"version":\d+\}\n$/);
+  assert.equal(await pbkv([...hub, 'get', 'hits', '--json']), { code: 0, stdout: '4.5\n', stderr: '' }, 'a number any client reads');
+  assert.equal(await pbkv([...hub, 'put', 'name', 'ann']), OK);
+  const notNumber = await pbkv([...hub, 'incr', 'name']);
+  assert.is(notNumber.code, 1);
+  assert.match(notNumber.stderr, /^pbkv: BAD_REQUEST: /);
+  const usage = await Promise.all([pbkv([...hub, 'incr', 'hits', 'five']), pbkv([...hub, 'incr', 'hits', '0x10']), pbkv([...hub, 'incr']), pbkv([...hub, 'incr', 'a', '1', '2'])]);
+  assert.equal(usage.map((run) => run.code), [2, 2, 2, 2]);
+  assert.match(usage[0]!.stderr, /^pbkv: BY must be a number, not "five"\nusage: pbkv incr KEY \[BY\]/);
+  assert.match(usage[2]!.stderr, /^pbkv: incr takes KEY and an optional BY, not 0 arguments/);
+  assert.is(storedValue(running.replicas[0]!.storage, 'hits'), 4.5);
+});
+
+Cli('list prints the keys with a prefix one a line, through every page; --json prints each entry as a JSON line', async () => {
+  const running = await cluster();
+  const hub = ['--hub', running.hubUrl];
+  const client = disposer.add(new KvClient({ hubUrl: running.hubUrl }), (c) => c.close());
+  // More keys than a page holds (100), so the listing follows `after`.
+  const keys = Array.from({ length: 130 }, (_, index) => `user:${String(index).padStart(3, '0')}`);
+  await Promise.all(keys.map((key, index) => client.put(key, { n: index })));
+  await Promise.all([client.put('users', 'not under user:'), client.put('a', 1, { ttlMs: 60_000 })]);
+  const listed = await pbkv([...hub, 'list', 'user:']);
+  assert.equal(listed, { code: 0, stdout: `${keys.join('\n')}\n`, stderr: '' });
+  const json = await pbkv([...hub, 'list', 'user:1', '--json']);
+  assert.is(json.code, 0, json.stderr);
+  const lines = json.stdout.trimEnd().split('\n').map((line) => JSON.parse(line) as { key: string; value: Json; version: number });
+  assert.equal(lines.map((line) => line.key), keys.filter((key) => key.startsWith('user:1')));
+  assert.equal(Object.keys(lines[0]!), ['key', 'value', 'version']);
+  assert.equal(lines[0]!.value, { n: 100 });
+  const all = await pbkv([...hub, 'list', '--json']);
+  const first = JSON.parse(all.stdout.split('\n')[0]!) as { key: string; expiresAt?: number };
+  assert.is(first.key, 'a');
+  assert.ok(typeof first.expiresAt === 'number' && first.expiresAt > Date.now(), 'a key that expires says when');
+  assert.is(all.stdout.trimEnd().split('\n').length, 132);
+  assert.equal(await pbkv([...hub, 'list', 'nobody:']), { code: 0, stdout: '', stderr: '' });
+});
+
+Cli('--ttl: put and incr keys expire; a put without it clears the expiry; --ttl and --if-version only where they apply', async () => {
+  const running = await cluster();
+  const hub = ['--hub', running.hubUrl];
+  const before = Date.now();
+  assert.equal(await pbkv([...hub, 'put', 'session', 's1', '--ttl', '400']), OK);
+  const shown = await pbkv([...hub, 'get', 'session', '--with-version']);
+  const { expiresAt } = JSON.parse(shown.stdout) as { expiresAt?: number };
+  assert.ok(expiresAt !== undefined && expiresAt >= before + 400 && expiresAt <= Date.now() + 400, shown.stdout);
+  assert.equal(await pbkv([...hub, 'incr', 'visits', '--ttl', '60000']), { code: 0, stdout: '1\n', stderr: '' });
+  assert.equal(await pbkv([...hub, 'put', 'kept', 'v', '--ttl', '60000']), OK);
+  assert.equal(await pbkv([...hub, 'put', 'kept', 'v']), OK);
+  const client = disposer.add(new KvClient({ hubUrl: running.hubUrl }), (c) => c.close());
+  assert.ok((await client.getEntry('visits'))?.expiresAt !== undefined);
+  assert.is((await client.getEntry('kept'))?.expiresAt, undefined);
+  await waitFor('the session to expire', async () => (await client.get('session')) === undefined, 10_000);
+  assert.equal(await pbkv([...hub, 'get', 'session']), { code: 1, stdout: '', stderr: '(not found)\n' });
+
+  const refused = await Promise.all(
+    [['del', 'k', '--ttl', '5'], ['get', 'k', '--if-version', '1'], ['put', 'k', 'v', '--ttl', '0'], ['put', 'k', 'v', '--if-version', '-1'], ['list', 'a', 'b'], ['status', '--with-version']].map((args) => pbkv([...hub, ...args])),
+  );
+  const expected = [
+    /^pbkv: --ttl is for put and incr, not del\nusage: pbkv del KEY/,
+    /^pbkv: --if-version is for put, del and incr, not get\n/,
+    /^pbkv: --ttl must be a positive whole number of milliseconds, not "0"\n/,
+    /^pbkv: --if-version must be a version: a whole number, 0 for an absent key, not "-1"\n/,
+    /^pbkv: list takes one argument, not 2\n/,
+    /^pbkv: --with-version is for get, put, del and incr, not status\n/,
+  ];
+  refused.forEach((run, index) => {
+    assert.is(run.code, 2, String(expected[index]));
+    assert.match(run.stderr, expected[index]!);
+  });
+});
+
+Cli('help names exit code 3 and the new options, and each new command has its usage', async () => {
+  const [help, incr, list, put] = await Promise.all([['help'], ['help', 'incr'], ['help', 'list'], ['help', 'put']].map((args) => pbkv(args)));
+  assert.match(help!.stdout, /--if-version V\s+put, del, incr: only if KEY is at version V/);
+  assert.match(help!.stdout, /--ttl MS\s+put, incr: KEY expires/);
+  assert.match(incr!.stdout, /^usage: pbkv incr KEY \[BY\]/);
+  assert.match(list!.stdout, /^usage: pbkv list \[PREFIX\] \[--json\]/);
+  assert.match(put!.stdout, /pbkv exits 3 \(CONFLICT\)/);
 });
 
 Cli.run();

@@ -80,7 +80,7 @@ Pack('the tarball ships the compiled client, servers and CLI with their types, a
   const packed = (JSON.parse(pack.stdout) as Packed[])[0]!;
   state.tgz = path.join(dir, packed.filename);
   const files = packed.files.map((file) => file.path);
-  for (const needed of ['package.json', 'README.md', 'dist/src/index.js', 'dist/src/index.d.ts', 'dist/src/server.js', 'dist/src/server.d.ts', 'dist/src/cli/pbkv.js', 'dist/src/storage/checkpoint-worker.js']) {
+  for (const needed of ['package.json', 'README.md', 'dist/src/index.js', 'dist/src/index.d.ts', 'dist/src/server.js', 'dist/src/server.d.ts', 'dist/src/keyv.js', 'dist/src/keyv.d.ts', 'dist/src/cli/pbkv.js', 'dist/src/storage/checkpoint-worker.js']) {
     assert.ok(files.includes(needed), `ships ${needed}`);
   }
   const unwanted = files.filter((file) => !/^dist\/src\/.*\.(js|d\.ts)$/.test(file) && !['package.json', 'README.md', 'LICENSE'].includes(file));
@@ -195,6 +195,32 @@ Pack('TypeScript finds the types of pbkv and pbkv/server in the install', async 
   const checked = await run(process.execPath, [tsc, '-p', project], { cwd: project, deadlineMs: RUN_DEADLINE_MS }, disposer);
   const errors = checked.stdout.split('\n').filter((line) => /error TS\d+/.test(line));
   assert.equal(errors.map((line) => line.replace(/\(.*$/, '')), ['wrong.ts'], `only the wrong call fails:\n${checked.stdout}`);
+});
+
+Pack("the README's Keyv example runs once keyv is installed beside pbkv (last: it adds keyv to the install)", async () => {
+  const { project } = installed();
+  const cluster = await runningCluster(project);
+  const text = await readFile(path.join(project, 'node_modules', 'pbkv', 'README.md'), 'utf8');
+  const section = text.split(/^## /m).find((part) => part.startsWith('pbkv as a Keyv store\n'));
+  const example = (section && /```ts\n([\s\S]*?)```/.exec(section)?.[1]) ?? '';
+  assert.ok(example.includes("from 'pbkv/keyv';") && example.includes("'ws://127.0.0.1:7400'"), 'the README has a Keyv example that imports pbkv/keyv and names the default hub');
+  const args = ['install', 'keyv@6', '--prefix', project, '--ignore-scripts', '--no-audit', '--no-fund', '--fetch-timeout=30000', '--fetch-retries=1'];
+  const install = await run('npm', args, { cwd: project, deadlineMs: INSTALL_DEADLINE_MS }, disposer);
+  assert.is(install.code, 0, `npm install keyv failed:\n${install.stderr}`);
+  await writeFile(path.join(project, 'keyv-example.mjs'), example.replace("'ws://127.0.0.1:7400'", JSON.stringify(cluster.hubUrl)));
+  // keyv 6 needs Node 22.19 or later: the Node running this test.
+  assertRan(await run(process.execPath, ['keyv-example.mjs'], { cwd: project, deadlineMs: RUN_DEADLINE_MS }, disposer), "{ name: 'ann' }\n", 'the Keyv example');
+  assert.equal(JSON.parse(cluster.primary.storage.read('cache:user:1')!.valueJson), { name: 'ann' }, 'a pbkv key any client reads');
+
+  // And its types: pbkv/keyv's declarations find keyv's in the install.
+  await writeFile(path.join(project, 'keyv-example.ts'), example);
+  await writeFile(path.join(project, 'keyv-wrong.ts'), "import { KeyvPbkv } from 'pbkv/keyv';\nnew KeyvPbkv({ hubUrl: 'ws://x', values: 'yaml' });\n");
+  const tsconfig = JSON.parse(await readFile(path.join(project, 'tsconfig.json'), 'utf8')) as { files: string[] };
+  await writeFile(path.join(project, 'tsconfig.keyv.json'), JSON.stringify({ ...tsconfig, files: ['keyv-example.ts', 'keyv-wrong.ts'] }));
+  const tsc = path.join(REPO_ROOT, 'node_modules', 'typescript', 'bin', 'tsc');
+  const checked = await run(process.execPath, [tsc, '-p', path.join(project, 'tsconfig.keyv.json')], { cwd: project, deadlineMs: RUN_DEADLINE_MS }, disposer);
+  const errors = checked.stdout.split('\n').filter((line) => /error TS\d+/.test(line));
+  assert.equal(errors.map((line) => line.replace(/\(.*$/, '')), ['keyv-wrong.ts'], `only the wrong call fails:\n${checked.stdout}`);
 });
 
 Pack.run();

@@ -56,11 +56,28 @@ Text('unquoted commands read as before', () => {
   assert.match(refusal('get my key'), /^usage: get KEY \(unexpected "key"; a KEY with spaces goes in double quotes\)$/);
 });
 
+Text('incr KEY [BY] and list [PREFIX]: the fields of the JSON request, BY a number', () => {
+  assert.equal(parseTextCommand('incr hits'), { op: 'incr', id: null, key: 'hits' }, 'by left out: the node takes 1');
+  assert.equal(parseTextCommand('incr hits 5'), { op: 'incr', id: null, key: 'hits', by: 5 });
+  assert.equal(parseTextCommand('INCR "page views" -2.5e1'), { op: 'incr', id: null, key: 'page views', by: -25 });
+  assert.equal(parseTextCommand('list user:'), { op: 'list', id: null, prefix: 'user:' });
+  assert.equal(parseTextCommand('list'), { op: 'list', id: null, prefix: '' }, 'every key');
+  assert.equal(parseTextCommand('list "my prefix"'), { op: 'list', id: null, prefix: 'my prefix' });
+  for (const by of ['five', '0x10', 'Infinity', '1e', '+1', '""']) {
+    assert.is(refusal(`incr hits ${by}`), `usage: incr KEY [BY] (BY is a number, not ${JSON.stringify(by.replaceAll('"', ''))})`, by);
+  }
+  assert.equal(parseTextCommand('incr hits "5"'), { op: 'incr', id: null, key: 'hits', by: 5 }, 'a quoted number is a number, as in a shell');
+  assert.is(refusal('incr'), 'usage: incr KEY [BY]');
+  assert.match(refusal('incr hits 1 2'), /^usage: incr KEY \[BY\] \(unexpected "2"/);
+  assert.match(refusal('list a b'), /^usage: list \[PREFIX\] \(unexpected "b"/);
+});
+
 Text('help lists every command with its text aligned, and says how to quote a key', () => {
   const lines = HELP_TEXT.split('\n');
-  const commands = lines.filter((line) => /^ {2}[a-z]+(?: [A-Z]+)* {2,}\S/.test(line));
-  assert.equal(commands.map((line) => line.trim().split(' ')[0]), ['put', 'get', 'del', 'help']);
-  const columns = commands.map((line) => /^ {2}\S+(?: [A-Z]+)* +/.exec(line)![0].length);
+  const commands = lines.filter((line) => /^ {2}[a-z]+(?: \[?[A-Z]+\]?)* {2,}\S/.test(line));
+  assert.equal(commands.map((line) => line.trim().split(' ')[0]), ['put', 'get', 'del', 'incr', 'list', 'help']);
+  assert.ok(!/^ {2}watch/m.test(HELP_TEXT), 'watch is not served yet');
+  const columns = commands.map((line) => /^ {2}\S+(?: \[?[A-Z]+\]?)* +/.exec(line)![0].length);
   assert.equal(new Set(columns).size, 1, `descriptions start in one column: ${columns}`);
   assert.ok(HELP_TEXT.includes('put "my key" some value'));
   assert.ok(HELP_TEXT.includes('\\"'));
@@ -78,6 +95,13 @@ Text('at a node: a quoted key put by text is read back by a JSON frame, and help
   const unterminated = await wscat.ask('get "my key');
   assert.is(unterminated['error']?.code, 'BAD_REQUEST');
   assert.equal(await wscat.ask('help'), { text: `${HELP_TEXT}\n` });
+  assert.equal(await wscat.ask('incr hits'), { id: null, ok: true, value: 1, version: 3 });
+  assert.equal(await wscat.ask('incr hits 41'), { id: null, ok: true, value: 42, version: 4 });
+  assert.equal(await wscat.ask('put user:1 ann'), { id: null, ok: true, version: 5 });
+  assert.equal(await wscat.ask('list user:'), { id: null, ok: true, entries: [{ key: 'user:1', value: 'ann', version: 5 }], more: false, version: 5 });
+  assert.equal((await wscat.ask('list'))['entries'].map((entry: { key: string }) => entry.key), ['hits', 'user:1']);
+  const notNumber = await wscat.ask('incr user:1');
+  assert.is(notNumber['error']?.code, 'BAD_REQUEST', 'a value that is not a number');
   assert.equal(await wscat.ask({ id: 7, op: 'help' }), { id: 7, ok: true, help: HELP_TEXT });
 });
 
