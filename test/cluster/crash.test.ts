@@ -402,12 +402,13 @@ Crash('20,000 half-open handshakes do not stop a node from serving new clients',
   await waitFor('the flood to be under way', () => flood.connected >= atOnce);
   const probed = await eventually('a new client to put and get on n0 during the flood', async () => {
     const raw = await RawClient.open(n0.url, disposer);
-    assert.equal(await raw.ask({ id: 1, op: 'put', key: 'during', value: 'flood' }), { id: 1, ok: true });
+    const put = await raw.ask({ id: 1, op: 'put', key: 'during', value: 'flood' });
+    assert.equal(put, { id: 1, ok: true, version: put['version'] });
     const reply = await raw.ask({ id: 2, op: 'get', key: 'during' });
     return { reply, halfOpenAtReply: flood.halfOpen };
   }, (error) => !(error instanceof assert.Assertion), 10_000);
   probe = { attempts: probed.attempts, halfOpenAtReply: probed.value.halfOpenAtReply };
-  assert.equal(probed.value.reply, { id: 2, ok: true, found: true, value: 'flood' });
+  assert.equal(probed.value.reply, { id: 2, ok: true, found: true, value: 'flood', version: probed.value.reply['version'] });
 
   await flooding;
   const abandoned = flood.abandonConnecting();

@@ -109,7 +109,9 @@ Floor('both replicas killed: no put is acknowledged; one back: puts are; the lon
     assert.is(reply['error'].applied, false, 'and was applied nowhere');
     assert.match(reply['error'].message, /^view \d+ has 0 replicas and a write needs at least 1 to be acknowledged/);
   }
-  assert.equal(await raw.ask({ id: 'r', op: 'get', key: 'k7' }), { id: 'r', ok: true, found: true, value: 7 }, 'reads go on');
+  const read = await raw.ask({ id: 'r', op: 'get', key: 'k7' });
+  assert.equal(read, { id: 'r', ok: true, found: true, value: 7, version: read['version'] }, 'reads go on');
+  assert.type(read['version'], 'number');
   const status = await client.status();
   assert.match(status.view?.writesRefused ?? '', /has 0 replicas/, 'the hub says writes are refused, and why');
 

@@ -141,8 +141,8 @@ Tools('npm start says the cluster is up only once it serves: a put sent right af
   const cluster = Tool.start([TOOLS.cluster, '--data', dataDir, '--hub-port', '0', '--port', '0']);
   const [, primaryUrl] = await cluster.output('stderr', /pbkv local cluster is up[^]*npx wscat -c (\S+)/);
   const client = await RawClient.open(primaryUrl!, disposer);
-  assert.equal(await client.ask({ id: 1, op: 'put', key: 'color', value: 'blue' }), { id: 1, ok: true });
-  assert.equal(await client.ask({ id: 2, op: 'get', key: 'color' }), { id: 2, ok: true, found: true, value: 'blue' });
+  assert.equal(await client.ask({ id: 1, op: 'put', key: 'color', value: 'blue' }), { id: 1, ok: true, version: 1 });
+  assert.equal(await client.ask({ id: 2, op: 'get', key: 'color' }), { id: 2, ok: true, found: true, value: 'blue', version: 1 });
   assert.match(cluster.stderr, /^cluster: waiting for the first view[^\n]*\n[^]*pbkv local cluster is up/m, 'until then it says what it waits for');
 });
 
