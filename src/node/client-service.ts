@@ -10,7 +10,7 @@ import type { HubClient } from '../hub/hub-client.js';
 import type { Answer, ClientRequest, Entry, ListRequest, RequestId, WriteIntent } from '../protocol/messages.js';
 import { okReply } from '../protocol/reply.js';
 import { HELP_TEXT } from '../protocol/text-commands.js';
-import { isExpired, type ListPage, type Store } from '../storage/store.js';
+import { isExpired, type Store } from '../storage/store.js';
 import type { PrimaryRole } from './primary-role.js';
 import type { RoleState } from './role.js';
 
@@ -59,49 +59,50 @@ export class ClientService {
    * returns what a failover could lose.
    */
   private get(id: RequestId, key: string): Answer | Promise<Answer> {
-    const state = this.options.role();
-    if (state.kind !== 'leading') return this.notPrimary(state);
-    const { primary } = state;
-    const refused = primary.readError();
-    if (refused) throw refused;
-    const { pipeline } = primary;
-    const entry = pipeline.read(key, () => live(this.options.store.read(key), pipeline.judgeNowMs()));
-    return entry instanceof Promise ? entry.then((read) => this.found(id, read, primary)) : this.found(id, entry, primary);
-  }
-
-  private found(id: RequestId, entry: Entry | undefined, primary: PrimaryRole): Answer {
-    // A lease may have lapsed while the read waited for replicas.
-    const refused = primary.readError();
-    if (refused) throw refused;
-    const idJson = idText(id);
-    if (entry === undefined) return `{"id":${idJson},"ok":true,"found":false}`;
-    const expiry = entry.expiresAt === undefined ? '' : `,"expiresAt":${entry.expiresAt}`;
-    return `{"id":${idJson},"ok":true,"found":true,"value":${entry.valueJson},"version":${entry.version}${expiry}}`;
+    return this.reading(
+      ({ pipeline }) => pipeline.read(key, () => live(this.options.store.read(key), pipeline.judgeNowMs())),
+      (entry) => {
+        const idJson = idText(id);
+        if (entry === undefined) return `{"id":${idJson},"ok":true,"found":false}`;
+        const expiry = entry.expiresAt === undefined ? '' : `,"expiresAt":${entry.expiresAt}`;
+        return `{"id":${idJson},"ok":true,"found":true,"value":${entry.valueJson},"version":${entry.version}${expiry}}`;
+      },
+    );
   }
 
   /** A page of keys, read as a get is: answered once every replica holds what it read. */
   private list(request: ListRequest): Answer | Promise<Answer> {
+    const { prefix, after, limit, values } = request;
+    return this.reading(
+      ({ pipeline }) => pipeline.readAll((seq) => ({ seq, page: this.options.store.list({ prefix, after, limit, values, bytesMax: LIST_PAGE_BYTES_MAX, nowMs: pipeline.judgeNowMs() }) })),
+      ({ seq, page }) => {
+        const entries = page.entries.map((entry) => {
+          const value = entry.valueJson === undefined ? '' : `,"value":${entry.valueJson}`;
+          const expiry = entry.expiresAt === undefined ? '' : `,"expiresAt":${entry.expiresAt}`;
+          return `{"key":${JSON.stringify(entry.key)}${value},"version":${entry.version}${expiry}}`;
+        });
+        return `{"id":${idText(request.id)},"ok":true,"entries":[${entries.join(',')}],"more":${page.more},"version":${seq}}`;
+      },
+    );
+  }
+
+  /**
+   * A read on the primary: refused unless its leases hold, and answered (after whatever it
+   * waited for) only while they still do: a lease may lapse while a read waits for replicas.
+   */
+  private reading<T>(read: (primary: PrimaryRole) => T | Promise<T>, answer: (value: T) => Answer): Answer | Promise<Answer> {
     const state = this.options.role();
     if (state.kind !== 'leading') return this.notPrimary(state);
     const { primary } = state;
     const refused = primary.readError();
     if (refused) throw refused;
-    const { pipeline } = primary;
-    const { prefix, after, limit, values } = request;
-    const read = (seq: number) => ({ seq, page: this.options.store.list({ prefix, after, limit, values, bytesMax: LIST_PAGE_BYTES_MAX, nowMs: pipeline.judgeNowMs() }) });
-    const page = pipeline.readAll(read);
-    return page instanceof Promise ? page.then((done) => this.listed(request.id, done, primary)) : this.listed(request.id, page, primary);
-  }
-
-  private listed(id: RequestId, { seq, page }: { seq: number; page: ListPage }, primary: PrimaryRole): Answer {
-    const refused = primary.readError();
-    if (refused) throw refused;
-    const entries = page.entries.map((entry) => {
-      const value = entry.valueJson === undefined ? '' : `,"value":${entry.valueJson}`;
-      const expiry = entry.expiresAt === undefined ? '' : `,"expiresAt":${entry.expiresAt}`;
-      return `{"key":${JSON.stringify(entry.key)}${value},"version":${entry.version}${expiry}}`;
-    });
-    return `{"id":${idText(id)},"ok":true,"entries":[${entries.join(',')}],"more":${page.more},"version":${seq}}`;
+    const answered = (value: T): Answer => {
+      const lapsed = primary.readError();
+      if (lapsed) throw lapsed;
+      return answer(value);
+    };
+    const value = read(primary);
+    return value instanceof Promise ? value.then(answered) : answered(value);
   }
 
   private write(id: RequestId, intent: WriteIntent): Promise<Answer> {
