@@ -231,6 +231,11 @@ export class KvNode {
     this.beat();
   }
 
+  /** Watches this node serves now (as primary; none otherwise). */
+  get watchers(): number {
+    return this.state?.kind === 'leading' ? this.state.primary.watches.size : 0;
+  }
+
   /** Where this node stands: starting, serving or degraded, and why (as the hub shows it). */
   get health(): NodeHealth {
     const state = this.state;
