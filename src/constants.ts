@@ -255,3 +255,18 @@ export const CLEAR_KEY_BYTES_MAX = 1024 * 1024;
  */
 export const EXPIRY_INTERVAL_MS = 250;
 export const EXPIRY_BATCH_MAX = 1_000;
+
+/**
+ * Watches (PROTOCOL.md, "Watching changes"). One connection may hold WATCHES_PER_CONNECTION_MAX
+ * watches and a node WATCHERS_MAX in all; past either a watch is refused (UNAVAILABLE,
+ * nothing applied). A watcher's events wait in its queue only while its connection is over
+ * its send limit (CONNECTION_SEND_BUFFER_BYTES_MAX); a queue past WATCH_QUEUE_EVENTS_MAX
+ * events or WATCH_QUEUE_BYTES_MAX bytes (more than one event of the largest value) cuts the
+ * watch off with a `cancelled` event, and so does the node's total past WATCH_QUEUES_BYTES_MAX
+ * (the largest queue goes first): a watcher that does not read costs a bounded amount.
+ */
+export const WATCHES_PER_CONNECTION_MAX = 64;
+export const WATCHERS_MAX = 10_000;
+export const WATCH_QUEUE_EVENTS_MAX = 10_000;
+export const WATCH_QUEUE_BYTES_MAX = 2 * VALUE_BYTES_MAX;
+export const WATCH_QUEUES_BYTES_MAX = 16 * 1024 * 1024;

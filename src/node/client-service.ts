@@ -3,16 +3,18 @@
  * other node NOT_PRIMARY naming the primary of the view it holds (or UNAVAILABLE before
  * it holds one). Replies are built as text: a batch's replies are many, and each is small.
  */
-import { LIST_PAGE_BYTES_MAX, PRIMARY_ADDRESS_TTL_MS } from '../constants.js';
+import { LIST_PAGE_BYTES_MAX, PRIMARY_ADDRESS_TTL_MS, WATCHES_PER_CONNECTION_MAX } from '../constants.js';
 import type { Clock } from '../env/environment.js';
 import { KvError, NOTHING_APPLIED, assertNever } from '../errors.js';
 import type { HubClient } from '../hub/hub-client.js';
-import type { Answer, ClientRequest, Entry, ListRequest, RequestId, WriteIntent } from '../protocol/messages.js';
+import type { Answer, ClientRequest, Entry, ListRequest, RequestId, UnwatchRequest, WatchRequest, WriteIntent } from '../protocol/messages.js';
 import { okReply } from '../protocol/reply.js';
+import { Followed, type Channel, type Handled } from '../protocol/serve.js';
 import { HELP_TEXT } from '../protocol/text-commands.js';
 import { isExpired, type Store } from '../storage/store.js';
 import type { PrimaryRole } from './primary-role.js';
 import type { RoleState } from './role.js';
+import type { Watcher } from './watch.js';
 
 export interface ClientServiceOptions {
   name: string;
@@ -25,10 +27,12 @@ export interface ClientServiceOptions {
 
 export class ClientService {
   private primaryAddress: { at: number; name: string; address: Promise<string | undefined> } | undefined;
+  /** Each connection's active watches, by their request's id: they end when it closes. */
+  private readonly watchesByChannel = new Map<Channel, Map<string, Watcher>>();
 
   constructor(private readonly options: ClientServiceOptions) {}
 
-  handle(request: ClientRequest): Answer | Promise<Answer> {
+  handle(request: ClientRequest, channel: Channel): Handled | Promise<Handled> {
     switch (request.type) {
       case 'get':
         return this.get(request.id, request.key);
@@ -46,6 +50,10 @@ export class ClientService {
         return this.write(request.id, { kind: 'clear', prefix: request.prefix, limit: request.limit, tag: request.tag });
       case 'list':
         return this.list(request);
+      case 'watch':
+        return this.watch(request, channel);
+      case 'unwatch':
+        return this.unwatch(request, channel);
       case 'help':
         return request.asText ? `${HELP_TEXT}\n` : okReply(request.id, { help: HELP_TEXT });
       default:
@@ -115,6 +123,66 @@ export class ClientService {
   }
 
   /**
+   * Starts a watch: registered, with its history taken, in one step once every replica
+   * holds what this node held when it took over; the reply carries the last acknowledged
+   * version, and the history and events follow it (watch.ts).
+   */
+  private watch(request: WatchRequest, channel: Channel): Handled | Promise<Handled> {
+    const state = this.options.role();
+    if (state.kind !== 'leading') return this.notPrimary(state);
+    const { primary } = state;
+    const refused = primary.readError();
+    if (refused) throw refused;
+    const watches = this.watchesOf(channel);
+    const idKey = watchKey(request.id);
+    // A text command's watch (id null) takes the place of the connection's earlier one.
+    if (request.replaces) watches.get(idKey)?.end();
+    if (watches.has(idKey)) throw new KvError('BAD_REQUEST', `a watch with id ${idText(request.id)} is active on this connection: unwatch it, or give this one another id`);
+    if (watches.size >= WATCHES_PER_CONNECTION_MAX) throw new KvError('BAD_REQUEST', `a connection holds at most ${WATCHES_PER_CONNECTION_MAX} watches: unwatch one, or open another connection`);
+    const begin = (): Followed => {
+      // The connection may have closed, or another watch taken the id, while this one waited.
+      if (!channel.isOpen) throw new KvError('UNAVAILABLE', 'the connection closed');
+      if (watches.has(idKey)) throw new KvError('BAD_REQUEST', `a watch with id ${idText(request.id)} is active on this connection`);
+      const watcher = primary.watches.watch({
+        id: request.id,
+        target: request.target,
+        fromVersion: request.fromVersion,
+        channel,
+        onEnd: (ended) => {
+          if (watches.get(idKey) === ended) watches.delete(idKey);
+        },
+      });
+      watches.set(idKey, watcher);
+      return new Followed(`{"id":${idText(request.id)},"ok":true,"watching":true,"version":${primary.watches.version}}`, () => watcher.start());
+    };
+    const settled = primary.pipeline.settled();
+    return settled ? settled.then(begin) : begin();
+  }
+
+  /** Ends a watch of this connection; no event of it follows the reply. Unknown ids are no error (it may have been cancelled). */
+  private unwatch(request: UnwatchRequest, channel: Channel): Answer {
+    this.watchesByChannel.get(channel)?.get(watchKey(request.watch))?.end();
+    return `{"id":${idText(request.id)},"ok":true}`;
+  }
+
+  private watchesOf(channel: Channel): Map<string, Watcher> {
+    let watches = this.watchesByChannel.get(channel);
+    if (!watches) {
+      const created = new Map<string, Watcher>();
+      this.watchesByChannel.set(channel, created);
+      // complete, not next: a channel that closed already completes at once, and nothing stays behind.
+      channel.closed$.subscribe({
+        complete: () => {
+          this.watchesByChannel.delete(channel);
+          for (const watcher of [...created.values()]) watcher.end();
+        },
+      });
+      watches = created;
+    }
+    return watches;
+  }
+
+  /**
    * NOT_PRIMARY with the primary's address. The address is asked of the hub at most once
    * per PRIMARY_ADDRESS_TTL_MS, whatever the number of clients: a flood of requests at a
    * replica must not become a flood of hub requests that crowds out the node's own.
@@ -134,6 +202,11 @@ export class ClientService {
       ...(primary ? { primary } : {}),
     });
   }
+}
+
+/** A request id as a Map key: a number and the string of its digits are different ids. */
+function watchKey(id: RequestId): string {
+  return typeof id === 'number' ? `n${id}` : id === null ? 'null' : `s${id}`;
 }
 
 function idText(id: RequestId): string {

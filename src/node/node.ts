@@ -26,7 +26,7 @@ import {
 import { KvError, assert, assertNever, toKvError } from '../errors.js';
 import type { Answer, NodeHealth, NodeRequest, View } from '../protocol/messages.js';
 import { parseNodeFrame, type Limits, type Parsed } from '../protocol/parse.js';
-import { SendBudget, serveConnection } from '../protocol/serve.js';
+import { Followed, SendBudget, serveConnection, type Channel, type Handled } from '../protocol/serve.js';
 import { HubClient } from '../hub/hub-client.js';
 import { openStore } from '../storage/open-store.js';
 import type { Store, SyncMode } from '../storage/store.js';
@@ -231,6 +231,11 @@ export class KvNode {
     this.beat();
   }
 
+  /** Watches this node serves now (as primary; none otherwise). */
+  get watchers(): number {
+    return this.state?.kind === 'leading' ? this.state.primary.watches.size : 0;
+  }
+
   /** Where this node stands: starting, serving or degraded, and why (as the hub shows it). */
   get health(): NodeHealth {
     const state = this.state;
@@ -430,13 +435,16 @@ export class KvNode {
     const tracing = () => this.trace$.observed;
     serveConnection<NodeRequest>(connection, {
       parse: (text) => this.parse(text, session, frameBytesMax),
-      handle: (request) => {
-        if (!tracing() || request.type === 'append') return this.handle(request, session);
+      handle: (request, channel) => {
+        if (!tracing() || request.type === 'append') return this.handle(request, session, channel);
         this.emit({ event: 'request', id: request.id, op: request.type, ...('key' in request ? { key: request.key } : {}) });
-        const replied = (answer: Answer) => this.emit({ event: 'reply', id: request.id, ok: typeof answer === 'string' || answer.ok });
+        const replied = (handled: Handled) => {
+          const answer: Answer = handled instanceof Followed ? handled.answer : handled;
+          this.emit({ event: 'reply', id: request.id, ok: typeof answer === 'string' || answer.ok });
+        };
         // An answer given at once stays synchronous: tracing must not change what runs when
         // (the simulator replays a seed the same with and without its verbose trace).
-        const answer = this.handle(request, session);
+        const answer = this.handle(request, session, channel);
         if (!(answer instanceof Promise)) {
           replied(answer);
           return answer;
@@ -454,7 +462,7 @@ export class KvNode {
     });
   }
 
-  private handle(request: NodeRequest, session: Session): Answer | Promise<Answer> {
+  private handle(request: NodeRequest, session: Session, channel: Channel): Handled | Promise<Handled> {
     switch (request.type) {
       case 'get':
       case 'put':
@@ -462,8 +470,10 @@ export class KvNode {
       case 'incr':
       case 'list':
       case 'clear':
+      case 'watch':
+      case 'unwatch':
       case 'help':
-        return this.clients!.handle(request);
+        return this.clients!.handle(request, channel);
       case 'hello':
       case 'auth':
       case 'append':

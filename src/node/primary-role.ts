@@ -24,6 +24,7 @@ import type { Store } from '../storage/store.js';
 import { ReplicaLink } from './replica-link.js';
 import type { ReplicationLog } from './replication-log.js';
 import type { TraceEvent } from './trace.js';
+import { WatchHub } from './watch.js';
 import { WritePipeline } from './write-pipeline.js';
 
 export interface PrimaryRoleOptions {
@@ -43,6 +44,8 @@ export interface PrimaryRoleOptions {
 
 export class PrimaryRole {
   readonly pipeline: WritePipeline;
+  /** Watches of this node's clients: they end when it stops being primary. */
+  readonly watches: WatchHub;
   private readonly links = new Map<string, ReplicaLink>();
   private view: View;
   /** The view writes are acknowledged under (taking a new one on waits for the batch being committed). */
@@ -79,10 +82,13 @@ export class PrimaryRole {
         minReplicas: view.minReplicas ?? 0,
         ackTimeoutMs: options.ackTimeoutMs,
         retryAnswerError: () => this.readError(),
+        onAcknowledged: (first, ops) => this.watches.acknowledged(first, ops),
         ...(options.batchWritesMax !== undefined ? { batchWritesMax: options.batchWritesMax } : {}),
       },
       options.trace,
     );
+    // What this node held when it took over is acknowledged before anything is served.
+    this.watches = new WatchHub(log, log.lastSeq);
   }
 
   /**
@@ -231,6 +237,8 @@ export class PrimaryRole {
     if (this.closed) return;
     this.closed = true;
     this.stopExpiring?.();
+    // Clients resume their watches at the next primary, from the last version they saw.
+    this.watches.close(reason);
     this.pipeline.close(reason);
     await this.pipeline.idle();
     await Promise.all([...this.links.values()].map((link) => link.close()));

@@ -125,6 +125,22 @@ export class ReplicationLog {
     return this.last;
   }
 
+  /** The oldest seq the log still holds (lastSeq + 1 when it holds none). */
+  get oldestSeq(): number {
+    return this.base + 1;
+  }
+
+  /**
+   * The batch holding `seq`, cut so it starts there (a watch reads history a batch at a
+   * time); undefined once the log no longer holds it, or before it was written.
+   */
+  batchFrom(seq: number): Batch | undefined {
+    if (seq <= this.base || seq > this.last) return undefined;
+    const batch = this.batches[this.indexAfter(seq - 1)];
+    assert(batch !== undefined && batch.first <= seq && lastSeq(batch) >= seq, `the log holds seq ${seq}`);
+    return tail(batch, seq);
+  }
+
   /** A new epoch goes on from the current seq (a primary took over). */
   beginEpoch(epoch: number): void {
     this.epochStarts.push({ epoch, seq: this.last });

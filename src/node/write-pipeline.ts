@@ -58,6 +58,11 @@ export interface WritePipelineOptions {
    * answer needs no replica, so it takes the read's leases (a deposed primary gives none).
    */
   retryAnswerError?: () => KvError | undefined;
+  /**
+   * Told of each batch once every replica of the view holds it, in seq order, before its
+   * writes are answered (watches: only acknowledged changes are announced).
+   */
+  onAcknowledged?: (first: number, ops: readonly WriteOp[]) => void;
 }
 
 interface QueuedWrite {
@@ -296,6 +301,15 @@ export class WritePipeline {
     return this.onEveryReplica(seq, read(seq), 'the last write', NOTHING_APPLIED);
   }
 
+  /**
+   * Undefined once every replica holds what this node held when it took over (before, a
+   * watch's history could name a write a failover would lose), else a promise of it.
+   */
+  settled(): Promise<void> | undefined {
+    const settled = this.onEveryReplica(this.readsFromSeq, undefined, 'what this primary held when it took over', NOTHING_APPLIED);
+    return settled instanceof Promise ? settled : undefined;
+  }
+
   /** The wall time expiry is judged at now: never below the replicated watermark (store.ts). */
   judgeNowMs(): number {
     return Math.max(this.options.clock.wallNow(), this.store.watermark);
@@ -435,6 +449,7 @@ export class WritePipeline {
         next: () => {
           this.landed();
           this.forgetAcked();
+          this.options.onAcknowledged?.(first, ops);
           applied.forEach((write, index) => this.succeed(write, replyFields(resultOf(ops[index]!, first + index)).reply));
           this.kick();
         },

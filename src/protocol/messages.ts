@@ -79,6 +79,16 @@ export interface IncrRequest { type: 'incr'; id: RequestId; key: string; by: num
 export interface ListRequest { type: 'list'; id: RequestId; prefix: string; after: string | undefined; limit: number; values: boolean }
 /** Deletes up to `limit` keys with `prefix` as one write. */
 export interface ClearRequest { type: 'clear'; id: RequestId; prefix: string; limit: number; tag: RequestTag | undefined }
+/** What a watch covers: one key, or every key with a prefix (`""`: all). */
+export type WatchTarget = { kind: 'key'; key: string } | { kind: 'prefix'; prefix: string };
+/**
+ * Changes to `target` once acknowledged, from `fromVersion` on when given (PROTOCOL.md,
+ * "Watching changes"). `replaces`: a text command's watch takes the place of the
+ * connection's earlier one.
+ */
+export interface WatchRequest { type: 'watch'; id: RequestId; target: WatchTarget; fromVersion: number | undefined; replaces: boolean }
+/** Ends the connection's watch whose request had the id `watch`. */
+export interface UnwatchRequest { type: 'unwatch'; id: RequestId; watch: RequestId }
 /** `asText`: a person typed `help` at a wscat prompt, so the answer is plain text, not JSON. */
 export interface HelpRequest { type: 'help'; id: RequestId; asText: boolean }
 /** Opens a node-to-node (or node-to-hub) session: who is speaking, as primary of which view. */
@@ -143,7 +153,7 @@ export function isSessionResults(results: unknown, window: number): results is s
   return Array.isArray(results) && results.length > 0 && results.length <= window && results.every((result) => typeof result === 'string' && SESSION_RESULT.test(result));
 }
 
-export type ClientRequest = GetRequest | PutRequest | DelRequest | IncrRequest | ListRequest | ClearRequest | HelpRequest;
+export type ClientRequest = GetRequest | PutRequest | DelRequest | IncrRequest | ListRequest | ClearRequest | WatchRequest | UnwatchRequest | HelpRequest;
 export type PeerRequest = HelloRequest | AuthRequest | AppendRequest | SnapshotRequest | LeaseRequest;
 export type NodeRequest = ClientRequest | PeerRequest;
 

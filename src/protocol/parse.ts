@@ -17,6 +17,7 @@ import {
   type RequestId,
   type RequestTag,
   type ViewConfig,
+  type WatchTarget,
   type WriteOp,
 } from './messages.js';
 import { parseTextCommand } from './text-commands.js';
@@ -100,6 +101,15 @@ function nodeRequest(fields: Fields, id: RequestId, limits: Limits): NodeRequest
     }
     case 'clear':
       return { type: 'clear', id, prefix: requirePrefix(fields, limits), limit: optionalLimit(fields, CLEAR_KEYS_MAX, CLEAR_KEYS_MAX), tag: optionalTag(fields) };
+    case 'watch':
+      return { type: 'watch', id, target: requireWatchTarget(fields, limits), fromVersion: optionalFromVersion(fields), replaces: fields['text'] === true };
+    case 'unwatch': {
+      // A text command's unwatch names no id: it ends the connection's text watch (id null).
+      const watch = fields['watch'] ?? null;
+      if (watch !== null && typeof watch !== 'string' && typeof watch !== 'number') throw new KvError('BAD_REQUEST', 'watch must be the id of a watch request');
+      if (watch === null && fields['text'] !== true) throw new KvError('BAD_REQUEST', 'watch must be the id of a watch request');
+      return { type: 'unwatch', id, watch };
+    }
     case 'help':
       return { type: 'help', id, asText: fields['text'] === true };
     case 'hello':
@@ -295,6 +305,22 @@ function withinKeyLimit(key: string, name: string, limits: Limits): string {
   return key;
 }
 
+/** A watch's `key` or `prefix`: exactly one of them. */
+function requireWatchTarget(fields: Fields, limits: Limits): WatchTarget {
+  const hasKey = fields['key'] !== undefined;
+  const hasPrefix = fields['prefix'] !== undefined;
+  if (hasKey === hasPrefix) throw new KvError('BAD_REQUEST', 'watch takes a key or a prefix ("" for every key), not both');
+  return hasKey ? { kind: 'key', key: requireKey(fields, limits) } : { kind: 'prefix', prefix: requirePrefix(fields, limits) };
+}
+
+/** A watch's `fromVersion`: a positive version, or undefined. */
+function optionalFromVersion(fields: Fields): number | undefined {
+  const from = fields['fromVersion'];
+  if (from === undefined) return undefined;
+  if (typeof from !== 'number' || !Number.isSafeInteger(from) || from < 1) throw new KvError('BAD_REQUEST', 'fromVersion must be a positive integer');
+  return from;
+}
+
 /** `ifVersion`: a key's version (0: the key is absent), or undefined. */
 function optionalVersion(fields: Fields): number | undefined {
   return fields['ifVersion'] === undefined ? undefined : requireCount(fields, 'ifVersion');
@@ -431,6 +457,14 @@ export function invalidValue(value: unknown, depthMax: number): KvError | undefi
  *   ["x", key, expiredAt]                                        an expiry delete
  *   ["c", prefix, [keys], deleted, more, client | null, req | null]        a clear
  */
+/**
+ * The ops of a batch as the replication log keeps it (its wire text, the elements of an
+ * append's `ops`), read with the same rules a replica reads them by.
+ */
+export function decodeWireOps(wire: string): WriteOp[] {
+  return requireWriteOps(JSON.parse(`[${wire}]`) as unknown);
+}
+
 function requireWriteOps(raw: unknown): WriteOp[] {
   if (!Array.isArray(raw) || raw.length === 0) {
     throw new KvError('BAD_REQUEST', 'ops must be a non-empty array');

@@ -15,6 +15,7 @@ import {
   CONNECTION_SEND_BUFFER_BYTES_MAX,
   SERVER_SEND_BUFFER_BYTES_MAX,
 } from '../constants.js';
+import { Subject, type Observable } from 'rxjs';
 import { KvError, toKvError } from '../errors.js';
 import type { Connection } from '../env/transport.js';
 import type { Answer, RequestId } from './messages.js';
@@ -61,10 +62,39 @@ function answerBytes(answer: Answer): number {
 
 const ANSWER_OVERHEAD_BYTES = 96;
 
+/**
+ * What a handler may do with its connection beyond answering: send frames of its own (a
+ * watch's events), in order with the replies, and learn when the socket drained or closed.
+ */
+export interface Channel {
+  /** Queues a frame after everything queued before it; false once the connection closed. */
+  push(text: string): boolean;
+  /** Whether a frame pushed now would go to the socket, not wait in the outbox (the send limit). */
+  readonly writable: boolean;
+  readonly isOpen: boolean;
+  /** Emits when the socket drained and the connection is writable again. */
+  readonly writable$: Observable<void>;
+  /** Emits once when the connection closed. */
+  readonly closed$: Observable<void>;
+}
+
+/**
+ * A reply that frames of the request's own follow (a watch's history and events):
+ * `afterward` runs once the reply is queued, so what it pushes comes after it.
+ */
+export class Followed {
+  constructor(
+    readonly answer: Answer,
+    readonly afterward: () => void,
+  ) {}
+}
+
+export type Handled = Answer | Followed;
+
 export interface ServeOptions<T> {
   parse(text: string): Parsed<T>;
   /** Answers one request; a thrown KvError becomes its error reply. */
-  handle(request: T): Answer | Promise<Answer>;
+  handle(request: T, channel: Channel): Handled | Promise<Handled>;
   /** Told of every request that was answered with an error. */
   onRejected?(id: RequestId, error: KvError): void;
   /** Shared by the server's connections; one of its own when not given. */
@@ -75,12 +105,15 @@ export interface ServeOptions<T> {
 
 export function serveConnection<T extends { id: RequestId }>(connection: Connection, options: ServeOptions<T>): void {
   const served = new ServedConnection(connection, options);
-  connection.drain$.subscribe(() => served.flush());
+  connection.drain$.subscribe(() => {
+    served.flush();
+    served.drained();
+  });
   connection.frames$.subscribe({ next: (text) => served.receive(text), complete: () => served.end() });
 }
 
 /** One connection's flow: its requests in flight, its outbox, the requests that wait behind it. */
-class ServedConnection<T extends { id: RequestId }> {
+class ServedConnection<T extends { id: RequestId }> implements Channel {
   private readonly inFlightMax: number;
   private readonly sendBufferMax: number;
   private readonly budget: SendBudget;
@@ -92,6 +125,10 @@ class ServedConnection<T extends { id: RequestId }> {
   private heldBytes = 0;
   /** Requests read while answers wait: handled once the socket drains, so they add nothing meanwhile. */
   private readonly waiting: T[] = [];
+  private readonly writableSubject = new Subject<void>();
+  private readonly closedSubject = new Subject<void>();
+  readonly writable$: Observable<void> = this.writableSubject;
+  readonly closed$: Observable<void> = this.closedSubject;
 
   constructor(
     private readonly connection: Connection,
@@ -143,6 +180,28 @@ class ServedConnection<T extends { id: RequestId }> {
     this.waiting.length = 0;
     this.heldBytes = 0;
     this.budget.delete(this.connection);
+    this.closedSubject.next();
+    this.closedSubject.complete();
+    this.writableSubject.complete();
+  }
+
+  /** The socket drained: frames of handlers' own may go on. */
+  drained(): void {
+    if (this.connection.isOpen && this.writable) this.writableSubject.next();
+  }
+
+  push(text: string): boolean {
+    if (!this.connection.isOpen) return false;
+    this.deliver(text);
+    return true;
+  }
+
+  get writable(): boolean {
+    return !this.blocked();
+  }
+
+  get isOpen(): boolean {
+    return this.connection.isOpen;
   }
 
   /** The request a frame holds; a frame that holds none is answered with its error. */
@@ -163,9 +222,9 @@ class ServedConnection<T extends { id: RequestId }> {
 
   /** Runs the handler; an answer given at once is delivered at once. */
   private handle(request: T): void {
-    let answer: Answer | Promise<Answer>;
+    let answer: Handled | Promise<Handled>;
     try {
-      answer = this.options.handle(request);
+      answer = this.options.handle(request, this);
     } catch (error) {
       this.settle(request.id, { error });
       return;
@@ -181,9 +240,12 @@ class ServedConnection<T extends { id: RequestId }> {
   }
 
   /** A request's answer, or its error, goes out, and the request is no longer in flight. */
-  private settle(id: RequestId, outcome: { answer: Answer } | { error: unknown }): void {
-    if ('answer' in outcome) this.deliver(outcome.answer);
-    else this.fail(id, toKvError(outcome.error));
+  private settle(id: RequestId, outcome: { answer: Handled } | { error: unknown }): void {
+    if (!('answer' in outcome)) this.fail(id, toKvError(outcome.error));
+    else if (outcome.answer instanceof Followed) {
+      this.deliver(outcome.answer.answer);
+      outcome.answer.afterward();
+    } else this.deliver(outcome.answer);
     this.inFlight -= 1;
     this.flowControl();
   }
