@@ -7,9 +7,9 @@
  * condition (--if-version) did not hold.
  */
 import { readFile } from 'node:fs/promises';
-import { KvClient } from '../client/client.js';
+import { KvClient, type WatchEvent } from '../client/client.js';
 import { DEFAULT_HUB_PORT, FRAME_BYTES_MAX, REQUEST_TIMEOUT_MS, STATUS_CHANGES_SHOWN } from '../constants.js';
-import { KvError } from '../errors.js';
+import { KvError, assertNever } from '../errors.js';
 import type { HubStatus } from '../hub/hub-client.js';
 import type { Json, NodeHealth } from '../protocol/messages.js';
 
@@ -70,6 +70,23 @@ const COMMANDS = {
       'while pbkv lists may or may not be printed.',
     ],
   },
+  watch: {
+    usage: ['pbkv watch [PREFIX] [--from V] [--json]'],
+    about: [
+      'Prints each change of the keys that start with PREFIX (every key without one), one a',
+      'line, as it is acknowledged, until Ctrl-C:',
+      '  put user:1 {"name":"ann"} @19     (the value as JSON, then the write\'s version)',
+      '  del user:3 @21',
+      '  clear user: 2 keys @23            (a clear of that prefix deleted 2 watched keys)',
+      'With --from V, the changes from version V on come first (V: a version a put or a list',
+      'printed, + 1). With --json, one JSON object a line: {"type":"put","key":"user:1",',
+      '"value":{"name":"ann"},"version":19}, {"type":"del",...}, {"type":"clear","prefix":',
+      '"user:","keys":[...],"version":23}. Across a failover or a dropped connection it',
+      'watches on from the last version printed + 1: no change is missed or printed twice.',
+      'When changes from V are no longer kept, pbkv exits 1 saying the oldest version kept',
+      '(COMPACTED): list the prefix and watch again from the list\'s version + 1.',
+    ],
+  },
   status: {
     usage: ['pbkv status [--json]'],
     about: [
@@ -100,11 +117,12 @@ const OPTIONS_HELP = [
   'Options (anywhere before --):',
   `  --hub URL          the directory hub (env PBKV_HUB; default ${DEFAULT_HUB_URL})`,
   `  --timeout-ms MS    how long to wait for each reply (default ${REQUEST_TIMEOUT_MS})`,
-  '  --json             put: parse VALUE as JSON; get, list, status: print JSON',
+  '  --json             put: parse VALUE as JSON; get, list, watch, status: print JSON',
   '  --stdin            put: read VALUE from stdin (as VALUE - does)',
   '  --if-version V     put, del, incr: only if KEY is at version V (0: absent); else exit 3',
   '  --ttl MS           put, incr: KEY expires MS milliseconds after the write',
   '  --with-version     get, put, del, incr: print the result as JSON with its version',
+  '  --from V           watch: the changes from version V on first',
   '  --                 ends the options: what follows is KEY and VALUE, whatever it looks like',
   '  -h, --help         print the usage (of the command given, if any)',
   '  -v, --version      print the version',
@@ -120,6 +138,7 @@ const OVERALL_HELP = [
   '  del KEY            delete KEY',
   '  incr KEY [BY]      add BY (default 1) to the number under KEY; print the new value',
   '  list [PREFIX]      print the keys with PREFIX, one a line (with --json, values and versions too)',
+  '  watch [PREFIX]     print each change of the keys with PREFIX as it happens, until Ctrl-C',
   '  status             the view, whether writes are taken, and each node\'s role, state, seq and lag',
   '  help [COMMAND]     this text, or one command\'s',
   '  version            the version of pbkv',
@@ -163,19 +182,21 @@ interface Invocation {
   withVersion: boolean;
   ifVersion: number | undefined;
   ttlMs: number | undefined;
+  fromVersion: number | undefined;
 }
 
 /** The options a command may take, and the commands each of them is for. */
 const OPTION_COMMANDS = {
-  json: ['put', 'get', 'list', 'status'],
+  json: ['put', 'get', 'list', 'watch', 'status'],
   stdin: ['put'],
   withVersion: ['get', 'put', 'del', 'incr'],
   ifVersion: ['put', 'del', 'incr'],
   ttlMs: ['put', 'incr'],
+  fromVersion: ['watch'],
 } as const satisfies Record<string, readonly Command[]>;
 
 /** How each of those options is spelled on the command line. */
-const OPTION_NAMES: Record<keyof typeof OPTION_COMMANDS, string> = { json: '--json', stdin: '--stdin', withVersion: '--with-version', ifVersion: '--if-version', ttlMs: '--ttl' };
+const OPTION_NAMES: Record<keyof typeof OPTION_COMMANDS, string> = { json: '--json', stdin: '--stdin', withVersion: '--with-version', ifVersion: '--if-version', ttlMs: '--ttl', fromVersion: '--from' };
 
 /**
  * Reads the command line. Only known options are options: an unknown one before the
@@ -193,6 +214,7 @@ function parseCommandLine(argv: readonly string[]): Invocation {
     withVersion: false,
     ifVersion: undefined,
     ttlMs: undefined,
+    fromVersion: undefined,
   };
   let optionsEnded = false;
   for (let index = 0; index < argv.length; index += 1) {
@@ -252,6 +274,9 @@ function parseCommandLine(argv: readonly string[]): Invocation {
       case '--ttl':
       case '--ttl-ms':
         invocation.ttlMs = integer(1, 'a positive whole number of milliseconds');
+        break;
+      case '--from':
+        invocation.fromVersion = integer(1, 'a version: a whole number from 1');
         break;
       case '-h':
       case '--help':
@@ -359,6 +384,10 @@ async function main(argv: readonly string[]): Promise<number> {
         return 0;
       });
     }
+    case 'watch': {
+      if (args.length > 1) expect(1);
+      return withClient(invocation, (client) => printChanges(client, args[0] ?? '', invocation));
+    }
     case 'status':
       expect(0);
       return withClient(invocation, async (client) => {
@@ -371,6 +400,44 @@ async function main(argv: readonly string[]): Promise<number> {
         for (const line of statusLines(status)) console.log(line);
         return 0;
       });
+  }
+}
+
+/**
+ * Prints each change of `prefix` until SIGINT or SIGTERM (then 0: the watch is ended with
+ * unwatch as the client closes), or until the watch fails (its KvError). A line is written
+ * as its event arrives: stdout to a pipe or a file is written synchronously on Linux, so a
+ * slow reader slows the watch, which the node then cancels and the client resumes, rather
+ * than queueing lines in memory.
+ */
+function printChanges(client: KvClient, prefix: string, invocation: Invocation): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const subscription = client.watch({ prefix }, { fromVersion: invocation.fromVersion }).subscribe({
+      next: (event) => console.log(invocation.json ? JSON.stringify(event) : changeLine(event)),
+      error: reject,
+    });
+    const stop = () => {
+      subscription.unsubscribe();
+      resolve(0);
+    };
+    process.once('SIGINT', stop);
+    process.once('SIGTERM', stop);
+  });
+}
+
+/** One change as `pbkv help watch` shows it. */
+function changeLine(event: WatchEvent): string {
+  switch (event.type) {
+    case 'put':
+      return `put ${event.key} ${JSON.stringify(event.value)} @${event.version}`;
+    case 'del':
+      return `del ${event.key} @${event.version}`;
+    case 'clear':
+      return `clear ${event.prefix} ${event.keys.length === 1 ? '1 key' : `${event.keys.length} keys`} @${event.version}`;
+    case 'snapshot':
+      return `snapshot ${'key' in event ? event.key : event.prefix} @${event.version}`;
+    default:
+      return assertNever(event);
   }
 }
 

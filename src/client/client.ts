@@ -12,7 +12,7 @@
  * client's oldest unsettled one is REQUEST_TAG_WINDOW numbers behind: the primary
  * remembers no further back.
  */
-import { defer, firstValueFrom, retry, throwError } from 'rxjs';
+import { defer, firstValueFrom, retry, throwError, type Observable } from 'rxjs';
 import { backoff } from '../backoff.js';
 import { CLIENT_ID_LENGTH_MAX, CLIENT_ID_RANDOM_BYTES, CLIENT_REPLY_FRAME_BYTES_MAX, CLIENT_RETRY_DEADLINE_MS, KV_SERVICE, REQUEST_TAG_WINDOW, REQUEST_TIMEOUT_MS } from '../constants.js';
 import { KvError, NOTHING_APPLIED, assert, toKvError, type ErrorCode } from '../errors.js';
@@ -24,6 +24,9 @@ import { replyCount } from '../protocol/reply.js';
 import { ConflictError, entryOf, listPageOf, replyVersion, type ClearOptions, type DelOptions, type IncrOptions, type KvEntry, type ListOptions, type ListPage, type PutOptions } from './data-api.js';
 import { RpcChannel, type OkReply } from '../protocol/rpc-channel.js';
 import { Redialer } from '../transport/redialer.js';
+import { watch$, type WatchEvent, type WatchOptions, type WatchTarget } from './watch.js';
+
+export { CompactedError, type WatchEvent, type WatchOptions, type WatchTarget } from './watch.js';
 
 export interface KvClientOptions {
   /** The directory hub, ws://host:port. */
@@ -146,6 +149,32 @@ export class KvClient {
       if (reply['more'] === false) return deleted;
       if (reply['more'] !== true) throw new KvError('INTERNAL', 'malformed reply: a clear answers more: true or false');
     }
+  }
+
+  /**
+   * The changes of a key or of every key with a prefix, as they are acknowledged, until
+   * unsubscribed (which sends `unwatch`; the connection stays for other requests).
+   * `fromVersion`: changes from that version on first. Across failovers, dropped
+   * connections and watches the node cancels, it watches again on the current primary
+   * from the last version delivered + 1: each change is delivered once, in version order.
+   * It errors when no primary takes it for the retry deadline, with a CompactedError when
+   * the changes asked for are no longer kept (unless `onCompacted: 'relist'`: see
+   * WatchOptions), or with the node's error for a bad request.
+   */
+  watch(target: WatchTarget, options: WatchOptions = {}): Observable<WatchEvent> {
+    return watch$(
+      {
+        env: this.env,
+        channel: () => this.channel.get(),
+        drop: () => this.channel.drop(),
+        list: (prefix) => this.list(prefix),
+        isClosed: () => this.closed,
+        requestTimeoutMs: this.options.requestTimeoutMs ?? REQUEST_TIMEOUT_MS,
+        retryDeadlineMs: this.options.retryDeadlineMs ?? CLIENT_RETRY_DEADLINE_MS,
+      },
+      target,
+      options,
+    );
   }
 
   /** A write with the next request tag: every retry of it carries the same one. */

@@ -23,6 +23,31 @@ export type OkReply = Extract<Reply, { ok: true }>;
  * error for that request.
  */
 export function parseReply(text: string): { id: RequestId; result: OkReply | KvError } | undefined {
+  const fields = decodeObject(text);
+  return fields === undefined ? undefined : replyOf(fields);
+}
+
+/**
+ * A frame sent for an earlier request after its reply: a watch's event (PROTOCOL.md,
+ * "Watching changes"), which carries `event` where a reply carries `ok`. Its own fields are
+ * read by whoever asked for the stream.
+ */
+export interface EventFrame {
+  id: RequestId;
+  event: string;
+  fields: Record<string, unknown>;
+}
+
+/** parseReply, or an EventFrame for a frame with a string `event` and no `ok`. */
+export function parseReplyOrEvent(text: string): { id: RequestId; result: OkReply | KvError } | EventFrame | undefined {
+  const fields = decodeObject(text);
+  if (fields === undefined) return undefined;
+  const { id, event } = fields;
+  if (fields['ok'] === undefined && typeof event === 'string' && (typeof id === 'string' || typeof id === 'number')) return { id, event, fields };
+  return replyOf(fields);
+}
+
+function decodeObject(text: string): Record<string, unknown> | undefined {
   let decoded: unknown;
   try {
     decoded = JSON.parse(text);
@@ -30,7 +55,10 @@ export function parseReply(text: string): { id: RequestId; result: OkReply | KvE
     return undefined;
   }
   if (typeof decoded !== 'object' || decoded === null || Array.isArray(decoded)) return undefined;
-  const fields = decoded as Record<string, unknown>;
+  return decoded as Record<string, unknown>;
+}
+
+function replyOf(fields: Record<string, unknown>): { id: RequestId; result: OkReply | KvError } | undefined {
   const id = fields['id'];
   if (typeof id !== 'string' && typeof id !== 'number') return undefined;
   const malformed = (why: string) => ({ id, result: new KvError('INTERNAL', `malformed reply: ${why}`) });

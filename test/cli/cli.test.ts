@@ -7,7 +7,10 @@ import { KvClient } from '../../src/client/client.js';
 import { startInProcessCluster, type InProcessCluster } from '../../src/cluster/in-process.js';
 import { KvNode } from '../../src/node/node.js';
 import type { Json } from '../../src/protocol/messages.js';
-import { Disposer, tempDir, waitFor, within } from '../helpers.js';
+import { WebSocketServer } from 'ws';
+import { DirectoryHub } from '../../src/hub/hub.js';
+import { HubClient } from '../../src/hub/hub-client.js';
+import { Disposer, proposeAlone, tempDir, waitFor, within, type Frame } from '../helpers.js';
 import { storedValue } from '../stores.js';
 
 const CLI = fileURLToPath(new URL('../../src/cli/pbkv.js', import.meta.url));
@@ -250,7 +253,7 @@ Cli('bad usage exits 2 with the usage: an unknown option, a missing or extra arg
     /^pbkv: no command given\nusage: pbkv/,
     /^pbkv: --hub needs a value\nusage: pbkv get KEY/,
     /^pbkv: --timeout-ms must be a positive number of milliseconds, not "soon"\nusage: pbkv/,
-    /^pbkv: --json is for put, get, list and status, not del\nusage: pbkv del KEY/,
+    /^pbkv: --json is for put, get, list, watch and status, not del\nusage: pbkv del KEY/,
   ];
   runs.forEach((run, index) => {
     assert.is(run.code, 2, String(expected[index]));
@@ -363,6 +366,79 @@ Cli('help names exit code 3 and the new options, and each new command has its us
   assert.match(incr!.stdout, /^usage: pbkv incr KEY \[BY\]/);
   assert.match(list!.stdout, /^usage: pbkv list \[PREFIX\] \[--json\]/);
   assert.match(put!.stdout, /pbkv exits 3 \(CONFLICT\)/);
+});
+
+/**
+ * A hub whose `kv` is a node that answers a watch with three events (the real node's
+ * watch is built elsewhere), keeping every request it reads.
+ */
+async function fakeWatchedCluster(): Promise<{ hubUrl: string; requests: Frame[] }> {
+  const server = disposer.add(new WebSocketServer({ host: '127.0.0.1', port: 0 }), (s) => new Promise((resolve) => s.close(resolve)));
+  await new Promise((resolve) => server.once('listening', resolve));
+  const requests: Frame[] = [];
+  server.on('connection', (socket) => {
+    socket.on('error', () => {});
+    socket.on('message', (data) => {
+      const request = JSON.parse(data.toString()) as Frame;
+      requests.push(request);
+      const reply = (frame: Frame) => socket.send(JSON.stringify({ id: request['id'], ...frame }));
+      if (request['op'] === 'unwatch') reply({ ok: true });
+      if (request['op'] !== 'watch') return;
+      // Without fromVersion a watch sends only what follows its reply's version.
+      reply({ ok: true, watching: true, version: request['fromVersion'] === undefined ? 18 : 23 });
+      reply({ event: 'put', key: 'user:1', value: { name: 'ann' }, version: 19 });
+      reply({ event: 'del', key: 'user:3', version: 21 });
+      reply({ event: 'clear', prefix: 'user:', keys: ['user:1', 'user:18'], version: 23 });
+    });
+  });
+  const secret = 'cli-watch-secret';
+  const hub = disposer.add(await new DirectoryHub({ port: 0, secret }).listen(), (h) => h.close());
+  const registrar = disposer.add(new HubClient(hub.url, { name: 'fake', secret }), (c) => c.close());
+  await registrar.register('fake', `ws://127.0.0.1:${(server.address() as { port: number }).port}`);
+  await proposeAlone(registrar, 'fake');
+  return { hubUrl: hub.url, requests };
+}
+
+/** Runs `pbkv ARGS` until it has printed `lines` lines, then Ctrl-C (SIGINT). */
+async function pbkvUntil(args: string[], lines: number): Promise<Run> {
+  const { FORCE_COLOR: _force, NO_COLOR: _no, PBKV_HUB: _hub, ...env } = process.env;
+  const child = spawn(process.execPath, [CLI, ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+  disposer.add(child, (c) => c.exitCode === null && c.signalCode === null && c.kill('SIGKILL'));
+  let stdout = '';
+  let stderr = '';
+  child.stdout.setEncoding('utf8').on('data', (text: string) => (stdout += text));
+  child.stderr.setEncoding('utf8').on('data', (text: string) => (stderr += text));
+  const closed = new Promise<number | null>((resolve) => child.once('close', resolve));
+  await waitFor(`${lines} lines of pbkv ${args.join(' ')} (stderr: ${stderr})`, () => stdout.split('\n').length > lines || child.exitCode !== null);
+  child.kill('SIGINT');
+  const code = await within('pbkv to exit on SIGINT', closed);
+  return { code: code ?? -1, stdout, stderr };
+}
+
+Cli('watch prints a line per change until Ctrl-C, then ends the watch with unwatch; --json prints JSON lines; --from is sent', async () => {
+  const { hubUrl, requests } = await fakeWatchedCluster();
+  const lines = await pbkvUntil(['--hub', hubUrl, 'watch', 'user:', '--from', '18'], 3);
+  assert.equal(lines, { code: 0, stdout: 'put user:1 {"name":"ann"} @19\ndel user:3 @21\nclear user: 2 keys @23\n', stderr: '' });
+  const watch = requests.find((r) => r['op'] === 'watch')!;
+  assert.equal([watch['prefix'], watch['fromVersion']], ['user:', 18]);
+  assert.is(requests.find((r) => r['op'] === 'unwatch')?.['watch'], watch['id'], 'Ctrl-C sends unwatch');
+  const json = await pbkvUntil(['--hub', hubUrl, 'watch', '--json'], 3);
+  assert.is(json.code, 0);
+  assert.equal(json.stdout.trim().split('\n').map((line) => JSON.parse(line)), [
+    { type: 'put', key: 'user:1', value: { name: 'ann' }, version: 19 },
+    { type: 'del', key: 'user:3', version: 21 },
+    { type: 'clear', prefix: 'user:', keys: ['user:1', 'user:18'], version: 23 },
+  ]);
+  assert.equal(requests.filter((r) => r['op'] === 'watch').map((r) => [r['prefix'], r['fromVersion']]), [['user:', 18], ['', undefined]]);
+});
+
+Cli('help watch documents the line format; --from is for watch only', async () => {
+  const [help, watch, misuse] = await Promise.all([['help'], ['help', 'watch'], ['get', 'k', '--from', '3']].map((args) => pbkv(args)));
+  assert.match(help!.stdout, /^ {2}watch \[PREFIX\] +print each change/m);
+  assert.match(watch!.stdout, /^usage: pbkv watch \[PREFIX\] \[--from V\] \[--json\]/);
+  for (const line of ['put user:1 {"name":"ann"} @19', 'del user:3 @21', 'clear user: 2 keys @23']) assert.ok(watch!.stdout.includes(line), line);
+  assert.is(misuse!.code, 2);
+  assert.match(misuse!.stderr, /^pbkv: --from is for watch, not get/);
 });
 
 Cli.run();

@@ -72,11 +72,17 @@ Text('incr KEY [BY] and list [PREFIX]: the fields of the JSON request, BY a numb
   assert.match(refusal('list a b'), /^usage: list \[PREFIX\] \(unexpected "b"/);
 });
 
+Text('watch [PREFIX]: the fields of a watch request, every key without a prefix', () => {
+  assert.equal(parseTextCommand('watch user:'), { op: 'watch', id: null, prefix: 'user:' });
+  assert.equal(parseTextCommand('WATCH'), { op: 'watch', id: null, prefix: '' }, 'every key');
+  assert.equal(parseTextCommand('watch "my prefix"'), { op: 'watch', id: null, prefix: 'my prefix' });
+  assert.match(refusal('watch a b'), /^usage: watch \[PREFIX\] \(unexpected "b"/);
+});
+
 Text('help lists every command with its text aligned, and says how to quote a key', () => {
   const lines = HELP_TEXT.split('\n');
   const commands = lines.filter((line) => /^ {2}[a-z]+(?: \[?[A-Z]+\]?)* {2,}\S/.test(line));
-  assert.equal(commands.map((line) => line.trim().split(' ')[0]), ['put', 'get', 'del', 'incr', 'list', 'help']);
-  assert.ok(!/^ {2}watch/m.test(HELP_TEXT), 'watch is not served yet');
+  assert.equal(commands.map((line) => line.trim().split(' ')[0]), ['put', 'get', 'del', 'incr', 'list', 'watch', 'help']);
   const columns = commands.map((line) => /^ {2}\S+(?: \[?[A-Z]+\]?)* +/.exec(line)![0].length);
   assert.equal(new Set(columns).size, 1, `descriptions start in one column: ${columns}`);
   assert.ok(HELP_TEXT.includes('put "my key" some value'));
