@@ -17,6 +17,7 @@ export {
   type Condition,
   type Expiry,
 } from './client/data-api.js';
+export { CompactedError, type WatchEvent, type WatchOptions, type WatchTarget } from './client/watch.js';
 export { HubClient } from './hub/hub-client.js';
 export { KV_SERVICE } from './constants.js';
 export { KvError, ERROR_CODES, type ErrorCode } from './errors.js';

@@ -6,7 +6,7 @@ import { nodeRuntimes, REPO_ROOT, run } from './runs.js';
 const CLIENT_ENTRY = new URL('../../src/index.js', import.meta.url).href;
 const SERVER_ENTRY = new URL('../../src/server.js', import.meta.url).href;
 const KEYV_ENTRY = new URL('../../src/keyv.js', import.meta.url).href;
-const CLIENT_EXPORTS = ['ConflictError', 'ERROR_CODES', 'HubClient', 'KV_SERVICE', 'KvClient', 'KvError', 'limits'];
+const CLIENT_EXPORTS = ['CompactedError', 'ConflictError', 'ERROR_CODES', 'HubClient', 'KV_SERVICE', 'KvClient', 'KvError', 'limits'];
 const KEYV_EXPORTS = ['KeyvPbkv', 'NAMESPACE_SEPARATOR', 'createKeyv', 'jsonProblem'];
 const disposer = new Disposer();
 
