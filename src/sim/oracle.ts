@@ -97,13 +97,15 @@ export function checkDisks(ledger: WriteLedger, trace: Trace, fail: Fail): DiskW
 
 /**
  * At most once (I7): a tag or a put's value already in this disk's history, or twice in
- * one batch, is a write applied twice. Every client here is the library, which tags every
- * write, so a primary committing one without its tag is a fault too.
+ * one batch, is a write applied twice. Every client here tags every write, so a primary
+ * committing one without its tag is a fault too (its own expiry deletes aside).
  */
 function checkAppliedOnce(node: string, disk: RecordingStore, epoch: number, first: number, ops: readonly WriteOp[], asPrimary: boolean, fail: Fail): void {
   const inBatch = new Set<string>();
   ops.forEach((op, index) => {
-    if (asPrimary && !op.tag) fail('I7', `${node} committed "${encode(op)}" at seq ${first + index} without its request tag`);
+    // The primary's expiry deletes are its own writes: no client asked for them.
+    const expiryDelete = op.kind === 'del' && op.expiredAt !== undefined;
+    if (asPrimary && !op.tag && !expiryDelete) fail('I7', `${node} committed "${encode(op)}" at seq ${first + index} without its request tag`);
     for (const mark of writeMarks(op)) {
       if (disk.holds(mark) || inBatch.has(mark)) fail('I7', `${node} applied ${encode(op)} at seq ${first + index} (epoch ${epoch}), a write its history holds already`);
       inBatch.add(mark);
