@@ -195,19 +195,41 @@ export function catchUnhandled(fail: Fail): () => void {
 }
 
 export type LinearizabilityVerdict = 'ok' | 'undecided' | 'failed';
+/**
+ * Whether the history also holds to the stronger promise that a key once seen expired is
+ * never live again ('held'), or needed it to be ('reappeared': a gap the design leaves,
+ * kv-model.ts), or was not checked (the history failed the model, or the search undecided).
+ */
+export type StrictExpiryVerdict = 'held' | 'reappeared' | 'undecided' | 'not checked';
+
+export interface HistoryVerdict {
+  linearizability: LinearizabilityVerdict;
+  strictExpiry: StrictExpiryVerdict;
+  /** For 'reappeared': the strict check's explanation. */
+  reappeared: string | undefined;
+}
 
 /**
  * I6, once the world has stopped. A run that broke a check already is not searched: its
- * verdict is that first broken check.
+ * verdict is that first broken check. A history the design's model accepts is checked
+ * again under the strict expiry model: a reappearance fails the seed only if `strictExpiry`.
  */
-export function judgeHistory(history: readonly HistoryEntry[], verdict: Verdict, trace: Trace): LinearizabilityVerdict {
-  if (verdict.violation) return 'failed';
+export function judgeHistory(history: readonly HistoryEntry[], verdict: Verdict, trace: Trace, options: { strictExpiry: boolean }): HistoryVerdict {
+  const notChecked = (linearizability: LinearizabilityVerdict): HistoryVerdict => ({ linearizability, strictExpiry: 'not checked', reappeared: undefined });
+  if (verdict.violation) return notChecked('failed');
   const result = checkLinearizable(history);
-  if (result.ok === true) return 'ok';
   if (result.ok === 'undecided') {
     trace.log(`linearizability undecided on ${result.key}: ${result.reason}`);
-    return 'undecided';
+    return notChecked('undecided');
   }
-  verdict.judged('linearizability', `the history of key ${result.key} is not linearizable:\n${result.explanation}`);
-  return 'failed';
+  if (result.ok === false) {
+    verdict.judged('linearizability', `the history of key ${result.key} is not linearizable:\n${result.explanation}`);
+    return notChecked('failed');
+  }
+  const strict = checkLinearizable(history, { strict: true });
+  if (strict.ok === true) return { linearizability: 'ok', strictExpiry: 'held', reappeared: undefined };
+  if (strict.ok === 'undecided') return { linearizability: 'ok', strictExpiry: 'undecided', reappeared: undefined };
+  const reappeared = `key ${strict.key}, seen expired, was live again (before its expiry delete, on a clock behind):\n${strict.explanation}`;
+  if (options.strictExpiry) verdict.judged('expiry', reappeared);
+  return { linearizability: 'ok', strictExpiry: 'reappeared', reappeared };
 }
