@@ -69,6 +69,12 @@ export interface KeyState {
   readonly seqFloor: number;
 }
 
+/**
+ * The value of a put whose value no get reads: such values show only as presence and
+ * version, so the search takes all of them as this one (no op writes it).
+ */
+export const UNREAD_VALUE = '\u0000unread';
+
 export const INITIAL_STATE: KeyState = { present: false, value: '', version: 0, versionKnown: true, expires: undefined, expiredSeen: false, seqFloor: 0 };
 
 export interface ModelOptions {
@@ -246,5 +252,6 @@ export function describeState(state: KeyState): string {
   const version = state.versionKnown ? `@${state.version}` : `@${state.version}+ (version not yet read)`;
   const { expires } = state;
   const expiry = expires === undefined ? '' : expires.lo === expires.hi ? `, expiring at ${expires.lo}ms` : `, expiring between ${expires.lo}ms and ${expires.hi}ms`;
-  return `${JSON.stringify(state.value)}${version}${expiry}${state.expiredSeen ? ', seen expired' : ''}`;
+  const value = state.value === UNREAD_VALUE ? '(a value no get read)' : JSON.stringify(state.value);
+  return `${value}${version}${expiry}${state.expiredSeen ? ', seen expired' : ''}`;
 }

@@ -18,7 +18,7 @@
  * so is reported at once with the ops that prove it.
  */
 import { assert } from '../errors.js';
-import { applyStep, describeState, expire, INITIAL_STATE, stateKey, type KeyState, type KvOp, type KvOutcome, type ModelOptions, type ModelStep, type Value } from './kv-model.js';
+import { applyStep, describeState, expire, INITIAL_STATE, stateKey, UNREAD_VALUE, type KeyState, type KvOp, type KvOutcome, type ModelOptions, type ModelStep, type Value } from './kv-model.js';
 
 export type { KvOp, KvOutcome, Value } from './kv-model.js';
 
@@ -55,8 +55,6 @@ export const linearizabilityStepsMaxDefault = 5_000_000;
 const explanationOpsMax = 60;
 /** How many of the last steps of the longest linearizable prefix an explanation shows. */
 const explanationPrefixStepsMax = 20;
-/** A put value no get reads: such values show only as presence and version, so their puts are one kind. */
-const UNREAD = '\u0000unread';
 
 /**
  * Whether `history` is linearizable against the model of kv-model.ts, per key (initially
@@ -145,7 +143,7 @@ function validateEntry(entry: HistoryEntry): void {
   assert(typeof op.key === 'string', `${where}: the key must be a string`);
   assert(op.kind === 'put' || op.kind === 'del' || op.kind === 'get' || op.kind === 'incr', `${where}: unknown op kind`);
   if (op.kind === 'put') {
-    assert(typeof op.value === 'string' && op.value !== UNREAD, `${where}: put value must be a string`);
+    assert(typeof op.value === 'string' && op.value !== UNREAD_VALUE, `${where}: put value must be a string`);
     assert(op.ttlMs === undefined || op.expiresAt === undefined, `${where}: a put has ttlMs or expiresAt, not both`);
   }
   if (op.kind === 'incr') assert(Number.isFinite(op.by), `${where}: incr needs a finite by`);
@@ -233,7 +231,7 @@ interface Violation {
  * - a value read was written by a put of the key called before the read returned.
  */
 function findDirectViolation(keyHistory: KeyHistory, writers: ReadonlyMap<number, HistoryEntry>): Violation | undefined {
-  const { ops, key } = keyHistory;
+  const { ops } = keyHistory;
   const byEntry = new Map(ops.map((op) => [op.entry, op]));
   const firstPutOf = new Map<string, KeyOp>();
   for (const op of ops) if (op.entry.op.kind === 'put' && !firstPutOf.has(op.entry.op.value)) firstPutOf.set(op.entry.op.value, op);
@@ -247,38 +245,46 @@ function findDirectViolation(keyHistory: KeyHistory, writers: ReadonlyMap<number
       if (newest === undefined || candidate.seenVersion! > newest.seenVersion!) newest = candidate;
     }
     if (!op.known || op.seenVersion === undefined) continue;
-    const version = op.seenVersion;
-    const { entry } = op;
-    if (!op.writes) {
-      const writer = writers.get(version);
-      if (writer !== undefined && writer.op.key !== key) {
-        return { reader: op, message: `#${entry.id} saw version ${version}, which #${writer.id} (${describeOp(writer)} on key ${JSON.stringify(writer.op.key)}) took.`, related: [] };
-      }
-      const written = writer === undefined ? undefined : byEntry.get(writer);
-      if (written !== undefined && written.entry.op.kind === 'del') {
-        return { reader: op, message: `#${entry.id} saw the key live at version ${version}, which #${writer!.id}, a del, took.`, related: [written] };
-      }
-      const read = entry.op.kind === 'get' && entry.outcome.status === 'ok' ? entry.outcome.value : undefined;
-      if (written !== undefined && read !== undefined && read !== valueWritten(written.entry)) {
-        return { reader: op, message: `#${entry.id} read ${JSON.stringify(read)} at version ${version}, but #${writer!.id} (${describeOp(writer!)}) left ${JSON.stringify(valueWritten(written.entry))} at that version.`, related: [written] };
-      }
-      if (typeof read === 'string') {
-        const put = firstPutOf.get(read);
-        if (put === undefined || put.entry.callMs > op.returnMs) {
-          const when = put === undefined ? 'ever wrote it' : `was called before #${entry.id} returned at ${op.returnMs}ms (the first, #${put.entry.id}, was called at ${put.entry.callMs}ms)`;
-          return { reader: op, message: `#${entry.id} read ${JSON.stringify(read)}, but no put ${when}.`, related: put === undefined ? [] : [put] };
-        }
-      }
-    }
-    if (newest !== undefined && (version < newest.seenVersion! || (op.writes && version === newest.seenVersion))) {
-      const what = op.writes ? `was acknowledged at version ${version}` : `saw version ${version}`;
-      const message =
-        `#${entry.id} ${what}, but #${newest.entry.id} (${describeOp(newest.entry)}${describeResult(newest.entry)}), which returned at ${newest.returnMs}ms, ` +
-        `before #${entry.id} was called at ${entry.callMs}ms, had ${newest.writes ? 'written' : 'seen'} version ${newest.seenVersion}: versions never go back.`;
-      return { reader: op, message, related: [newest] };
-    }
+    const violation = (op.writes ? undefined : readViolation(keyHistory.key, op, writers, byEntry, firstPutOf)) ?? versionWentBack(op, newest);
+    if (violation !== undefined) return violation;
   }
   return undefined;
+}
+
+/** A read of a live key that no write explains: the version of another key's write or of a del, another value, a value never put. */
+function readViolation(key: string, op: KeyOp, writers: ReadonlyMap<number, HistoryEntry>, byEntry: ReadonlyMap<HistoryEntry, KeyOp>, firstPutOf: ReadonlyMap<string, KeyOp>): Violation | undefined {
+  const version = op.seenVersion!;
+  const { entry } = op;
+  const writer = writers.get(version);
+  if (writer !== undefined && writer.op.key !== key) {
+    return { reader: op, message: `#${entry.id} saw version ${version}, which #${writer.id} (${describeOp(writer)} on key ${JSON.stringify(writer.op.key)}) took.`, related: [] };
+  }
+  const written = writer === undefined ? undefined : byEntry.get(writer);
+  if (written !== undefined && written.entry.op.kind === 'del') {
+    return { reader: op, message: `#${entry.id} saw the key live at version ${version}, which #${written.entry.id}, a del, took.`, related: [written] };
+  }
+  const read = entry.op.kind === 'get' && entry.outcome.status === 'ok' ? entry.outcome.value : undefined;
+  if (written !== undefined && read !== undefined && read !== valueWritten(written.entry)) {
+    const message = `#${entry.id} read ${JSON.stringify(read)} at version ${version}, but #${written.entry.id} (${describeOp(written.entry)}) left ${JSON.stringify(valueWritten(written.entry))} at that version.`;
+    return { reader: op, message, related: [written] };
+  }
+  if (typeof read !== 'string') return undefined;
+  const put = firstPutOf.get(read);
+  if (put !== undefined && put.entry.callMs <= op.returnMs) return undefined;
+  const when = put === undefined ? 'ever wrote it' : `was called before #${entry.id} returned at ${op.returnMs}ms (the first, #${put.entry.id}, was called at ${put.entry.callMs}ms)`;
+  return { reader: op, message: `#${entry.id} read ${JSON.stringify(read)}, but no put ${when}.`, related: put === undefined ? [] : [put] };
+}
+
+/** An op that saw or wrote an older version than `newest`, which returned before it was called (a write: not newer). */
+function versionWentBack(op: KeyOp, newest: KeyOp | undefined): Violation | undefined {
+  const version = op.seenVersion!;
+  if (newest === undefined || version > newest.seenVersion! || (!op.writes && version === newest.seenVersion)) return undefined;
+  const { entry } = op;
+  const what = op.writes ? `was acknowledged at version ${version}` : `saw version ${version}`;
+  const message =
+    `#${entry.id} ${what}, but #${newest.entry.id} (${describeOp(newest.entry)}${describeResult(newest.entry)}), which returned at ${newest.returnMs}ms, ` +
+    `before #${entry.id} was called at ${entry.callMs}ms, had ${newest.writes ? 'written' : 'seen'} version ${newest.seenVersion}: versions never go back.`;
+  return { reader: op, message, related: [newest] };
 }
 
 /** What an acknowledged put or incr left: its value. */
@@ -412,7 +418,7 @@ class KeySearch {
     for (const keyOp of ops) {
       const { op } = keyOp.entry;
       if (keyOp.known || op.kind === 'get') continue; // an unknown get changes nothing
-      const asModel: KvOp = op.kind === 'put' && !read.has(op.value) ? { ...op, value: UNREAD } : op;
+      const asModel: KvOp = op.kind === 'put' && !read.has(op.value) ? { ...op, value: UNREAD_VALUE } : op;
       const { min, max } = keyOp.entry.clockOffsetMs ?? { min: 0, max: 0 };
       const kind = JSON.stringify([asModel, min, max]);
       let group = byKind.get(kind);

@@ -213,7 +213,7 @@ Fails('the explanation lists the ops of the key in call order with times and out
     '  #4 client 4: get, called at 20ms, returned at 30ms: ok, read "a"@3',
     '  #5 client 5: get, called at 40ms, returned at 50ms: ok, read absent',
     'Longest linearizable prefix: 3 of the 4 ops with a known outcome, in linearization order:',
-    '  #3 put "u" (outcome unknown, taking effect here) → "\\u0000unread"@1+ (version not yet read)',
+    '  #3 put "u" (outcome unknown, taking effect here) → (a value no get read)@1+ (version not yet read)',
     '  #2 del found @2 → absent',
     '  #1 put "a" @3 → "a"@3',
     '  #4 get read "a"@3 → "a"@3',
