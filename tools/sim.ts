@@ -8,6 +8,7 @@
  */
 import { FAULT_KINDS, FAULT_PHASE_MS, runScenario, type FaultKind, type ScenarioResult } from '../src/sim/scenario.js';
 import { failWith, readFlags, type Fail } from '../src/cli/flags.js';
+import { CLOCK_OFFSET_MAX_MS } from '../src/sim/world.js';
 
 const USAGE = `usage: npm run sim -- [options]
   --seed S            run the one scenario of seed S and print its trace hash
@@ -16,6 +17,8 @@ const USAGE = `usage: npm run sim -- [options]
   --faults LIST       fault kinds to draw from, comma-separated (default all:
                       ${FAULT_KINDS.join(',')})
   --fault-phase-ms T  virtual time of the fault phase (default ${FAULT_PHASE_MS})
+  --clock-offset-ms T each process's wall clock is off by up to T ms either way
+                      (default ${CLOCK_OFFSET_MAX_MS})
   --trace             print the last trace lines of every seed, not only of failures
   --hashes            print every seed's whole trace hash and figures (to compare two builds)
   --keep-going        run every seed even after a failure
@@ -31,6 +34,7 @@ const values = readFlags(fail, USAGE, {
   from: { type: 'string', default: '1' },
   faults: { type: 'string', default: FAULT_KINDS.join(',') },
   'fault-phase-ms': { type: 'string', default: String(FAULT_PHASE_MS) },
+  'clock-offset-ms': { type: 'string', default: String(CLOCK_OFFSET_MAX_MS) },
   trace: { type: 'boolean', default: false },
   hashes: { type: 'boolean', default: false },
   'keep-going': { type: 'boolean', default: false },
@@ -48,6 +52,7 @@ if (values.seed !== undefined && values.seeds !== undefined) fail('give --seed o
 const first = values.seed !== undefined ? integer('seed', values.seed, 0) : integer('from', values.from, 0);
 const count = values.seeds !== undefined ? integer('seeds', values.seeds, 1) : 1;
 const faultPhaseMs = integer('fault-phase-ms', values['fault-phase-ms'], 0);
+const clockOffsetMaxMs = integer('clock-offset-ms', values['clock-offset-ms'], 0);
 
 function report(result: ScenarioResult, millis: number): void {
   const { stats } = result;
@@ -69,7 +74,7 @@ const reappeared: number[] = [];
 const started = performance.now();
 for (let seed = first; seed < first + count; seed += 1) {
   const seedStarted = performance.now();
-  const result = await runScenario({ seed, faults, faultPhaseMs, strictExpiry: values['strict-expiry'] });
+  const result = await runScenario({ seed, faults, faultPhaseMs, clockOffsetMaxMs, strictExpiry: values['strict-expiry'] });
   if (result.failure) failed += 1;
   else passed += 1;
   if (result.stats.linearizability === 'undecided') undecided += 1;

@@ -44,6 +44,8 @@ export interface ScenarioOptions {
   traceLinesKept?: number;
   /** Trace the nodes' peers, views and refusals too. */
   verbose?: boolean;
+  /** How far each process's wall clock may be off, either way (world.ts). */
+  clockOffsetMaxMs?: number;
   /** Fail a seed whose history needs a key seen expired to be live again (the design allows it until the expiry delete). */
   strictExpiry?: boolean;
 }
@@ -65,7 +67,7 @@ export const FAULT_PHASE_MS = 30_000;
 const HEAL_DEADLINE_MS = 60_000;
 
 export async function runScenario(options: ScenarioOptions): Promise<ScenarioResult> {
-  const world = new SimWorld(options.seed);
+  const world = new SimWorld(options.seed, options.clockOffsetMaxMs);
   const trace = new Trace(world, options.traceLinesKept ?? 60);
   const verdict = new Verdict(world, trace);
   const { fail } = verdict;

@@ -10,7 +10,7 @@
  * a dead process never runs again, and a restart starts a new one.
  *
  * Every generation's wall clock (`wallNow`, what expiry is judged on) is off from every
- * other's by a seeded offset of up to CLOCK_OFFSET_MAX_MS either way, drawn anew at each
+ * other's by a seeded offset of up to `clockOffsetMaxMs` either way, drawn anew at each
  * restart: a new primary's wall clock may be behind the old one's. Its monotonic clock
  * (`now`, what leases and timeouts use) is the virtual time itself: clocks differ, but
  * run at one rate.
@@ -20,7 +20,7 @@ import { clockScheduler, type Cancel, type Clock, type Random } from '../env/env
 
 /** Wall clocks start here (Unix ms, 2026-01-01), so a wall time is never near 0. */
 export const WALL_CLOCK_START_MS = Date.UTC(2026, 0, 1);
-/** How far a process's wall clock may be off the virtual time, either way. */
+/** How far a process's wall clock may be off the virtual time, either way, unless told otherwise. */
 export const CLOCK_OFFSET_MAX_MS = 500;
 
 interface Event {
@@ -190,7 +190,7 @@ export class SimProcess {
   private newClock(): Clock {
     const generation = this.generationNumber;
     const world = this.world;
-    const offsetMs = world.random.int(-CLOCK_OFFSET_MAX_MS, CLOCK_OFFSET_MAX_MS);
+    const offsetMs = world.random.int(-world.clockOffsetMaxMs, world.clockOffsetMaxMs);
     this.offsetsMs.push(offsetMs);
     const base = {
       now: () => world.nowMs,
@@ -214,7 +214,11 @@ export class SimWorld {
   /** Thrown by an event's code: the simulation stops and reports it. */
   private failure: unknown;
 
-  constructor(readonly seed: number) {
+  constructor(
+    readonly seed: number,
+    /** How far each process's wall clock may be off the virtual time, either way. */
+    readonly clockOffsetMaxMs = CLOCK_OFFSET_MAX_MS,
+  ) {
     this.random = new SeededRandom(seed);
   }
 
