@@ -436,20 +436,20 @@ class KeySearch {
     const knownCount = this.known.length;
     let steps = 0;
     const levels: Level[] = [this.level()];
-    this.noteDeepest(levels);
     while (levels.length > 0) {
       if (this.linearizedCount === knownCount) return { kind: 'ok', steps };
       const level = levels.at(-1)!;
       if (level.taken !== undefined) this.undo(level);
       if (level.index >= level.moves.length) {
+        // A dead end: the deepest is noted here rather than on the way down, where it costs a copy of the path per step.
+        if (this.linearizedCount > this.deepest.count) this.noteDeepest(levels);
         levels.pop();
         continue;
       }
-      if (steps >= stepsMax) return { kind: 'undecided', steps, deepestCount: this.deepest.count, knownCount };
+      if (steps >= stepsMax) return { kind: 'undecided', steps, deepestCount: Math.max(this.deepest.count, this.linearizedCount), knownCount };
       steps += 1;
       if (!this.take(level, level.moves[level.index++]!)) continue;
       levels.push(this.level());
-      if (this.linearizedCount > this.deepest.count) this.noteDeepest(levels);
     }
     const { prefix, stuck, state } = this.deepest;
     return { kind: 'fail', steps, prefix, stuck: this.known[stuck]!, stuckState: state, knownCount };
@@ -569,7 +569,7 @@ class KeySearch {
     return key;
   }
 
-  /** Remembers the first configuration reached with the most known ops linearized, for the explanation. */
+  /** Remembers the first dead end reached with the most known ops linearized, for the explanation. */
   private noteDeepest(levels: readonly Level[]): void {
     const prefix: PrefixStep[] = [];
     for (const level of levels) {
