@@ -160,7 +160,7 @@ export class Workload {
     return oldest.done === true || client.nextReq - oldest.value < REQUEST_TAG_WINDOW;
   }
 
-  /** Sends one request and records it; resolves with whether it was answered ok. */
+  /** Sends one request and records it; resolves with whether it was answered (ok or CONFLICT). */
   async run(client: SimClient, op: KvOp): Promise<boolean> {
     const entry: HistoryEntry = { client: client.index, id: this.nextOpId++, op, callMs: this.world.nowMs, returnMs: undefined, outcome: { status: 'unknown' } };
     const req = op.kind === 'get' ? undefined : client.nextReq++;
