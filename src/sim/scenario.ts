@@ -2,7 +2,7 @@
  * One simulated run: a cluster, clients doing pipelined gets, puts, dels (conditional,
  * expiring) and incrs over a few keys and counters, faults drawn from the seed, then a healing phase that must converge. Checked as it
  * runs and at the end:
- *   I1  a put is acknowledged only once every replica of the view had applied it
+ *   I1  a write is acknowledged only once every replica of the view had applied it
  *       (checked on the reply frame as the primary sends it);
  *   I2  replicas apply the primary's writes, in its order, at its seqs, nothing else
  *       (so a batch that failed on the primary, I3, or a forged one, I4, is caught too);
