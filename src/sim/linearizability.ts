@@ -1,45 +1,40 @@
 /**
  * A linearizability checker for the histories the simulator records, after Porcupine (the
- * Wing–Gong–Lowe search with a cache of (linearized set, register state), each key checked
- * on its own since a key-value store is linearizable iff every key is) and Knossos (ops whose
- * outcome the client never learned).
+ * Wing–Gong–Lowe search with a cache of configurations, each key checked on its own since
+ * a key-value store is linearizable iff every key is) and Knossos (ops whose outcome the
+ * client never learned). The model each key is held to, versions, conditions, counters and
+ * expiry included, is kv-model.ts.
  *
- * Ops whose outcome is unknown are what makes a naive search explode: an outage leaves dozens
- * of them, each concurrent with everything after it, and every subset of them could have
- * taken effect. Two facts tame them (proved at `KeySearch`, which relies on both):
- * - an op of unknown outcome accepts any register state, so it can always go last, after
- *   every op with a known outcome, which is the same as never taking effect;
- * - there is always a linearization in which each unknown write that does not go last sits
- *   right before an op with a known outcome that needs it: a get that reads its value, or a
- *   del whose `found` only matches after it. So the search places unknown writes only as such
- *   pairs and otherwise leaves them out, and since unknown writes of the same kind and value
- *   are interchangeable, it tracks them as a count per kind instead of a set.
+ * Versions make most of the order known: every acknowledged write names the seq it took,
+ * seqs grow in the order writes take effect, and every read names the version it saw. So
+ * the search places acknowledged writes in version order only, and a read of a version
+ * only while that version is held; what is left to search is where the ops of unknown
+ * outcome took effect (if at all), where the primary's expiry deletes did, and which reads
+ * of "absent" saw a key expired rather than deleted.
  *
- * Before searching, two cheap necessary conditions are checked: every read against the writes
- * it could have read from (`findDirectViolation`: stale reads, lost writes, values never
- * written), and the block that a put forms with the gets of its value (`findZoneViolation`:
- * a newer value read, then an older one). A failure found so is reported at once with the
- * ops that prove it, instead of after an exhaustive search.
+ * Before searching, cheap necessary conditions are checked (`findDirectViolation`): two
+ * writes acknowledged at one version, a read of a version some other write took, a version
+ * older than one an op that completed earlier saw, a value never written. A failure found
+ * so is reported at once with the ops that prove it.
  */
 import { assert } from '../errors.js';
+import { applyStep, describeState, expire, INITIAL_STATE, stateKey, UNREAD_VALUE, type KeyState, type KvOp, type KvOutcome, type ModelOptions, type ModelStep, type Value } from './kv-model.js';
 
-export type KvOp =
-  | { kind: 'put'; key: string; value: string }
-  | { kind: 'del'; key: string }
-  | { kind: 'get'; key: string };
-
-/** What the client saw. 'ok' carries the result; 'unknown' = timed out, UNAVAILABLE, or the connection dropped: the op may have taken effect at any point after its call, or never. */
-export type KvOutcome =
-  | { status: 'ok'; value?: string | undefined /* get: the value read, undefined when not found */; found?: boolean /* del: whether the key existed */ }
-  | { status: 'unknown' };
+export type { KvOp, KvOutcome, Value } from './kv-model.js';
 
 export interface HistoryEntry {
   client: number; // who issued it (for messages)
   id: number; // unique in the history (for messages)
   op: KvOp;
-  callMs: number; // virtual time the request was sent
+  callMs: number; // time the request was sent
   returnMs: number | undefined; // time the reply arrived; undefined for 'unknown'
   outcome: KvOutcome;
+  /**
+   * How far the wall clock the op was judged on (for expiry) may be off the history's time:
+   * it read at least callMs + min and at most returnMs (or, for an unknown outcome, the
+   * time it took effect) + max. Without it, { min: 0, max: 0 }.
+   */
+  clockOffsetMs?: { min: number; max: number };
 }
 
 export type CheckResult =
@@ -47,44 +42,52 @@ export type CheckResult =
   | { ok: false; key: string; explanation: string /* multi-line, readable: the ops of that key in call order with call/return times and outcomes, and the longest prefix that could be linearized and the op that could not follow */ }
   | { ok: 'undecided'; key: string; reason: string }; // the search hit its step budget
 
-/** Search steps (list entries examined), over the whole history, before answering 'undecided'. */
+export interface CheckOptions {
+  /** Search steps over the whole history before answering 'undecided'. */
+  stepsMax?: number;
+  /** Hold expiry to the stronger promise: a key once seen expired never reappears (kv-model.ts). */
+  strict?: boolean;
+}
+
+/** Search steps (moves tried), over the whole history, before answering 'undecided'. */
 export const linearizabilityStepsMaxDefault = 5_000_000;
 /** A key with at most this many ops is listed whole in an explanation; a longer one is cut to the ops near the failure. */
 const explanationOpsMax = 60;
 /** How many of the last steps of the longest linearizable prefix an explanation shows. */
 const explanationPrefixStepsMax = 20;
-/** Steps for re-running a failed key's search without the cut that shortens prefixes, to explain it (see `KeySearch`). */
-const explanationStepsMax = 200_000;
 
 /**
- * Whether `history` is linearizable against a register per key (initially absent).
+ * Whether `history` is linearizable against the model of kv-model.ts, per key (initially
+ * absent).
  *
  * Op a precedes op b in real time iff a.returnMs < b.callMs: ops whose times touch count
- * as concurrent, so a tie never produces a false alarm. An op with an 'unknown' outcome
- * never returned (returnMs is ignored) and its result is unconstrained. Keys are checked
- * in the order they first appear, first all with the cheap checks, then each with the
- * search; the first key that fails, or exhausts the step budget, is the answer. A failure
- * found by a cheap check is explained by the ops that prove it rather than by a prefix.
- * Deterministic: the same history gives the same result and explanation.
+ * as concurrent, so a tie never produces a false alarm. Keys are checked in the order they
+ * first appear, first all with the cheap checks, then each with the search; the first key
+ * that fails, or exhausts the step budget, is the answer. Deterministic: the same history
+ * gives the same result and explanation.
  */
-export function checkLinearizable(history: readonly HistoryEntry[], options: { stepsMax?: number } = {}): CheckResult {
+export function checkLinearizable(history: readonly HistoryEntry[], options: CheckOptions = {}): CheckResult {
   const stepsMax = options.stepsMax ?? linearizabilityStepsMaxDefault;
   assert(Number.isSafeInteger(stepsMax) && stepsMax > 0, `stepsMax must be a positive integer, got ${stepsMax}`);
-  const keys = splitByKey(history).map(([key, entries]) => buildKeyHistory(key, entries));
-  // Direct violations first, over every key: they are cheap and their explanation is sharper.
+  const byKey = splitByKey(history);
+  const versions = acknowledgedVersions(history);
+  if (versions.duplicate !== undefined) {
+    const [first, second] = versions.duplicate;
+    return { ok: false, key: second.op.key, explanation: `two writes were acknowledged at version ${versionOf(second)}: #${first.id} (${describeOp(first)} on key ${JSON.stringify(first.op.key)}) and #${second.id} (${describeOp(second)} on key ${JSON.stringify(second.op.key)}).` };
+  }
+  const keys = byKey.map(([key, entries]) => buildKeyHistory(key, entries));
   for (const keyHistory of keys) {
-    const violation = findDirectViolation(keyHistory) ?? findZoneViolation(keyHistory);
+    const violation = findDirectViolation(keyHistory, versions.writers);
     if (violation !== undefined) return { ok: false, key: keyHistory.key, explanation: explainViolation(keyHistory, violation) };
   }
+  const model: ModelOptions = { strict: options.strict ?? false, claimed: new Set(versions.writers.keys()) };
+  // An expiry delete is judged on some node's clock: as far ahead as any op's may be.
+  const expiryOffsetMaxMs = Math.max(0, ...history.map((entry) => entry.clockOffsetMs?.max ?? 0));
   let stepsLeft = stepsMax;
   for (const keyHistory of keys) {
-    const outcome = new KeySearch(keyHistory).run(stepsLeft);
+    const outcome = new KeySearch(keyHistory, model, expiryOffsetMaxMs).run(stepsLeft);
     stepsLeft -= outcome.steps;
-    if (outcome.kind === 'fail') {
-      const full = new KeySearch(keyHistory, { blockWrites: false }).run(explanationStepsMax);
-      assert(full.kind !== 'ok', `key ${JSON.stringify(keyHistory.key)}: the search without blocked writes disagrees`);
-      return { ok: false, key: keyHistory.key, explanation: explainSearchFailure(keyHistory, full.kind === 'fail' ? full : outcome) };
-    }
+    if (outcome.kind === 'fail') return { ok: false, key: keyHistory.key, explanation: explainSearchFailure(keyHistory, outcome) };
     if (outcome.kind === 'undecided') {
       const reason =
         `the search used the budget of ${stepsMax} steps (stepsMax) on key ${JSON.stringify(keyHistory.key)} before deciding; ` +
@@ -98,26 +101,24 @@ export function checkLinearizable(history: readonly HistoryEntry[], options: { s
 // ---------------------------------------------------------------------------------------
 // The history of one key
 
-/** The register's value ids: 0 is the absent register, 1.. index `KeyHistory.values`. */
-const ABSENT = 0;
-
 interface KeyOp {
   readonly entry: HistoryEntry;
   /** Index in `KeyHistory.ops`. */
   readonly position: number;
+  /** The outcome is ok or conflict. */
   readonly known: boolean;
   /** +Infinity when the outcome is unknown: it may take effect at any later time. */
   readonly returnMs: number;
-  /** put: the value written; get with a known outcome: the value read (ABSENT if not found); otherwise unused. */
-  readonly valueId: number;
+  /** A known op that wrote: it took a seq, its version. */
+  readonly writes: boolean;
+  /** The version it wrote, or the version of the live key it saw; undefined if neither. */
+  readonly seenVersion: number | undefined;
 }
 
 interface KeyHistory {
   readonly key: string;
   /** Every op of the key, in call order (history order among equal call times). */
   readonly ops: readonly KeyOp[];
-  /** Value ids to values; index 0 (ABSENT) is unused. */
-  readonly values: readonly string[];
 }
 
 function splitByKey(history: readonly HistoryEntry[]): [string, HistoryEntry[]][] {
@@ -137,43 +138,81 @@ function splitByKey(history: readonly HistoryEntry[]): [string, HistoryEntry[]][
 /** A malformed entry is a bug in whatever recorded the history, not a linearizability failure. */
 function validateEntry(entry: HistoryEntry): void {
   const { op, outcome } = entry;
-  assert(Number.isFinite(entry.callMs), `entry #${entry.id}: callMs must be a finite number`);
-  assert(typeof op.key === 'string', `entry #${entry.id}: the key must be a string`);
-  assert(op.kind === 'put' || op.kind === 'del' || op.kind === 'get', `entry #${entry.id}: unknown op kind`);
-  if (op.kind === 'put') assert(typeof op.value === 'string', `entry #${entry.id}: put value must be a string`);
+  const where = `entry #${entry.id}`;
+  assert(Number.isFinite(entry.callMs), `${where}: callMs must be a finite number`);
+  assert(typeof op.key === 'string', `${where}: the key must be a string`);
+  assert(op.kind === 'put' || op.kind === 'del' || op.kind === 'get' || op.kind === 'incr', `${where}: unknown op kind`);
+  if (op.kind === 'put') {
+    assert(typeof op.value === 'string' && op.value !== UNREAD_VALUE, `${where}: put value must be a string`);
+    assert(op.ttlMs === undefined || op.expiresAt === undefined, `${where}: a put has ttlMs or expiresAt, not both`);
+  }
+  if (op.kind === 'incr') assert(Number.isFinite(op.by), `${where}: incr needs a finite by`);
+  if (op.kind !== 'get' && op.ifVersion !== undefined) assert(Number.isSafeInteger(op.ifVersion) && op.ifVersion >= 0, `${where}: ifVersion is a version or 0`);
+  if (entry.clockOffsetMs !== undefined) assert(entry.clockOffsetMs.min <= entry.clockOffsetMs.max, `${where}: clock offsets min <= max`);
   if (outcome.status === 'unknown') return;
-  assert(outcome.status === 'ok', `entry #${entry.id}: outcome status must be 'ok' or 'unknown'`);
+  assert(outcome.status === 'ok' || outcome.status === 'conflict', `${where}: outcome status must be 'ok', 'conflict' or 'unknown'`);
   const returnMs = entry.returnMs;
-  assert(returnMs !== undefined && Number.isFinite(returnMs) && returnMs >= entry.callMs, `entry #${entry.id}: an 'ok' op needs returnMs >= callMs`);
-  if (op.kind === 'del') assert(typeof outcome.found === 'boolean', `entry #${entry.id}: an 'ok' del needs found`);
-  if (op.kind === 'get') assert(outcome.value === undefined || typeof outcome.value === 'string', `entry #${entry.id}: a get reads a string or undefined`);
+  assert(returnMs !== undefined && Number.isFinite(returnMs) && returnMs >= entry.callMs, `${where}: a known outcome needs returnMs >= callMs`);
+  if (outcome.status === 'conflict') {
+    assert(op.kind !== 'get' && op.ifVersion !== undefined, `${where}: only a conditional write gets a CONFLICT`);
+    assert(typeof outcome.found === 'boolean' && Number.isSafeInteger(outcome.version), `${where}: a CONFLICT carries found and version`);
+    return;
+  }
+  const versioned = (version: number | undefined) => version !== undefined && Number.isSafeInteger(version) && version > 0;
+  switch (op.kind) {
+    case 'get':
+      assert(typeof outcome.found === 'boolean', `${where}: an 'ok' get needs found`);
+      if (outcome.found) assert((typeof outcome.value === 'string' || typeof outcome.value === 'number') && versioned(outcome.version), `${where}: a get that found the key needs its value and version`);
+      break;
+    case 'put':
+      assert(versioned(outcome.version), `${where}: an 'ok' put needs its version`);
+      break;
+    case 'del':
+      assert(typeof outcome.found === 'boolean' && versioned(outcome.version), `${where}: an 'ok' del needs found and its version`);
+      break;
+    case 'incr':
+      assert(typeof outcome.value === 'number' && versioned(outcome.version), `${where}: an 'ok' incr needs its value and version`);
+      break;
+  }
+}
+
+/** The version an entry's outcome names: a write's own, or the live key's it saw. */
+function versionOf(entry: HistoryEntry): number | undefined {
+  const { outcome } = entry;
+  if (outcome.status === 'unknown') return undefined;
+  if (outcome.status === 'conflict') return outcome.found ? outcome.version : undefined;
+  if (entry.op.kind === 'get') return outcome.found ? outcome.version : undefined;
+  return outcome.version;
+}
+
+function isKnownWrite(entry: HistoryEntry): boolean {
+  return entry.outcome.status === 'ok' && entry.op.kind !== 'get';
+}
+
+/** Every version acknowledged to a write, with its writer; the first two writes that share one. */
+function acknowledgedVersions(history: readonly HistoryEntry[]): { writers: Map<number, HistoryEntry>; duplicate: [HistoryEntry, HistoryEntry] | undefined } {
+  const writers = new Map<number, HistoryEntry>();
+  for (const entry of history) {
+    if (!isKnownWrite(entry)) continue;
+    const version = versionOf(entry)!;
+    const earlier = writers.get(version);
+    if (earlier !== undefined) return { writers, duplicate: [earlier, entry] };
+    writers.set(version, entry);
+  }
+  return { writers, duplicate: undefined };
 }
 
 function buildKeyHistory(key: string, entries: HistoryEntry[]): KeyHistory {
-  const values = [''];
-  const valueIds = new Map<string, number>();
-  const intern = (value: string): number => {
-    let id = valueIds.get(value);
-    if (id === undefined) {
-      id = values.length;
-      values.push(value);
-      valueIds.set(value, id);
-    }
-    return id;
-  };
   const sorted = [...entries].sort((a, b) => a.callMs - b.callMs); // stable: history order breaks ties
   const ops = sorted.map((entry, position): KeyOp => {
-    const known = entry.outcome.status === 'ok';
-    let valueId = ABSENT;
-    if (entry.op.kind === 'put') valueId = intern(entry.op.value);
-    else if (entry.op.kind === 'get' && entry.outcome.status === 'ok' && entry.outcome.value !== undefined) valueId = intern(entry.outcome.value);
-    return { entry, position, known, returnMs: known ? entry.returnMs! : Infinity, valueId };
+    const known = entry.outcome.status !== 'unknown';
+    return { entry, position, known, returnMs: known ? entry.returnMs! : Infinity, writes: isKnownWrite(entry), seenVersion: versionOf(entry) };
   });
-  return { key, ops, values };
+  return { key, ops };
 }
 
 // ---------------------------------------------------------------------------------------
-// Direct violations: a read that no write it could have read from explains
+// Direct violations
 
 interface Violation {
   readonly reader: KeyOp;
@@ -182,257 +221,76 @@ interface Violation {
 }
 
 /**
- * The first read (in call order) whose result no write could explain; undefined if none.
- *
- * A read r (a get with a known result, or a del found:true) needs its source, the last write
- * before it, to leave the register as r saw it. A source s is shadowed when some write q with
- * a known outcome, leaving the register otherwise, satisfies s.returnMs < q.callMs and
- * q.returnMs < r.callMs: then q lies between s and r in every linearization, so s is not
- * r's last write. If every possible source is shadowed (or there is none), no linearization
- * exists. Shadowing gets harder as s.returnMs grows, so only the source that returned last
- * needs checking; an unknown source never returned and is never shadowed. A put of the value
- * a get reads cannot shadow that get's best source: called after the source returned and
- * before the get returned, it would itself be a source that returned later.
- * A del found:false is not checked here (it would be its own source); the search covers it.
+ * The first op (in call order) whose outcome contradicts what other ops' outcomes say
+ * without any search; undefined if none. Each is a necessary condition of the model:
+ * - a live key read at version V is what the write acknowledged at V left (its value; not
+ *   a del; not a write of another key);
+ * - versions never go back: an op that writes or sees a live key sees at least the version
+ *   an op that returned before it was called wrote or saw (a present key's version is the
+ *   highest seq its writes took, and those only grow);
+ * - a value read was written by a put of the key called before the read returned.
  */
-function findDirectViolation(keyHistory: KeyHistory): Violation | undefined {
+function findDirectViolation(keyHistory: KeyHistory, writers: ReadonlyMap<number, HistoryEntry>): Violation | undefined {
   const { ops } = keyHistory;
-  const putsByValue = new Map<number, KeyOp[]>();
-  const puts: KeyOp[] = [];
-  const dels: KeyOp[] = [];
+  const byEntry = new Map(ops.map((op) => [op.entry, op]));
+  const firstPutOf = new Map<string, KeyOp>();
+  for (const op of ops) if (op.entry.op.kind === 'put' && !firstPutOf.has(op.entry.op.value)) firstPutOf.set(op.entry.op.value, op);
+  // Known ops by return time, to sweep: the highest version seen among those returned before each call.
+  const byReturn = ops.filter((op) => op.known && op.seenVersion !== undefined).sort((a, b) => a.returnMs - b.returnMs);
+  let returned = 0;
+  let newest: KeyOp | undefined;
   for (const op of ops) {
-    if (op.entry.op.kind === 'put') {
-      puts.push(op);
-      let same = putsByValue.get(op.valueId);
-      if (same === undefined) putsByValue.set(op.valueId, (same = []));
-      same.push(op);
-    } else if (op.entry.op.kind === 'del') dels.push(op);
-  }
-  const putSources = new Map<number, SourceIndex>();
-  const anyPutSource = new SourceIndex(puts);
-  const delSources = new SourceIndex(dels);
-  const putShadows = new ShadowIndex(puts.filter((op) => op.known));
-  const delShadows = new ShadowIndex(dels.filter((op) => op.known));
-  for (const reader of ops) {
-    if (!reader.known || reader.entry.op.kind === 'put') continue;
-    const { outcome } = reader.entry;
-    if (outcome.status !== 'ok') continue;
-    if (reader.entry.op.kind === 'get' && reader.valueId !== ABSENT) {
-      let sources = putSources.get(reader.valueId);
-      if (sources === undefined) putSources.set(reader.valueId, (sources = new SourceIndex(putsByValue.get(reader.valueId) ?? [])));
-      const source = sources.lastReturned(reader.returnMs);
-      if (source === undefined) return neverWritten(keyHistory, reader, putsByValue.get(reader.valueId)?.[0]);
-      const shadow = earlier(putShadows.firstReturned(source.returnMs), delShadows.firstReturned(source.returnMs));
-      if (shadow !== undefined && shadow.returnMs < reader.entry.callMs) {
-        return shadowed(reader, `every put of ${JSON.stringify(outcome.value)}`, source, shadow);
-      }
-    } else if (reader.entry.op.kind === 'get' || outcome.found === true) {
-      const readsAbsent = reader.entry.op.kind === 'get';
-      const source = readsAbsent ? delSources.lastReturned(reader.returnMs) : anyPutSource.lastReturned(reader.returnMs);
-      if (source === undefined && !readsAbsent) return neverWritten(keyHistory, reader, undefined);
-      const shadow = (readsAbsent ? putShadows : delShadows).firstReturned(source?.returnMs ?? -Infinity);
-      if (shadow !== undefined && shadow.returnMs < reader.entry.callMs) {
-        return shadowed(reader, readsAbsent ? 'the initial absent register and every del' : 'every put', source, shadow);
-      }
+    while (returned < byReturn.length && byReturn[returned]!.returnMs < op.entry.callMs) {
+      const candidate = byReturn[returned++]!;
+      if (newest === undefined || candidate.seenVersion! > newest.seenVersion!) newest = candidate;
     }
+    if (!op.known || op.seenVersion === undefined) continue;
+    const violation = (op.writes ? undefined : readViolation(keyHistory.key, op, writers, byEntry, firstPutOf)) ?? versionWentBack(op, newest);
+    if (violation !== undefined) return violation;
   }
   return undefined;
 }
 
-/** Writes by call time, answering: of those called by t, which returned last? */
-class SourceIndex {
-  private readonly callMs: number[];
-  private readonly latest: KeyOp[] = [];
-
-  constructor(writes: readonly KeyOp[] /* in call order */) {
-    this.callMs = writes.map((op) => op.entry.callMs);
-    for (const [index, op] of writes.entries()) {
-      const previous = this.latest[index - 1];
-      this.latest.push(previous !== undefined && previous.returnMs >= op.returnMs ? previous : op);
-    }
+/** A read of a live key that no write explains: the version of another key's write or of a del, another value, a value never put. */
+function readViolation(key: string, op: KeyOp, writers: ReadonlyMap<number, HistoryEntry>, byEntry: ReadonlyMap<HistoryEntry, KeyOp>, firstPutOf: ReadonlyMap<string, KeyOp>): Violation | undefined {
+  const version = op.seenVersion!;
+  const { entry } = op;
+  const writer = writers.get(version);
+  if (writer !== undefined && writer.op.key !== key) {
+    return { reader: op, message: `#${entry.id} saw version ${version}, which #${writer.id} (${describeOp(writer)} on key ${JSON.stringify(writer.op.key)}) took.`, related: [] };
   }
-
-  lastReturned(calledByMs: number): KeyOp | undefined {
-    return this.latest[upperBound(this.callMs, calledByMs) - 1];
+  const written = writer === undefined ? undefined : byEntry.get(writer);
+  if (written !== undefined && written.entry.op.kind === 'del') {
+    return { reader: op, message: `#${entry.id} saw the key live at version ${version}, which #${written.entry.id}, a del, took.`, related: [written] };
   }
+  const read = entry.op.kind === 'get' && entry.outcome.status === 'ok' ? entry.outcome.value : undefined;
+  if (written !== undefined && read !== undefined && read !== valueWritten(written.entry)) {
+    const message = `#${entry.id} read ${JSON.stringify(read)} at version ${version}, but #${written.entry.id} (${describeOp(written.entry)}) left ${JSON.stringify(valueWritten(written.entry))} at that version.`;
+    return { reader: op, message, related: [written] };
+  }
+  if (typeof read !== 'string') return undefined;
+  const put = firstPutOf.get(read);
+  if (put !== undefined && put.entry.callMs <= op.returnMs) return undefined;
+  const when = put === undefined ? 'ever wrote it' : `was called before #${entry.id} returned at ${op.returnMs}ms (the first, #${put.entry.id}, was called at ${put.entry.callMs}ms)`;
+  return { reader: op, message: `#${entry.id} read ${JSON.stringify(read)}, but no put ${when}.`, related: put === undefined ? [] : [put] };
 }
 
-/** Writes with a known outcome by call time, answering: of those called after t, which returned first? */
-class ShadowIndex {
-  private readonly callMs: number[];
-  private readonly earliest: KeyOp[];
-
-  constructor(writes: readonly KeyOp[] /* in call order */) {
-    this.callMs = writes.map((op) => op.entry.callMs);
-    this.earliest = new Array<KeyOp>(writes.length);
-    for (let index = writes.length - 1; index >= 0; index -= 1) {
-      const next = this.earliest[index + 1];
-      const op = writes[index]!;
-      this.earliest[index] = next !== undefined && next.returnMs < op.returnMs ? next : op;
-    }
-  }
-
-  firstReturned(calledAfterMs: number): KeyOp | undefined {
-    return this.earliest[upperBound(this.callMs, calledAfterMs)];
-  }
-}
-
-/** The number of leading elements of sorted `array` that are <= `value`. */
-function upperBound(array: readonly number[], value: number): number {
-  let low = 0;
-  let high = array.length;
-  while (low < high) {
-    const middle = (low + high) >>> 1;
-    if (array[middle]! <= value) low = middle + 1;
-    else high = middle;
-  }
-  return low;
-}
-
-function earlier(a: KeyOp | undefined, b: KeyOp | undefined): KeyOp | undefined {
-  if (a === undefined) return b;
-  if (b === undefined) return a;
-  return b.returnMs < a.returnMs ? b : a;
-}
-
-function neverWritten(keyHistory: KeyHistory, reader: KeyOp, firstPut: KeyOp | undefined): Violation {
-  const what = reader.entry.op.kind === 'get' ? `read ${JSON.stringify(keyHistory.values[reader.valueId])}` : 'found the key';
-  const put = firstPut === undefined ? '' : ` (the first, #${firstPut.entry.id}, was called at ${firstPut.entry.callMs}ms)`;
-  const message = `#${reader.entry.id} ${what}, but no put ${firstPut === undefined && reader.entry.op.kind === 'get' ? 'ever wrote it' : `was called before #${reader.entry.id} returned at ${reader.returnMs}ms${put}`}.`;
-  return { reader, message, related: firstPut === undefined ? [] : [firstPut] };
-}
-
-function shadowed(reader: KeyOp, sources: string, source: KeyOp | undefined, shadow: KeyOp): Violation {
-  const what = reader.entry.op.kind === 'get' ? `read ${describeRead(reader.entry)}` : 'found the key';
-  const last = source === undefined ? 'there was no del before it' : `the last to return, #${source.entry.id}, returned at ${source.returnMs}ms`;
+/** An op that saw or wrote an older version than `newest`, which returned before it was called (a write: not newer). */
+function versionWentBack(op: KeyOp, newest: KeyOp | undefined): Violation | undefined {
+  const version = op.seenVersion!;
+  if (newest === undefined || version > newest.seenVersion! || (!op.writes && version === newest.seenVersion)) return undefined;
+  const { entry } = op;
+  const what = op.writes ? `was acknowledged at version ${version}` : `saw version ${version}`;
   const message =
-    `#${reader.entry.id} ${what}, but #${shadow.entry.id} (${describeOp(shadow.entry)}) overwrote ${sources} that could come before it: ` +
-    `#${shadow.entry.id} was called at ${shadow.entry.callMs}ms, after they had returned (${last}), ` +
-    `and returned at ${shadow.returnMs}ms, before #${reader.entry.id} was called at ${reader.entry.callMs}ms.`;
-  return { reader, message, related: source === undefined ? [shadow] : [source, shadow] };
+    `#${entry.id} ${what}, but #${newest.entry.id} (${describeOp(newest.entry)}${describeResult(newest.entry)}), which returned at ${newest.returnMs}ms, ` +
+    `before #${entry.id} was called at ${entry.callMs}ms, had ${newest.writes ? 'written' : 'seen'} version ${newest.seenVersion}: versions never go back.`;
+  return { reader: op, message, related: [newest] };
 }
 
-// ---------------------------------------------------------------------------------------
-// Zones: a put and the gets that read its value form one block
-
-interface Cluster {
-  readonly valueId: number;
-  readonly writer: KeyOp;
-  /** The op of the cluster that returned first, and the one called last. */
-  readonly firstReturned: KeyOp;
-  readonly lastCalled: KeyOp;
-}
-
-/**
- * The zone check of Gibbons and Korach (and of Anderson et al., "What consistency does your
- * key-value store actually provide?"), for values written by exactly one put (of either
- * outcome) and read by some known get. In any linearization such a put and the gets of its
- * value form one block with nothing else inside: every get's last write is that put, and
- * while the register holds the value, any other op would either write or fail its check.
- * If op A of the block returned before op B of the block was called (a forward zone), then
- * A comes before B, so:
- * - a known op X outside the block with A.returnMs < X.callMs and X.returnMs < B.callMs
- *   comes after A and before B, inside the block: impossible;
- * - two blocks with forward zones (A1, B1), (A2, B2) where A1 precedes B2 and A2 precedes B1
- *   would each have to come before the other: impossible.
- */
-function findZoneViolation(keyHistory: KeyHistory): Violation | undefined {
-  const clusters = findClusters(keyHistory);
-  const forward = clusters.filter((c) => c.firstReturned.returnMs < c.lastCalled.entry.callMs);
-  forward.sort((a, b) => a.firstReturned.returnMs - b.firstReturned.returnMs || a.writer.position - b.writer.position);
-  let widest: Cluster | undefined; // of the zones so far, the one whose B was called last
-  for (const zone of forward) {
-    if (widest !== undefined && zone.firstReturned.returnMs < widest.lastCalled.entry.callMs) return overlappingBlocks(keyHistory, widest, zone);
-    if (widest === undefined || zone.lastCalled.entry.callMs > widest.lastCalled.entry.callMs) widest = zone;
-  }
-  // An op's block: the value, for the put and the gets of a clustered value; otherwise a label of its own.
-  const clustered = new Set(clusters.map((cluster) => cluster.valueId));
-  const blockOf = (op: KeyOp): number => (op.entry.op.kind !== 'del' && clustered.has(op.valueId) ? op.valueId : -1 - op.position);
-  const inside = new OutsiderIndex(
-    keyHistory.ops.filter((op) => op.known),
-    blockOf,
-  );
-  for (const zone of forward) {
-    const outsider = inside.firstReturned(zone.firstReturned.returnMs, zone.valueId);
-    if (outsider !== undefined && outsider.returnMs < zone.lastCalled.entry.callMs) return opInsideBlock(keyHistory, zone, outsider);
-  }
-  return undefined;
-}
-
-function findClusters(keyHistory: KeyHistory): Cluster[] {
-  const writers = new Map<number, KeyOp[]>();
-  for (const op of keyHistory.ops) {
-    if (op.entry.op.kind !== 'put') continue;
-    const same = writers.get(op.valueId);
-    if (same === undefined) writers.set(op.valueId, [op]);
-    else same.push(op);
-  }
-  const clusters = new Map<number, { writer: KeyOp; firstReturned: KeyOp; lastCalled: KeyOp }>();
-  for (const op of keyHistory.ops) {
-    if (!op.known || op.entry.op.kind !== 'get' || op.valueId === ABSENT) continue;
-    const sameWriters = writers.get(op.valueId);
-    if (sameWriters === undefined || sameWriters.length !== 1) continue;
-    const writer = sameWriters[0]!;
-    const cluster = clusters.get(op.valueId) ?? { writer, firstReturned: writer, lastCalled: writer };
-    if (op.returnMs < cluster.firstReturned.returnMs) cluster.firstReturned = op;
-    if (op.entry.callMs > cluster.lastCalled.entry.callMs) cluster.lastCalled = op; // ops come in call order
-    clusters.set(op.valueId, cluster);
-  }
-  return [...clusters].map(([valueId, cluster]) => ({ valueId, ...cluster }));
-}
-
-/** Known ops by call time, answering: of those called after t and not of block `label`, which returned first? */
-class OutsiderIndex {
-  private readonly callMs: number[];
-  // Per suffix: the op that returned first, and the one that returned first among those of another block.
-  private readonly first: (KeyOp | undefined)[];
-  private readonly second: (KeyOp | undefined)[];
-  private readonly labels = new Map<KeyOp, number>();
-
-  constructor(ops: readonly KeyOp[] /* in call order */, label: (op: KeyOp) => number) {
-    this.callMs = ops.map((op) => op.entry.callMs);
-    this.first = new Array<KeyOp | undefined>(ops.length + 1);
-    this.second = new Array<KeyOp | undefined>(ops.length + 1);
-    let first: KeyOp | undefined;
-    let second: KeyOp | undefined;
-    for (let index = ops.length - 1; index >= 0; index -= 1) {
-      const op = ops[index]!;
-      this.labels.set(op, label(op));
-      if (first === undefined || op.returnMs < first.returnMs) {
-        if (first !== undefined && this.labels.get(first) !== this.labels.get(op)) second = first;
-        first = op;
-      } else if (this.labels.get(op) !== this.labels.get(first) && (second === undefined || op.returnMs < second.returnMs)) second = op;
-      this.first[index] = first;
-      this.second[index] = second;
-    }
-  }
-
-  firstReturned(calledAfterMs: number, label: number): KeyOp | undefined {
-    const index = upperBound(this.callMs, calledAfterMs);
-    const first = this.first[index];
-    return first !== undefined && this.labels.get(first) !== label ? first : this.second[index];
-  }
-}
-
-function describeBlock(keyHistory: KeyHistory, cluster: Cluster): string {
-  return `the put #${cluster.writer.entry.id} of ${JSON.stringify(keyHistory.values[cluster.valueId])} and the gets that read it`;
-}
-
-function opInsideBlock(keyHistory: KeyHistory, zone: Cluster, outsider: KeyOp): Violation {
-  const { firstReturned: a, lastCalled: b } = zone;
-  const message =
-    `${describeBlock(keyHistory, zone)} must take effect as one block with nothing between, since no other put wrote that value; ` +
-    `the block runs from #${a.entry.id}, which returned at ${a.returnMs}ms, to #${b.entry.id}, which was called at ${b.entry.callMs}ms, ` +
-    `but #${outsider.entry.id} (${describeOp(outsider.entry)}${describeResult(outsider.entry)}) was called at ${outsider.entry.callMs}ms and returned at ${outsider.returnMs}ms, strictly between them.`;
-  return { reader: outsider, message, related: [zone.writer, a, b] };
-}
-
-function overlappingBlocks(keyHistory: KeyHistory, first: Cluster, second: Cluster): Violation {
-  const message =
-    `${describeBlock(keyHistory, first)}, and ${describeBlock(keyHistory, second)}, must each take effect as one block with nothing between, ` +
-    `but each block must come before the other: #${first.firstReturned.entry.id} returned at ${first.firstReturned.returnMs}ms, before #${second.lastCalled.entry.id} was called at ${second.lastCalled.entry.callMs}ms, ` +
-    `and #${second.firstReturned.entry.id} returned at ${second.firstReturned.returnMs}ms, before #${first.lastCalled.entry.id} was called at ${first.lastCalled.entry.callMs}ms.`;
-  return { reader: second.lastCalled, message, related: [first.writer, first.firstReturned, first.lastCalled, second.writer, second.firstReturned] };
+/** What an acknowledged put or incr left: its value. */
+function valueWritten(entry: HistoryEntry): Value | undefined {
+  if (entry.op.kind === 'put') return entry.op.value;
+  return entry.outcome.status === 'ok' ? entry.outcome.value : undefined;
 }
 
 // ---------------------------------------------------------------------------------------
@@ -440,328 +298,267 @@ function overlappingBlocks(keyHistory: KeyHistory, first: Cluster, second: Clust
 
 const HEAD = 0; // the sentinel node before the first entry
 const END = -1;
-/** `run`'s cursor when a new configuration must look for a forced read first. */
-const FRESH = -2;
-/** `run`'s cursor when the configuration is a dead end without reaching a return entry. */
-const DEAD_END = -3;
-const KIND_PUT = 0;
-const KIND_GET = 1;
-const KIND_DEL_FOUND = 2;
-const KIND_DEL_NOT_FOUND = 3;
-/** Unknown writes are grouped by what they can do: dels, puts of values no known get reads, puts of one read value each. */
-const GROUP_DELS = 0;
-const GROUP_UNREAD_PUTS = 1;
-const GROUP_FIRST_VALUE = 2;
 
-interface Frame {
-  readonly op: number; // index among the known ops
-  /** 0: placed alone; g + 1: placed right after an unknown write of group g. */
-  readonly alt: number;
-  /** A read placed because it could go: if what follows fails, so does the configuration before it. */
-  readonly forced: boolean;
-  readonly unknownWrite: KeyOp | undefined;
-  readonly stateBefore: number;
-  readonly lowBefore: number;
-  readonly parent: Frame | undefined;
+/** Unknown ops that behave alike, but for when they were called: used in call order. */
+interface Group {
+  /** In call order. */
+  readonly ops: KeyOp[];
+  /** The op as the model takes it (a put's value is UNREAD when no get reads it). */
+  readonly op: KvOp;
+  /** It writes the same whatever the key held before: no other unknown op right before it matters. */
+  readonly overwrites: boolean;
+  readonly offsetMinMs: number;
+  readonly offsetMaxMs: number;
+}
+
+type Move =
+  | { readonly kind: 'known'; readonly op: number; readonly state: KeyState }
+  | { readonly kind: 'unknown'; readonly group: number; readonly state: KeyState }
+  | { readonly kind: 'expire'; readonly state: KeyState };
+
+interface Level {
+  readonly moves: readonly Move[];
+  index: number;
+  /** The move taken from this level, and what it changed. */
+  taken: { move: Move; stateBefore: KeyState; lastUnknownBefore: boolean; lowBefore: number; unknownOp: KeyOp | undefined } | undefined;
+}
+
+/** One step of a linearization, for explanations: an op (known, or unknown taking effect) or an expiry delete, and the state after it. */
+interface PrefixStep {
+  readonly op: KeyOp | undefined;
+  readonly state: KeyState;
 }
 
 type SearchOutcome =
   | { kind: 'ok'; steps: number }
   | { kind: 'undecided'; steps: number; deepestCount: number; knownCount: number }
-  | { kind: 'fail'; steps: number; prefix: PrefixStep[]; stuck: KeyOp; knownCount: number };
+  | { kind: 'fail'; steps: number; prefix: PrefixStep[]; stuck: KeyOp; stuckState: KeyState; knownCount: number };
 
-/** One step of a linearization: a known op, and the unknown write placed right before it if any. */
-interface PrefixStep {
-  readonly op: KeyOp;
-  readonly unknownWrite: KeyOp | undefined;
+interface Visit {
+  /** Unknown ops used per group; undefined when none were. */
+  readonly used: Int32Array | undefined;
+  readonly lastUnknown: boolean;
 }
 
 /**
  * The WGL search over the ops of one key with a known outcome: a list of their call and
  * return entries in time order; an op whose call entry comes before the first return entry
- * may be linearized next; on a dead end, undo the last choice and try the next. The visited
- * configurations (linearized ops, register, unknown writes used) are remembered: on this
- * path none can repeat, since each step linearizes one more op, so a visited one has failed,
- * and so has any configuration it subsumes (below).
+ * may be linearized next; on a dead end, undo the last choice and try the next. Visited
+ * configurations (ops linearized, state, unknown ops used, whether the last step was one)
+ * are remembered: a configuration seen before has failed, and so has one it subsumes.
  *
- * Unknown writes are not in the list. Why that loses nothing: take any linearization, and
- * while some unknown write x (not already after every known op) is not immediately followed,
- * unknown gets aside, by a known op that it lets through, move x to the very end. That keeps
- * the linearization valid: x has no return, so the real-time order allows it; x accepts any
- * state; and the ops after its old place are unaffected, because the next one is either a
- * write (which overwrites the register, and checks nothing unless it is a known del, and a
- * known del that is not let through by x finds the same presence without x) or a known get
- * that reads the same register without x. Each move grows the tail of unknown ops, so it
- * ends in a linearization where every unknown write not at the end directly precedes a
- * known op d that fails on the register before x and succeeds after it. So the search
- * tries an unknown write only as the pair (x, d) where d would fail alone; both must be
- * callable then, i.e. x called by the first return entry, like d.
+ * The moves at a configuration:
+ * - a read (get, CONFLICT) that the state satisfies as it is, taken at once and alone: a
+ *   read of the version held (no other state holds that version), or of "absent" while the
+ *   key is absent. It changes nothing that a later op relies on (its judge time is its own),
+ *   so in any completion it can be moved to the front;
+ * - otherwise: the acknowledged write with the lowest version not yet linearized (writes
+ *   take effect in version order, so no other); a read the state allows only by narrowing
+ *   it (a read of "absent" while the key may have expired); the primary's expiry delete;
+ *   an op of unknown outcome taking effect.
  *
- * Which x: unknown dels are interchangeable, and so are unknown puts of the same value, and
- * so are unknown puts whose value no known get reads (no get can see their value, so only
- * their making the key present matters). Two of a group that are both callable now stay
- * callable on this path, so using the one called first loses nothing, and the used ones of a
- * group are always a prefix in call order: a count per group is the whole state. Having used
- * fewer is never worse: the unused ones are then a superset, each called no later than the
- * one it stands for. So a visited configuration subsumes any with the same linearized ops
- * and register that has used at least as many of each group. A del that
- * finds the key needs any put; a put from the unread group serves it at least as well as
- * one whose value some get still needs, so the other groups are tried only without it.
- * Unknown gets change nothing and accept anything: they are left out.
- *
- * Three more cuts keep wide concurrency tractable:
- * - A read that can go now goes now, without trying anything else first (a get of the value
- *   the register holds, a del not finding an absent key): it changes nothing and nothing
- *   remaining must precede it, so in any completion it can be moved to the front. If what
- *   follows it fails, the configuration before it fails too.
- * - When the register holds a value written by only one put and a get of that value remains,
- *   no write can come next: that get's last write must be that put. This cut ends prefixes
- *   that could have gone on, so a failure is explained by a search without it.
- * - A value that no remaining get reads is the same as any other such value to every op still
- *   to come (only its presence shows), so all of them are one register state, `dead`.
+ * Unknown ops are not in the list: one that never took effect, or took effect after every
+ * known op, changes nothing checked. One that takes effect right after another unknown op
+ * and writes the same whatever the key held (a put or del without ifVersion) makes that
+ * other one moot, so it is only tried right after a known op. Unknown ops that differ only
+ * in when they were called are a group (a put's value counts only if some get reads it),
+ * used in call order: the one called first can do whatever a later one can, so the used ones
+ * are a prefix and a count per group is the whole state of them. Having used fewer is never
+ * worse, which is what lets a visited configuration subsume one that used more.
  */
 class KeySearch {
   private readonly known: KeyOp[];
-  private readonly kind: Uint8Array;
-  private readonly arg: Int32Array; // put: value written; get: value read
-  private readonly groups: { readonly ops: KeyOp[]; readonly callMs: number[] }[];
-  private readonly groupOfValue: Int32Array;
+  private readonly steps: ModelStep[];
+  /** Per known op: its rank among the known writes by version, or -1 for a read. */
+  private readonly writeRank: Int32Array;
+  /** Known writes linearized so far: those of rank below. */
+  private nextRank = 0;
+  private readonly groups: Group[] = [];
   private readonly used: Int32Array;
-  /** Known gets of each value not yet linearized. */
-  private readonly readersLeft: Int32Array;
-  /** 1 for a value written by exactly one put, of either outcome. */
-  private readonly soleWriter: Uint8Array;
-  /** The register state standing for every present value that no remaining get reads. */
-  private readonly dead: number;
+  private usedTotal = 0;
   // The doubly linked list of entries (dancing links): node 2i+1 calls known op i, 2i+2 returns it.
   private readonly next: Int32Array;
   private readonly prev: Int32Array;
   private readonly timeMs: Float64Array;
-  private firstReturnNode = END; // END: not found since the list last changed
   private readonly linearized: Uint8Array;
   private linearizedCount = 0;
   /** The first known op (in call order) not linearized: all before it are. */
   private low = 0;
-  /** Unknown writes used over all groups, so configurations that used none skip the vector compare. */
-  private usedTotal = 0;
-  private state = ABSENT;
-  private top: Frame | undefined = undefined;
-  /** Per (linearized ops, register): the unknown writes used by each visit, or `usedNone` if one used none. */
-  private readonly visited = new Map<string, Int32Array[] | typeof usedNone>();
-  private deepest: { count: number; top: Frame | undefined; stuck: number } = { count: -1, top: undefined, stuck: 0 };
+  private state: KeyState = INITIAL_STATE;
+  /** Whether the last step was an unknown op or an expiry delete. */
+  private lastUnknown = false;
+  private readonly visited = new Map<string, Visit[]>();
+  private deepest: { count: number; prefix: PrefixStep[]; stuck: number; state: KeyState } = { count: -1, prefix: [], stuck: 0, state: INITIAL_STATE };
 
-  private readonly blockWrites: boolean;
-
-  constructor(keyHistory: KeyHistory, options: { blockWrites: boolean } = { blockWrites: true }) {
-    this.blockWrites = options.blockWrites;
-    const { ops, values } = keyHistory;
+  constructor(
+    keyHistory: KeyHistory,
+    private readonly model: ModelOptions,
+    private readonly expiryOffsetMaxMs: number,
+  ) {
+    const { ops } = keyHistory;
     this.known = ops.filter((op) => op.known);
-    const n = this.known.length;
-    this.kind = new Uint8Array(n);
-    this.arg = new Int32Array(n);
-    this.readersLeft = new Int32Array(values.length + 1);
-    this.soleWriter = new Uint8Array(values.length + 1);
-    this.dead = values.length;
-    const writers = new Int32Array(values.length);
-    for (const op of ops) if (op.entry.op.kind === 'put') writers[op.valueId]! += 1;
-    for (const [value, count] of writers.entries()) this.soleWriter[value] = count === 1 ? 1 : 0;
-    for (const [index, op] of this.known.entries()) {
-      const { entry } = op;
-      this.kind[index] = entry.op.kind === 'put' ? KIND_PUT : entry.op.kind === 'get' ? KIND_GET : entry.outcome.status === 'ok' && entry.outcome.found ? KIND_DEL_FOUND : KIND_DEL_NOT_FOUND;
-      this.arg[index] = op.valueId;
-      if (entry.op.kind === 'get' && op.valueId !== ABSENT) this.readersLeft[op.valueId]! += 1;
-    }
-    this.groups = [
-      { ops: [], callMs: [] },
-      { ops: [], callMs: [] },
-    ];
-    this.groupOfValue = new Int32Array(values.length + 1).fill(-1);
-    for (const op of ops) {
-      if (op.known || op.entry.op.kind === 'get') continue;
-      let group = op.entry.op.kind === 'del' ? GROUP_DELS : GROUP_UNREAD_PUTS;
-      if (op.entry.op.kind === 'put' && this.readersLeft[op.valueId]! > 0) {
-        if (this.groupOfValue[op.valueId] === -1) {
-          this.groupOfValue[op.valueId] = this.groups.length;
-          this.groups.push({ ops: [], callMs: [] });
-        }
-        group = this.groupOfValue[op.valueId]!;
-      }
-      this.groups[group]!.ops.push(op);
-      this.groups[group]!.callMs.push(op.entry.callMs);
-    }
+    this.steps = this.known.map((op) => {
+      const { min, max } = op.entry.clockOffsetMs ?? { min: 0, max: 0 };
+      return { op: op.entry.op, outcome: op.entry.outcome, judgedFromMs: op.entry.callMs + min, judgedToMs: op.returnMs + max };
+    });
+    this.writeRank = new Int32Array(this.known.length).fill(-1);
+    const writes = this.known.map((op, index) => ({ op, index })).filter(({ op }) => op.writes);
+    writes.sort((a, b) => a.op.seenVersion! - b.op.seenVersion!);
+    writes.forEach(({ index }, rank) => (this.writeRank[index] = rank));
+    this.buildGroups(ops);
     this.used = new Int32Array(this.groups.length);
-    this.linearized = new Uint8Array(n + 1); // the extra 0 stops the scan in `advanceLow`
+    this.linearized = new Uint8Array(this.known.length + 1); // the extra 0 stops the scan in `advanceLow`
     ({ next: this.next, prev: this.prev, timeMs: this.timeMs } = buildEntryList(this.known));
+  }
+
+  private buildGroups(ops: readonly KeyOp[]): void {
+    const read = new Set<Value>();
+    for (const op of ops) if (op.entry.op.kind === 'get' && op.entry.outcome.status === 'ok' && op.entry.outcome.found) read.add(op.entry.outcome.value!);
+    const byKind = new Map<string, Group>();
+    for (const keyOp of ops) {
+      const { op } = keyOp.entry;
+      if (keyOp.known || op.kind === 'get') continue; // an unknown get changes nothing
+      const asModel: KvOp = op.kind === 'put' && !read.has(op.value) ? { ...op, value: UNREAD_VALUE } : op;
+      const { min, max } = keyOp.entry.clockOffsetMs ?? { min: 0, max: 0 };
+      const kind = JSON.stringify([asModel, min, max]);
+      let group = byKind.get(kind);
+      if (group === undefined) {
+        const overwrites = (op.kind === 'put' || op.kind === 'del') && op.ifVersion === undefined;
+        group = { ops: [], op: asModel, overwrites, offsetMinMs: min, offsetMaxMs: max };
+        byKind.set(kind, group);
+        this.groups.push(group);
+      }
+      group.ops.push(keyOp);
+    }
   }
 
   run(stepsMax: number): SearchOutcome {
     const knownCount = this.known.length;
     let steps = 0;
-    let node = FRESH;
-    let altFrom = 0;
-    while (this.next[HEAD] !== END) {
+    const levels: Level[] = [this.level()];
+    while (levels.length > 0) {
+      if (this.linearizedCount === knownCount) return { kind: 'ok', steps };
+      const level = levels.at(-1)!;
+      if (level.taken !== undefined) this.undo(level);
+      if (level.index >= level.moves.length) {
+        // A dead end: the deepest is noted here rather than on the way down, where it costs a copy of the path per step.
+        if (this.linearizedCount > this.deepest.count) this.noteDeepest(levels);
+        levels.pop();
+        continue;
+      }
       if (steps >= stepsMax) return { kind: 'undecided', steps, deepestCount: Math.max(this.deepest.count, this.linearizedCount), knownCount };
       steps += 1;
-      if (node === FRESH) {
-        const read = this.forcedRead();
-        if (read >= 0 && this.push(read, -1, true)) continue;
-        node = read >= 0 || this.writesBlocked() ? DEAD_END : this.next[HEAD]!;
-      } else if (node === DEAD_END || node % 2 === 0) {
-        // A return entry: its op had to be linearized before anything called later.
-        this.noteDeepest();
-        const frame = this.backtrack();
-        if (frame === undefined) {
-          const { top, stuck } = this.deepest;
-          return { kind: 'fail', steps, prefix: this.stepsOf(top), stuck: this.known[stuck]!, knownCount };
-        }
-        node = 2 * frame.op + 1;
-        altFrom = frame.alt + 1;
-      } else {
-        node = this.attempt((node - 1) / 2, altFrom) ? FRESH : this.next[node]!;
-        altFrom = 0;
-      }
+      if (!this.take(level, level.moves[level.index++]!)) continue;
+      levels.push(this.level());
     }
-    return { kind: 'ok', steps };
+    const { prefix, stuck, state } = this.deepest;
+    return { kind: 'fail', steps, prefix, stuck: this.known[stuck]!, stuckState: state, knownCount };
   }
 
-  /** A callable read that the register satisfies and that leaves it as it is, or -1. */
-  private forcedRead(): number {
+  /** The moves at the configuration reached: a read that can go now alone, or every choice. */
+  private level(): Level {
+    if (this.linearizedCount === this.known.length) return { moves: [], index: 0, taken: undefined };
+    const firstReturnMs = this.timeMs[this.firstReturn()]!;
+    const candidates: number[] = [];
+    for (let node = this.next[HEAD]!; node % 2 === 1; node = this.next[node]!) candidates.push((node - 1) / 2);
+    for (const op of candidates) {
+      const forced = this.forcedRead(op);
+      if (forced !== undefined) return { moves: [{ kind: 'known', op, state: forced }], index: 0, taken: undefined };
+    }
+    const moves: Move[] = [];
+    for (const op of candidates) {
+      const rank = this.writeRank[op]!;
+      if (rank >= 0 && rank !== this.nextRank) continue;
+      for (const state of applyStep(this.state, this.steps[op]!, this.model)) moves.push({ kind: 'known', op, state });
+    }
+    const expired = expire(this.state, firstReturnMs + this.expiryOffsetMaxMs);
+    if (expired !== undefined) moves.push({ kind: 'expire', state: expired });
+    this.groups.forEach((group, index) => {
+      const unknown = group.ops[this.used[index]!];
+      if (unknown === undefined || unknown.entry.callMs > firstReturnMs || (this.lastUnknown && group.overwrites)) return;
+      const step: ModelStep = { op: group.op, outcome: { status: 'unknown' }, judgedFromMs: unknown.entry.callMs + group.offsetMinMs, judgedToMs: firstReturnMs + group.offsetMaxMs };
+      for (const state of applyStep(this.state, step, this.model)) moves.push({ kind: 'unknown', group: index, state });
+    });
+    return { moves, index: 0, taken: undefined };
+  }
+
+  /** The state after read `op` if it reads the state as it is (see the class comment), else undefined. */
+  private forcedRead(op: number): KeyState | undefined {
+    if (this.writeRank[op]! >= 0) return undefined;
+    const { entry } = this.known[op]!;
+    const { outcome } = entry;
+    const seesLive = outcome.status === 'conflict' ? outcome.found : outcome.status === 'ok' && outcome.found === true;
     const state = this.state;
-    for (let node = this.next[HEAD]!; node % 2 === 1; node = this.next[node]!) {
-      const op = (node - 1) / 2;
-      const kind = this.kind[op];
-      if ((kind === KIND_GET && this.arg[op] === state) || (kind === KIND_DEL_NOT_FOUND && state === ABSENT)) return op;
+    const asHeld = seesLive ? state.present && state.versionKnown && state.version === this.known[op]!.seenVersion : !state.present;
+    if (!asHeld) return undefined;
+    const after = applyStep(state, this.steps[op]!, this.model);
+    assert(after.length <= 1, 'a read of the state as held goes one way');
+    return after[0];
+  }
+
+  /** Takes `move` from `level` unless its configuration was visited before. */
+  private take(level: Level, move: Move): boolean {
+    const taken = { move, stateBefore: this.state, lastUnknownBefore: this.lastUnknown, lowBefore: this.low, unknownOp: undefined as KeyOp | undefined };
+    level.taken = taken;
+    if (move.kind === 'known') {
+      this.linearized[move.op] = 1;
+      this.linearizedCount += 1;
+      this.advanceLow();
+      if (this.writeRank[move.op]! >= 0) this.nextRank += 1;
+      this.lift(move.op);
+    } else if (move.kind === 'unknown') {
+      taken.unknownOp = this.groups[move.group]!.ops[this.used[move.group]!];
+      this.used[move.group]! += 1;
+      this.usedTotal += 1;
     }
-    return -1;
+    this.state = move.state;
+    this.lastUnknown = move.kind !== 'known';
+    if (this.visit()) return true;
+    this.undo(level);
+    return false;
   }
 
-  private writesBlocked(): boolean {
-    return this.blockWrites && this.state !== ABSENT && this.state !== this.dead && this.soleWriter[this.state] === 1;
-  }
-
-  /** Undoes the last free choice, and the forced reads after it; undefined when there is none. */
-  private backtrack(): Frame | undefined {
-    let frame = this.top;
-    while (frame !== undefined && frame.forced) {
-      this.pop(frame);
-      frame = this.top;
-    }
-    if (frame !== undefined) this.pop(frame);
-    return frame;
-  }
-
-  /** Linearizes known op `op` next, alone or after an unknown write, trying the ways numbered altFrom on. */
-  private attempt(op: number, altFrom: number): boolean {
-    const arg = this.arg[op]!;
-    const state = this.state;
-    const kind = this.kind[op]!;
-    // Reads that the register satisfies were forced already; everything else here writes.
-    switch (kind) {
-      case KIND_PUT:
-        return altFrom === 0 && this.push(op, -1, false);
-      case KIND_GET:
-        return this.pushAfterUnknown(op, arg === ABSENT ? GROUP_DELS : this.groupOfValue[arg]!, altFrom);
-      case KIND_DEL_NOT_FOUND:
-        return this.pushAfterUnknown(op, GROUP_DELS, altFrom);
-      case KIND_DEL_FOUND:
-        if (state !== ABSENT) return altFrom === 0 && this.push(op, -1, false);
-        if (this.callable(GROUP_UNREAD_PUTS)) return this.pushAfterUnknown(op, GROUP_UNREAD_PUTS, altFrom);
-        for (let group = Math.max(GROUP_FIRST_VALUE, altFrom - 1); group < this.groups.length; group += 1) {
-          if (this.pushAfterUnknown(op, group, altFrom)) return true;
-        }
-        return false;
-      default:
-        throw new Error(`assertion failed: op kind ${kind}`);
-    }
-  }
-
-  private pushAfterUnknown(op: number, group: number, altFrom: number): boolean {
-    return group >= 0 && altFrom <= group + 1 && this.callable(group) && this.push(op, group, false);
-  }
-
-  /** Whether group's next unused unknown write was called by the first return entry. */
-  private callable(group: number): boolean {
-    const { callMs } = this.groups[group]!;
-    const used = this.used[group]!;
-    return used < callMs.length && callMs[used]! <= this.timeMs[this.firstReturn()]!;
-  }
-
-  private firstReturn(): number {
-    if (this.firstReturnNode === END) {
-      let node = this.next[HEAD]!;
-      while (node % 2 === 1) node = this.next[node]!;
-      this.firstReturnNode = node;
-    }
-    return this.firstReturnNode;
-  }
-
-  /** Takes the step unless its configuration was visited before; group -1: no unknown write. */
-  private push(op: number, group: number, forced: boolean): boolean {
-    const lowBefore = this.low;
-    const kind = this.kind[op];
-    const arg = this.arg[op]!;
-    this.linearized[op] = 1;
-    this.linearizedCount += 1;
-    this.advanceLow();
-    if (group >= 0) this.use(group, 1);
-    if (kind === KIND_GET && arg !== ABSENT) this.readersLeft[arg]! -= 1;
-    // A del leaves the key absent (its arg is ABSENT too); a put or get, the value, or `dead` if no get remains for it.
-    const stateAfter = arg === ABSENT ? ABSENT : this.readersLeft[arg]! > 0 ? arg : this.dead;
-    if (!this.visit(this.configurationKey(stateAfter))) {
-      this.linearized[op] = 0;
+  private undo(level: Level): void {
+    const { move, stateBefore, lastUnknownBefore, lowBefore } = level.taken!;
+    level.taken = undefined;
+    if (move.kind === 'known') {
+      this.unlift(move.op);
+      if (this.writeRank[move.op]! >= 0) this.nextRank -= 1;
+      this.linearized[move.op] = 0;
       this.linearizedCount -= 1;
       this.low = lowBefore;
-      if (group >= 0) this.use(group, -1);
-      if (kind === KIND_GET && arg !== ABSENT) this.readersLeft[arg]! += 1;
-      return false;
+    } else if (move.kind === 'unknown') {
+      this.used[move.group]! -= 1;
+      this.usedTotal -= 1;
+      assert(this.used[move.group]! >= 0, 'unknown ops used within their group');
     }
-    const unknownWrite = group >= 0 ? this.groups[group]!.ops[this.used[group]! - 1] : undefined;
-    this.top = { op, alt: group + 1, forced, unknownWrite, stateBefore: this.state, lowBefore, parent: this.top };
-    this.state = stateAfter;
-    this.lift(op);
-    return true;
-  }
-
-  private pop(frame: Frame): void {
-    const { op } = frame;
-    this.unlift(op);
-    this.linearized[op] = 0;
-    this.linearizedCount -= 1;
-    this.low = frame.lowBefore;
-    this.state = frame.stateBefore;
-    if (frame.alt > 0) this.use(frame.alt - 1, -1);
-    if (this.kind[op] === KIND_GET && this.arg[op] !== ABSENT) this.readersLeft[this.arg[op]!]! += 1;
-    this.top = frame.parent;
+    this.state = stateBefore;
+    this.lastUnknown = lastUnknownBefore;
   }
 
   private advanceLow(): void {
     while (this.linearized[this.low] === 1) this.low += 1;
   }
 
-  private use(group: number, delta: 1 | -1): void {
-    this.used[group]! += delta;
-    this.usedTotal += delta;
-    assert(this.used[group]! >= 0 && this.used[group]! <= this.groups[group]!.ops.length, 'unknown writes used within their group');
-  }
-
   /** Records the configuration; false if it was visited before or is subsumed by one that was. */
-  private visit(key: string): boolean {
+  private visit(): boolean {
+    const key = this.configurationKey();
     const seen = this.visited.get(key);
-    if (seen === usedNone) return false;
-    if (seen !== undefined && seen.some((used) => usedNoMore(used, this.used))) return false;
-    if (this.usedTotal === 0) this.visited.set(key, usedNone);
-    else if (seen === undefined) this.visited.set(key, [this.used.slice()]);
-    else seen.push(this.used.slice());
+    const subsumes = (visit: Visit) => (visit.used === undefined || usedNoMore(visit.used, this.used)) && (!visit.lastUnknown || this.lastUnknown);
+    if (seen !== undefined && seen.some(subsumes)) return false;
+    const visit: Visit = { used: this.usedTotal === 0 ? undefined : this.used.slice(), lastUnknown: this.lastUnknown };
+    if (seen === undefined) this.visited.set(key, [visit]);
+    else seen.push(visit);
     return true;
   }
 
   /**
-   * The visited-map key: register, and the linearized set as `low` plus
-   * the offsets of the linearized ops above it. Those were all called before `low` returned,
-   * so the key stays about as short as the concurrency, however long the history.
+   * The visited-map key: the state, and the linearized set as `low` plus the offsets of the
+   * linearized ops above it. Those were all called before `low` returned, so the key stays
+   * about as short as the concurrency, however long the history.
    */
-  private configurationKey(state: number): string {
-    let key = `${state}|${this.low}`;
+  private configurationKey(): string {
+    let key = `${stateKey(this.state)}#${this.low}`;
     let above = this.linearizedCount - this.low;
     for (let op = this.low + 1; above > 0; op += 1) {
       if (this.linearized[op] === 1) {
@@ -772,28 +569,35 @@ class KeySearch {
     return key;
   }
 
-  /** Remembers the first dead end reached with the most ops linearized, for the explanation. */
-  private noteDeepest(): void {
-    if (this.linearizedCount <= this.deepest.count) return;
-    this.deepest = { count: this.linearizedCount, top: this.top, stuck: (this.firstReturn() - 2) / 2 };
+  /** Remembers the first dead end reached with the most known ops linearized, for the explanation. */
+  private noteDeepest(levels: readonly Level[]): void {
+    const prefix: PrefixStep[] = [];
+    for (const level of levels) {
+      const taken = level.taken;
+      if (taken === undefined) continue;
+      const op = taken.move.kind === 'known' ? this.known[taken.move.op] : taken.unknownOp;
+      prefix.push({ op, state: taken.move.state });
+    }
+    const stuck = this.linearizedCount < this.known.length ? (this.firstReturn() - 2) / 2 : 0;
+    this.deepest = { count: this.linearizedCount, prefix, stuck, state: this.state };
   }
 
-  private stepsOf(top: Frame | undefined): PrefixStep[] {
-    const steps: PrefixStep[] = [];
-    for (let frame = top; frame !== undefined; frame = frame.parent) steps.push({ op: this.known[frame.op]!, unknownWrite: frame.unknownWrite });
-    return steps.reverse();
+  /** The first return entry in the list: the known op that must be linearized before any op called after it returned. */
+  private firstReturn(): number {
+    let node = this.next[HEAD]!;
+    while (node % 2 === 1) node = this.next[node]!;
+    assert(node !== END, 'a known op is left, so a return entry is');
+    return node;
   }
 
   private lift(op: number): void {
     this.unlink(2 * op + 1);
     this.unlink(2 * op + 2);
-    this.firstReturnNode = END;
   }
 
   private unlift(op: number): void {
     this.relink(2 * op + 2);
     this.relink(2 * op + 1);
-    this.firstReturnNode = END;
   }
 
   private unlink(node: number): void {
@@ -810,8 +614,6 @@ class KeySearch {
     if (after !== END) this.prev[after] = node;
   }
 }
-
-const usedNone = 'none';
 
 function usedNoMore(a: Int32Array, b: Int32Array): boolean {
   for (let group = 0; group < a.length; group += 1) if (a[group]! > b[group]!) return false;
@@ -848,11 +650,7 @@ function explainViolation(keyHistory: KeyHistory, violation: Violation): string 
   const position = violation.reader.position;
   const shown = new Set<number>(violation.related.map((op) => op.position));
   for (let index = Math.max(0, position - 8); index <= Math.min(keyHistory.ops.length - 1, position + 2); index += 1) shown.add(index);
-  return [
-    `key ${JSON.stringify(keyHistory.key)} is not linearizable: ${violation.message}`,
-    `Ops of this key in call order (times in virtual ms):`,
-    ...listOps(keyHistory, shown),
-  ].join('\n');
+  return [`key ${JSON.stringify(keyHistory.key)} is not linearizable: ${violation.message}`, `Ops of this key in call order (times in virtual ms):`, ...listOps(keyHistory, shown)].join('\n');
 }
 
 function explainSearchFailure(keyHistory: KeyHistory, failure: Extract<SearchOutcome, { kind: 'fail' }>): string {
@@ -861,55 +659,28 @@ function explainSearchFailure(keyHistory: KeyHistory, failure: Extract<SearchOut
   // Listed: from the earliest call among the prefix's last steps to the last op called before the stuck op returned.
   let to = stuck.position;
   while (to + 1 < keyHistory.ops.length && keyHistory.ops[to + 1]!.entry.callMs <= stuck.returnMs) to += 1;
-  const from = Math.max(Math.min(stuck.position, ...tail.map((step) => step.op.position)), to - explanationOpsMax + 1);
-  const shown = new Set<number>([stuck.position]);
+  const positions = tail.flatMap((step) => (step.op === undefined ? [] : [step.op.position]));
+  const from = Math.max(Math.min(stuck.position, ...positions), to - explanationOpsMax + 1);
+  const shown = new Set<number>([stuck.position, ...positions]);
   for (let position = from; position <= to; position += 1) shown.add(position);
-  for (const step of tail) if (step.unknownWrite !== undefined) shown.add(step.unknownWrite.position);
+  const knownSteps = prefix.filter((step) => step.op?.known === true).length;
   const lines = [
     `key ${JSON.stringify(keyHistory.key)} is not linearizable.`,
     `Ops of this key in call order (times in virtual ms):`,
     ...listOps(keyHistory, shown),
-    `Longest linearizable prefix: ${prefix.length} of the ${failure.knownCount} ops with a known outcome, in linearization order:`,
+    `Longest linearizable prefix: ${knownSteps} of the ${failure.knownCount} ops with a known outcome, in linearization order:`,
   ];
   if (tail.length < prefix.length) lines.push(`  … ${prefix.length - tail.length} earlier steps …`);
-  for (const { op, unknownWrite } of tail) {
-    if (unknownWrite !== undefined) {
-      const after = unknownWrite.entry.op.kind === 'put' ? unknownWrite.valueId : ABSENT;
-      lines.push(`  #${unknownWrite.entry.id} ${describeOp(unknownWrite.entry)} (outcome unknown, taking effect here) → ${describeState(keyHistory, after)}`);
-    }
-    const after = op.entry.op.kind === 'del' ? ABSENT : op.valueId; // a get leaves what it read
-    lines.push(`  #${op.entry.id} ${describeOp(op.entry)}${describeResult(op.entry)} → ${describeState(keyHistory, after)}`);
+  for (const { op, state } of tail) {
+    if (op === undefined) lines.push(`  the primary's expiry delete → ${describeState(state)}`);
+    else if (!op.known) lines.push(`  #${op.entry.id} ${describeOp(op.entry)} (outcome unknown, taking effect here) → ${describeState(state)}`);
+    else lines.push(`  #${op.entry.id} ${describeOp(op.entry)}${describeResult(op.entry)} → ${describeState(state)}`);
   }
   lines.push(
-    `Then #${stuck.entry.id} (client ${stuck.entry.client}, ${describeOp(stuck.entry)}, called at ${stuck.entry.callMs}ms, returned at ${stuck.returnMs}ms) ` +
-      `could not follow: ${describeMismatch(keyHistory, stuck, registerAfter(prefix))}. No other order of the ops concurrent with it gets further.`,
+    `Then #${stuck.entry.id} (client ${stuck.entry.client}, ${describeOp(stuck.entry)}, called at ${stuck.entry.callMs}ms, returned at ${stuck.returnMs}ms, ${describeOutcome(stuck.entry)}) ` +
+      `could not follow: the key held ${describeState(failure.stuckState)}. No other order of the ops concurrent with it gets further.`,
   );
   return lines.join('\n');
-}
-
-/** The register after a linearization prefix: the value of its last write. */
-function registerAfter(prefix: readonly PrefixStep[]): number {
-  let state = ABSENT;
-  const apply = (op: KeyOp): void => {
-    if (op.entry.op.kind === 'put') state = op.valueId;
-    else if (op.entry.op.kind === 'del') state = ABSENT;
-  };
-  for (const { op, unknownWrite } of prefix) {
-    if (unknownWrite !== undefined) apply(unknownWrite);
-    apply(op);
-  }
-  return state;
-}
-
-function describeMismatch(keyHistory: KeyHistory, op: KeyOp, state: number): string {
-  const held = describeState(keyHistory, state);
-  const { entry } = op;
-  if (entry.op.kind === 'get' && op.valueId !== state) return `it read ${describeRead(entry)} but the register held ${held}`;
-  if (entry.op.kind === 'del' && entry.outcome.status === 'ok' && entry.outcome.found !== (state !== ABSENT)) {
-    return entry.outcome.found ? `it found the key but the register was ${held}` : `it did not find the key but the register held ${held}`;
-  }
-  // The register would take it, but a get not yet placed must still read the value held, and only one put wrote that value.
-  return `the register held ${held}, which a get still to come reads, and no other put wrote it, so no write can come first`;
 }
 
 function listOps(keyHistory: KeyHistory, shown: ReadonlySet<number>): string[] {
@@ -925,35 +696,50 @@ function listOps(keyHistory: KeyHistory, shown: ReadonlySet<number>): string[] {
     skipped = 0;
     const { entry } = op;
     const returned = op.known ? `returned at ${entry.returnMs}ms` : 'no reply';
-    lines.push(`  #${entry.id} client ${entry.client}: ${describeOp(entry)}, called at ${entry.callMs}ms, ${returned}: ${describeOutcome(entry)}`);
+    const offsets = entry.clockOffsetMs === undefined ? '' : ` (clock ${entry.clockOffsetMs.min}..${entry.clockOffsetMs.max}ms off)`;
+    lines.push(`  #${entry.id} client ${entry.client}: ${describeOp(entry)}, called at ${entry.callMs}ms, ${returned}${offsets}: ${describeOutcome(entry)}`);
   }
   if (skipped > 0) lines.push(`  … ${skipped} ops not shown …`);
   return lines;
 }
 
 function describeOp(entry: HistoryEntry): string {
-  return entry.op.kind === 'put' ? `put ${JSON.stringify(entry.op.value)}` : entry.op.kind;
+  const { op } = entry;
+  const condition = op.kind !== 'get' && op.ifVersion !== undefined ? ` ifVersion ${op.ifVersion}` : '';
+  switch (op.kind) {
+    case 'get':
+      return 'get';
+    case 'put': {
+      const expiry = op.ttlMs !== undefined ? ` ttl ${op.ttlMs}ms` : op.expiresAt !== undefined ? ` expiring at ${op.expiresAt}ms` : '';
+      return `put ${JSON.stringify(op.value)}${condition}${expiry}`;
+    }
+    case 'del':
+      return `del${condition}`;
+    case 'incr':
+      return `incr by ${op.by}${condition}${op.ttlMs !== undefined ? ` ttl ${op.ttlMs}ms` : ''}`;
+  }
 }
 
 function describeOutcome(entry: HistoryEntry): string {
-  if (entry.outcome.status === 'unknown') return 'unknown';
-  if (entry.op.kind === 'get') return `ok, read ${describeRead(entry)}`;
-  if (entry.op.kind === 'del') return entry.outcome.found ? 'ok, found' : 'ok, not found';
-  return 'ok';
+  const { outcome } = entry;
+  if (outcome.status === 'unknown') return 'unknown';
+  if (outcome.status === 'conflict') return `CONFLICT, ${outcome.found ? `found at version ${outcome.version}` : 'absent'}`;
+  return `ok,${describeResult(entry)}`;
 }
 
-/** The result part of a prefix line: what a get read or whether a del found the key. */
+/** The result part of a line: what a get read, whether a del found the key, the version a write took. */
 function describeResult(entry: HistoryEntry): string {
-  if (entry.outcome.status === 'unknown' || entry.op.kind === 'put') return '';
-  if (entry.op.kind === 'get') return ` read ${describeRead(entry)}`;
-  return entry.outcome.found ? ' found' : ' not found';
-}
-
-function describeRead(entry: HistoryEntry): string {
-  const value = entry.outcome.status === 'ok' ? entry.outcome.value : undefined;
-  return value === undefined ? 'absent' : JSON.stringify(value);
-}
-
-function describeState(keyHistory: KeyHistory, state: number): string {
-  return state === ABSENT ? 'absent' : JSON.stringify(keyHistory.values[state]);
+  const { outcome } = entry;
+  if (outcome.status === 'unknown') return '';
+  if (outcome.status === 'conflict') return ` CONFLICT ${outcome.found ? `@${outcome.version}` : 'absent'}`;
+  switch (entry.op.kind) {
+    case 'get':
+      return outcome.found ? ` read ${JSON.stringify(outcome.value)}@${outcome.version}${outcome.expiresAt === undefined ? '' : ` expiring at ${outcome.expiresAt}ms`}` : ' read absent';
+    case 'put':
+      return ` @${outcome.version}`;
+    case 'del':
+      return ` ${outcome.found ? 'found' : 'not found'} @${outcome.version}`;
+    case 'incr':
+      return ` ${outcome.value}@${outcome.version}`;
+  }
 }

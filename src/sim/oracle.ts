@@ -1,7 +1,7 @@
 /**
  * The checks that watch a run as it goes, on the disks and on the wire, against one ledger
  * of what the primaries committed and how far each disk got:
- *   I1  a put is acknowledged only once every replica of the view had applied it;
+ *   I1  a write is acknowledged only once every replica of the view had applied it;
  *   I2  replicas apply the primary's writes, in its order, at its seqs, nothing else (so a
  *       batch that failed on the primary, I3, or a forged one, I4, is caught too);
  *   I4  no disk goes back to an older epoch;
@@ -45,7 +45,7 @@ export class WriteLedger {
   readonly committed = new Map<number, { epoch: number; op: string }[]>();
   /** Where each put's value was committed (the scenario never puts one value twice). */
   readonly valueAt = new Map<string, ReplicationState>();
-  /** The newest position a primary acknowledged a put at. */
+  /** The newest position a primary acknowledged a write at. */
   ackedMax: ReplicationState = { epoch: 0, seq: 0 };
   /** How far each node's disk ever got, by applying or by restoring. */
   private readonly highWater = new Map<string, ReplicationState>();
@@ -97,13 +97,15 @@ export function checkDisks(ledger: WriteLedger, trace: Trace, fail: Fail): DiskW
 
 /**
  * At most once (I7): a tag or a put's value already in this disk's history, or twice in
- * one batch, is a write applied twice. Every client here is the library, which tags every
- * write, so a primary committing one without its tag is a fault too.
+ * one batch, is a write applied twice. Every client here tags every write, so a primary
+ * committing one without its tag is a fault too (its own expiry deletes aside).
  */
 function checkAppliedOnce(node: string, disk: RecordingStore, epoch: number, first: number, ops: readonly WriteOp[], asPrimary: boolean, fail: Fail): void {
   const inBatch = new Set<string>();
   ops.forEach((op, index) => {
-    if (asPrimary && !op.tag) fail('I7', `${node} committed "${encode(op)}" at seq ${first + index} without its request tag`);
+    // The primary's expiry deletes are its own writes: no client asked for them.
+    const expiryDelete = op.kind === 'del' && op.expiredAt !== undefined;
+    if (asPrimary && !op.tag && !expiryDelete) fail('I7', `${node} committed "${encode(op)}" at seq ${first + index} without its request tag`);
     for (const mark of writeMarks(op)) {
       if (disk.holds(mark) || inBatch.has(mark)) fail('I7', `${node} applied ${encode(op)} at seq ${first + index} (epoch ${epoch}), a write its history holds already`);
       inBatch.add(mark);
@@ -127,27 +129,29 @@ function checkReplicated(ledger: WriteLedger, node: string, epoch: number, first
 
 /**
  * Checked on the wire, as the nodes reply to clients:
- * I1: when a primary sends "ok" for a put, every replica of the view it holds has applied
- * (at some point) the seq the put was committed at;
+ * I1: when a primary sends "ok" for a write, every replica of a view it held has applied
+ * (at some point) the seq the write was committed at;
  * I7: once a primary of some view has answered a client, no node holding an older view
  * answers one (the leases guarantee it: the new primary waits for them to run out).
  */
 export function checkReplies(cluster: SimCluster, ledger: WriteLedger, fail: Fail): void {
-  // A reply names no key or value: the put it answers is found by connection and id.
-  const puts = new Map<string, string>();
+  // A reply names no key or value: the write it answers is found by connection and id.
+  const writes = new Map<string, { op: string; valueJson: string | undefined }>();
   let newestServing: { epoch: number; node: string } | undefined;
   cluster.network.sent$.subscribe(({ from, to, connection, text }) => {
     const clientSide = (process: SimProcess) => process.name.startsWith('c');
     if (clientSide(from) && !clientSide(to)) {
       const request = JSON.parse(text) as { id?: unknown; op?: unknown; value?: unknown };
-      if (request.op === 'put') puts.set(`${connection}:${String(request.id)}`, JSON.stringify(request.value));
+      if (request.op === 'put' || request.op === 'del' || request.op === 'incr') {
+        writes.set(`${connection}:${String(request.id)}`, { op: request.op, valueJson: request.op === 'put' ? JSON.stringify(request.value) : undefined });
+      }
       return;
     }
     if (!clientSide(to) || clientSide(from) || from.name === 'hub') return;
-    const reply = JSON.parse(text) as { id?: unknown; ok?: unknown };
+    const reply = JSON.parse(text) as { id?: unknown; ok?: unknown; version?: unknown };
     const key = `${connection}:${String(reply.id)}`;
-    const valueJson = puts.get(key);
-    puts.delete(key);
+    const write = writes.get(key);
+    writes.delete(key);
     if (reply.ok !== true) return;
     const view = cluster.nodes.find((handle) => handle.process === from)?.node?.servingView;
     if (!view || view.primary !== from.name) return fail('I7', `${from.name} answered a client while it is not the primary of the view it holds`);
@@ -155,8 +159,22 @@ export function checkReplies(cluster: SimCluster, ledger: WriteLedger, fail: Fai
       return fail('I7', `${from.name} (view ${view.epoch}) answered a client after ${newestServing.node}, primary of view ${newestServing.epoch}, did`);
     }
     if (!newestServing || view.epoch > newestServing.epoch) newestServing = { epoch: view.epoch, node: from.name };
-    if (valueJson !== undefined) checkAcknowledgedPut(cluster, ledger, from.name, view, valueJson, fail);
+    if (write === undefined) return;
+    const what = write.valueJson === undefined ? `the ${write.op} at version ${String(reply.version)}` : `the put of ${write.valueJson}`;
+    const at = write.valueJson === undefined ? committedAt(ledger, reply.version, view) : ledger.valueAt.get(write.valueJson);
+    if (!at) return fail('I1', `${from.name} acknowledged ${what}, which it never applied`);
+    checkAcknowledgedWrite(cluster, ledger, from.name, view, at, what, fail);
   });
+}
+
+/**
+ * Where a write acknowledged at `version` by the primary of `view` was committed: the
+ * newest epoch up to the view's that a primary committed that seq in.
+ */
+function committedAt(ledger: WriteLedger, version: unknown, view: View): ReplicationState | undefined {
+  if (typeof version !== 'number') return undefined;
+  const epochs = (ledger.committed.get(version) ?? []).map((entry) => entry.epoch).filter((epoch) => epoch <= view.epoch);
+  return epochs.length === 0 ? undefined : { epoch: Math.max(...epochs), seq: version };
 }
 
 /**
@@ -165,15 +183,13 @@ export function checkReplies(cluster: SimCluster, ledger: WriteLedger, fail: Fai
  * committed in to the one the primary serves under now; all of that view's replicas must
  * have applied it.
  */
-function checkAcknowledgedPut(cluster: SimCluster, ledger: WriteLedger, primary: string, serving: View, valueJson: string, fail: Fail): void {
-  const at = ledger.valueAt.get(valueJson);
-  if (!at) return fail('I1', `${primary} acknowledged the put of ${valueJson}, which it never applied`);
+function checkAcknowledgedWrite(cluster: SimCluster, ledger: WriteLedger, primary: string, serving: View, at: ReplicationState, what: string, fail: Fail): void {
   ledger.acknowledged(at);
   const applied = (replica: string) => isAtOrPast(ledger.reached(replica) ?? { epoch: 0, seq: 0 }, at);
   const views = [...cluster.views.values()].filter((candidate) => candidate.epoch >= at.epoch && candidate.epoch <= serving.epoch && candidate.primary === primary);
   if (!views.some((candidate) => candidate.replicas.every(applied))) {
     const missing = serving.replicas.filter((replica) => !applied(replica)).map((replica) => `${replica} at ${JSON.stringify(ledger.reached(replica) ?? null)}`);
-    fail('I1', `${primary} acknowledged the put of ${valueJson} at (${at.epoch}, ${at.seq}) before every replica of its view had it: ${missing.join(', ')} (views ${views.map((candidate) => candidate.epoch).join(', ')})`);
+    fail('I1', `${primary} acknowledged ${what} at (${at.epoch}, ${at.seq}) before every replica of its view had it: ${missing.join(', ')} (views ${views.map((candidate) => candidate.epoch).join(', ')})`);
   }
 }
 
@@ -193,19 +209,41 @@ export function catchUnhandled(fail: Fail): () => void {
 }
 
 export type LinearizabilityVerdict = 'ok' | 'undecided' | 'failed';
+/**
+ * Whether the history also holds to the stronger promise that a key once seen expired is
+ * never live again ('held'), or needed it to be ('reappeared': a gap the design leaves,
+ * kv-model.ts), or was not checked (the history failed the model, or the search undecided).
+ */
+export type StrictExpiryVerdict = 'held' | 'reappeared' | 'undecided' | 'not checked';
+
+export interface HistoryVerdict {
+  linearizability: LinearizabilityVerdict;
+  strictExpiry: StrictExpiryVerdict;
+  /** For 'reappeared': the strict check's explanation. */
+  reappeared: string | undefined;
+}
 
 /**
  * I6, once the world has stopped. A run that broke a check already is not searched: its
- * verdict is that first broken check.
+ * verdict is that first broken check. A history the design's model accepts is checked
+ * again under the strict expiry model: a reappearance fails the seed only if `strictExpiry`.
  */
-export function judgeHistory(history: readonly HistoryEntry[], verdict: Verdict, trace: Trace): LinearizabilityVerdict {
-  if (verdict.violation) return 'failed';
+export function judgeHistory(history: readonly HistoryEntry[], verdict: Verdict, trace: Trace, options: { strictExpiry: boolean }): HistoryVerdict {
+  const notChecked = (linearizability: LinearizabilityVerdict): HistoryVerdict => ({ linearizability, strictExpiry: 'not checked', reappeared: undefined });
+  if (verdict.violation) return notChecked('failed');
   const result = checkLinearizable(history);
-  if (result.ok === true) return 'ok';
   if (result.ok === 'undecided') {
     trace.log(`linearizability undecided on ${result.key}: ${result.reason}`);
-    return 'undecided';
+    return notChecked('undecided');
   }
-  verdict.judged('linearizability', `the history of key ${result.key} is not linearizable:\n${result.explanation}`);
-  return 'failed';
+  if (result.ok === false) {
+    verdict.judged('linearizability', `the history of key ${result.key} is not linearizable:\n${result.explanation}`);
+    return notChecked('failed');
+  }
+  const strict = checkLinearizable(history, { strict: true });
+  if (strict.ok === true) return { linearizability: 'ok', strictExpiry: 'held', reappeared: undefined };
+  if (strict.ok === 'undecided') return { linearizability: 'ok', strictExpiry: 'undecided', reappeared: undefined };
+  const reappeared = `key ${strict.key}, seen expired, was live again (before its expiry delete, on a clock behind):\n${strict.explanation}`;
+  if (options.strictExpiry) verdict.judged('expiry', reappeared);
+  return { linearizability: 'ok', strictExpiry: 'reappeared', reappeared };
 }

@@ -3,13 +3,12 @@
  * the world to its own end and fails the run where the cluster falls short of it.
  */
 import { CLIENT_RETRY_DEADLINE_MS } from '../constants.js';
-import type { KvClient } from '../client/client.js';
 import type { SimCluster } from './cluster.js';
 import { CONVERGE_POLL_MS, primaryServes, storesEqualSoon } from './convergence.js';
 import type { FaultInjector } from './faults.js';
 import { startRogue } from './rogue.js';
 import type { Fail, Trace } from './trace.js';
-import { REQUEST_TIMEOUT_MS, type Workload } from './workload.js';
+import { REQUEST_TIMEOUT_MS, type SimClient, type Workload } from './workload.js';
 import type { SimWorld } from './world.js';
 
 const START_DEADLINE_MS = 30_000;
@@ -27,7 +26,9 @@ export interface Run {
   cluster: SimCluster;
   trace: Trace;
   fail: Fail;
+  /** Keys of string values, and the counters. */
   keys: readonly string[];
+  counters: readonly string[];
   workload: Workload;
   injector: FaultInjector;
 }
@@ -73,10 +74,10 @@ export async function healingPhase({ world, cluster, trace, fail, workload, inje
  * linearizability check then holds every earlier acknowledged write to.
  */
 export async function finalPhase(run: Run): Promise<void> {
-  const { world, cluster, fail, keys, workload } = run;
-  const client = cluster.client(world.process('checker', CHECKER_ADDRESS), REQUEST_TIMEOUT_MS);
+  const { world, cluster, fail, keys, counters, workload } = run;
+  const client = workload.newClient('checker', CHECKER_ADDRESS);
   await finalPut(run, client);
-  for (const key of keys) await workload.runToEnd(client, workload.clientCount, { kind: 'get', key });
+  for (const key of [...keys, ...counters]) await workload.runToEnd(client, { kind: 'get', key });
   // The last put reached the view's replicas; a node still catching up gets it shortly.
   await world.run(world.nowMs + 1_000, () => workload.inFlight === 0);
   const unequal = await storesEqualSoon(world, cluster, (polls) => polls < FINAL_CONVERGE_MS / CONVERGE_POLL_MS);
@@ -88,10 +89,10 @@ export async function finalPhase(run: Run): Promise<void> {
  * (a primary whose hub connection died behind a partition hears of it only through its
  * keepalive: up to KEEPALIVE_INTERVAL_MS after the partition heals).
  */
-async function finalPut({ world, fail, keys, workload }: Run, client: KvClient): Promise<void> {
+async function finalPut({ world, fail, keys, workload }: Run, client: SimClient): Promise<void> {
   const key = world.random.pick(keys);
   for (let attempt = 1; attempt <= FINAL_PUT_TRIES; attempt += 1) {
-    if (await workload.runToEnd(client, workload.clientCount, { kind: 'put', key, value: `after-healing-${attempt}` })) return;
+    if (await workload.runToEnd(client, { kind: 'put', key, value: `after-healing-${attempt}` })) return;
     await world.run(world.nowMs + FINAL_PUT_RETRY_MS);
   }
   fail('convergence', `no put was acknowledged in ${FINAL_PUT_TRIES} tries, ${FINAL_PUT_RETRY_MS} ms apart, after healing`);

@@ -1,8 +1,8 @@
 /**
- * One simulated run: a cluster, clients doing pipelined get/put/del over a few keys,
- * faults drawn from the seed, then a healing phase that must converge. Checked as it
+ * One simulated run: a cluster, clients doing pipelined gets, puts, dels (conditional,
+ * expiring) and incrs over a few keys and counters, faults drawn from the seed, then a healing phase that must converge. Checked as it
  * runs and at the end:
- *   I1  a put is acknowledged only once every replica of the view had applied it
+ *   I1  a write is acknowledged only once every replica of the view had applied it
  *       (checked on the reply frame as the primary sends it);
  *   I2  replicas apply the primary's writes, in its order, at its seqs, nothing else
  *       (so a batch that failed on the primary, I3, or a forged one, I4, is caught too);
@@ -22,7 +22,8 @@
  */
 import { SimCluster } from './cluster.js';
 import { FAULT_KINDS, FaultInjector, type FaultKind } from './faults.js';
-import { catchUnhandled, checkDisks, checkReplies, judgeHistory, WriteLedger, type LinearizabilityVerdict } from './oracle.js';
+import type { HistoryEntry } from './linearizability.js';
+import { catchUnhandled, checkDisks, checkReplies, judgeHistory, WriteLedger, type HistoryVerdict, type LinearizabilityVerdict, type StrictExpiryVerdict } from './oracle.js';
 import { faultPhase, finalPhase, healingPhase, startPhase, type Run } from './phases.js';
 import { Trace, Verdict, Violation } from './trace.js';
 import { Workload } from './workload.js';
@@ -43,6 +44,10 @@ export interface ScenarioOptions {
   traceLinesKept?: number;
   /** Trace the nodes' peers, views and refusals too. */
   verbose?: boolean;
+  /** How far each process's wall clock may be off, either way (world.ts). */
+  clockOffsetMaxMs?: number;
+  /** Fail a seed whose history needs a key seen expired to be live again (the design allows it until the expiry delete). */
+  strictExpiry?: boolean;
 }
 
 export interface ScenarioResult {
@@ -52,7 +57,9 @@ export interface ScenarioResult {
   /** sha256 of the whole trace: the same seed must give the same hash. */
   traceHash: string;
   lastLines: string[];
-  stats: { ops: number; acked: number; unknown: number; faults: number; events: number; virtualMs: number; linearizability: LinearizabilityVerdict };
+  stats: { ops: number; acked: number; unknown: number; conflicts: number; faults: number; events: number; virtualMs: number; linearizability: LinearizabilityVerdict; strictExpiry: StrictExpiryVerdict };
+  /** When the history needed a key seen expired to be live again: the strict check's explanation. */
+  reappeared: string | undefined;
 }
 
 /** Long enough for a partition to outlast the keepalive (2 x KEEPALIVE_INTERVAL_MS). */
@@ -60,7 +67,7 @@ export const FAULT_PHASE_MS = 30_000;
 const HEAL_DEADLINE_MS = 60_000;
 
 export async function runScenario(options: ScenarioOptions): Promise<ScenarioResult> {
-  const world = new SimWorld(options.seed);
+  const world = new SimWorld(options.seed, options.clockOffsetMaxMs);
   const trace = new Trace(world, options.traceLinesKept ?? 60);
   const verdict = new Verdict(world, trace);
   const { fail } = verdict;
@@ -70,13 +77,15 @@ export async function runScenario(options: ScenarioOptions): Promise<ScenarioRes
   const cluster = new SimCluster(world, { replicas: 2, secret: world.random.hex(16), watcher, log: (line) => trace.log(line), verbose: options.verbose ?? false });
   checkReplies(cluster, ledger, fail);
   const keys = Array.from({ length: options.keys ?? 6 }, (_, index) => `k${index}`);
+  const counters = ['n0', 'n1'];
   const run: Run = {
     world,
     cluster,
     trace,
     fail,
     keys,
-    workload: new Workload(world, cluster, trace, fail, { keys, writers: options.clients ?? 3, pipelineDepth: options.pipelineDepth ?? 3 }),
+    counters,
+    workload: new Workload(world, cluster, trace, fail, { keys, counters, writers: options.clients ?? 3, pipelineDepth: options.pipelineDepth ?? 3 }),
     injector: new FaultInjector(world, cluster, ledger, trace, options.faults ?? FAULT_KINDS),
   };
 
@@ -93,12 +102,12 @@ export async function runScenario(options: ScenarioOptions): Promise<ScenarioRes
   await new Promise((resolve) => setImmediate(resolve));
   releaseUnhandled();
 
-  const linearizability = judgeHistory(run.workload.history, verdict, trace);
-  return result(run, verdict, linearizability);
+  const history = run.workload.history();
+  const judged = judgeHistory(history, verdict, trace, { strictExpiry: options.strictExpiry ?? false });
+  return result(run, verdict, history, judged);
 }
 
-function result({ world, trace, workload, injector }: Run, verdict: Verdict, linearizability: LinearizabilityVerdict): ScenarioResult {
-  const { history } = workload;
+function result({ world, trace, injector }: Run, verdict: Verdict, history: readonly HistoryEntry[], judged: HistoryVerdict): ScenarioResult {
   return {
     seed: world.seed,
     failure: verdict.violation ? { check: verdict.violation.check, message: verdict.violation.message } : undefined,
@@ -108,10 +117,13 @@ function result({ world, trace, workload, injector }: Run, verdict: Verdict, lin
       ops: history.length,
       acked: history.filter((entry) => entry.outcome.status === 'ok').length,
       unknown: history.filter((entry) => entry.outcome.status === 'unknown').length,
+      conflicts: history.filter((entry) => entry.outcome.status === 'conflict').length,
       faults: injector.drawn,
       events: world.events,
       virtualMs: Math.round(world.nowMs),
-      linearizability,
+      linearizability: judged.linearizability,
+      strictExpiry: judged.strictExpiry,
     },
+    reappeared: judged.reappeared,
   };
 }

@@ -8,9 +8,20 @@
  * A process is a name, an address and a generation. Its clock only fires while the
  * generation that scheduled a timer is alive: a crash ends the generation, so the code of
  * a dead process never runs again, and a restart starts a new one.
+ *
+ * Every generation's wall clock (`wallNow`, what expiry is judged on) is off from every
+ * other's by a seeded offset of up to `clockOffsetMaxMs` either way, drawn anew at each
+ * restart: a new primary's wall clock may be behind the old one's. Its monotonic clock
+ * (`now`, what leases and timeouts use) is the virtual time itself: clocks differ, but
+ * run at one rate.
  */
 import { assert } from '../errors.js';
 import { clockScheduler, type Cancel, type Clock, type Random } from '../env/environment.js';
+
+/** Wall clocks start here (Unix ms, 2026-01-01), so a wall time is never near 0. */
+export const WALL_CLOCK_START_MS = Date.UTC(2026, 0, 1);
+/** How far a process's wall clock may be off the virtual time, either way, unless told otherwise. */
+export const CLOCK_OFFSET_MAX_MS = 500;
 
 interface Event {
   atMs: number;
@@ -134,6 +145,8 @@ export class SimProcess {
   private generationNumber = 0;
   private alive = true;
   clock: Clock;
+  /** The wall-clock offset of each generation so far, the current one last. */
+  private readonly offsetsMs: number[] = [];
 
   constructor(
     private readonly world: SimWorld,
@@ -141,6 +154,16 @@ export class SimProcess {
     readonly address: string,
   ) {
     this.clock = this.newClock();
+  }
+
+  /** How far this generation's wall clock is ahead of the virtual time (behind if negative). */
+  get clockOffsetMs(): number {
+    return this.offsetsMs.at(-1)!;
+  }
+
+  /** The offsets of every generation so far. */
+  get clockOffsetsMs(): readonly number[] {
+    return this.offsetsMs;
   }
 
   get isAlive(): boolean {
@@ -167,6 +190,8 @@ export class SimProcess {
   private newClock(): Clock {
     const generation = this.generationNumber;
     const world = this.world;
+    const offsetMs = world.random.int(-world.clockOffsetMaxMs, world.clockOffsetMaxMs);
+    this.offsetsMs.push(offsetMs);
     const base = {
       now: () => world.nowMs,
       after: (ms: number, callback: () => void): Cancel =>
@@ -174,8 +199,9 @@ export class SimProcess {
           if (this.alive && this.generationNumber === generation) callback();
         }),
     };
-    // One virtual time serves both: the simulated wall clock is never set.
-    return { ...base, wallNow: base.now, scheduler: clockScheduler(base) };
+    // Whole milliseconds, as Date.now() gives: the wire carries expiry times as integers.
+    const wallNow = () => Math.floor(WALL_CLOCK_START_MS + world.nowMs + offsetMs);
+    return { ...base, wallNow, scheduler: clockScheduler(base) };
   }
 }
 
@@ -188,7 +214,11 @@ export class SimWorld {
   /** Thrown by an event's code: the simulation stops and reports it. */
   private failure: unknown;
 
-  constructor(readonly seed: number) {
+  constructor(
+    readonly seed: number,
+    /** How far each process's wall clock may be off the virtual time, either way. */
+    readonly clockOffsetMaxMs = CLOCK_OFFSET_MAX_MS,
+  ) {
     this.random = new SeededRandom(seed);
   }
 

@@ -1,7 +1,7 @@
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { FAULT_PHASE_MS, runScenario } from '../../src/sim/scenario.js';
-import { SimWorld } from '../../src/sim/world.js';
+import { CLOCK_OFFSET_MAX_MS, SimWorld, WALL_CLOCK_START_MS } from '../../src/sim/world.js';
 import { SimNetwork } from '../../src/sim/network.js';
 import type { Connection } from '../../src/env/transport.js';
 
@@ -29,6 +29,7 @@ Simulator('seeds with every kind of fault keep every invariant, converge, and le
     assert.is(result.stats.linearizability, 'ok');
     assert.ok(result.stats.faults > 0, `seed ${seed} injected faults`);
     assert.ok(result.stats.acked > 0, `seed ${seed} acknowledged ${result.stats.acked} ops`);
+    assert.ok(result.stats.conflicts > 0, `seed ${seed}: conditional writes met ${result.stats.conflicts} CONFLICTs`);
     assert.ok(result.stats.virtualMs >= FAULT_PHASE_MS, 'the fault phase ran its whole virtual time');
   }
 });
@@ -68,6 +69,25 @@ Simulator('a crashed process runs no more code: its timers never fire, and a res
   process.clock.after(20, () => fired.push('new life'));
   await world.run(100);
   assert.equal(fired, ['new life']);
+});
+
+Simulator('wall clocks: each process generation is off the virtual time by its own seeded offset, in whole ms, drawn anew at a restart', async () => {
+  const world = new SimWorld(11);
+  const processes = Array.from({ length: 6 }, (_, index) => world.process(`p${index}`, `127.0.1.${20 + index}`));
+  await world.run(1_234.5);
+  for (const process of processes) {
+    const wallMs = process.clock.wallNow();
+    assert.ok(Number.isInteger(wallMs), 'a whole millisecond');
+    assert.is(wallMs, Math.floor(WALL_CLOCK_START_MS + 1_234.5 + process.clockOffsetMs));
+    assert.ok(Math.abs(process.clockOffsetMs) <= CLOCK_OFFSET_MAX_MS);
+    assert.is(process.clock.now(), 1_234.5, 'the monotonic clock is the virtual time');
+  }
+  assert.ok(new Set(processes.map((process) => process.clockOffsetMs)).size > 1, 'offsets differ');
+  const [first] = processes;
+  const before = first!.clockOffsetMs;
+  first!.crash();
+  first!.restart();
+  assert.equal(first!.clockOffsetsMs, [before, first!.clockOffsetMs], 'a restart draws a new offset and keeps the old ones');
 });
 
 /** Two processes with a listener on b and a connection from a. */
