@@ -264,7 +264,7 @@ function drive(socket: WebSocket, measurement: Measurement, budget: { left: numb
       const frame = op === 'incr'
         ? `{"id":${id},"op":"incr","key":"${key}","by":1${tagged}}`
         : Math.random() < config.putShare
-          ? `{"id":${id},"op":"put","key":"${key}","value":${value}${tagged}}`
+          ? `{"id":${id},"op":"put","key":"${key}","value":${distinct(value, id)}${tagged}}`
           : `{"id":${id},"op":"get","key":"${key}"}`;
       sentAt.set(id, process.hrtime.bigint());
       inFlight += 1;
@@ -413,6 +413,17 @@ async function preload(url: string, count: number, value: string): Promise<void>
 /** A JSON string of about --value-bytes bytes. */
 function benchValue(): string {
   return JSON.stringify('v'.repeat(Math.max(0, config.valueBytes - 2)));
+}
+
+/**
+ * `value` (a JSON string) with the request id in front, same length: every put writes a
+ * value its key did not hold, as real writes do. SQLite skips rewriting a row that an
+ * upsert leaves unchanged, so puts of one constant value over a small key space measured
+ * writes that changed nothing on disk (docs/PERFORMANCE.md, "Distinct values").
+ */
+function distinct(value: string, id: number): string {
+  const digits = String(id);
+  return value.length > digits.length + 2 ? `"${digits}${value.slice(1 + digits.length)}` : value;
 }
 
 /** The measured run against one WebSocket server: `connections` x `depth` until the time or the ops run out. */
