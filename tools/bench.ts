@@ -61,6 +61,8 @@ const { values } = parseArgs({
     json: { type: 'boolean', default: false },
     compare: { type: 'string' },
     untagged: { type: 'boolean', default: false },
+    watchers: { type: 'string', default: '0' },
+    'watch-own-keys': { type: 'boolean', default: false },
   },
 });
 const compare = (values.compare ?? '').split(',').filter((name) => name !== '');
@@ -85,6 +87,9 @@ const config = {
   putShare: mixShare(mix),
   tagged: !values.untagged,
   op,
+  /** pbkv only: watches open during the run, on the written keys' prefix or (--watch-own-keys) one key each. */
+  watchers: bounded('watchers', 0, 10_000),
+  watchOwnKeys: values['watch-own-keys'],
 };
 if (!SYNC_MODES.includes(config.sync)) fail(`--sync is one of ${SYNC_MODES.join(', ')}`);
 // Redis's WATCH is per connection: every CAS loop in flight needs a connection of its own.
@@ -222,6 +227,8 @@ interface Result {
   conflictsPerOp?: number;
   /** incr, cas: the counters read back after the run against the writes acknowledged (undefined: over CHECK_KEYS_MAX keys, or the echo). */
   check?: { sum: number; acknowledged: number; ok: boolean };
+  /** pbkv with --watchers: events the watchers received, and a probe's delay from a put's reply to its event. */
+  watch?: { watchers: number; events: number; cancelled: number; eventAfterReplyMs: { p50: number; p99: number } };
 }
 
 /** What one op is on `system`, for the table and the JSON. */
@@ -484,13 +491,92 @@ async function runPbkv(): Promise<Result> {
     const address = await primaryAddress(hub);
     await warmUp(address);
     if (config.preload > 0) await preload(address, config.preload, benchValue());
-    const result = await measure('pbkv', address, () => Object.fromEntries((cluster?.nodes ?? []).map((node) => [node.name, peakRssMb(node.process.pid)])));
-    if (op !== 'mix' && config.keys <= CHECK_KEYS_MAX) result.check = checked(await pbkvCounterSum(address), result);
-    return result;
+    const watchers = config.watchers > 0 ? await openWatchers(address) : undefined;
+    try {
+      const result = await measure('pbkv', address, () => Object.fromEntries((cluster?.nodes ?? []).map((node) => [node.name, peakRssMb(node.process.pid)])));
+      if (op !== 'mix' && config.keys <= CHECK_KEYS_MAX) result.check = checked(await pbkvCounterSum(address), result);
+      if (watchers) result.watch = { watchers: config.watchers, events: watchers.events(), cancelled: watchers.cancelled(), eventAfterReplyMs: await probeEventDelay(address) };
+      return result;
+    } finally {
+      watchers?.close();
+    }
   } finally {
     await hub.close();
     await cluster?.stop();
   }
+}
+
+/** Watches per connection (below the node's WATCHES_PER_CONNECTION_MAX). */
+const WATCHES_PER_SOCKET = 50;
+/** Puts the delay probe times, one at a time. */
+const PROBE_PUTS = 200;
+
+/** --watchers watches, on the run's key prefix or one key each, open before the run starts. */
+async function openWatchers(address: string): Promise<{ events(): number; cancelled(): number; close(): void }> {
+  let events = 0;
+  let cancelled = 0;
+  const sockets: WebSocket[] = [];
+  for (let first = 0; first < config.watchers; first += WATCHES_PER_SOCKET) {
+    const socket = await open(address);
+    sockets.push(socket);
+    const count = Math.min(WATCHES_PER_SOCKET, config.watchers - first);
+    let answered = 0;
+    await new Promise<void>((resolve, reject) => {
+      socket.on('message', (data) => {
+        const frame = JSON.parse(data.toString()) as { ok?: boolean; event?: string; error?: { message: string } };
+        if (frame.event === 'cancelled') cancelled += 1;
+        else if (frame.event !== undefined) events += 1;
+        else if (frame.ok === false) reject(new Error(`a watch was refused: ${frame.error?.message}`));
+        else if (++answered === count) resolve();
+      });
+      for (let i = 0; i < count; i += 1) {
+        const target = config.watchOwnKeys ? `"key":"${keyPrefix}${first + i}"` : `"prefix":"${keyPrefix}"`;
+        socket.send(`{"id":${i},"op":"watch",${target}}`);
+      }
+    });
+  }
+  return { events: () => events, cancelled: () => cancelled, close: () => sockets.forEach((socket) => socket.close()) };
+}
+
+/**
+ * After the run, with the watchers still open: PROBE_PUTS puts of one key, one at a time,
+ * each timed from its reply to the event a watch of that key gets (negative: the event
+ * came first, which it may, since both go out once every replica holds the write).
+ */
+async function probeEventDelay(address: string): Promise<{ p50: number; p99: number }> {
+  const writer = await open(address);
+  const watcher = await open(address);
+  const key = `${keyPrefix}probe`;
+  const eventAt = new Map<number, bigint>();
+  const replyAt = new Map<number, bigint>();
+  let wake: (() => void) | undefined;
+  watcher.on('message', (data) => {
+    const frame = JSON.parse(data.toString()) as { event?: string; version?: number };
+    if (frame.event === 'put') eventAt.set(frame.version!, process.hrtime.bigint());
+    wake?.();
+  });
+  await new Promise<void>((resolve) => {
+    watcher.once('message', () => resolve());
+    watcher.send(`{"id":1,"op":"watch","key":"${key}"}`);
+  });
+  const delays: number[] = [];
+  for (let i = 0; i < PROBE_PUTS; i += 1) {
+    const version = await new Promise<number>((resolve) => {
+      writer.once('message', (data) => {
+        const reply = JSON.parse(data.toString()) as { version: number };
+        replyAt.set(reply.version, process.hrtime.bigint());
+        resolve(reply.version);
+      });
+      writer.send(`{"id":${i},"op":"put","key":"${key}","value":${i}}`);
+    });
+    while (!eventAt.has(version)) await new Promise<void>((resolve) => (wake = resolve));
+    delays.push(Number(eventAt.get(version)! - replyAt.get(version)!) / 1e6);
+  }
+  writer.close();
+  watcher.close();
+  delays.sort((a, b) => a - b);
+  const at = (q: number) => Number(delays[Math.min(delays.length - 1, Math.floor(q * delays.length))]!.toFixed(3));
+  return { p50: at(0.5), p99: at(0.99) };
 }
 
 async function runRedis(): Promise<Result> {
@@ -558,6 +644,12 @@ function printTable(results: Result[]): void {
     ...(['p50', 'p90', 'p99', 'p999', 'max'] as const).map((p): Row => [`${p} ms`, (r) => String(r.latencyMs[p]), (r) => r.latencyMs[p]!]),
     ['errors', (r) => (r.errors === 0 ? '0' : `${r.errors} ${JSON.stringify(r.errorCodes)}`), undefined],
     ['peak RSS MB', (r) => Object.entries(r.peakRssMb).map(([k, v]) => `${k} ${v ?? '?'}`).join(' ') || '-', undefined],
+    ...(results[0]!.watch === undefined
+      ? []
+      : ([
+          ['watchers', (r) => (r.watch === undefined ? '-' : `${r.watch.watchers}${config.watchOwnKeys ? ' (own keys)' : ' (prefix)'}, ${r.watch.events.toLocaleString('en-US')} events, ${r.watch.cancelled} cancelled`), undefined],
+          ['event-reply', (r) => (r.watch === undefined ? '-' : `p50 ${r.watch.eventAfterReplyMs.p50} ms, p99 ${r.watch.eventAfterReplyMs.p99} ms`), undefined],
+        ] satisfies Row[])),
     ...(op === 'mix'
       ? []
       : [['check', (r) => (r.check === undefined ? '-' : r.check.ok ? `sum = acked ${r.check.sum.toLocaleString('en-US')}` : `sum ${r.check.sum} != acked ${r.check.acknowledged}`), undefined]] satisfies Row[]),
