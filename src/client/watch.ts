@@ -128,6 +128,9 @@ export function watch$(host: WatchHost, target: WatchTarget, options: WatchOptio
         delay: (error: unknown) => {
           if (error instanceof ResumeNow) return timer(0, host.env.clock.scheduler);
           const kvError = toKvError(error);
+          // The retry deadline counts from the first failure since the watch last worked, not
+          // from its last reply: a watch that ran for minutes still gets its whole deadline.
+          if (progress.failures === 0) progress.deadlineMs = host.env.clock.now() + host.retryDeadlineMs;
           if (!resumable(kvError) || host.isClosed() || host.env.clock.now() >= progress.deadlineMs) return throwError(() => kvError);
           // Whoever answered may not be (or no longer be) the primary: look `kv` up again.
           if (kvError.code === 'NOT_PRIMARY' || kvError.code === 'UNAVAILABLE') host.drop();

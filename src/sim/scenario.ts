@@ -26,6 +26,7 @@ import type { HistoryEntry } from './linearizability.js';
 import { catchUnhandled, checkDisks, checkReplies, judgeHistory, WriteLedger, type HistoryVerdict, type LinearizabilityVerdict, type StrictExpiryVerdict } from './oracle.js';
 import { faultPhase, finalPhase, healingPhase, startPhase, type Run } from './phases.js';
 import { Trace, Verdict, Violation } from './trace.js';
+import { SimWatcher } from './watchers.js';
 import { Workload } from './workload.js';
 import { SimWorld } from './world.js';
 
@@ -89,8 +90,10 @@ export async function runScenario(options: ScenarioOptions): Promise<ScenarioRes
     injector: new FaultInjector(world, cluster, ledger, trace, options.faults ?? FAULT_KINDS),
   };
 
+  const changeWatcher = new SimWatcher(world, cluster, trace);
   try {
     await startPhase(run);
+    changeWatcher.start();
     await faultPhase(run, options.faultPhaseMs ?? FAULT_PHASE_MS);
     await healingPhase(run, options.healDeadlineMs ?? HEAL_DEADLINE_MS);
     await finalPhase(run);
@@ -103,6 +106,8 @@ export async function runScenario(options: ScenarioOptions): Promise<ScenarioRes
   releaseUnhandled();
 
   const history = run.workload.history();
+  changeWatcher.stop();
+  if (!verdict.violation) changeWatcher.check(history, fail);
   const judged = judgeHistory(history, verdict, trace, { strictExpiry: options.strictExpiry ?? false });
   return result(run, verdict, history, judged);
 }
