@@ -8,13 +8,12 @@
  */
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { KvClient } from '../../src/client/client.js';
+import type { KvClient } from '../../src/client/client.js';
 import { ConflictError } from '../../src/client/data-api.js';
-import { localClusterSpec } from '../../src/cluster/config.js';
-import { spawnHub, spawnNode, type ChildHandle } from '../../src/cluster/processes.js';
 import { KvError } from '../../src/errors.js';
-import { Disposer, tempDir, waitFor, within } from '../helpers.js';
+import { Disposer, waitFor, within } from '../helpers.js';
 import { readSqlite } from '../sqlite-files.js';
+import { startProcessCluster } from './process-cluster.js';
 
 const disposer = new Disposer();
 /** Successful CASes each client makes. */
@@ -49,15 +48,8 @@ const Race = suite('cluster: compare-and-set increments race through a kill -9 o
 Race.after.each(() => disposer.dispose());
 
 Race('the counter ends at exactly the CASes that succeeded, on every node', async () => {
-  const spec = localClusterSpec({ replicas: 2, dataDir: await tempDir(disposer), hubPort: 0, nodePortFirst: 0, sync: 'normal' });
-  const hub = disposer.add(await spawnHub(spec), (child) => child.stop());
-  const nodes = new Map<string, ChildHandle>();
-  const start = async (name: string) => {
-    const child = disposer.add(await spawnNode(spec.nodes.find((node) => node.name === name)!, spec, hub.url), (c) => c.stop());
-    nodes.set(name, child);
-  };
-  for (const node of spec.nodes) await start(node.name);
-  const clients = [0, 1].map(() => disposer.add(new KvClient({ hubUrl: hub.url }), (client) => client.close()));
+  const cluster = await startProcessCluster(disposer);
+  const clients = [cluster.client(), cluster.client()];
   await waitFor('the cluster to take a write', () => clients[0]!.put('warm', 1).then(() => true, () => false), 20_000);
 
   const tallies: Tally[] = clients.map(() => ({ succeeded: 0, conflicts: 0, unknown: 0 }));
@@ -65,10 +57,8 @@ Race('the counter ends at exactly the CASes that succeeded, on every node', asyn
   // The primary dies in the middle of the race, then comes back (as a replica of the new view).
   await waitFor('a third of the race', () => tallies.reduce((sum, tally) => sum + tally.succeeded, 0) >= (2 * CAS_PER_CLIENT) / 3, 60_000);
   const primary = (await clients[0]!.status()).view!.primary;
-  const victim = nodes.get(primary)!;
-  victim.process.kill('SIGKILL');
-  assert.is(await within(`${primary} to die`, victim.exited), null);
-  await start(primary);
+  await cluster.kill(primary);
+  await cluster.start(primary);
   await within('the race', race, RACE_DEADLINE_MS);
 
   const succeeded = tallies.reduce((sum, tally) => sum + tally.succeeded, 0);
@@ -81,7 +71,7 @@ Race('the counter ends at exactly the CASes that succeeded, on every node', asyn
   if (unknown === 0) assert.is(final, succeeded);
   // Every node's file holds that value once the restarted node caught up.
   await waitFor('every file to hold the final counter', async () => {
-    const rows = await Promise.all(spec.nodes.map((node) => readSqlite(node.dataFile!, `SELECT value FROM keyv WHERE key = 'counter'`)));
+    const rows = await Promise.all(cluster.spec.nodes.map((node) => readSqlite(node.dataFile!, `SELECT value FROM keyv WHERE key = 'counter'`)));
     return rows.every(([row]) => row?.['value'] === `{"value":${final}}`);
   }, 30_000);
 });

@@ -8,51 +8,16 @@
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { KvClient } from '../../src/client/client.js';
-import { localClusterSpec } from '../../src/cluster/config.js';
-import { spawnHub, spawnNode, type ChildHandle } from '../../src/cluster/processes.js';
 import type { HubStatus } from '../../src/hub/hub-client.js';
-import { Disposer, RawClient, tempDir, waitFor, within } from '../helpers.js';
+import { Disposer, RawClient, waitFor, within } from '../helpers.js';
 import { fileContents } from '../sqlite-files.js';
+import { startProcessCluster } from './process-cluster.js';
 
 const disposer = new Disposer();
 /** How long a view change or a rejoin may take on a loaded machine. */
 const SETTLE_DEADLINE_MS = 20_000;
 /** Puts in flight at once from one client. */
 const PUTS_IN_FLIGHT_MAX = 16;
-
-interface Cluster {
-  file(name: string): string;
-  /** Starts a node with its spec's flags (port 0: the hub is told the new address). */
-  start(name: string): Promise<ChildHandle>;
-  /** kill -9, resolved once the process is gone. */
-  kill(name: string): Promise<void>;
-  node(name: string): ChildHandle;
-  client(): KvClient;
-}
-
-async function startCluster(): Promise<Cluster> {
-  const spec = localClusterSpec({ replicas: 2, dataDir: await tempDir(disposer), hubPort: 0, nodePortFirst: 0, sync: 'normal' });
-  const hub = disposer.add(await spawnHub(spec), (child) => child.stop());
-  const nodes = new Map<string, ChildHandle>();
-  const nodeSpec = (name: string) => spec.nodes.find((node) => node.name === name)!;
-  const cluster: Cluster = {
-    file: (name) => nodeSpec(name).dataFile!,
-    async start(name) {
-      const child = disposer.add(await spawnNode(nodeSpec(name), spec, hub.url), (c) => c.stop());
-      nodes.set(name, child);
-      return child;
-    },
-    async kill(name) {
-      const child = nodes.get(name)!;
-      child.process.kill('SIGKILL');
-      assert.is(await within(`${name} to die`, child.exited), null, `${name} was killed`);
-    },
-    node: (name) => nodes.get(name)!,
-    client: () => disposer.add(new KvClient({ hubUrl: hub.url }), (client) => client.close()),
-  };
-  for (const node of spec.nodes) await cluster.start(node.name);
-  return cluster;
-}
 
 /** The hub's view once `accept` holds for it. */
 async function viewWhere(client: KvClient, what: string, accept: (view: NonNullable<HubStatus['view']>) => boolean) {
@@ -91,7 +56,7 @@ Floor.after.each(() =>
   }));
 
 Floor('both replicas killed: no put is acknowledged; one back: puts are; the lone primary killed: the last replica to leave takes over with every acknowledged write', async () => {
-  const cluster = await startCluster();
+  const cluster = await startProcessCluster(disposer);
   const client = cluster.client();
   await waitFor('the primary to take writes', () => client.put('warm', 0).then(() => true, () => false), SETTLE_DEADLINE_MS);
   await putAll(client, 0, 200);

@@ -7,10 +7,8 @@ import { readFileSync } from 'node:fs';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { WebSocket } from 'ws';
-import { KvClient } from '../../src/client/client.js';
-import { localClusterSpec } from '../../src/cluster/config.js';
-import { spawnHub, spawnNode, type ChildHandle } from '../../src/cluster/processes.js';
-import { Disposer, RawClient, tempDir, waitFor, within } from '../helpers.js';
+import { Disposer, RawClient, waitFor, within } from '../helpers.js';
+import { startProcessCluster } from './process-cluster.js';
 
 const disposer = new Disposer();
 const VALUE_BYTES = 100_000;
@@ -32,14 +30,11 @@ const Slow = suite('cluster: a watcher that never reads');
 Slow.after.each(() => disposer.dispose());
 
 Slow('300 MB of puts go by: the primary stays under 300 MB RSS, cuts the watcher off and serves a new one', async () => {
-  const spec = localClusterSpec({ replicas: 2, dataDir: await tempDir(disposer), hubPort: 0, nodePortFirst: 0, sync: 'normal' });
-  const hub = disposer.add(await spawnHub(spec), (child) => child.stop());
-  const nodes: ChildHandle[] = [];
-  for (const node of spec.nodes) nodes.push(disposer.add(await spawnNode(node, spec, hub.url), (c) => c.stop()));
-  const client = disposer.add(new KvClient({ hubUrl: hub.url }), (c) => c.close());
+  const cluster = await startProcessCluster(disposer);
+  const client = cluster.client();
   await waitFor('the cluster to take a write', () => client.put('warm', 1).then(() => true, () => false), 20_000);
   const primaryName = (await client.status()).view!.primary;
-  const primary = nodes[spec.nodes.findIndex((node) => node.name === primaryName)]!;
+  const primary = cluster.node(primaryName);
   const pid = primary.process.pid!;
 
   // The slow watcher: its watch is answered, then its socket stops reading.

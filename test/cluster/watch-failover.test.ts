@@ -6,11 +6,9 @@
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import type { Subscription } from 'rxjs';
-import { KvClient } from '../../src/client/client.js';
 import type { WatchEvent } from '../../src/client/watch.js';
-import { localClusterSpec } from '../../src/cluster/config.js';
-import { spawnHub, spawnNode, type ChildHandle } from '../../src/cluster/processes.js';
-import { Disposer, tempDir, waitFor, within } from '../helpers.js';
+import { Disposer, waitFor, within } from '../helpers.js';
+import { startProcessCluster } from './process-cluster.js';
 
 const disposer = new Disposer();
 const WRITERS = 3;
@@ -20,13 +18,8 @@ const Watch = suite('cluster: a watcher through a kill -9 of the primary');
 Watch.after.each(() => disposer.dispose());
 
 Watch('every acknowledged write of several writers, exactly once, in version order', async () => {
-  const spec = localClusterSpec({ replicas: 2, dataDir: await tempDir(disposer), hubPort: 0, nodePortFirst: 0, sync: 'normal' });
-  const hub = disposer.add(await spawnHub(spec), (child) => child.stop());
-  const nodes = new Map<string, ChildHandle>();
-  const start = async (name: string) => nodes.set(name, disposer.add(await spawnNode(spec.nodes.find((node) => node.name === name)!, spec, hub.url), (c) => c.stop()));
-  for (const node of spec.nodes) await start(node.name);
-  const client = () => disposer.add(new KvClient({ hubUrl: hub.url }), (c) => c.close());
-  const watcher = client();
+  const cluster = await startProcessCluster(disposer);
+  const watcher = cluster.client();
   await waitFor('the cluster to take a write', () => watcher.put('warm', 1).then(() => true, () => false), 20_000);
 
   const events: WatchEvent[] = [];
@@ -41,7 +34,7 @@ Watch('every acknowledged write of several writers, exactly once, in version ord
   const acked = new Map<string, number>();
   let unknown = 0;
   const writers = Array.from({ length: WRITERS }, async (_, w) => {
-    const writer = client();
+    const writer = cluster.client();
     for (let i = 0; i < PUTS_PER_WRITER; i += 1) {
       const key = `w:${w}:${i}`;
       try {
@@ -53,14 +46,12 @@ Watch('every acknowledged write of several writers, exactly once, in version ord
   });
   await waitFor('a third of the writes', () => acked.size >= (WRITERS * PUTS_PER_WRITER) / 3, 60_000);
   const primary = (await watcher.status()).view!.primary;
-  const victim = nodes.get(primary)!;
-  victim.process.kill('SIGKILL');
-  assert.is(await within(`${primary} to die`, victim.exited), null);
+  await cluster.kill(primary);
   // A replica takes over (its log holds the history the watch resumes from); then the old
   // primary comes back, as a replica. (One restarted before the hub replaced it would lead
   // again with an empty log: watchers resuming below it get COMPACTED; DESIGN, "Watch".)
   await waitFor('a replica to take over', async () => (await watcher.status()).view?.primary !== primary, 20_000);
-  await start(primary);
+  await cluster.start(primary);
   await within('the writers', Promise.all(writers), 120_000);
   await waitFor('every acknowledged write to be seen', () => [...acked.keys()].every((key) => events.some((event) => event.type === 'put' && event.key === key)), 30_000);
   assert.is(failed, undefined, 'the watch never failed');
