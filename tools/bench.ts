@@ -8,9 +8,12 @@
  * Starts a local cluster (one process per node, temp directories, loopback, free ports) or
  * uses the one at --hub, then keeps `depth` requests in flight on each of `connections`
  * connections for `seconds` (or until `ops`), and prints ops/s, latency percentiles
- * (HDR histogram, microseconds), errors and each node's peak RSS (VmHWM). Writes carry a
- * request tag, as the client library's do (each connection is one client), unless
- * --untagged. With
+ * (HDR histogram, microseconds), errors and each node's peak RSS (VmHWM; each Redis
+ * process's too). Up to 1,024 connections (a node's CONNECTIONS_MAX), dialled 64 at a time
+ * (tools/connect-paced.ts). --preload N writes key0..keyN-1 before the run (pbkv: 1,000
+ * puts in flight on one connection; Redis: pipelined MSETs) and prints how long it took.
+ * Writes carry a request tag, as the client library's do (each connection is one client),
+ * unless --untagged. With
  * --compare redis, the same workload runs against Redis (SET + WAIT for puts, GET for
  * gets; tools/redis-compare.ts); with --compare echo, against a bare WebSocket echo of the
  * same shape and ws settings (tools/echo-server.ts), the transport's own limit. All are
@@ -28,6 +31,7 @@
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
+import type { Socket } from 'node:net';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { readFileSync } from 'node:fs';
@@ -37,13 +41,17 @@ import { parseArgs } from 'node:util';
 import hdr from 'hdr-histogram-js';
 import { WebSocket } from 'ws';
 import { localClusterSpec } from '../src/cluster/config.js';
+import { CONNECT_TIMEOUT_MS, CONNECTIONS_MAX, CONNECTION_REQUESTS_IN_FLIGHT_MAX, WRITE_QUEUE_BYTES_MAX } from '../src/constants.js';
 import { spawnHub, spawnNode, type ChildHandle } from '../src/cluster/processes.js';
 import { HubClient } from '../src/hub/hub-client.js';
 import { SYNC_MODES, type SyncMode } from '../src/storage/store.js';
+import { fileDescriptorsMax, openPaced } from './connect-paced.js';
 import { casCount, casValue, driveRedis, redisAvailable, redisValues, startRedis, type Recorder, type Op } from './redis-compare.js';
 
 const SECONDS_MAX = 600;
 const OPS_MAX = 50_000_000;
+/** Open files the bench holds besides the measured connections: the hub client, pipes to its children, files. */
+const FILE_DESCRIPTORS_RESERVED = 128;
 
 const { values } = parseArgs({
   allowNegative: true,
@@ -79,7 +87,8 @@ const mix = values.mix ?? '1:0';
 values.keys ??= op === 'mix' ? '10000' : '100';
 
 const config = {
-  connections: bounded('connections', 1, 256),
+  // As many as a node accepts (the warm-up's and the preload's connections close first).
+  connections: bounded('connections', 1, CONNECTIONS_MAX),
   depth: bounded('depth', 1, 4096),
   seconds: Math.min(Number(values.seconds), SECONDS_MAX),
   ops: values.ops === undefined ? undefined : bounded('ops', 1, OPS_MAX),
@@ -99,6 +108,7 @@ const config = {
 if (!SYNC_MODES.includes(config.sync)) fail(`--sync is one of ${SYNC_MODES.join(', ')}`);
 // Redis's WATCH is per connection: every CAS loop in flight needs a connection of its own.
 if (op === 'cas' && compare.includes('redis') && config.connections * config.depth > 1024) fail('--op cas --compare redis opens a Redis connection per loop: connections x depth at most 1024');
+checkFileDescriptors(op === 'cas' && compare.includes('redis') ? config.connections * config.depth : config.connections);
 /** The keys of an incr or cas run: named per run, so that reading them back against --hub counts this run's writes only. */
 const keyPrefix = op === 'mix' ? 'key' : `${op === 'incr' ? 'ctr' : 'cas'}-${randomBytes(3).toString('hex')}-`;
 
@@ -112,6 +122,13 @@ function mixShare(mix: string): number {
   const [puts, gets] = mix.split(':').map(Number);
   if (!Number.isFinite(puts) || !Number.isFinite(gets) || puts! < 0 || gets! < 0 || puts! + gets! === 0) fail('--mix is PUTS:GETS, e.g. 1:0 or 1:9');
   return puts! / (puts! + gets!);
+}
+
+/** Fails before the run if this process may not open a socket per connection (the nodes and Redis inherit its limit). */
+function checkFileDescriptors(connections: number): void {
+  const max = fileDescriptorsMax();
+  const needed = connections + FILE_DESCRIPTORS_RESERVED;
+  if (max !== undefined && max < needed) fail(`${connections} connections need about ${needed} open files, and this process may open ${max}: raise the hard limit (ulimit -Hn)`);
 }
 
 function fail(message: string): never {
@@ -158,9 +175,16 @@ function peakRssMb(pid: number | undefined): number | undefined {
 }
 
 function open(url: string): Promise<WebSocket> {
+  return openWithSocket(url).then(({ socket }) => socket);
+}
+
+/** A WebSocket with the TCP socket under it (`raw`), which the preload corks. */
+function openWithSocket(url: string): Promise<{ socket: WebSocket; raw: Socket }> {
   return new Promise((resolve, reject) => {
-    const socket = new WebSocket(url, { perMessageDeflate: false, maxPayload: 64 * 1024 * 1024 });
-    socket.once('open', () => resolve(socket));
+    const socket = new WebSocket(url, { perMessageDeflate: false, maxPayload: 64 * 1024 * 1024, handshakeTimeout: CONNECT_TIMEOUT_MS });
+    let raw: Socket | undefined;
+    socket.once('upgrade', (response) => (raw = response.socket));
+    socket.once('open', () => (raw ? resolve({ socket, raw }) : reject(new Error(`no TCP socket after the upgrade to ${url}`))));
     socket.once('error', reject);
   });
 }
@@ -401,26 +425,69 @@ async function warmUp(url: string): Promise<void> {
   }
 }
 
-/** Loads `count` keys (key0..) through one connection, 1,000 in flight. */
+/**
+ * The preload's puts in flight, on one connection (below CONNECTION_REQUESTS_IN_FLIGHT_MAX,
+ * past which a node stops reading it), and for large values fewer: half the primary's
+ * WRITE_QUEUE_BYTES_MAX at most, past which it refuses writes. More connections did not
+ * load faster: four with 1,000 each loaded 100,000 keys at 15.7k and 18.3k keys/s against
+ * 22.3k and 25.8k for one (alternating runs on a busy machine).
+ */
+const PRELOAD_IN_FLIGHT_MAX = Math.min(1000, CONNECTION_REQUESTS_IN_FLIGHT_MAX);
+const PRELOAD_BYTES_IN_FLIGHT_MAX = WRITE_QUEUE_BYTES_MAX / 2;
+/** A preload that takes longer fails the run (5M keys of 100 B take minutes, not tens of them). */
+const PRELOAD_SECONDS_MAX = 1200;
+
+/**
+ * Loads `count` keys (key0..), untagged puts of `value`, through the whole write path (so
+ * the store is one grown by writes), keeping PRELOAD_IN_FLIGHT_MAX in flight. The puts a
+ * socket read's replies make room for leave in one write (corked), as a node's replies do,
+ * instead of a system call each. Prints how long it took.
+ */
 async function preload(url: string, count: number, value: string): Promise<void> {
-  const socket = await open(url);
+  const inFlightMax = Math.max(1, Math.min(PRELOAD_IN_FLIGHT_MAX, Math.floor(PRELOAD_BYTES_IN_FLIGHT_MAX / value.length)));
+  const { socket, raw } = await openWithSocket(url);
+  const started = Date.now();
+  const deadline = started + PRELOAD_SECONDS_MAX * 1000;
   let next = 0;
   let done = 0;
-  await new Promise<void>((resolve, reject) => {
-    const send = () => {
-      if (next < count) socket.send(`{"id":${next},"op":"put","key":"key${next++}","value":${value}}`);
-    };
-    socket.on('message', (data) => {
-      if (!(JSON.parse(data.toString()) as { ok: boolean }).ok) reject(new Error('preload put failed'));
-      done += 1;
-      if (done % 50_000 === 0) process.stderr.write(`\rpreloading ${done}/${count}`);
-      if (done === count) resolve();
-      else send();
+  const report = () => {
+    const seconds = (Date.now() - started) / 1000;
+    process.stderr.write(`\rpreloading ${done}/${count} keys, ${seconds.toFixed(1)} s, ${Math.round(done / Math.max(seconds, 0.001))} keys/s `);
+  };
+  const progress = setInterval(report, 1000);
+  try {
+    await new Promise<void>((resolve, reject) => {
+      let corked = false;
+      const send = () => {
+        if (next >= count) return;
+        if (Date.now() > deadline) return reject(new Error(`the preload took more than ${PRELOAD_SECONDS_MAX} s (${done} of ${count} keys)`));
+        if (!corked) {
+          corked = true;
+          raw.cork();
+          process.nextTick(() => {
+            corked = false;
+            raw.uncork();
+          });
+        }
+        socket.send(`{"id":${next},"op":"put","key":"key${next}","value":${value}}`);
+        next += 1;
+      };
+      socket.on('message', (data) => {
+        const reply = JSON.parse(data.toString()) as { ok: boolean; error?: { code: string; message: string } };
+        if (!reply.ok) return reject(new Error(`a preload put failed: ${reply.error?.code} ${reply.error?.message}`));
+        done += 1;
+        if (done === count) resolve();
+        else send();
+      });
+      socket.once('close', () => reject(new Error(`the preload's connection closed after ${done} of ${count} keys`)));
+      for (let i = 0; i < inFlightMax; i += 1) send();
     });
-    for (let i = 0; i < 1000; i += 1) send();
-  });
-  process.stderr.write('\n');
-  socket.close();
+  } finally {
+    clearInterval(progress);
+    report();
+    process.stderr.write('\n');
+    socket.close();
+  }
 }
 
 /** A JSON string of about --value-bytes bytes. */
@@ -441,7 +508,7 @@ function distinct(value: string, id: number): string {
 
 /** The measured run against one WebSocket server: `connections` x `depth` until the time or the ops run out. */
 async function measure(system: string, url: string, peakRss: () => Record<string, number | undefined>): Promise<Result> {
-  const sockets = await Promise.all(Array.from({ length: config.connections }, () => open(url)));
+  const sockets = await openPaced(config.connections, () => open(url), (socket) => socket.close());
   const measurement = new Measurement();
   const budget = { left: config.ops ?? Number.MAX_SAFE_INTEGER };
   const progress = setInterval(() => measurement.progress(system.padEnd(5)), 250);
@@ -592,7 +659,7 @@ async function runRedis(): Promise<Result> {
     const measurement = new Measurement();
     const seconds = await driveRedis(redis.primaryPort, { ...config, keyPrefix }, measurement, () => measurement.progress('redis'));
     process.stderr.write('\n');
-    const result = measurement.result('redis', seconds, {});
+    const result = measurement.result('redis', seconds, Object.fromEntries(Object.entries(redis.pids).map(([name, pid]) => [name, peakRssMb(pid)])));
     if (op !== 'mix' && config.keys <= CHECK_KEYS_MAX) {
       const stored = await redisValues(redis.primaryPort, Array.from({ length: config.keys }, (_, i) => `${keyPrefix}${i}`));
       result.check = checked(stored.reduce((sum, value) => sum + (value === null ? 0 : op === 'incr' ? Number(value) : casCount(value)), 0), result);

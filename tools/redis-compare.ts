@@ -15,6 +15,8 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { createServer, connect as tcpConnect, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
+import { CONNECT_TIMEOUT_MS } from '../src/constants.js';
+import { openPaced } from './connect-paced.js';
 
 export function redisAvailable(): boolean {
   return spawnSync('redis-server', ['--version'], { stdio: 'ignore' }).status === 0;
@@ -43,7 +45,11 @@ class RespConnection {
 
   static open(port: number): Promise<RespConnection> {
     return new Promise((resolve, reject) => {
-      const socket = tcpConnect({ host: '127.0.0.1', port }, () => resolve(new RespConnection(socket)));
+      const socket = tcpConnect({ host: '127.0.0.1', port, timeout: CONNECT_TIMEOUT_MS }, () => {
+        socket.setTimeout(0);
+        resolve(new RespConnection(socket));
+      });
+      socket.once('timeout', () => socket.destroy(new Error(`redis on ${port} did not accept a connection within ${CONNECT_TIMEOUT_MS} ms`)));
       socket.once('error', reject);
     });
   }
@@ -112,12 +118,15 @@ function freePort(): Promise<number> {
 
 export interface RedisCluster {
   primaryPort: number;
+  /** The process ids of the primary (`primary`) and the replicas (`replica1`, ...), for their peak RSS. */
+  pids: Record<string, number | undefined>;
   stop(): Promise<void>;
 }
 
 export async function startRedis(replicas: number): Promise<RedisCluster> {
   const dir = await mkdtemp(path.join(tmpdir(), 'pbkv-redis-'));
   const children: ChildProcess[] = [];
+  const pids: Record<string, number | undefined> = {};
   const stop = async () => {
     for (const child of children.reverse()) {
       if (child.exitCode !== null) continue;
@@ -134,6 +143,7 @@ export async function startRedis(replicas: number): Promise<RedisCluster> {
       '--appendfsync', 'everysec', '--save', '', '--protected-mode', 'no', ...extra,
     ], { stdio: 'ignore' });
     children.push(child);
+    pids[name] = child.pid;
     const deadline = Date.now() + 10_000;
     for (;;) {
       try {
@@ -160,7 +170,7 @@ export async function startRedis(replicas: number): Promise<RedisCluster> {
       await new Promise((resolve) => setTimeout(resolve, 50));
     }
     admin.close();
-    return { primaryPort, stop };
+    return { primaryPort, pids, stop };
   } catch (error) {
     await stop();
     throw error;
@@ -219,23 +229,57 @@ export interface Recorder {
   conflicted(): void;
 }
 
+/** Bytes of values in one MSET of a preload, and MSETs in flight. */
+const PRELOAD_MSET_BYTES_MAX = 1024 * 1024;
+const PRELOAD_MSETS_IN_FLIGHT = 8;
+/**
+ * Bytes of values a preload writes between WAITs: the replicas' backlog stays far below
+ * Redis's output buffer limit for a replica (256 MB, past which it drops the replica and
+ * starts a full resync).
+ */
+const PRELOAD_WAIT_EVERY_BYTES = 16 * 1024 * 1024;
+const PRELOAD_WAIT_TIMEOUT_MS = 60_000;
+
+/**
+ * Loads `count` keys (key0..) as the pbkv preload does, in MSETs of up to 1,000 keys
+ * (a command per key, not per key and round trip), PRELOAD_MSETS_IN_FLIGHT at a time, and
+ * fails unless every replica holds them.
+ */
+async function preload(port: number, count: number, value: string, replicas: number): Promise<void> {
+  const keysPerMset = Math.max(1, Math.min(1000, Math.floor(PRELOAD_MSET_BYTES_MAX / Math.max(1, value.length))));
+  const keysPerWait = Math.max(keysPerMset, Math.floor(PRELOAD_WAIT_EVERY_BYTES / Math.max(1, value.length)));
+  const loader = await RespConnection.open(port);
+  try {
+    for (let start = 0; start < count; start += keysPerWait) {
+      const end = Math.min(count, start + keysPerWait);
+      let inFlight: Promise<Reply>[] = [];
+      const settle = async () => {
+        for (const reply of await Promise.all(inFlight)) if (reply instanceof Error) throw new Error(`redis preload: MSET answered ${reply.message}`);
+        inFlight = [];
+      };
+      for (let first = start; first < end; first += keysPerMset) {
+        const args = ['MSET'];
+        for (let i = first; i < Math.min(end, first + keysPerMset); i += 1) args.push(`key${i}`, value);
+        inFlight.push(loader.command(...args));
+        if (inFlight.length === PRELOAD_MSETS_IN_FLIGHT) await settle();
+      }
+      await settle();
+      const acked = await loader.command('WAIT', String(replicas), String(PRELOAD_WAIT_TIMEOUT_MS));
+      if (acked !== replicas) throw new Error(`redis preload: ${String(acked)} of ${replicas} replicas acknowledged key${end - 1} within ${PRELOAD_WAIT_TIMEOUT_MS} ms`);
+    }
+  } finally {
+    loader.close();
+  }
+}
+
 /** Drives Redis like the pbkv run: `depth` ops in flight per connection. */
 export async function driveRedis(port: number, workload: Workload, recorder: Recorder, onProgress: () => void): Promise<number> {
   const value = 'v'.repeat(Math.max(0, workload.valueBytes - 2));
-  if (workload.preload > 0) {
-    const loader = await RespConnection.open(port);
-    for (let start = 0; start < workload.preload; start += 1000) {
-      const batch: Promise<Reply>[] = [];
-      for (let i = start; i < Math.min(workload.preload, start + 1000); i += 1) batch.push(loader.command('SET', `key${i}`, value));
-      await Promise.all(batch);
-    }
-    await loader.command('WAIT', String(workload.replicas), '10000');
-    loader.close();
-  }
+  if (workload.preload > 0) await preload(port, workload.preload, value, workload.replicas);
   // A CAS loop needs a connection of its own (WATCH); the other shapes pipeline `depth` per connection.
   const loopsPerConnection = workload.op === 'cas' ? 1 : workload.depth;
   const connectionCount = workload.op === 'cas' ? workload.connections * workload.depth : workload.connections;
-  const connections = await Promise.all(Array.from({ length: connectionCount }, () => RespConnection.open(port)));
+  const connections = await openPaced(connectionCount, () => RespConnection.open(port), (connection) => connection.close());
   const budget = { left: workload.ops ?? Number.MAX_SAFE_INTEGER };
   const started = Date.now();
   const stopAt = started + workload.seconds * 1000;
