@@ -8,12 +8,9 @@
  * Starts a local cluster (one process per node, temp directories, loopback, free ports) or
  * uses the one at --hub, then keeps `depth` requests in flight on each of `connections`
  * connections for `seconds` (or until `ops`), and prints ops/s, latency percentiles
- * (HDR histogram, microseconds), errors and each node's peak RSS (VmHWM; each Redis
- * process's too). Up to 1,024 connections (a node's CONNECTIONS_MAX), dialled 64 at a time
- * (tools/connect-paced.ts). --preload N writes key0..keyN-1 before the run (pbkv: 1,000
- * puts in flight on one connection; Redis: pipelined MSETs) and prints how long it took.
- * Writes carry a request tag, as the client library's do (each connection is one client),
- * unless --untagged. With
+ * (HDR histogram, microseconds), errors and each node's peak RSS (VmHWM). Writes carry a
+ * request tag, as the client library's do (each connection is one client), unless
+ * --untagged. With
  * --compare redis, the same workload runs against Redis (SET + WAIT for puts, GET for
  * gets; tools/redis-compare.ts); with --compare echo, against a bare WebSocket echo of the
  * same shape and ws settings (tools/echo-server.ts), the transport's own limit. All are
@@ -27,6 +24,12 @@
  * and latencies are per successful CAS (retries included) and conflicts are counted. After
  * an incr or cas run, the counters are read back and their sum checked against the
  * acknowledged writes.
+ *
+ * Up to 1,024 connections (a node's CONNECTIONS_MAX; 1,000 with one request each is a web
+ * app's connection pool), dialled 64 at a time (tools/connect-paced.ts). --preload N
+ * writes key0..keyN-1 before the run (pbkv: 1,000 puts in flight on one connection;
+ * Redis: pipelined MSETs) and prints how long it took. With --compare redis, each Redis
+ * process's peak RSS is reported beside the nodes'.
  */
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
