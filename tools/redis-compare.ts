@@ -239,6 +239,12 @@ const PRELOAD_MSETS_IN_FLIGHT = 8;
  */
 const PRELOAD_WAIT_EVERY_BYTES = 16 * 1024 * 1024;
 const PRELOAD_WAIT_TIMEOUT_MS = 60_000;
+/**
+ * How long a preload waits for the AOF rewrites it set off. Each Redis rewrites its AOF
+ * (a forked child writing the whole data set) each time it has doubled (past 64 MB), so
+ * millions of keys set off several; one still running would load the measured run.
+ */
+const PRELOAD_REWRITE_WAIT_MS = 300_000;
 
 /**
  * Loads `count` keys (key0..) as the pbkv preload does, in MSETs of up to 1,000 keys
@@ -267,8 +273,27 @@ async function preload(port: number, count: number, value: string, replicas: num
       const acked = await loader.command('WAIT', String(replicas), String(PRELOAD_WAIT_TIMEOUT_MS));
       if (acked !== replicas) throw new Error(`redis preload: ${String(acked)} of ${replicas} replicas acknowledged key${end - 1} within ${PRELOAD_WAIT_TIMEOUT_MS} ms`);
     }
+    const info = String(await loader.command('INFO', 'replication'));
+    const replicaPorts = [...info.matchAll(/^slave\d+:.*\bport=(\d+)/gm)].map((match) => Number(match[1]));
+    for (const each of [port, ...replicaPorts]) await awaitAofRewrite(each);
   } finally {
     loader.close();
+  }
+}
+
+/** Waits until the Redis at `port` neither runs nor has scheduled an AOF rewrite. */
+async function awaitAofRewrite(port: number): Promise<void> {
+  const connection = await RespConnection.open(port);
+  try {
+    const deadline = Date.now() + PRELOAD_REWRITE_WAIT_MS;
+    for (;;) {
+      const persistence = String(await connection.command('INFO', 'persistence'));
+      if (/^aof_rewrite_in_progress:0\b/m.test(persistence) && /^aof_rewrite_scheduled:0\b/m.test(persistence)) return;
+      if (Date.now() > deadline) throw new Error(`redis preload: the AOF rewrite on ${port} did not end within ${PRELOAD_REWRITE_WAIT_MS} ms`);
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+  } finally {
+    connection.close();
   }
 }
 
