@@ -221,6 +221,11 @@ function runPoint(point: Point, seconds: number, scratch: string, verbose: boole
         const lastLines = stderr.split(/[\r\n]+/).filter((l) => l.trim() !== '').slice(-5).join('\n    ');
         return resolve({ error: `bench ${signal ? `was killed by ${signal}` : `exited with ${code}`}${lastLines ? `:\n    ${lastLines}` : ''}`, seconds: elapsed });
       }
+      try {
+        JSON.parse(line);
+      } catch {
+        return resolve({ error: `bench's last line is not JSON: ${line.slice(0, 200)}`, seconds: elapsed });
+      }
       resolve({ line, seconds: elapsed, preload });
     });
   });
