@@ -247,9 +247,9 @@ const PRELOAD_WAIT_TIMEOUT_MS = 60_000;
 const PRELOAD_REWRITE_WAIT_MS = 300_000;
 
 /**
- * Loads `count` keys (key0..) as the pbkv preload does, in MSETs of up to 1,000 keys
- * (a command per key, not per key and round trip), PRELOAD_MSETS_IN_FLIGHT at a time, and
- * fails unless every replica holds them.
+ * Loads `count` keys (key0..) as the pbkv preload does, in MSETs of up to 1,000 keys (one
+ * command to parse and replicate per 1,000 keys instead of one per key),
+ * PRELOAD_MSETS_IN_FLIGHT at a time, and fails unless every replica holds them.
  */
 async function preload(port: number, count: number, value: string, replicas: number): Promise<void> {
   const keysPerMset = Math.max(1, Math.min(1000, Math.floor(PRELOAD_MSET_BYTES_MAX / Math.max(1, value.length))));
