@@ -270,3 +270,25 @@ export const WATCHERS_MAX = 10_000;
 export const WATCH_QUEUE_EVENTS_MAX = 10_000;
 export const WATCH_QUEUE_BYTES_MAX = 2 * VALUE_BYTES_MAX;
 export const WATCH_QUEUES_BYTES_MAX = 16 * 1024 * 1024;
+
+// ---- The operator's view (metrics, the status page) -----------------------------------
+
+/**
+ * The upper bounds, in ms, of the buckets of every latency histogram a node reports (one
+ * more bucket counts what is past the last). Fixed, so the hub can add nodes' histograms
+ * up and Prometheus can aggregate them.
+ */
+export const LATENCY_BUCKETS_MS = [0.1, 0.25, 0.5, 1, 2.5, 5, 10, 25, 50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000] as const;
+/** The upper bounds of the histogram of writes per batch (one more bucket: past the last). */
+export const BATCH_SIZE_BUCKETS = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1_024, 2_048] as const;
+/** The hub's history of each node's rates and p99, one sample a second, for the page: five minutes. */
+export const METRICS_HISTORY_SAMPLES = 300;
+export const METRICS_SAMPLE_INTERVAL_MS = 1_000;
+/** The window, in samples, over which `status` gives each node's rates and p99. */
+export const METRICS_STATUS_WINDOW_SAMPLES = 10;
+/** Nodes whose reports the hub keeps (the least recently heard one makes room). */
+export const METRICS_NODES_MAX = 4 * VIEW_NODES_MAX;
+/** Open event streams (GET /events: the page's live updates) a hub serves at once; one more gets 503. */
+export const EVENT_STREAMS_MAX = 64;
+/** Bytes an event stream may have unsent; a reader that falls further behind is dropped (it reconnects). */
+export const EVENT_STREAM_BUFFER_BYTES_MAX = 4 * 1024 * 1024;

@@ -18,7 +18,7 @@ export function failWith(tool: string, usage: string): Fail {
 export function readFlags<const T extends ParseArgsOptionsConfig>(fail: Fail, usage: string, options: T) {
   let parsed;
   try {
-    parsed = parseArgs({ strict: true, options: { ...options, help: { type: 'boolean', short: 'h', default: false } } });
+    parsed = parseArgs({ strict: true, allowNegative: true, options: { ...options, help: { type: 'boolean', short: 'h', default: false } } });
   } catch (error) {
     return fail((error as Error).message);
   }

@@ -18,6 +18,7 @@ import {
   type SecretChoice,
 } from '../cluster/secret.js';
 import { ACK_TIMEOUT_MS, DEFAULT_HUB_PORT } from '../constants.js';
+import { processMetrics } from '../metrics/exposition.js';
 import { KvNode } from '../node/node.js';
 import { SYNC_MODES, type SyncMode } from '../storage/store.js';
 import { failWith, readFlags, type Fail } from './flags.js';
@@ -37,6 +38,7 @@ ${secretFlagsUsage(25, `${SECRET_FILE_NAME} beside --data`)}
   --ack-timeout-ms MS    how long a put waits for every replica (default ${ACK_TIMEOUT_MS})
   --min-replicas N       primary: a write is acknowledged only while the view holds N replicas
                          (default 1 with --replicas, else 0; 0 trades durability for availability)
+  --no-metrics           count and report nothing (no heartbeat metrics, no GET /metrics)
   --trace                print trace events as JSON lines
   -h, --help             this text`;
 
@@ -56,6 +58,7 @@ const values = readFlags(fail, USAGE, {
   'ack-timeout-ms': { type: 'string', default: String(ACK_TIMEOUT_MS) },
   'min-replicas': { type: 'string' },
   trace: { type: 'boolean', default: false },
+  metrics: { type: 'boolean', default: true },
 });
 if (!values.name) fail('--name is required');
 if (values.role !== 'primary' && values.role !== 'replica') fail('--role is primary or replica');
@@ -96,8 +99,11 @@ const node = new KvNode({
   ackTimeoutMs,
   ...(values.data ? { dataFile: values.data } : {}),
   ...(values.role === 'primary' ? { replicas: replicaNames, ...(minReplicas !== undefined ? { minReplicas } : {}) } : { primary: values.primary! }),
+  metrics: values.metrics!,
   ...choice,
 });
+// The process's own metrics (GC, event-loop lag) count from the start, not from the first scrape.
+if (values.metrics) processMetrics();
 if (values.trace) node.trace$.subscribe((event) => console.log(JSON.stringify(event)));
 node.faults$.subscribe((event) => console.error(JSON.stringify(event)));
 onShutdown(() => node.close());

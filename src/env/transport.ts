@@ -19,6 +19,9 @@ export interface Connection {
   send(text: string): boolean;
   /** Bytes queued but not yet written to the socket. */
   readonly bufferedBytes: number;
+  /** Bytes read from and written to the socket so far (framing included), also once closed. */
+  readonly bytesRead: number;
+  readonly bytesWritten: number;
   /** Stops reading frames (backpressure) until resume(). */
   pause(): void;
   resume(): void;
@@ -58,8 +61,40 @@ export interface ListenOptions {
   handshakesMax?: number;
   keepaliveIntervalMs?: number;
   onConnection(connection: Connection): void;
+  /**
+   * A plain HTTP request on the same port (not an upgrade): read-only pages and metrics.
+   * Without it every such request is answered 426 ("pbkv speaks WebSocket").
+   */
+  onHttp?(request: HttpRequest, response: HttpResponse): void;
   /** Told of socket-level errors (a listener's, or a connection's before it closes). */
   onError?(error: Error): void;
+}
+
+/** A plain HTTP request: its method and its path (the query string cut off). */
+export interface HttpRequest {
+  readonly method: string;
+  readonly path: string;
+}
+
+/** The answer to an HTTP request: whole at once, or a stream that stays open (Server-Sent Events). */
+export interface HttpResponse {
+  reply(status: number, contentType: string, body: string): void;
+  /**
+   * Answers 200 and keeps the connection open for `write`s; it is no longer held to the
+   * handshake deadline. Counted and bounded by the caller.
+   */
+  stream(contentType: string): HttpStream;
+}
+
+export interface HttpStream {
+  /** Queues text; false once the reader is gone. */
+  write(text: string): boolean;
+  /** Bytes queued but not yet written out. */
+  readonly bufferedBytes: number;
+  readonly isOpen: boolean;
+  /** Called once when the stream ends, by either side. */
+  onClose(listener: () => void): void;
+  end(): void;
 }
 
 export interface ConnectOptions {

@@ -11,6 +11,7 @@ import { backoff } from '../backoff.js';
 import { HUB_FRAME_BYTES_MAX, HUB_NAME, REPORT_REASON_LENGTH_MAX, REQUEST_TIMEOUT_MS, RESOLVE_DEADLINE_MS } from '../constants.js';
 import { KvError, toKvError } from '../errors.js';
 import { proofFor } from '../protocol/auth.js';
+import type { NodeLoad } from './reports.js';
 import { NODE_STATES, type HeartbeatRequest, type NodeHealth, type NodeState, type View } from '../protocol/messages.js';
 import { replyString, replyStringMap, type OkReply } from '../protocol/reply.js';
 import { RpcChannel } from '../protocol/rpc-channel.js';
@@ -36,6 +37,8 @@ export interface HubStatus {
   nodes: Record<string, NodeHealth>;
   /** The view, once one exists: who serves, each node's state and lag, the last changes. */
   view?: ViewStatus;
+  /** Each reporting node's load over the last seconds (absent from older hubs). */
+  metrics?: Record<string, NodeLoad>;
 }
 
 export interface ViewStatus extends View {

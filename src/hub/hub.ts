@@ -9,7 +9,7 @@
  * so a restarted hub goes on from it.
  */
 import { Subject } from 'rxjs';
-import { CONNECTIONS_MAX, DEAD_AFTER_MS, HUB_FRAME_BYTES_MAX, HUB_NAME, HUB_NAMES_MAX, KV_SERVICE, VIEW_TICK_INTERVAL_MS } from '../constants.js';
+import { CONNECTIONS_MAX, DEAD_AFTER_MS, HUB_FRAME_BYTES_MAX, HUB_NAME, HUB_NAMES_MAX, KV_SERVICE, METRICS_SAMPLE_INTERVAL_MS, VIEW_TICK_INTERVAL_MS } from '../constants.js';
 import { KvError, assert, assertNever } from '../errors.js';
 import { newChallenge, verifyProof } from '../protocol/auth.js';
 import type { Answer, HubRequest, NodeHealth, NodeState } from '../protocol/messages.js';
@@ -19,6 +19,8 @@ import { SendBudget, serveConnection } from '../protocol/serve.js';
 import type { Environment } from '../env/environment.js';
 import { realEnvironment } from '../transport/real-environment.js';
 import type { Connection, Listener } from '../env/transport.js';
+import { HubHttp } from './http.js';
+import { NodeReports } from './reports.js';
 import { MemoryViewStore, ViewKeeper, type ViewChange, type ViewStore } from './views.js';
 
 export interface HubOptions {
@@ -73,13 +75,25 @@ export class DirectoryHub {
   private closing: Promise<void> | undefined;
   private readonly env: Environment;
   readonly views: ViewKeeper;
+  /** What nodes report of their work, and a second-by-second history of it. */
+  readonly reports: NodeReports;
+  private readonly http: HubHttp;
   private stopTicking: (() => void) | undefined;
+  private stopSampling: (() => void) | undefined;
 
   constructor(private readonly options: HubOptions = {}) {
     this.env = options.env ?? realEnvironment;
     this.views = new ViewKeeper(this.env.clock, options.viewStore ?? new MemoryViewStore(), options.deadAfterMs ?? DEAD_AFTER_MS, (change) =>
       this.events$.next({ event: 'view', ...change }),
     );
+    this.reports = new NodeReports(this.env.clock);
+    this.http = new HubHttp({
+      status: () => this.status(),
+      view: () => this.views.view,
+      members: () => this.views.status(),
+      reports: this.reports,
+      wallNow: () => this.env.clock.wallNow(),
+    });
     assert(options.secret !== undefined || options.insecure === true, 'a hub needs the cluster secret, or insecure: true');
     assert(options.secret === undefined || options.secret.length > 0, 'the cluster secret is not empty');
   }
@@ -96,9 +110,17 @@ export class DirectoryHub {
       maxPayload: HUB_FRAME_BYTES_MAX,
       connectionsMax: this.options.connectionsMax ?? CONNECTIONS_MAX,
       onConnection: (connection) => this.serve(connection),
+      onHttp: (request, response) => this.http.handle(request, response),
     });
     this.tick();
+    this.sample();
     return this;
+  }
+
+  /** Once a second: a sample of each node's load, pushed to the page's readers. */
+  private sample(): void {
+    this.http.tick(this.reports.sample());
+    this.stopSampling = this.env.clock.after(METRICS_SAMPLE_INTERVAL_MS, () => this.sample());
   }
 
   /** The view keeper looks at heartbeats twice per interval. */
@@ -110,6 +132,8 @@ export class DirectoryHub {
   close(): Promise<void> {
     this.closing ??= (async () => {
       this.stopTicking?.();
+      this.stopSampling?.();
+      this.http.close();
       await this.listener?.close();
       this.events$.complete();
     })();
@@ -187,6 +211,7 @@ export class DirectoryHub {
         const entry = this.names.get(request.name);
         if (!entry) throw new KvError('NOT_FOUND', `register the name "${request.name}" before its heartbeats`);
         if (request.health) this.setHealth(request.name, entry, request.health);
+        if (request.metrics) this.reports.take(request.name, request.metrics);
         const view = this.views.heartbeat(request);
         return okReply(request.id, { view: view ?? null, candidates: this.views.candidates() });
       }
@@ -211,9 +236,10 @@ export class DirectoryHub {
   /**
    * Names, services, what each node last said of itself (`nodes`: as said, however old),
    * and the view: its members as the hub sees them (a dead one's last word is in `nodes`
-   * only), and why writes are refused when the view is below its durability floor.
+   * only), why writes are refused when the view is below its durability floor, and each
+   * node's load (`metrics`: rates and p99 over the last seconds, from its reports).
    */
-  private status(): Record<string, unknown> {
+  status(): Record<string, unknown> {
     const names: Record<string, string> = {};
     const nodes: Record<string, NodeHealth> = {};
     for (const [name, entry] of this.names) {
@@ -229,6 +255,7 @@ export class DirectoryHub {
       ...(view
         ? { view: { ...view, minReplicas: view.minReplicas ?? 0, ...(writesRefused ? { writesRefused } : {}), members: this.views.status(), changes: this.views.history } }
         : {}),
+      metrics: this.reports.load(),
     };
   }
 

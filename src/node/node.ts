@@ -32,8 +32,10 @@ import { openStore } from '../storage/open-store.js';
 import type { Store, SyncMode } from '../storage/store.js';
 import type { Environment } from '../env/environment.js';
 import { realEnvironment } from '../transport/real-environment.js';
-import type { Connection, Listener } from '../env/transport.js';
+import type { Connection, HttpRequest, HttpResponse, Listener } from '../env/transport.js';
+import { nodeMetricsText, PROMETHEUS_CONTENT_TYPE } from '../metrics/exposition.js';
 import { ClientService } from './client-service.js';
+import { NodeMetrics } from './metrics.js';
 import { PrimaryRole } from './primary-role.js';
 import { ReplicaApplier } from './replica-applier.js';
 import { ReplicaFence, type Session } from './replica-fence.js';
@@ -88,6 +90,11 @@ export interface KvNodeOptions {
   replicationLogBytesMax?: number;
   /** The network, clock and randomness (the real ones unless given: the simulator's in tests). */
   env?: Environment;
+  /**
+   * Count requests, latency, bytes and batches, report them with every heartbeat and
+   * answer GET /metrics (default true; off, a node counts and reports nothing).
+   */
+  metrics?: boolean;
 }
 
 type Phase = 'new' | 'initialized' | 'serving' | 'closed';
@@ -106,6 +113,8 @@ export class KvNode {
   private store: Store | undefined;
   private listener: Listener | undefined;
   private readonly hub: HubClient;
+  /** What this node counts of its work (undefined with metrics off). */
+  private readonly metrics: NodeMetrics | undefined;
   private clients: ClientService | undefined;
   private fence: ReplicaFence | undefined;
   /** Nodes outside the view the hub last named: the primary catches them up. */
@@ -129,6 +138,9 @@ export class KvNode {
     assert(options.secret !== undefined || options.insecure === true, `${options.name} needs the cluster secret, or insecure: true`);
     assert(options.secret === undefined || options.secret.length > 0, 'the cluster secret is not empty');
     this.budget = new SendBudget(options.serverSendBufferBytesMax);
+    if (options.metrics !== false) {
+      this.metrics = new NodeMetrics(this.env.clock, () => (this.state?.kind === 'leading' ? this.state.primary.watches.size : 0));
+    }
     this.limits = {
       keyBytesMax: options.keyBytesMax ?? KEY_BYTES_MAX,
       valueBytesMax: options.valueBytesMax ?? VALUE_BYTES_MAX,
@@ -197,6 +209,7 @@ export class KvNode {
         handshakesMax: options.handshakesMax,
       }),
       onConnection: (connection) => this.serve(connection),
+      onHttp: (request, response) => this.answerHttp(request, response),
       onError: (error) => this.emit({ event: 'fault', message: `listener: ${error.message}` }),
     });
     if (this.closing) {
@@ -291,6 +304,7 @@ export class KvNode {
       caughtUp: primary?.caughtUp(this.lastBeatSeq),
       behind: primary?.behind,
       unreachable: primary?.unreachable(),
+      metrics: this.metrics?.report(),
     };
     this.lastBeatSeq = seq;
     // Health changes with leases too, which no event announces: looked at every beat.
@@ -360,6 +374,7 @@ export class KvNode {
         ackTimeoutMs: options.ackTimeoutMs ?? ACK_TIMEOUT_MS,
         resolveDeadlineMs: options.resolveDeadlineMs ?? RESOLVE_DEADLINE_MS,
         batchWritesMax: options.batchWritesMax,
+        onBatch: this.metrics ? (writes) => this.metrics!.batch(writes) : undefined,
         onProblem: () => this.report(this.health),
         trace: (e) => this.emit(e),
       },
@@ -426,10 +441,25 @@ export class KvNode {
     return this.closing;
   }
 
+  /**
+   * Plain HTTP on the node's port: GET /metrics (this process's metrics and this node's
+   * counters, for Prometheus); anything else is told the port speaks WebSocket.
+   */
+  private answerHttp(request: HttpRequest, response: HttpResponse): void {
+    if (request.path !== '/metrics') return response.reply(426, 'text/plain', 'pbkv speaks WebSocket: try wscat -c ws://HOST:PORT (GET /metrics for Prometheus)\n');
+    if (!this.metrics) return response.reply(404, 'text/plain', `${this.name} runs with metrics off\n`);
+    const metrics = this.metrics;
+    nodeMetricsText(this.name, () => metrics.report()).then(
+      (text) => response.reply(200, PROMETHEUS_CONTENT_TYPE, text),
+      (error: unknown) => response.reply(500, 'text/plain', `metrics failed: ${(error as Error).message}\n`),
+    );
+  }
+
   private serve(connection: Connection): void {
     const fence = this.fence;
     assert(fence, 'the services exist before the listener accepts');
     const session: Session = { connection, remoteAddress: connection.remoteAddress, isPrimary: false };
+    if (connection.kind === 'client') this.metrics?.connected(connection);
     connection.frames$.subscribe({ complete: () => fence.closed(session) });
     const frameBytesMax = this.options.frameBytesMax ?? FRAME_BYTES_MAX;
     const tracing = () => this.trace$.observed;
@@ -453,6 +483,7 @@ export class KvNode {
         return answer;
       },
       budget: this.budget,
+      meter: connection.kind === 'client' ? this.metrics : undefined,
       ...definedOnly({ sendBufferBytesMax: this.options.sendBufferBytesMax }),
       onRejected: (_id, error) => {
         // A frame from the primary that cannot even be parsed is a fault worth the log.

@@ -37,6 +37,8 @@ export interface PrimaryRoleOptions {
   ackTimeoutMs: number;
   resolveDeadlineMs: number;
   batchWritesMax?: number | undefined;
+  /** Told of each batch once every replica holds it, with the writes in it (the node's metrics). */
+  onBatch?: ((writes: number) => void) | undefined;
   /** Told when a replica starts or stops refusing what it is sent (health changes). */
   onProblem(): void;
   trace(event: TraceEvent): void;
@@ -82,7 +84,10 @@ export class PrimaryRole {
         minReplicas: view.minReplicas ?? 0,
         ackTimeoutMs: options.ackTimeoutMs,
         retryAnswerError: () => this.readError(),
-        onAcknowledged: (first, ops) => this.watches.acknowledged(first, ops),
+        onAcknowledged: (first, ops) => {
+          this.watches.acknowledged(first, ops);
+          options.onBatch?.(ops.length);
+        },
         ...(options.batchWritesMax !== undefined ? { batchWritesMax: options.batchWritesMax } : {}),
       },
       options.trace,

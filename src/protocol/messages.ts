@@ -186,6 +186,42 @@ export interface NodeHealth {
   reason?: string | undefined;
 }
 
+/** The client ops a node counts, and `frame`: a frame that held no request. */
+export const METERED_OPS = ['get', 'put', 'del', 'incr', 'list', 'clear', 'watch', 'unwatch', 'help', 'frame'] as const;
+export type MeteredOp = (typeof METERED_OPS)[number];
+
+/** One op's counts since the node started: answered, failed by code, and latency by bucket. */
+export interface OpCounts {
+  count: number;
+  /** Answered with an error, by its code. */
+  errors: Partial<Record<ErrorCode, number>>;
+  /** Requests by latency bucket (LATENCY_BUCKETS_MS, then one past the last): not cumulative. */
+  latency: number[];
+  /** Latency of all of them together, in ms. */
+  sumMs: number;
+}
+
+/**
+ * What a node has done since it started, carried by its heartbeats. Counters only rise
+ * while the process lives; `startedAtMs` changes when it restarts (the counters begin again).
+ */
+export interface MetricsReport {
+  startedAtMs: number;
+  ops: Partial<Record<MeteredOp, OpCounts>>;
+  /** Write batches the primary committed, the writes in them, and batches by size (BATCH_SIZE_BUCKETS, then one past). */
+  batches: number;
+  batchedWrites: number;
+  batchSizes: number[];
+  /** Client connections now open, and accepted since start. */
+  connections: number;
+  connectionsTotal: number;
+  /** Watches now open on this node. */
+  watchers: number;
+  /** Bytes read from and written to client connections (TCP payload, WebSocket framing included). */
+  bytesIn: number;
+  bytesOut: number;
+}
+
 /** Who serves and who must acknowledge: the hub keeps it, every change raises the epoch. */
 export interface View {
   epoch: number;
@@ -245,6 +281,8 @@ export interface HeartbeatRequest {
    * of a live node is never older than a beat (a report lost on the way heals at the next).
    */
   health?: NodeHealth | undefined;
+  /** What the node did since it started (nodes run with metrics off send none). */
+  metrics?: MetricsReport | undefined;
 }
 
 export type HubRequest =

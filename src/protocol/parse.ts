@@ -2,9 +2,10 @@
  * One parse per server: a frame becomes a typed request or a KvError with the request's
  * id, never an exception. Field validators are shared; the op tables differ.
  */
-import { CLEAR_KEYS_MAX, CLIENT_ID_LENGTH_MAX, LIST_LIMIT_DEFAULT, LIST_LIMIT_MAX, NAME_BYTES_MAX, UTF8_BYTES_PER_UNIT_MAX, REPORT_REASON_LENGTH_MAX as REASON_LENGTH_MAX, REQUEST_TAG_WINDOW, VALUE_DEPTH_MAX, VIEW_NODES_MAX } from '../constants.js';
-import { KvError } from '../errors.js';
+import { BATCH_SIZE_BUCKETS, CLEAR_KEYS_MAX, LATENCY_BUCKETS_MS, CLIENT_ID_LENGTH_MAX, LIST_LIMIT_DEFAULT, LIST_LIMIT_MAX, NAME_BYTES_MAX, UTF8_BYTES_PER_UNIT_MAX, REPORT_REASON_LENGTH_MAX as REASON_LENGTH_MAX, REQUEST_TAG_WINDOW, VALUE_DEPTH_MAX, VIEW_NODES_MAX } from '../constants.js';
+import { ERROR_CODES, KvError, type ErrorCode } from '../errors.js';
 import {
+  METERED_OPS,
   NODE_STATES,
   isSessionResults,
   type ClientSession,
@@ -12,8 +13,11 @@ import {
   type SnapshotEntry,
   type HubRequest,
   type Json,
+  type MeteredOp,
+  type MetricsReport,
   type NodeRequest,
   type NodeState,
+  type OpCounts,
   type RequestId,
   type RequestTag,
   type ViewConfig,
@@ -186,6 +190,7 @@ function hubRequest(fields: Fields, id: RequestId): HubRequest {
         behind: fields['behind'] === undefined ? undefined : requireName(fields, 'behind'),
         unreachable: fields['unreachable'] === undefined ? undefined : requireNames(fields, 'unreachable'),
         health: fields['state'] === undefined ? undefined : requireHealth(fields),
+        metrics: fields['metrics'] === undefined ? undefined : requireMetrics(fields['metrics']),
       };
     }
     case 'hello':
@@ -213,6 +218,58 @@ function requireHealth(fields: Fields): { state: NodeState; reason: string | und
 }
 
 const NAME_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._-]*$/;
+
+/**
+ * A heartbeat's metrics, checked whole: known ops and error codes only, counts that are
+ * safe integers, histograms of exactly the fixed buckets. The hub adds them up and serves
+ * them to Prometheus, so nothing it keeps can be of another shape or unbounded.
+ */
+function requireMetrics(raw: unknown): MetricsReport {
+  const fields = requireObject(raw, 'metrics');
+  const ops: Partial<Record<MeteredOp, OpCounts>> = {};
+  for (const [op, counts] of Object.entries(requireObject(fields['ops'], 'metrics.ops'))) {
+    if (!(METERED_OPS as readonly string[]).includes(op)) throw new KvError('BAD_REQUEST', `metrics.ops: unknown op "${op}"`);
+    ops[op as MeteredOp] = requireOpCounts(counts, `metrics.ops.${op}`);
+  }
+  return {
+    startedAtMs: requireCount(fields, 'startedAtMs'),
+    ops,
+    batches: requireCount(fields, 'batches'),
+    batchedWrites: requireCount(fields, 'batchedWrites'),
+    batchSizes: requireBuckets(fields['batchSizes'], BATCH_SIZE_BUCKETS.length + 1, 'metrics.batchSizes'),
+    connections: requireCount(fields, 'connections'),
+    connectionsTotal: requireCount(fields, 'connectionsTotal'),
+    watchers: requireCount(fields, 'watchers'),
+    bytesIn: requireCount(fields, 'bytesIn'),
+    bytesOut: requireCount(fields, 'bytesOut'),
+  };
+}
+
+function requireOpCounts(raw: unknown, where: string): OpCounts {
+  const fields = requireObject(raw, where);
+  const errors: Partial<Record<ErrorCode, number>> = {};
+  for (const [code, count] of Object.entries(requireObject(fields['errors'], `${where}.errors`))) {
+    if (!(ERROR_CODES as readonly string[]).includes(code) || !isCount(count)) throw new KvError('BAD_REQUEST', `${where}.errors: "${code}" is no error code with a count`);
+    errors[code as ErrorCode] = count;
+  }
+  const sumMs = fields['sumMs'];
+  if (typeof sumMs !== 'number' || !Number.isFinite(sumMs) || sumMs < 0) throw new KvError('BAD_REQUEST', `${where}.sumMs must be a number of ms`);
+  return { count: requireCount(fields, 'count'), errors, latency: requireBuckets(fields['latency'], LATENCY_BUCKETS_MS.length + 1, `${where}.latency`), sumMs };
+}
+
+function requireBuckets(raw: unknown, length: number, where: string): number[] {
+  if (!Array.isArray(raw) || raw.length !== length || !raw.every(isCount)) throw new KvError('BAD_REQUEST', `${where} must be ${length} counts`);
+  return raw as number[];
+}
+
+function requireObject(raw: unknown, where: string): Fields {
+  if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) throw new KvError('BAD_REQUEST', `${where} must be an object`);
+  return raw as Fields;
+}
+
+function isCount(value: unknown): value is number {
+  return typeof value === 'number' && Number.isSafeInteger(value) && value >= 0;
+}
 
 function requireOp(fields: Fields): string {
   const op = fields['op'];

@@ -16,7 +16,7 @@ import {
   SERVER_SEND_BUFFER_BYTES_MAX,
 } from '../constants.js';
 import { Subject, type Observable } from 'rxjs';
-import { KvError, toKvError } from '../errors.js';
+import { KvError, toKvError, type ErrorCode } from '../errors.js';
 import type { Connection } from '../env/transport.js';
 import type { Answer, RequestId } from './messages.js';
 import type { Parsed } from './parse.js';
@@ -91,6 +91,14 @@ export class Followed {
 
 export type Handled = Answer | Followed;
 
+/** Told of every request a connection answers, and of frames that held none (a node's metrics). */
+export interface RequestMeter<T> {
+  /** A request is about to be handled: what this returns comes back to `answered`. */
+  begin(): number;
+  answered(request: T, began: number, error: ErrorCode | undefined): void;
+  refused(error: ErrorCode): void;
+}
+
 export interface ServeOptions<T> {
   parse(text: string): Parsed<T>;
   /** Answers one request; a thrown KvError becomes its error reply. */
@@ -99,6 +107,7 @@ export interface ServeOptions<T> {
   onRejected?(id: RequestId, error: KvError): void;
   /** Shared by the server's connections; one of its own when not given. */
   budget?: SendBudget;
+  meter?: RequestMeter<T> | undefined;
   requestsInFlightMax?: number;
   sendBufferBytesMax?: number;
 }
@@ -214,6 +223,7 @@ class ServedConnection<T extends { id: RequestId }> implements Channel {
       return undefined;
     }
     if (!parsed.ok) {
+      this.options.meter?.refused(parsed.error.code);
       this.fail(parsed.id, parsed.error);
       return undefined;
     }
@@ -222,30 +232,40 @@ class ServedConnection<T extends { id: RequestId }> implements Channel {
 
   /** Runs the handler; an answer given at once is delivered at once. */
   private handle(request: T): void {
+    const began = this.options.meter?.begin() ?? 0;
     let answer: Handled | Promise<Handled>;
     try {
       answer = this.options.handle(request, this);
     } catch (error) {
-      this.settle(request.id, { error });
+      this.settle(request, began, { error });
       return;
     }
     if (answer instanceof Promise) {
       answer.then(
-        (value) => this.settle(request.id, { answer: value }),
-        (error: unknown) => this.settle(request.id, { error }),
+        (value) => this.settle(request, began, { answer: value }),
+        (error: unknown) => this.settle(request, began, { error }),
       );
     } else {
-      this.settle(request.id, { answer });
+      this.settle(request, began, { answer });
     }
   }
 
   /** A request's answer, or its error, goes out, and the request is no longer in flight. */
-  private settle(id: RequestId, outcome: { answer: Handled } | { error: unknown }): void {
-    if (!('answer' in outcome)) this.fail(id, toKvError(outcome.error));
-    else if (outcome.answer instanceof Followed) {
+  private settle(request: T, began: number, outcome: { answer: Handled } | { error: unknown }): void {
+    let failed: ErrorCode | undefined;
+    if (!('answer' in outcome)) {
+      const error = toKvError(outcome.error);
+      failed = error.code;
+      this.fail(request.id, error);
+    } else if (outcome.answer instanceof Followed) {
       this.deliver(outcome.answer.answer);
       outcome.answer.afterward();
-    } else this.deliver(outcome.answer);
+    } else {
+      const { answer } = outcome;
+      if (typeof answer !== 'string' && !answer.ok) failed = answer.error.code;
+      this.deliver(answer);
+    }
+    this.options.meter?.answered(request, began, failed);
     this.inFlight -= 1;
     this.flowControl();
   }

@@ -261,6 +261,9 @@ class SimEnd implements Connection {
   readonly frames$ = this.frames.asObservable();
   readonly drain$ = this.drains.asObservable();
   readonly bufferedBytes = 0;
+  /** The simulated network counts no bytes. */
+  readonly bytesRead = 0;
+  readonly bytesWritten = 0;
   private peer!: SimEnd;
   private outgoing!: Pipe;
   /** Sends are taken. */

@@ -7,7 +7,7 @@
  * cannot exhaust file descriptors. Clients and peers (the URL path PEER_PATH) have
  * separate slots, so clients can never starve replication.
  */
-import { createServer, type IncomingMessage, type Server } from 'node:http';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { Subject } from 'rxjs';
@@ -24,19 +24,22 @@ import {
   PEER_PATH,
 } from '../constants.js';
 import { KvError } from '../errors.js';
-import { CloseCode, type ConnectOptions, type Connection, type ConnectionKind, type ListenOptions, type Listener, type Transport } from '../env/transport.js';
+import { CloseCode, type ConnectOptions, type Connection, type ConnectionKind, type HttpResponse, type ListenOptions, type Listener, type Transport } from '../env/transport.js';
 
 export async function listen(options: ListenOptions): Promise<Listener> {
   const handshakeTimeoutMs = options.handshakeTimeoutMs ?? HANDSHAKE_TIMEOUT_MS;
   const reportError = (error: Error) => options.onError?.(error);
-  const http = createServer((_request, response) => {
-    response.writeHead(426, { 'content-type': 'text/plain' }).end('pbkv speaks WebSocket: try wscat -c ws://HOST:PORT\n');
+  const handshakes = new Handshakes(handshakeTimeoutMs, options.handshakesMax ?? HANDSHAKES_MAX);
+  const http = createServer((request, response) => {
+    const onHttp = options.onHttp;
+    if (!onHttp) return upgradeRequired(response);
+    const path = new URL(request.url ?? '/', 'http://x').pathname;
+    onHttp({ method: request.method ?? 'GET', path }, httpResponseOf(response, () => handshakes.end(request.socket)));
   });
   http.headersTimeout = handshakeTimeoutMs;
   http.requestTimeout = handshakeTimeoutMs;
   const wss = new WebSocketServer({ noServer: true, maxPayload: options.maxPayload, perMessageDeflate: false, clientTracking: false });
   wss.on('error', reportError);
-  const handshakes = new Handshakes(handshakeTimeoutMs, options.handshakesMax ?? HANDSHAKES_MAX);
   const slots = new Slots(options.connectionsMax, options.peerConnectionsMax ?? PEER_CONNECTIONS_MAX);
 
   http.on('connection', (socket: Socket) => handshakes.begin(socket));
@@ -48,6 +51,36 @@ export async function listen(options: ListenOptions): Promise<Listener> {
   await bind(http, options.port, options.host);
   http.on('error', reportError);
   return listenerOf(http, handshakes, slots);
+}
+
+function upgradeRequired(response: ServerResponse): void {
+  response.writeHead(426, { 'content-type': 'text/plain' }).end('pbkv speaks WebSocket: try wscat -c ws://HOST:PORT\n');
+}
+
+/** An HTTP answer over node's response; a stream lets go of the handshake deadline (`release`). */
+function httpResponseOf(response: ServerResponse, release: () => void): HttpResponse {
+  return {
+    reply(status, contentType, body) {
+      response.writeHead(status, { 'content-type': contentType, 'cache-control': 'no-store', 'content-length': Buffer.byteLength(body) }).end(body);
+    },
+    stream(contentType) {
+      release();
+      response.socket?.setTimeout(0);
+      response.writeHead(200, { 'content-type': contentType, 'cache-control': 'no-store', connection: 'keep-alive' });
+      response.flushHeaders();
+      return {
+        write: (text) => !response.writableEnded && !response.destroyed && (response.write(text), true),
+        get bufferedBytes() {
+          return response.writableLength;
+        },
+        get isOpen() {
+          return !response.writableEnded && !response.destroyed;
+        },
+        onClose: (listener) => void response.once('close', listener),
+        end: () => void response.end(),
+      };
+    },
+  };
 }
 
 /** A WebSocket past its upgrade: it takes a slot of its kind, or is closed with 1013. */
@@ -274,6 +307,14 @@ class WsConnection implements Connection {
       this.frames.complete();
       this.drains.complete();
     });
+  }
+
+  get bytesRead(): number {
+    return this.raw.bytesRead;
+  }
+
+  get bytesWritten(): number {
+    return this.raw.bytesWritten;
   }
 
   get bufferedBytes(): number {

@@ -62,6 +62,8 @@ class UnreadConnection implements Connection {
   readonly frames$ = this.frames.asObservable();
   readonly drain$ = this.drains.asObservable();
   bufferedBytes = 0;
+  readonly bytesRead = 0;
+  readonly bytesWritten = 0;
   sent: string[] = [];
   paused = false;
   isOpen = true;
