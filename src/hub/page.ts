@@ -15,69 +15,20 @@
  * DOM as text (`textContent`, `append` of a string, `setAttribute`), never as HTML.
  */
 
-/** One node's second, as the hub pushes it: ops per second by op, and the p99 over all requests (null: none). */
-interface Sample {
-  t: number;
-  rates: Record<string, number>;
-  requests: number;
-  p99Ms: number | null;
-}
+import { METRICS_HISTORY_SAMPLES, METRICS_SAMPLE_INTERVAL_MS, METRICS_STATUS_WINDOW_SAMPLES } from '../constants.js';
+import type { HubStatus } from './hub-client.js';
+import type { Sample } from './reports.js';
 
-interface MemberData {
-  state: string;
-  epoch: number;
-  seq: number;
-  lag: number;
-  heardMsAgo?: number;
-  trusted?: boolean;
-}
-
-interface ViewChangeData {
-  atMs: number;
-  epoch: number;
-  primary: string;
-  replicas: string[];
-  why: string;
-}
-
-interface ViewData {
-  epoch: number;
-  primary: string;
-  replicas: string[];
-  minReplicas: number;
-  writesRefused?: string;
-  members: Record<string, MemberData>;
-  changes: ViewChangeData[];
-}
-
-interface NodeMetricsData {
-  heartbeatAgeMs: number;
-  rates: Record<string, number>;
-  requests: number;
-  p99Ms: Record<string, number>;
-  p99AllMs: number | null;
-  connections: number;
-  watchers: number;
-}
-
-/** The hub's `status` op, as /events carries it. */
-interface StatusData {
-  names: Record<string, string>;
-  services: Record<string, string>;
-  nodes: Record<string, { state: string; reason?: string }>;
-  view?: ViewData;
-  metrics?: Record<string, NodeMetricsData>;
-}
-
+/** The events of GET /events (http.ts): the hub's status with each node's samples. */
 interface SnapshotEvent {
   at: number;
-  status: StatusData;
+  status: HubStatus;
   history: Record<string, Sample[]>;
 }
 
 interface TickEvent {
   at: number;
-  status: StatusData;
+  status: HubStatus;
   samples: Record<string, Sample>;
 }
 
@@ -85,7 +36,7 @@ type Connection = 'connecting' | 'live' | 'stalled' | 'retrying';
 
 /** What the page knows: the last status and each node's samples of the chart's window. */
 interface PageState {
-  status: StatusData | undefined;
+  status: HubStatus | undefined;
   /** The hub's wall clock at the last event: the charts' "now" (the browser's clock may be off). */
   atMs: number;
   /** When the last event arrived (performance.now()): ages go on growing between events. */
@@ -106,11 +57,11 @@ interface ChartSpec {
 /** The page's limits and timings; the browser gets the same object as JSON. */
 const PAGE = {
   eventsPath: '/events',
-  /** The charts' window: five minutes of one-second samples, as the hub keeps them. */
-  windowMs: 5 * 60_000,
-  samplesPerNodeMax: 300,
+  /** The charts' window: the history the hub keeps (five minutes of one-second samples). */
+  windowMs: METRICS_HISTORY_SAMPLES * METRICS_SAMPLE_INTERVAL_MS,
+  samplesPerNodeMax: METRICS_HISTORY_SAMPLES,
   /** Two samples further apart than this are a gap in the line (the node did not report). */
-  sampleGapMs: 2_500,
+  sampleGapMs: 2.5 * METRICS_SAMPLE_INTERVAL_MS,
   /** Without an event for this long, the stream is called stalled (a tick is due every second). */
   stalledAfterMs: 3_500,
   /** How often ages ("heartbeat 1.2 s ago", "no update for 5 s") are redrawn between events. */
@@ -181,7 +132,7 @@ tr[data-state="catching up"] [data-field="state"], tr[data-health="degraded"] [d
 .chart svg { display: block; width: 100%; overflow: visible; }
 .chart svg text { font-size: 11px; fill: var(--muted); font-variant-numeric: tabular-nums; }
 .chart .grid { stroke: var(--line); stroke-width: 1; }
-.chart .series { fill: none; stroke-width: 1.8; stroke-linejoin: round; }
+.chart .series { fill: none; stroke-width: 1.8; stroke-linejoin: round; stroke-linecap: round; }
 .legend { list-style: none; margin: 4px 0 0; padding: 0; display: flex; flex-wrap: wrap; gap: 2px 14px; font-size: 12px; font-variant-numeric: tabular-nums; }
 .legend li { display: inline-flex; align-items: center; gap: 5px; }
 @media (max-width: 900px) {
@@ -198,7 +149,7 @@ tr[data-state="catching up"] [data-field="state"], tr[data-health="degraded"] [d
   #nodes thead { display: none; }
   #nodes, #nodes tbody { display: block; }
   #nodes tr { display: grid; grid-template-columns: repeat(3, minmax(0, 1fr)); border: 1px solid var(--line); border-radius: 8px; margin-bottom: 8px; overflow: hidden; }
-  #nodes td { border: 0; padding: 4px 10px; text-align: left; }
+  #nodes td { border: 0; padding: 4px 10px; text-align: left; white-space: normal; }
   #nodes td::before { content: attr(data-label); display: block; font-size: 11px; color: var(--muted); font-weight: 400; }
   #nodes td[data-field="name"] { grid-column: span 2; }
   #nodes td[data-field="name"]::before, #nodes td[data-field="role"]::before { content: none; }
@@ -208,6 +159,8 @@ tr[data-state="catching up"] [data-field="state"], tr[data-health="degraded"] [d
   tr[data-state="dead"] { border-color: var(--bad); border-left: 5px solid var(--bad); }
 }
 `;
+
+const STATUS_WINDOW_S = (METRICS_STATUS_WINDOW_SAMPLES * METRICS_SAMPLE_INTERVAL_MS) / 1000;
 
 const BODY = `
 <header>
@@ -232,8 +185,8 @@ const BODY = `
     <table id="nodes">
       <thead><tr>
         <th>node</th><th>role</th><th>state</th><th class="num">seq</th><th class="num">lag</th>
-        <th class="num" title="requests per second over the last 10 s">req/s</th>
-        <th class="num" title="99th percentile latency of all requests over the last 10 s">p99</th>
+        <th class="num" title="requests per second over the last ${STATUS_WINDOW_S} s">req/s</th>
+        <th class="num" title="99th percentile latency of all requests over the last ${STATUS_WINDOW_S} s">p99</th>
         <th class="num" title="since the hub last heard the node">heartbeat</th>
       </tr></thead>
       <tbody id="node-rows"></tbody>
@@ -256,7 +209,7 @@ const BODY = `
 function startStatusPage(): void {
   const page: PageState = { status: undefined, atMs: 0, receivedMs: 0, history: new Map(), connection: 'connecting' };
   byId('hub').textContent = location.host;
-  const received = (atMs: number, status: StatusData) => {
+  const received = (atMs: number, status: HubStatus) => {
     page.status = status;
     page.atMs = atMs;
     page.receivedMs = performance.now();
@@ -400,7 +353,7 @@ function nodeNames(page: PageState): string[] {
   return [...names].sort();
 }
 
-function nodeFacts(status: StatusData, name: string): NodeFacts {
+function nodeFacts(status: HubStatus, name: string): NodeFacts {
   const view = status.view;
   const member = view?.members[name];
   const health = status.nodes[name];
@@ -564,9 +517,10 @@ function drawChart(chart: HTMLElement, spec: ChartSpec, page: PageState, names: 
     parts.push(svgEl('line', { class: 'grid', x1: pad.left, x2: pad.left + plotW, y1: y(value), y2: y(value) }));
     parts.push(svgText(spec.format(value), { x: pad.left - 6, y: y(value) + 4, 'text-anchor': 'end' }));
   }
-  for (let minutesAgo = 5; minutesAgo >= 0; minutesAgo--) {
+  const windowMinutes = Math.round(PAGE.windowMs / 60_000);
+  for (let minutesAgo = windowMinutes; minutesAgo >= 0; minutesAgo--) {
     const label = minutesAgo === 0 ? 'now' : `−${minutesAgo}m`;
-    const anchor = minutesAgo === 5 ? 'start' : minutesAgo === 0 ? 'end' : 'middle';
+    const anchor = minutesAgo === windowMinutes ? 'start' : minutesAgo === 0 ? 'end' : 'middle';
     parts.push(svgText(label, { x: x(page.atMs - minutesAgo * 60_000), y: heightPx - 4, 'text-anchor': anchor }));
   }
   const legend: HTMLElement[] = [];
@@ -599,7 +553,8 @@ function linePath(samples: Sample[], spec: ChartSpec, x: (t: number) => number, 
       continue;
     }
     const joined = previousMs !== undefined && sample.t - previousMs <= PAGE.sampleGapMs;
-    d += `${joined ? 'L' : 'M'}${x(sample.t).toFixed(1)},${y(value).toFixed(1)}`;
+    // `h0` after a move: a second alone between gaps still shows, as a dot (round caps).
+    d += `${joined ? 'L' : 'M'}${x(sample.t).toFixed(1)},${y(value).toFixed(1)}${joined ? '' : 'h0'}`;
     previousMs = sample.t;
   }
   return d;
