@@ -15,6 +15,7 @@
  * DOM as text (`textContent`, `append` of a string, `setAttribute`), never as HTML.
  */
 
+import { createHash } from 'node:crypto';
 import { METRICS_HISTORY_SAMPLES, METRICS_SAMPLE_INTERVAL_MS, METRICS_STATUS_WINDOW_SAMPLES } from '../constants.js';
 import type { HubStatus } from './hub-client.js';
 import type { Sample } from './reports.js';
@@ -656,7 +657,25 @@ const SCRIPT = [
   `const NODE_FIELDS = ${JSON.stringify(NODE_FIELDS)};`,
   ...PAGE_FUNCTIONS.map((fn) => fn.toString()),
   'startStatusPage();',
-].join('\n');
+].join('\n').replaceAll('</', '<\\/');
+
+/**
+ * The browser enforces what the page promises: no request but to the hub (the event
+ * stream), and no script or style but these two, pinned by their hashes, so text that
+ * slipped into the DOM as markup still could not run. A violation is a console error,
+ * which the browser test fails on.
+ */
+const CONTENT_SECURITY_POLICY = [
+  "default-src 'none'",
+  `script-src '${sha256(SCRIPT)}'`,
+  `style-src '${sha256(STYLE)}'`,
+  "connect-src 'self'",
+  'img-src data:',
+].join('; ');
+
+function sha256(text: string): string {
+  return `sha256-${createHash('sha256').update(text, 'utf8').digest('base64')}`;
+}
 
 /** `GET /` on the hub's port. */
 export const STATUS_PAGE_HTML = `<!doctype html>
@@ -664,15 +683,14 @@ export const STATUS_PAGE_HTML = `<!doctype html>
 <head>
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
+<meta http-equiv="Content-Security-Policy" content="${CONTENT_SECURITY_POLICY}">
 <title>pbkv status</title>
 <link rel="icon" href="data:,">
 <style>${STYLE}</style>
 </head>
 <body>
 ${BODY}
-<script>
-${SCRIPT.replaceAll('</', '<\\/')}
-</script>
+<script>${SCRIPT}</script>
 </body>
 </html>
 `;
