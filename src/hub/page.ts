@@ -71,7 +71,10 @@ const PAGE = {
   retryFirstMs: 1_000,
   retryMaxMs: 10_000,
   changesShownMax: 8,
-  chartHeightPx: 150,
+  /** A chart's height follows its width, within these. */
+  chartHeightRatio: 0.5,
+  chartHeightPxMin: 140,
+  chartHeightPxMax: 220,
   /** Okabe-Ito: told apart with any colour vision; each line is named in its legend too. */
   nodeColours: ['#0072b2', '#e69f00', '#009e73', '#cc79a7', '#56b4e9', '#d55e00', '#000000'],
 };
@@ -499,7 +502,7 @@ function renderCharts(page: PageState): void {
 function drawChart(chart: HTMLElement, spec: ChartSpec, page: PageState, names: string[]): void {
   const svg = chart.querySelector('svg')!;
   const widthPx = Math.max(200, Math.floor(svg.getBoundingClientRect().width) || 300);
-  const heightPx = PAGE.chartHeightPx;
+  const heightPx = Math.round(Math.min(PAGE.chartHeightPxMax, Math.max(PAGE.chartHeightPxMin, widthPx * PAGE.chartHeightRatio)));
   const pad = { left: 44, right: 6, top: 8, bottom: 20 };
   const plotW = widthPx - pad.left - pad.right;
   const plotH = heightPx - pad.top - pad.bottom;
@@ -622,19 +625,20 @@ function formatRate(value: number): string {
 }
 
 function formatMs(value: number): string {
-  if (value === 0) return '0 ms';
-  if (value < 1) return `${value.toFixed(2)} ms`;
-  if (value < 10) return `${value.toFixed(1)} ms`;
-  if (value < 1000) return `${Math.round(value)} ms`;
-  return `${(value / 1000).toFixed(1)} s`;
+  // A no-break space between number and unit: a narrow cell wraps before the number, not inside it.
+  if (value === 0) return '0\u00a0ms';
+  if (value < 1) return `${value.toFixed(2)}\u00a0ms`;
+  if (value < 10) return `${value.toFixed(1)}\u00a0ms`;
+  if (value < 1000) return `${Math.round(value)}\u00a0ms`;
+  return `${(value / 1000).toFixed(1)}\u00a0s`;
 }
 
 function formatAge(ms: number): string {
   const seconds = ms / 1000;
-  if (seconds < 10) return `${seconds.toFixed(1)} s`;
-  if (seconds < 90) return `${Math.round(seconds)} s`;
-  if (seconds < 90 * 60) return `${Math.round(seconds / 60)} min`;
-  return `${(seconds / 3600).toFixed(1)} h`;
+  if (seconds < 10) return `${seconds.toFixed(1)}\u00a0s`;
+  if (seconds < 90) return `${Math.round(seconds)}\u00a0s`;
+  if (seconds < 90 * 60) return `${Math.round(seconds / 60)}\u00a0min`;
+  return `${(seconds / 3600).toFixed(1)}\u00a0h`;
 }
 
 /** HH:MM:SS in the browser's time zone. */

@@ -112,6 +112,8 @@ async function screenshots(page: Page, state: string): Promise<void> {
     await page.setViewport(viewport);
     // The charts are drawn to the width they have: let the page take the resize first.
     await page.evaluate(() => new Promise((resolve) => requestAnimationFrame(() => requestAnimationFrame(resolve))));
+    const pageWidth = await page.evaluate(() => document.documentElement.scrollWidth);
+    assert.ok(pageWidth <= viewport.width, `${state}, ${device}: the page is ${pageWidth} px wide in a ${viewport.width} px viewport (it scrolls sideways)`);
     await page.screenshot({ path: path.join(SCREENSHOT_DIR, `${state}-${device}.png`) });
     if (device === 'phone') await page.screenshot({ path: path.join(SCREENSHOT_DIR, `${state}-${device}-full.png`), fullPage: true });
   }
@@ -132,7 +134,7 @@ async function putAll(client: KvClient, prefix: string, count: number): Promise<
 async function launch(): Promise<Browser> {
   assert.ok(existsSync(CHROMIUM), `no chromium at ${CHROMIUM}: install it (apt-get install chromium) or name it in PBKV_CHROMIUM; PBKV_BROWSER_OPTIONAL=1 skips this test instead`);
   // CI runs as root, where chromium's sandbox cannot start; /dev/shm is small in containers.
-  const browser = await within('chromium to start', puppeteer.launch({ executablePath: CHROMIUM, headless: true, args: ['--no-sandbox', '--disable-dev-shm-usage'] }), LAUNCH_DEADLINE_MS);
+  const browser = await puppeteer.launch({ executablePath: CHROMIUM, headless: true, timeout: LAUNCH_DEADLINE_MS, args: ['--no-sandbox', '--disable-dev-shm-usage'] });
   return disposer.add(browser, (b) => b.close());
 }
 
@@ -150,9 +152,9 @@ if (!existsSync(CHROMIUM) && BROWSER_OPTIONAL) {
 } else {
   StatusPage(name, async () => {
     await mkdir(SCREENSHOT_DIR, { recursive: true });
+    const browser = await launch();
     const cluster = await startProcessCluster(disposer);
     const pageUrl = `${cluster.hubUrl.replace(/^ws/, 'http')}/`;
-    const browser = await launch();
     const page = await browser.newPage();
     const seen = watchPage(page, new URL(pageUrl).origin);
     const noErrors = (when: string) => {
