@@ -116,6 +116,7 @@ th.num, td.num { text-align: right; white-space: nowrap; }
 td[data-field="role"] { white-space: nowrap; }
 tbody tr:last-child td { border-bottom: 0; }
 td .sub { display: block; font-size: 12px; color: var(--muted); overflow-wrap: anywhere; }
+td[data-field="name"] .sub { white-space: nowrap; }
 .name { font-weight: 600; display: inline-flex; align-items: center; gap: 6px; }
 .swatch { width: 10px; height: 10px; border-radius: 2px; flex: none; display: inline-block; }
 .role-primary { font-weight: 700; }
