@@ -164,6 +164,8 @@ export const VIEW_NODES_MAX = 16;
 export const VIEW_CHANGES_KEPT = 20;
 /** View changes `pbkv status` prints (the newest); --json prints all the hub keeps. */
 export const STATUS_CHANGES_SHOWN = 5;
+/** `pbkv status --watch` redraws this often. */
+export const STATUS_WATCH_INTERVAL_MS = 1_000;
 
 /**
  * Request tags (docs/PROTOCOL.md, "Retries applied at most once"). A client id is at most

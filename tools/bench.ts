@@ -3,6 +3,7 @@
  * npm run bench -- [--connections 8] [--depth 8] [--seconds 10 | --ops N]
  *   [--op mix | incr | cas] [--mix 1:0] [--value-bytes 100] [--keys 10000] [--preload N]
  *   [--replicas 2] [--sync normal] [--hub URL] [--json] [--compare redis,echo] [--untagged]
+ *   [--no-metrics]
  *
  * Starts a local cluster (one process per node, temp directories, loopback, free ports) or
  * uses the one at --hub, then keeps `depth` requests in flight on each of `connections`
@@ -45,6 +46,7 @@ const SECONDS_MAX = 600;
 const OPS_MAX = 50_000_000;
 
 const { values } = parseArgs({
+  allowNegative: true,
   options: {
     connections: { type: 'string', default: '8' },
     depth: { type: 'string', default: '8' },
@@ -63,6 +65,8 @@ const { values } = parseArgs({
     untagged: { type: 'boolean', default: false },
     watchers: { type: 'string', default: '0' },
     'watch-own-keys': { type: 'boolean', default: false },
+    /** --no-metrics: nodes count and report nothing (to measure what metrics cost). */
+    metrics: { type: 'boolean', default: true },
   },
 });
 const compare = (values.compare ?? '').split(',').filter((name) => name !== '');
@@ -90,6 +94,7 @@ const config = {
   /** pbkv only: watches open during the run, on the written keys' prefix or (--watch-own-keys) one key each. */
   watchers: bounded('watchers', 0, 10_000),
   watchOwnKeys: values['watch-own-keys'],
+  metrics: values.metrics,
 };
 if (!SYNC_MODES.includes(config.sync)) fail(`--sync is one of ${SYNC_MODES.join(', ')}`);
 // Redis's WATCH is per connection: every CAS loop in flight needs a connection of its own.
@@ -132,7 +137,8 @@ async function startCluster(): Promise<Cluster> {
     const onLine = (name: string, line: string) => console.error(`[${name}] ${line}`);
     const hub = await spawnHub(spec, { onLine });
     children.push(hub);
-    for (const node of spec.nodes) children.push(await spawnNode(node, spec, hub.url, { onLine }));
+    const extraArgs = config.metrics ? [] : ['--no-metrics'];
+    for (const node of spec.nodes) children.push(await spawnNode(node, spec, hub.url, { onLine, extraArgs }));
     return { hubUrl: hub.url, nodes: children.slice(1), stop };
   } catch (error) {
     await stop();

@@ -138,6 +138,8 @@ const lines = [
   }),
   `  secret   ${secretFile} (every process above proves it)`,
   '',
+  `Watch it:  ${hub!.url.replace(/^ws:/, 'http:')}/   (the live status page; Prometheus: /metrics)`,
+  '',
   'Try it:',
   `  npx wscat -c ${primaryUrl}        then type: put color blue   get color`,
   `  npx pbkv${hubFlag} put color blue      npx pbkv${hubFlag} get color`,

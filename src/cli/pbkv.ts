@@ -8,9 +8,10 @@
  */
 import { readFile } from 'node:fs/promises';
 import { KvClient, type WatchEvent } from '../client/client.js';
-import { DEFAULT_HUB_PORT, FRAME_BYTES_MAX, REQUEST_TIMEOUT_MS, STATUS_CHANGES_SHOWN } from '../constants.js';
+import { DEFAULT_HUB_PORT, FRAME_BYTES_MAX, REQUEST_TIMEOUT_MS, STATUS_CHANGES_SHOWN, STATUS_WATCH_INTERVAL_MS } from '../constants.js';
 import { KvError, assertNever } from '../errors.js';
 import type { HubStatus } from '../hub/hub-client.js';
+import type { NodeLoad } from '../hub/reports.js';
 import type { Json, NodeHealth } from '../protocol/messages.js';
 
 const DEFAULT_HUB_URL = `ws://127.0.0.1:${DEFAULT_HUB_PORT}`;
@@ -88,17 +89,20 @@ const COMMANDS = {
     ],
   },
   status: {
-    usage: ['pbkv status [--json]'],
+    usage: ['pbkv status [--json] [--watch]'],
     about: [
       'Prints what the hub knows. First the view: its epoch, primary and replicas, and how',
       'many replicas a write needs (the durability floor); when the view has fewer, a line',
       'says writes are refused and why (reads go on; writes resume when a replica rejoins).',
       'Then the services, and one line per node: its address, its role in the view (primary,',
       'replica, or candidate: outside the view, being caught up), its state as the hub sees',
-      'it (in view, catching up, dead), its seq and how far it is behind the primary, and',
-      'how the node says it is (serving, or starting or degraded and why). A dead node shows',
+      'it (in view, catching up, dead), its seq and how far it is behind the primary, its',
+      'load over the last 10 s (requests per second and their p99 latency), and how the node',
+      'says it is (serving, or starting or degraded and why). For a dead node the line shows',
       'how long it has been silent instead, never what it said while alive. Last, the newest',
-      'view changes and why they were made. With --json, the hub\'s status as JSON.',
+      'view changes and why they were made. With --json, the hub\'s status as JSON. With',
+      '--watch, the same table redrawn once a second until Ctrl-C (with --json, one line a',
+      'second).',
     ],
   },
   help: {
@@ -123,6 +127,7 @@ const OPTIONS_HELP = [
   '  --ttl MS           put, incr: KEY expires MS milliseconds after the write',
   '  --with-version     get, put, del, incr: print the result as JSON with its version',
   '  --from V           watch: the changes from version V on first',
+  '  --watch            status: redraw it once a second until Ctrl-C',
   '  --                 ends the options: what follows is KEY and VALUE, whatever it looks like',
   '  -h, --help         print the usage (of the command given, if any)',
   '  -v, --version      print the version',
@@ -139,7 +144,7 @@ const OVERALL_HELP = [
   '  incr KEY [BY]      add BY (default 1) to the number under KEY; print the new value',
   '  list [PREFIX]      print the keys with PREFIX, one a line (with --json, values and versions too)',
   '  watch [PREFIX]     print each change of the keys with PREFIX as it happens, until Ctrl-C',
-  '  status             the view, whether writes are taken, and each node\'s role, state, seq and lag',
+  '  status             the view, whether writes are taken, and each node\'s role, state, seq, lag and load',
   '  help [COMMAND]     this text, or one command\'s',
   '  version            the version of pbkv',
   '',
@@ -183,6 +188,7 @@ interface Invocation {
   ifVersion: number | undefined;
   ttlMs: number | undefined;
   fromVersion: number | undefined;
+  watch: boolean;
 }
 
 /** The options a command may take, and the commands each of them is for. */
@@ -193,10 +199,11 @@ const OPTION_COMMANDS = {
   ifVersion: ['put', 'del', 'incr'],
   ttlMs: ['put', 'incr'],
   fromVersion: ['watch'],
+  watch: ['status'],
 } as const satisfies Record<string, readonly Command[]>;
 
 /** How each of those options is spelled on the command line. */
-const OPTION_NAMES: Record<keyof typeof OPTION_COMMANDS, string> = { json: '--json', stdin: '--stdin', withVersion: '--with-version', ifVersion: '--if-version', ttlMs: '--ttl', fromVersion: '--from' };
+const OPTION_NAMES: Record<keyof typeof OPTION_COMMANDS, string> = { json: '--json', stdin: '--stdin', withVersion: '--with-version', ifVersion: '--if-version', ttlMs: '--ttl', fromVersion: '--from', watch: '--watch' };
 
 /**
  * Reads the command line. Only known options are options: an unknown one before the
@@ -215,6 +222,7 @@ function parseCommandLine(argv: readonly string[]): Invocation {
     ifVersion: undefined,
     ttlMs: undefined,
     fromVersion: undefined,
+    watch: false,
   };
   let optionsEnded = false;
   for (let index = 0; index < argv.length; index += 1) {
@@ -242,7 +250,7 @@ function parseCommandLine(argv: readonly string[]): Invocation {
       if (!/^\d+$/.test(text) || !Number.isSafeInteger(value) || value < min) throw new UsageError(`${name} must be ${what}, not "${text}"`, command);
       return value;
     };
-    const flag = (field: 'json' | 'stdin' | 'help' | 'version' | 'withVersion') => {
+    const flag = (field: 'json' | 'stdin' | 'help' | 'version' | 'withVersion' | 'watch') => {
       if (inline !== undefined) throw new UsageError(`${name} takes no value`, command);
       invocation[field] = true;
     };
@@ -277,6 +285,9 @@ function parseCommandLine(argv: readonly string[]): Invocation {
         break;
       case '--from':
         invocation.fromVersion = integer(1, 'a version: a whole number from 1');
+        break;
+      case '--watch':
+        flag('watch');
         break;
       case '-h':
       case '--help':
@@ -391,16 +402,53 @@ async function main(argv: readonly string[]): Promise<number> {
     case 'status':
       expect(0);
       return withClient(invocation, async (client) => {
-        const status = await client.status();
-        if (invocation.json) {
-          const { names, services, nodes, view } = status;
-          console.log(JSON.stringify({ services, names, nodes, ...(view ? { view } : {}) }));
-          return 0;
-        }
-        for (const line of statusLines(status)) console.log(line);
+        const print = (status: HubStatus) => {
+          if (invocation.json) {
+            const { names, services, nodes, view, metrics } = status;
+            console.log(JSON.stringify({ services, names, nodes, ...(view ? { view } : {}), ...(metrics ? { metrics } : {}) }));
+          } else for (const line of statusLines(status)) console.log(line);
+        };
+        if (invocation.watch) return watchStatus(client, print, invocation.json);
+        print(await client.status());
         return 0;
       });
   }
+}
+
+/**
+ * `status --watch`: the status once a second until SIGINT or SIGTERM (then 0). On a
+ * terminal each one replaces the last (the screen is cleared); to a pipe, or with --json,
+ * they follow one another. A status the hub does not answer is said and retried.
+ */
+function watchStatus(client: KvClient, print: (status: HubStatus) => void, json: boolean): Promise<number> {
+  const redraw = process.stdout.isTTY && !json;
+  return new Promise((resolve) => {
+    let timer: NodeJS.Timeout | undefined;
+    let stopped = false;
+    const once = async () => {
+      let status: HubStatus | undefined;
+      let failure: string | undefined;
+      try {
+        status = await client.status();
+      } catch (error) {
+        failure = (error as Error).message;
+      }
+      if (stopped) return;
+      if (redraw) process.stdout.write('\x1b[H\x1b[2J');
+      if (!json) console.log(`pbkv status, every ${STATUS_WATCH_INTERVAL_MS / 1000} s (Ctrl-C stops)  ${new Date().toISOString()}`);
+      if (status) print(status);
+      else console.log(json ? JSON.stringify({ error: failure }) : `the hub did not answer: ${failure}`);
+      timer = setTimeout(once, STATUS_WATCH_INTERVAL_MS);
+    };
+    const stop = () => {
+      stopped = true;
+      clearTimeout(timer);
+      resolve(0);
+    };
+    process.once('SIGINT', stop);
+    process.once('SIGTERM', stop);
+    void once();
+  });
 }
 
 /**
@@ -447,7 +495,7 @@ function changeLine(event: WatchEvent): string {
  * it (role, state, seq, lag) and, for a node the hub still hears, how it says it is; a
  * dead node's last word is old news, so its line says how long it has been silent.
  */
-function statusLines({ names, services, nodes, view }: HubStatus): string[] {
+function statusLines({ names, services, nodes, view, metrics }: HubStatus): string[] {
   const lines: string[] = [];
   if (view) {
     const needs = view.minReplicas === 1 ? 'a write needs 1 replica' : `a write needs ${view.minReplicas} replicas`;
@@ -463,6 +511,7 @@ function statusLines({ names, services, nodes, view }: HubStatus): string[] {
       const role = name === view.primary ? 'primary' : view.replicas.includes(name) ? 'replica' : member && member.state !== 'dead' ? 'candidate' : '-';
       columns.push(role, member?.state ?? 'unheard', member ? `seq ${member.seq}${member.lag > 0 ? ` (${member.lag} behind)` : ''}` : '');
     }
+    if (metrics) columns.push(member?.state === 'dead' ? '' : loadOf(metrics[name]));
     columns.push(member?.state === 'dead' ? silence(member.heardMsAgo) : sayings(nodes[name], name === view?.primary && view.writesRefused !== undefined));
     return columns;
   });
@@ -472,6 +521,13 @@ function statusLines({ names, services, nodes, view }: HubStatus): string[] {
     lines.push(`change  ${new Date(change.atMs).toISOString()} view ${change.epoch}: primary ${change.primary}: ${change.why}`);
   }
   return lines;
+}
+
+/** A node's load over the last seconds: requests per second and their p99. */
+function loadOf(load: NodeLoad | undefined): string {
+  if (!load) return '';
+  const p99 = load.p99AllMs === null ? '' : `  p99 ${load.p99AllMs < 10 ? load.p99AllMs.toFixed(2) : load.p99AllMs.toFixed(1)} ms`;
+  return `${Math.round(load.requests).toLocaleString('en-US')} req/s${p99}`;
 }
 
 /** How a node the hub hears says it is: serving, or its state and why. */

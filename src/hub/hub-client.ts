@@ -173,6 +173,7 @@ export class HubClient {
       services: replyStringMap(reply, 'services'),
       nodes: parseNodes(nodes),
       ...(view ? { view } : {}),
+      ...(reply['metrics'] !== undefined ? { metrics: parseLoads(reply['metrics']) } : {}),
     };
   }
 
@@ -343,6 +344,24 @@ function parseViewStatus(raw: unknown): ViewStatus {
 }
 
 /** The hub status's `nodes`: each node's state and reason, checked like every reply field. */
+/** Each node's load as status gives it: rates and p99s are numbers by op. */
+function parseLoads(raw: unknown): Record<string, NodeLoad> {
+  const isObject = (value: unknown): value is Record<string, unknown> => typeof value === 'object' && value !== null && !Array.isArray(value);
+  const numbers = (value: unknown) => isObject(value) && Object.values(value).every((n) => typeof n === 'number');
+  if (!isObject(raw)) throw new KvError('INTERNAL', 'malformed reply: metrics must be an object');
+  const loads: Record<string, NodeLoad> = {};
+  for (const [name, load] of Object.entries(raw)) {
+    if (!isObject(load)) throw new KvError('INTERNAL', `malformed reply: metrics.${name}`);
+    const { heartbeatAgeMs, rates, requests, p99Ms, p99AllMs, connections, watchers } = load;
+    const valid =
+      typeof heartbeatAgeMs === 'number' && numbers(rates) && typeof requests === 'number' && numbers(p99Ms) &&
+      (p99AllMs === null || typeof p99AllMs === 'number') && typeof connections === 'number' && typeof watchers === 'number';
+    if (!valid) throw new KvError('INTERNAL', `malformed reply: metrics.${name}`);
+    loads[name] = load as unknown as NodeLoad;
+  }
+  return loads;
+}
+
 function parseNodes(raw: unknown): Record<string, NodeHealth> {
   if (raw === undefined) return {};
   if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) throw new KvError('INTERNAL', 'malformed reply: nodes must be an object');

@@ -60,9 +60,12 @@ Cli('put, get, del and status against a running cluster', async () => {
   assert.match(status.stdout, /n2\s+ws:\/\//);
   assert.match(status.stdout, /view\s+1: primary n0, replicas n1, n2; a write needs 1 replica\n/, 'the view and its floor');
   assert.not.match(status.stdout, /^writes/m, 'writes are taken');
-  assert.match(status.stdout, /n0\s+ws:\/\/\S+\s+primary\s+in view\s+seq \d+\s+serving\n/, "each node's role, state, seq and health as it reported it");
+  assert.match(status.stdout, /n0\s+ws:\/\/\S+\s+primary\s+in view\s+seq \d+\s+\d+ req\/s(\s+p99 [\d.]+ ms)?\s+serving\n/, "each node's role, state, seq, load and health as it reported it");
   assert.match(status.stdout, /n1\s+ws:\/\/\S+\s+replica\s+in view\s+seq \d+/);
 });
+
+/** A node's load column in `pbkv status`: requests per second, and their p99 once it served any. */
+const LOAD = String.raw`\d[\d,]* req/s(\s+p99 [\d.]+ ms)?`;
 
 /** `pbkv status` once `accept` holds for its output. */
 async function statusWhere(hubUrl: string, what: string, accept: (stdout: string) => boolean): Promise<string> {
@@ -90,10 +93,10 @@ Cli('status reads right after a primary\'s restart and its replicas\' deaths: on
   const again = disposer.add(new KvNode({ ...n0.options, port: 0 }), (node) => node.close());
   await again.init();
   await again.startServices();
-  const rejoined = await statusWhere(running.hubUrl, 'n0 back in the view', (out) => /^node\s+n0\s.*\breplica\s+in view\s+seq \d+\s+serving$/m.test(out));
+  const rejoined = await statusWhere(running.hubUrl, 'n0 back in the view', (out) => /^node\s+n0\s.*\breplica\s+in view\s+seq \d+\s+\d+ req\/s(\s+p99 [\d.]+ ms)?\s+serving$/m.test(out));
   assert.not.match(rejoined, /starting/, 'no line says starting once every node serves');
   const primary = (await client.status()).view!.primary;
-  assert.match(rejoined, new RegExp(`^node\\s+${primary}\\s.*\\bprimary\\s+in view\\s+seq \\d+\\s+serving$`, 'm'));
+  assert.match(rejoined, new RegExp(`^node\\s+${primary}\\s.*\\bprimary\\s+in view\\s+seq \\d+\\s+${LOAD}\\s+serving$`, 'm'));
 
   // Both replicas of the new view stop: the primary holds the view alone, below the floor.
   const replicas = [again, n1, n2].filter((node) => node.name !== primary);
@@ -101,7 +104,7 @@ Cli('status reads right after a primary\'s restart and its replicas\' deaths: on
   const alone = await statusWhere(running.hubUrl, 'a view without replicas', (out) => /replicas \(none\)/.test(out));
   assert.match(alone, /^writes\s+REFUSED: view \d+ has 0 replicas and a write needs at least 1 to be acknowledged \(min replicas\); writes resume when a replica rejoins$/m);
   // The primary says so itself (at its next report): degraded, with the view line's reason.
-  const primaryLine = new RegExp(`^node\\s+${primary}\\s.*\\bprimary\\s+in view\\s+seq \\d+\\s+degraded: view \\d+ has 0 replicas and a write needs at least 1 to be acknowledged`, 'm');
+  const primaryLine = new RegExp(`^node\\s+${primary}\\s.*\\bprimary\\s+in view\\s+seq \\d+\\s+${LOAD}\\s+degraded: view \\d+ has 0 replicas and a write needs at least 1 to be acknowledged`, 'm');
   await statusWhere(running.hubUrl, 'the primary to report it refuses writes', (out) => primaryLine.test(out));
   for (const node of replicas) {
     const line = alone.split('\n').find((text) => text.startsWith(`node    ${node.name} `)) ?? '';
@@ -110,10 +113,26 @@ Cli('status reads right after a primary\'s restart and its replicas\' deaths: on
   }
 });
 
+Cli('status shows each node\'s requests per second and p99; --watch redraws it once a second until Ctrl-C', async () => {
+  const running = await cluster();
+  const client = disposer.add(new KvClient({ hubUrl: running.hubUrl }), (c) => c.close());
+  for (let i = 0; i < 200; i += 1) await client.put(`k${i}`, i);
+  const loaded = await statusWhere(running.hubUrl, 'the primary\'s load', (out) => /^node\s+n0\s.*\bseq \d+\s+[1-9][\d,]* req\/s\s+p99 [\d.]+ ms\s+serving$/m.test(out));
+  assert.match(loaded, /^node\s+n1\s.*\breplica\s+in view\s+seq \d+\s+0 req\/s\s+serving$/m, 'a replica serves no client');
+  const watched = await pbkvUntil(['--hub', running.hubUrl, 'status', '--watch'], 12);
+  assert.is(watched.code, 0, 'Ctrl-C ends it');
+  const draws = watched.stdout.match(/^pbkv status, every 1 s \(Ctrl-C stops\)/gm) ?? [];
+  assert.ok(draws.length >= 2, `redrawn: ${watched.stdout}`);
+  assert.is(watched.stdout.match(/^view\s+\d+: primary n0/gm)?.length, draws.length, 'the whole table each time');
+  const misuse = await pbkv(['get', 'k', '--watch']);
+  assert.is(misuse.code, 2);
+  assert.match(misuse.stderr, /--watch is for status, not get/);
+});
+
 Cli('help status describes what status prints', async () => {
   const help = await pbkv(['help', 'status']);
   assert.is(help.code, 0);
-  for (const said of [/durability floor/, /writes are refused and why/, /one line per node/, /primary,\s+replica, or candidate/, /in view, catching up, dead/, /behind the primary/, /how long it has been silent/, /--json/]) {
+  for (const said of [/durability floor/, /writes are refused and why/, /one line per node/, /primary,\s+replica, or candidate/, /in view, catching up, dead/, /behind the primary/, /how long it has been silent/, /--json/, /requests per second and their p99/, /--watch/]) {
     assert.match(help.stdout, said);
   }
 });

@@ -36,7 +36,7 @@ Hub('unknown names and services are NOT_FOUND, and the connection keeps serving'
   assert.equal((await raw.ask({ id: 2, op: 'lookup', service: 'kv' }))['error'].code, 'NOT_FOUND');
   assert.equal((await raw.ask('lookup kv'))['error'].code, 'NOT_FOUND');
   assert.equal((await raw.ask('{"id": 3, "op": "register", "name": "x"}'))['error'].code, 'BAD_REQUEST');
-  assert.equal(await raw.ask({ id: 4, op: 'status' }), { id: 4, ok: true, names: {}, services: {}, nodes: {} });
+  assert.equal(await raw.ask({ id: 4, op: 'status' }), { id: 4, ok: true, names: {}, services: {}, nodes: {}, metrics: {} });
 });
 
 Hub('with a secret: lookups are open, registering needs the proof', async () => {
