@@ -58,7 +58,7 @@ export class HubHttp {
     }
   }
 
-  /** A second closed: its samples go to every reader, with the status of now. */
+  /** A second closed (its samples), or the view changed (no samples): the status of now goes to every reader. */
   tick(samples: Record<string, Sample>): void {
     if (this.streams.size === 0) return;
     this.broadcast(event('tick', { at: this.hub.wallNow(), status: this.hub.status(), samples }));

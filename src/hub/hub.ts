@@ -83,9 +83,11 @@ export class DirectoryHub {
 
   constructor(private readonly options: HubOptions = {}) {
     this.env = options.env ?? realEnvironment;
-    this.views = new ViewKeeper(this.env.clock, options.viewStore ?? new MemoryViewStore(), options.deadAfterMs ?? DEAD_AFTER_MS, (change) =>
-      this.events$.next({ event: 'view', ...change }),
-    );
+    this.views = new ViewKeeper(this.env.clock, options.viewStore ?? new MemoryViewStore(), options.deadAfterMs ?? DEAD_AFTER_MS, (change) => {
+      this.events$.next({ event: 'view', ...change });
+      // The page shows a failover as soon as the hub decides it, not at the next second.
+      this.http.tick({});
+    });
     this.reports = new NodeReports(this.env.clock);
     this.http = new HubHttp({
       status: () => this.status(),

@@ -4,7 +4,7 @@
  * a sample of its rates and p99 over that second, five minutes of them, for the page and
  * for `status`. Bounded: METRICS_NODES_MAX nodes, METRICS_HISTORY_SAMPLES samples each.
  */
-import { LATENCY_BUCKETS_MS, METRICS_HISTORY_SAMPLES, METRICS_NODES_MAX, METRICS_STATUS_WINDOW_SAMPLES } from '../constants.js';
+import { LATENCY_BUCKETS_MS, METRICS_HISTORY_SAMPLES, METRICS_NODES_MAX, METRICS_SAMPLE_INTERVAL_MS, METRICS_STATUS_WINDOW_SAMPLES } from '../constants.js';
 import type { Clock } from '../env/environment.js';
 import { METERED_OPS, type MeteredOp, type MetricsReport } from '../protocol/messages.js';
 
@@ -88,11 +88,20 @@ export class NodeReports {
     return Object.fromEntries([...this.nodes].map(([name, node]) => [name, [...node.history]]));
   }
 
-  /** Each node's load over the status window, from its first and last sampled reports. */
+  /**
+   * Each node's load over the status window, from its first and last sampled reports; a
+   * node not heard for two samples has none (its last rates would read as load it no
+   * longer serves).
+   */
   load(): Record<string, NodeLoad> {
     const now = this.clock.now();
     const out: Record<string, NodeLoad> = {};
     for (const [name, node] of this.nodes) {
+      if (now - node.atMs > 2 * METRICS_SAMPLE_INTERVAL_MS) {
+        const silent = { heartbeatAgeMs: Math.round(now - node.atMs), rates: {}, requests: 0, p99Ms: {}, p99AllMs: null, connections: 0, watchers: 0 };
+        out[name] = silent;
+        continue;
+      }
       const first = node.window[0]!;
       const last = node.window[node.window.length - 1]!;
       const { rates, requests } = between(first, last);

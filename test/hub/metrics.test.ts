@@ -143,7 +143,7 @@ Reports('p99 is read off the buckets as Prometheus reads it, between the bounds 
   assert.is(quantile(counts, 0.99), LATENCY_BUCKETS_MS.at(-1));
 });
 
-Reports('samples are rates per second, a restarted node counts from zero, and a silent one gets no sample', () => {
+Reports('samples are rates per second, a restarted node counts from zero, and a silent one gets no sample and no load', () => {
   const clock = handClock();
   const reports = new NodeReports(clock);
   reports.take('n0', report(1, 0, 0));
@@ -159,6 +159,8 @@ Reports('samples are rates per second, a restarted node counts from zero, and a 
   assert.equal(reports.sample(), {}, 'nothing heard since: no sample');
   assert.is(reports.history()['n0']?.length, 2);
   assert.equal(reports.load()['n0']?.rates, { put: 20 }, 'status: over its window, a node that restarted counts what came after (40 puts in 2 s)');
+  clock.advance(1500);
+  assert.equal(reports.load()['n0'], { heartbeatAgeMs: 2500, rates: {}, requests: 0, p99Ms: {}, p99AllMs: null, connections: 0, watchers: 0 }, 'silent for two samples: no load');
 });
 
 Reports('a heartbeat\'s metrics are checked whole: known ops and codes, counts, histograms of the fixed buckets', () => {
