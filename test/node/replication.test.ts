@@ -8,7 +8,7 @@ import type { NodeTrace } from '../../src/node/trace.js';
 import { openStore } from '../../src/storage/open-store.js';
 import { proofFor } from '../../src/protocol/auth.js';
 import { Disposer, RawClient, tempDir, waitFor, within } from '../helpers.js';
-import { fileContents, readSqlite } from '../sqlite-files.js';
+import { fileContents, fileSessions, readSqlite } from '../sqlite-files.js';
 import { FailingStore, GatedStore, storedCount, storedValue } from '../stores.js';
 
 const disposer = new Disposer();
@@ -273,7 +273,7 @@ Replication('a replica further behind than the log is restored from a snapshot, 
   await back.close();
   assert.ok((await rows(path.join(dataDir, 'n1.sqlite'))) === (await rows(cluster.specs[0]!.dataFile!)), 'n1 holds the primary\'s rows');
   // And the client's session (its tags): a retry after a failover to n1 is recognized.
-  const sessions = (file: string) => readSqlite(file, 'SELECT client, req, seq, results FROM pbkv_clients ORDER BY seq').then((found) => JSON.stringify(found));
+  const sessions = (file: string) => fileSessions(file).then((found) => JSON.stringify(found));
   const restored = await sessions(path.join(dataDir, 'n1.sqlite'));
   assert.ok(restored.includes(client.id), 'the snapshot carried the client\'s session');
   assert.is(restored, await sessions(cluster.specs[0]!.dataFile!));
