@@ -13,16 +13,16 @@ import { KvError, assert, toKvError } from '../errors.js';
 import type { ClientSession, SnapshotRequest, WriteOp } from '../protocol/messages.js';
 import type { ReplicationState, Restore, Store } from '../storage/store.js';
 import { formatPosition, isAhead } from './position.js';
-import { ReplicationLog, encodeBatch } from './replication-log.js';
+import { ReplicationLog, tail, type Batch } from './replication-log.js';
 import { failWhen } from './operators.js';
 import type { TraceEvent } from './trace.js';
 
 /** What a snapshot part brings (its frame's fields). */
 export type SnapshotPart = Pick<SnapshotRequest, 'epoch' | 'seq' | 'part' | 'entries' | 'sessions' | 'watermark' | 'done'>;
 
+/** A batch as the primary sent it: its wire text (logged as it came) and its ops decoded from it. */
 interface Segment {
-  epoch: number;
-  first: number;
+  batch: Batch;
   ops: readonly WriteOp[];
 }
 
@@ -66,8 +66,13 @@ export class ReplicaApplier {
     return this.store.state.epoch;
   }
 
-  /** Accepts a batch; resolves with the applied seq once the batch is in the store. */
-  async append(epoch: number, firstSeq: number, ops: readonly WriteOp[]): Promise<number> {
+  /**
+   * Accepts a batch, its wire text as it came and its ops decoded from it; resolves with
+   * the applied seq once the batch is in the store.
+   */
+  async append(batch: Batch, ops: readonly WriteOp[]): Promise<number> {
+    const { epoch, first: firstSeq } = batch;
+    assert(batch.count === ops.length && batch.offsets.length === ops.length, `a batch of ${batch.count} writes holds ${ops.length} ops at ${batch.offsets.length} offsets`);
     if (epoch < this.store.state.epoch) {
       throw new KvError('FORBIDDEN', `epoch ${epoch} is older than this replica's ${this.store.state.epoch}`);
     }
@@ -78,9 +83,9 @@ export class ReplicaApplier {
         if (this.waiting.size >= this.pendingBatchesMax) {
           throw new KvError('UNAVAILABLE', `too many batches wait for seq ${this.expected}`);
         }
-        this.waiting.set(firstSeq, { epoch, first: firstSeq, ops });
+        this.waiting.set(firstSeq, { batch, ops });
       } else {
-        this.enqueue({ epoch, first: firstSeq, ops });
+        this.enqueue({ batch, ops });
       }
     }
     return this.whenApplied(last);
@@ -103,15 +108,16 @@ export class ReplicaApplier {
   }
 
   private enqueue(segment: Segment): void {
-    const skip = this.expected - segment.first;
-    this.ready.push(skip > 0 ? { ...segment, first: this.expected, ops: segment.ops.slice(skip) } : segment);
-    this.expected = segment.first + segment.ops.length;
+    const { first } = segment.batch;
+    const skip = this.expected - first;
+    this.ready.push(skip > 0 ? { batch: tail(segment.batch, this.expected), ops: segment.ops.slice(skip) } : segment);
+    this.expected = first + segment.ops.length;
     // Batches that were waiting on this gap may now follow.
     for (;;) {
-      const next = [...this.waiting.values()].find((s) => s.first <= this.expected);
+      const next = [...this.waiting.values()].find((s) => s.batch.first <= this.expected);
       if (!next) break;
-      this.waiting.delete(next.first);
-      if (next.first + next.ops.length > this.expected) this.enqueue(next);
+      this.waiting.delete(next.batch.first);
+      if (next.batch.first + next.ops.length > this.expected) this.enqueue(next);
     }
     // After a microtask: the other appends of the same socket read join this transaction.
     this.applying ??= Promise.resolve().then(() => this.applyReady());
@@ -174,9 +180,9 @@ export class ReplicaApplier {
   private async applyReady(): Promise<void> {
     while (this.ready.length > 0) {
       const segments = this.ready.splice(0);
-      const epoch = Math.max(...segments.map((s) => s.epoch));
-      const ops = segments.flatMap((s) => s.ops);
-      const firstSeq = segments[0]!.first;
+      const epoch = Math.max(...segments.map((s) => s.batch.epoch));
+      const ops = segments.length === 1 ? segments[0]!.ops : segments.flatMap((s) => s.ops);
+      const firstSeq = segments[0]!.batch.first;
       try {
         await this.store.apply(epoch, firstSeq, ops);
       } catch (error) {
@@ -188,7 +194,8 @@ export class ReplicaApplier {
       }
       const last = firstSeq + ops.length - 1;
       assert(this.store.state.seq === last, `the store holds seq ${last} after applying ${firstSeq}-${last}, not ${this.store.state.seq}`);
-      for (const segment of segments) this.log.append(encodeBatch(segment.epoch, segment.first, segment.ops));
+      // The log keeps each batch's text as it came: nothing is encoded again.
+      for (const segment of segments) this.log.append(segment.batch);
       this.trace({ event: 'applied', first: firstSeq, last, writes: ops.length, role: 'replica' });
       this.applied$.next(last);
     }

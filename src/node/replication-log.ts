@@ -18,7 +18,7 @@ export interface Batch {
   epoch: number;
   first: number;
   count: number;
-  /** The ops as JSON array elements joined by commas: `["p","k",1],["d","x","client-id",7]`. */
+  /** The ops as JSON array elements joined by commas: `["p","k","1"],["d","x",true,"client-id",7]`. */
   wire: string;
   /** Where each op starts in `wire`. */
   offsets: Uint32Array;
@@ -45,15 +45,16 @@ export function intentBytes(intent: WriteIntent): number {
 }
 
 /**
- * One op's wire form (parse.ts reads each back): values spliced in as the JSON they
- * already are. The common put and del keep their short forms; the rest say everything.
+ * One op's wire form (parse.ts reads each back, and lists the forms): a value as its JSON
+ * text in a string, which a replica takes as it is, never parsing or serializing the value
+ * again. The common put and del keep their short forms; the rest say everything.
  */
 export function encodeOp(op: WriteOp): string {
   switch (op.kind) {
     case 'put':
       return op.expiresAt === undefined && !op.incr
-        ? `["p",${JSON.stringify(op.key)},${op.valueJson}${shortTag(op.tag)}]`
-        : `["P",${JSON.stringify(op.key)},${op.valueJson},${op.expiresAt ?? null},${op.incr},${longTag(op.tag)}]`;
+        ? `["p",${JSON.stringify(op.key)},${JSON.stringify(op.valueJson)}${shortTag(op.tag)}]`
+        : `["P",${JSON.stringify(op.key)},${JSON.stringify(op.valueJson)},${op.expiresAt ?? null},${op.incr},${longTag(op.tag)}]`;
     case 'del':
       return op.expiredAt === undefined ? `["d",${JSON.stringify(op.key)},${op.found}${shortTag(op.tag)}]` : `["x",${JSON.stringify(op.key)},${op.expiredAt}]`;
     case 'clear':
@@ -85,7 +86,7 @@ export function encodeBatch(epoch: number, first: number, ops: readonly WriteOp[
 }
 
 /** The part of `batch` from seq `from` on. */
-function tail(batch: Batch, from: number): Batch {
+export function tail(batch: Batch, from: number): Batch {
   const skip = from - batch.first;
   if (skip <= 0) return batch;
   const start = batch.offsets[skip]!;

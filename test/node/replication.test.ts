@@ -167,7 +167,7 @@ Replication('the source-address check holds without a secret too', async () => {
   const replica = cluster.replicas[1]!;
   const elsewhere = await RawClient.open(replica.url, disposer, '127.0.0.98');
   assert.is((await elsewhere.ask({ id: 1, op: 'hello', from: 'n0', epoch: 1 }))['error'].code, 'FORBIDDEN');
-  assert.is((await elsewhere.ask({ id: 2, op: 'append', epoch: 1, first: 1, ops: [['p', 'x', 1]] }))['error'].code, 'FORBIDDEN');
+  assert.is((await elsewhere.ask({ id: 2, op: 'append', epoch: 1, first: 1, ops: [['p', 'x', '1']] }))['error'].code, 'FORBIDDEN');
   assert.is(storedValue(replica.storage, 'x'), undefined);
 });
 
