@@ -184,7 +184,8 @@ export class ReplicaApplier {
       const ops = segments.length === 1 ? segments[0]!.ops : segments.flatMap((s) => s.ops);
       const firstSeq = segments[0]!.batch.first;
       try {
-        await this.store.apply(epoch, firstSeq, ops);
+        const applying = this.store.apply(epoch, firstSeq, ops);
+        if (applying) await applying;
       } catch (error) {
         const kvError = toKvError(error);
         this.trace({ event: 'rejected', reason: `replica apply failed: ${kvError.message}`, code: kvError.code });

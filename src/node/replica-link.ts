@@ -109,10 +109,6 @@ export class ReplicaLink implements AckSource {
     return this.channel !== undefined && this.acked$.value >= seq;
   }
 
-  notify(): void {
-    this.pump();
-  }
-
   /** Why the replica is not acknowledging, when it said so (for the error a client gets). */
   get problem(): string | undefined {
     return this.refusal;

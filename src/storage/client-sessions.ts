@@ -82,6 +82,18 @@ export function resultOf(op: WriteOp, seq: number): string {
   }
 }
 
+/** The reply's fields (after id and ok) for `op` applied at `seq`: what replyFields(resultOf(op, seq)) reads back, built at once. */
+export function replyOf(op: WriteOp, seq: number): string {
+  switch (op.kind) {
+    case 'put':
+      return op.incr ? `"value":${op.valueJson},"version":${seq}` : `"version":${seq}`;
+    case 'del':
+      return `"found":${op.found},"version":${seq}`;
+    case 'clear':
+      return `"deleted":${op.deleted},"more":${op.more},"version":${seq}`;
+  }
+}
+
 /** A reply's fields as `result` recorded them (after id and ok). */
 export function replyFields(result: string): { reply: string; seq: number } {
   const mark = result[0];

@@ -205,7 +205,7 @@ export class SqliteStore implements Store {
     return rows.map((row) => ({ key: row.key, version: Number(row.version) }));
   }
 
-  async apply(epoch: number, first: number, ops: readonly WriteOp[]): Promise<void> {
+  apply(epoch: number, first: number, ops: readonly WriteOp[]): void {
     assert(!this.restoring, 'no batch is applied during a restore');
     assert(ops.length > 0, 'a batch is not empty');
     const seq = first + ops.length - 1;

@@ -231,6 +231,8 @@ Replication('a stopped replica leaves the view and puts resume without it; it ca
   await back.init();
   await back.startServices();
   await waitFor('n1 to rejoin the view', async () => (await client.status()).view?.replicas.includes('n1'), 15_000);
+  // The hub names n1 a beat before n0 takes that view on: a put acknowledged meanwhile waits for n2 alone.
+  await waitFor('n0 to take the view with n1 on', () => cluster.primary.servingView?.replicas.includes('n1'));
   await client.put('after', 3);
   assert.is(storedValue(back.storage, 'during'), 2, 'n1 caught up with what was written without it');
   assert.is(storedValue(back.storage, 'after'), 3, 'and takes part again');
