@@ -24,6 +24,14 @@ export interface Batch {
   offsets: Uint32Array;
 }
 
+/** An append frame (a JSON object's text, without an id) and the seqs it carries. */
+export interface AppendFrame {
+  text: string;
+  epoch: number;
+  first: number;
+  last: number;
+}
+
 export function lastSeq(batch: Batch): number {
   return batch.first + batch.count - 1;
 }
@@ -111,6 +119,8 @@ export class ReplicationLog {
   private readonly epochStarts: ReplicationState[] = [];
   /** Emits after each append: every link (replica or candidate) sends what is new. */
   readonly appended$ = new Subject<void>();
+  /** The last append frame built, for the next link that sends from the same seq. */
+  private lastFrame: { after: number; bytesMax: number; logLast: number; frame: AppendFrame } | undefined;
 
   constructor(
     start: ReplicationState,
@@ -195,6 +205,22 @@ export class ReplicationLog {
       this.baseEpoch = dropped.epoch;
     }
     this.appended$.next();
+  }
+
+  /**
+   * The append frame of `after(seq, bytesMax)`: the batches' wire text as it was logged,
+   * joined once for every link that sends from `seq` while the log has not grown (the
+   * links of a primary's replicas usually stand at the same seq: one text for all).
+   */
+  appendFrame(seq: number, bytesMax: number): AppendFrame {
+    const cached = this.lastFrame;
+    if (cached !== undefined && cached.after === seq && cached.bytesMax === bytesMax && cached.logLast === this.last) return cached.frame;
+    const batches = this.after(seq, bytesMax);
+    const { epoch, first } = batches[0]!;
+    const wire = batches.length === 1 ? batches[0]!.wire : batches.map((batch) => batch.wire).join(',');
+    const frame = { text: `{"op":"append","epoch":${epoch},"first":${first},"ops":[${wire}]}`, epoch, first, last: lastSeq(batches[batches.length - 1]!) };
+    this.lastFrame = { after: seq, bytesMax, logLast: this.last, frame };
+    return frame;
   }
 
   /**
