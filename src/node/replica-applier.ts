@@ -7,14 +7,12 @@
  * cannot catch up gets a snapshot instead: its parts fill one restore, and the replica's
  * state is replaced when the last part arrives.
  */
-import { BehaviorSubject, Subject, first, firstValueFrom } from 'rxjs';
 import { REPLICA_PENDING_BATCHES_MAX } from '../constants.js';
 import { KvError, assert, toKvError } from '../errors.js';
 import type { ClientSession, SnapshotRequest, WriteOp } from '../protocol/messages.js';
 import type { ReplicationState, Restore, Store } from '../storage/store.js';
 import { formatPosition, isAhead } from './position.js';
 import { ReplicationLog, tail, type Batch } from './replication-log.js';
-import { failWhen } from './operators.js';
 import type { TraceEvent } from './trace.js';
 
 /** What a snapshot part brings (its frame's fields). */
@@ -27,8 +25,14 @@ interface Segment {
 }
 
 export class ReplicaApplier {
-  /** The highest seq in the store; a failed transaction errors it for the waiters. */
-  private readonly applied$: BehaviorSubject<number>;
+  /** The highest seq in the store. */
+  private applied: number;
+  /**
+   * Appends waiting until their last seq is in the store, in the order they came: answered
+   * on one path as transactions commit (no RxJS chain per append), or all failed together
+   * when a transaction fails or the node takes over.
+   */
+  private readonly waiters: { seq: number; resolve(seq: number): void; reject(error: KvError): void }[] = [];
   /** The next seq that is not yet applied nor queued. */
   private expected: number;
   private readonly ready: Segment[] = [];
@@ -39,8 +43,6 @@ export class ReplicaApplier {
   private restoring:
     | { restore: Restore; epoch: number; seq: number; nextPart: number; owner: object | undefined; sessions: ClientSession[] }
     | undefined;
-  /** Emits when a transaction failed: everyone waiting on a seq past it gets the error. */
-  private readonly failure$ = new Subject<KvError>();
   /**
    * What this node applied lately, as the primary logs it: should it be promoted, it
    * catches the other replicas up from here instead of sending each a snapshot.
@@ -53,13 +55,13 @@ export class ReplicaApplier {
     private readonly pendingBatchesMax = REPLICA_PENDING_BATCHES_MAX,
     private readonly newLog: (start: ReplicationState) => ReplicationLog = (start) => new ReplicationLog(start),
   ) {
-    this.applied$ = new BehaviorSubject(store.state.seq);
+    this.applied = store.state.seq;
     this.expected = store.state.seq + 1;
     this.log = newLog(store.state);
   }
 
   get seq(): number {
-    return this.applied$.value;
+    return this.applied;
   }
 
   get epoch(): number {
@@ -96,7 +98,7 @@ export class ReplicaApplier {
     this.ready.length = 0;
     this.waiting.clear();
     // Appends that were waiting for those batches get an answer: they will not be applied.
-    this.failure$.next(new KvError('UNAVAILABLE', 'this node is taking over as primary'));
+    this.failWaiters(new KvError('UNAVAILABLE', 'this node is taking over as primary'));
     while (this.applying) await this.applying;
   }
 
@@ -104,7 +106,7 @@ export class ReplicaApplier {
   reset(): void {
     this.ready.length = 0;
     this.waiting.clear();
-    this.expected = this.applied$.value + 1;
+    this.expected = this.applied + 1;
   }
 
   private enqueue(segment: Segment): void {
@@ -152,7 +154,7 @@ export class ReplicaApplier {
     try {
       await current.restore.add(entries);
       current.sessions.push(...sessions);
-      if (!done) return this.applied$.value;
+      if (!done) return this.applied;
       await current.restore.finish({ epoch, seq }, current.sessions, watermark);
     } catch (error) {
       await this.abortRestore();
@@ -162,7 +164,7 @@ export class ReplicaApplier {
     this.expected = seq + 1;
     this.log = this.newLog({ epoch, seq });
     this.trace({ event: 'applied', first: seq, last: seq, writes: 0, role: 'replica' });
-    this.applied$.next(seq);
+    this.advance(seq);
     return seq;
   }
 
@@ -190,7 +192,7 @@ export class ReplicaApplier {
         const kvError = toKvError(error);
         this.trace({ event: 'rejected', reason: `replica apply failed: ${kvError.message}`, code: kvError.code });
         this.reset();
-        this.failure$.next(kvError);
+        this.failWaiters(kvError);
         continue;
       }
       const last = firstSeq + ops.length - 1;
@@ -198,13 +200,29 @@ export class ReplicaApplier {
       // The log keeps each batch's text as it came: nothing is encoded again.
       for (const segment of segments) this.log.append(segment.batch);
       this.trace({ event: 'applied', first: firstSeq, last, writes: ops.length, role: 'replica' });
-      this.applied$.next(last);
+      this.advance(last);
     }
     this.applying = undefined;
   }
 
-  private async whenApplied(seq: number): Promise<number> {
-    if (this.applied$.value >= seq) return this.applied$.value;
-    return firstValueFrom(this.applied$.pipe(first((applied) => applied >= seq), failWhen(this.failure$)));
+  private whenApplied(seq: number): Promise<number> {
+    if (this.applied >= seq) return Promise.resolve(this.applied);
+    return new Promise((resolve, reject) => this.waiters.push({ seq, resolve, reject }));
+  }
+
+  /** The store holds `seq` now: the appends waiting for it or less are answered with it. */
+  private advance(seq: number): void {
+    this.applied = seq;
+    let kept = 0;
+    for (const waiter of this.waiters) {
+      if (waiter.seq <= seq) waiter.resolve(seq);
+      else this.waiters[kept++] = waiter;
+    }
+    this.waiters.length = kept;
+  }
+
+  /** Every append waiting gets `error`: what it waited for will not be applied now. */
+  private failWaiters(error: KvError): void {
+    for (const waiter of this.waiters.splice(0)) waiter.reject(error);
   }
 }
