@@ -3,7 +3,7 @@ import { mkdir } from 'node:fs/promises';
 import { DatabaseSync, type StatementSync } from 'node:sqlite';
 import { Worker } from 'node:worker_threads';
 import { Subject } from 'rxjs';
-import { CHECKPOINT_INTERVAL_MS, KEY_BYTES_MAX, REQUEST_TAG_WINDOW, WAL_AUTOCHECKPOINT_PAGES } from '../constants.js';
+import { CHECKPOINT_INTERVAL_MS, KEY_BYTES_MAX, WAL_AUTOCHECKPOINT_PAGES } from '../constants.js';
 import { KvError, assert } from '../errors.js';
 import type { Entry, RequestTag, SnapshotEntry, WriteOp } from '../protocol/messages.js';
 import type { TagCheck } from './client-sessions.js';
