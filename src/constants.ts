@@ -185,6 +185,15 @@ export const CLIENT_ID_LENGTH_MAX = 64;
 export const CLIENT_ID_RANDOM_BYTES = 12;
 export const REQUEST_TAG_WINDOW = 256;
 export const CLIENT_SESSIONS_MAX = 10_000;
+/**
+ * A SQLite store logs each batch's request tags in one row and folds the sessions they
+ * changed into their rows now and then (src/storage/sqlite-sessions.ts): once the log holds
+ * SESSION_LOG_WRITES_MAX tagged writes, or its writes changed SESSION_FOLD_CLIENTS_MAX
+ * sessions, which bounds what one fold writes (at most that many rows of about 2 KB) and
+ * what opening a file replays.
+ */
+export const SESSION_LOG_WRITES_MAX = 4_096;
+export const SESSION_FOLD_CLIENTS_MAX = 64;
 
 /** How long the primary waits for every replica to acknowledge a write. */
 export const ACK_TIMEOUT_MS = 2_000;

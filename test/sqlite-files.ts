@@ -1,5 +1,7 @@
 /** Direct access to a node's SQLite file, as an operator would have: not through pbkv. */
 import { DatabaseSync, StatementSync } from 'node:sqlite';
+import type { ClientSession } from '../src/protocol/messages.js';
+import { readSessions } from '../src/storage/sqlite-sessions.js';
 
 /** Runs a statement on a SQLite file through a connection of its own. */
 export async function execSqlite(file: string, sql: string): Promise<void> {
@@ -17,6 +19,20 @@ export async function readSqlite(file: string, sql: string): Promise<Record<stri
   try {
     // Plain objects: node:sqlite's rows have no prototype, which deep equality tells apart.
     return database.prepare(sql).all().map((row) => ({ ...row }));
+  } finally {
+    database.close();
+  }
+}
+
+/**
+ * The client sessions a node's file holds, least recently written first: the rows of
+ * `pbkv_clients` with the log of tags since their last fold replayed (sqlite-sessions.ts).
+ */
+export async function fileSessions(file: string): Promise<ClientSession[]> {
+  const database = new DatabaseSync(file, { readOnly: true, timeout: 5_000 });
+  try {
+    database.exec('BEGIN');
+    return readSessions(database);
   } finally {
     database.close();
   }

@@ -46,7 +46,7 @@ class DelegatingStore implements Store {
   list(query: ListQuery) { return this.inner.list(query); }
   keysToClear(prefix: string, limit: number, bytesMax: number, nowMs: number) { return this.inner.keysToClear(prefix, limit, bytesMax, nowMs); }
   expired(nowMs: number, limit: number) { return this.inner.expired(nowMs, limit); }
-  apply(epoch: number, first: number, ops: readonly WriteOp[]): Promise<void> { return this.inner.apply(epoch, first, ops); }
+  apply(epoch: number, first: number, ops: readonly WriteOp[]): void | Promise<void> { return this.inner.apply(epoch, first, ops); }
   beginEpoch(epoch: number): Promise<void> { return this.inner.beginEpoch(epoch); }
   checkTag(tag: RequestTag) { return this.inner.checkTag(tag); }
   snapshot(limits: PageLimits) { return this.inner.snapshot(limits); }

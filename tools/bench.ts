@@ -8,7 +8,8 @@
  * Starts a local cluster (one process per node, temp directories, loopback, free ports) or
  * uses the one at --hub, then keeps `depth` requests in flight on each of `connections`
  * connections for `seconds` (or until `ops`), and prints ops/s, latency percentiles
- * (HDR histogram, microseconds), errors and each node's peak RSS (VmHWM). Writes carry a
+ * (HDR histogram, microseconds), errors, each node's peak RSS (VmHWM) and the CPU time each
+ * node used during the run per op (user + system, all its threads). Writes carry a
  * request tag, as the client library's do (each connection is one client), unless
  * --untagged. With
  * --compare redis, the same workload runs against Redis (SET + WAIT for puts, GET for
@@ -166,6 +167,25 @@ async function startCluster(): Promise<Cluster> {
   }
 }
 
+/** Clock ticks per second of /proc's CPU times (USER_HZ: 100 on every Linux port that matters). */
+const CLOCK_TICKS_PER_SECOND = 100;
+
+/**
+ * The CPU time a process has used so far, user + system, all its threads, in ms (Linux:
+ * /proc/PID/stat). Unlike a profile's samples, it does not count time the process waited
+ * for a core, so it holds up on a shared machine.
+ */
+function cpuMs(pid: number | undefined): number | undefined {
+  if (pid === undefined) return undefined;
+  try {
+    // The fields after the command's closing parenthesis; utime and stime are the 14th and 15th of the line.
+    const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+    return ((Number(fields[11]) + Number(fields[12])) * 1000) / CLOCK_TICKS_PER_SECOND;
+  } catch {
+    return undefined;
+  }
+}
+
 /** Peak resident set size of a process, in MB (Linux: VmHWM). */
 function peakRssMb(pid: number | undefined): number | undefined {
   if (pid === undefined) return undefined;
@@ -222,7 +242,7 @@ class Measurement implements Recorder {
     process.stderr.write(`\r${label} [${bar}] ${elapsed.toFixed(1)} s  ${Math.round(this.done / Math.max(elapsed, 0.001))} ops/s `);
   }
 
-  result(system: string, seconds: number, peakRssMb: Record<string, number | undefined>): Result {
+  result(system: string, seconds: number, peakRssMb: Record<string, number | undefined>, cpuMs: Record<string, number | undefined> = {}): Result {
     const ms = (p: number) => Number((this.histogram.getValueAtPercentile(p) / 1000).toFixed(2));
     return {
       system,
@@ -233,6 +253,7 @@ class Measurement implements Recorder {
       errorCodes: this.errorCodes,
       latencyMs: { p50: ms(50), p90: ms(90), p99: ms(99), p999: ms(99.9), max: Number((this.histogram.maxValue / 1000).toFixed(2)) },
       peakRssMb,
+      cpuUsPerOp: Object.fromEntries(Object.entries(cpuMs).map(([name, ms]) => [name, ms === undefined ? undefined : Number(((ms * 1000) / Math.max(1, this.done)).toFixed(1))])),
       operation: operationOf(system),
       ...(op === 'cas' ? { conflicts: this.conflicts, conflictsPerOp: Number((this.conflicts / Math.max(1, this.done - this.errors)).toFixed(3)) } : {}),
     };
@@ -253,6 +274,8 @@ interface Result {
   errorCodes: Record<string, number>;
   latencyMs: Record<string, number>;
   peakRssMb: Record<string, number | undefined>;
+  /** CPU time each process used during the run (user + system, all threads) per op done, in µs. */
+  cpuUsPerOp: Record<string, number | undefined>;
   /** What one op is on this system, e.g. "INCR + WAIT 2". */
   operation: string;
   conflicts?: number;
@@ -510,8 +533,10 @@ function distinct(value: string, id: number): string {
 }
 
 /** The measured run against one WebSocket server: `connections` x `depth` until the time or the ops run out. */
-async function measure(system: string, url: string, peakRss: () => Record<string, number | undefined>): Promise<Result> {
+async function measure(system: string, url: string, processes: Record<string, number | undefined>): Promise<Result> {
   const sockets = await openPaced(config.connections, () => open(url), (socket) => socket.close());
+  const cpuAt = () => Object.fromEntries(Object.entries(processes).map(([name, pid]) => [name, cpuMs(pid)]));
+  const cpuBefore = cpuAt();
   const measurement = new Measurement();
   const budget = { left: config.ops ?? Number.MAX_SAFE_INTEGER };
   const progress = setInterval(() => measurement.progress(system.padEnd(5)), 250);
@@ -523,7 +548,10 @@ async function measure(system: string, url: string, peakRss: () => Record<string
     process.stderr.write('\n');
     for (const socket of sockets) socket.close();
   }
-  return measurement.result(system, (Date.now() - measurement.started) / 1000, peakRss());
+  const cpuAfter = cpuAt();
+  const cpuUsed = Object.fromEntries(Object.entries(cpuAfter).map(([name, ms]) => [name, ms === undefined || cpuBefore[name] === undefined ? undefined : ms - cpuBefore[name]]));
+  const peakRss = Object.fromEntries(Object.entries(processes).map(([name, pid]) => [name, peakRssMb(pid)]));
+  return measurement.result(system, (Date.now() - measurement.started) / 1000, peakRss, cpuUsed);
 }
 
 /** incr and cas runs read their counters back when there are at most this many keys. */
@@ -569,7 +597,7 @@ async function runPbkv(): Promise<Result> {
     if (config.preload > 0) await preload(address, config.preload, benchValue());
     const watchers = config.watchers > 0 ? await openWatchers(address) : undefined;
     try {
-      const result = await measure('pbkv', address, () => Object.fromEntries((cluster?.nodes ?? []).map((node) => [node.name, peakRssMb(node.process.pid)])));
+      const result = await measure('pbkv', address, Object.fromEntries((cluster?.nodes ?? []).map((node) => [node.name, node.process.pid])));
       if (op !== 'mix' && config.keys <= CHECK_KEYS_MAX) result.check = checked(await pbkvCounterSum(address), result);
       if (watchers) result.watch = { watchers: config.watchers, events: watchers.events(), cancelled: watchers.cancelled(), eventAfterReplyMs: await probeEventDelay(address) };
       return result;
@@ -681,7 +709,7 @@ async function runEcho(): Promise<Result> {
       createInterface({ input: child.stdout! }).once('line', (line) => resolve((JSON.parse(line) as { url: string }).url));
       child.once('exit', (code) => reject(new Error(`the echo server exited with ${code}`)));
     });
-    return await measure('echo', url, () => ({ echo: peakRssMb(child.pid) }));
+    return await measure('echo', url, { echo: child.pid });
   } finally {
     child.stdin!.end();
     if (child.exitCode === null) await new Promise((resolve) => child.once('exit', resolve));
@@ -720,6 +748,7 @@ function printTable(results: Result[]): void {
     ...(['p50', 'p90', 'p99', 'p999', 'max'] as const).map((p): Row => [`${p} ms`, (r) => String(r.latencyMs[p]), (r) => r.latencyMs[p]!]),
     ['errors', (r) => (r.errors === 0 ? '0' : `${r.errors} ${JSON.stringify(r.errorCodes)}`), undefined],
     ['peak RSS MB', (r) => Object.entries(r.peakRssMb).map(([k, v]) => `${k} ${v ?? '?'}`).join(' ') || '-', undefined],
+    ['CPU µs/op', (r) => Object.entries(r.cpuUsPerOp).map(([k, v]) => `${k} ${v ?? '?'}`).join(' ') || '-', undefined],
     ...(results[0]!.watch === undefined
       ? []
       : ([

@@ -7,28 +7,32 @@
  * cannot catch up gets a snapshot instead: its parts fill one restore, and the replica's
  * state is replaced when the last part arrives.
  */
-import { BehaviorSubject, Subject, first, firstValueFrom } from 'rxjs';
 import { REPLICA_PENDING_BATCHES_MAX } from '../constants.js';
 import { KvError, assert, toKvError } from '../errors.js';
 import type { ClientSession, SnapshotRequest, WriteOp } from '../protocol/messages.js';
 import type { ReplicationState, Restore, Store } from '../storage/store.js';
 import { formatPosition, isAhead } from './position.js';
-import { ReplicationLog, encodeBatch } from './replication-log.js';
-import { failWhen } from './operators.js';
+import { ReplicationLog, tail, type Batch } from './replication-log.js';
 import type { TraceEvent } from './trace.js';
 
 /** What a snapshot part brings (its frame's fields). */
 export type SnapshotPart = Pick<SnapshotRequest, 'epoch' | 'seq' | 'part' | 'entries' | 'sessions' | 'watermark' | 'done'>;
 
+/** A batch as the primary sent it: its wire text (logged as it came) and its ops decoded from it. */
 interface Segment {
-  epoch: number;
-  first: number;
+  batch: Batch;
   ops: readonly WriteOp[];
 }
 
 export class ReplicaApplier {
-  /** The highest seq in the store; a failed transaction errors it for the waiters. */
-  private readonly applied$: BehaviorSubject<number>;
+  /** The highest seq in the store. */
+  private applied: number;
+  /**
+   * Appends waiting until their last seq is in the store, in the order they came: answered
+   * on one path as transactions commit (no RxJS chain per append), or all failed together
+   * when a transaction fails or the node takes over.
+   */
+  private readonly waiters: { seq: number; resolve(seq: number): void; reject(error: KvError): void }[] = [];
   /** The next seq that is not yet applied nor queued. */
   private expected: number;
   private readonly ready: Segment[] = [];
@@ -39,8 +43,6 @@ export class ReplicaApplier {
   private restoring:
     | { restore: Restore; epoch: number; seq: number; nextPart: number; owner: object | undefined; sessions: ClientSession[] }
     | undefined;
-  /** Emits when a transaction failed: everyone waiting on a seq past it gets the error. */
-  private readonly failure$ = new Subject<KvError>();
   /**
    * What this node applied lately, as the primary logs it: should it be promoted, it
    * catches the other replicas up from here instead of sending each a snapshot.
@@ -53,21 +55,26 @@ export class ReplicaApplier {
     private readonly pendingBatchesMax = REPLICA_PENDING_BATCHES_MAX,
     private readonly newLog: (start: ReplicationState) => ReplicationLog = (start) => new ReplicationLog(start),
   ) {
-    this.applied$ = new BehaviorSubject(store.state.seq);
+    this.applied = store.state.seq;
     this.expected = store.state.seq + 1;
     this.log = newLog(store.state);
   }
 
   get seq(): number {
-    return this.applied$.value;
+    return this.applied;
   }
 
   get epoch(): number {
     return this.store.state.epoch;
   }
 
-  /** Accepts a batch; resolves with the applied seq once the batch is in the store. */
-  async append(epoch: number, firstSeq: number, ops: readonly WriteOp[]): Promise<number> {
+  /**
+   * Accepts a batch, its wire text as it came and its ops decoded from it; resolves with
+   * the applied seq once the batch is in the store.
+   */
+  async append(batch: Batch, ops: readonly WriteOp[]): Promise<number> {
+    const { epoch, first: firstSeq } = batch;
+    assert(batch.count === ops.length && batch.offsets.length === ops.length, `a batch of ${batch.count} writes holds ${ops.length} ops at ${batch.offsets.length} offsets`);
     if (epoch < this.store.state.epoch) {
       throw new KvError('FORBIDDEN', `epoch ${epoch} is older than this replica's ${this.store.state.epoch}`);
     }
@@ -78,9 +85,9 @@ export class ReplicaApplier {
         if (this.waiting.size >= this.pendingBatchesMax) {
           throw new KvError('UNAVAILABLE', `too many batches wait for seq ${this.expected}`);
         }
-        this.waiting.set(firstSeq, { epoch, first: firstSeq, ops });
+        this.waiting.set(firstSeq, { batch, ops });
       } else {
-        this.enqueue({ epoch, first: firstSeq, ops });
+        this.enqueue({ batch, ops });
       }
     }
     return this.whenApplied(last);
@@ -91,7 +98,7 @@ export class ReplicaApplier {
     this.ready.length = 0;
     this.waiting.clear();
     // Appends that were waiting for those batches get an answer: they will not be applied.
-    this.failure$.next(new KvError('UNAVAILABLE', 'this node is taking over as primary'));
+    this.failWaiters(new KvError('UNAVAILABLE', 'this node is taking over as primary'));
     while (this.applying) await this.applying;
   }
 
@@ -99,19 +106,20 @@ export class ReplicaApplier {
   reset(): void {
     this.ready.length = 0;
     this.waiting.clear();
-    this.expected = this.applied$.value + 1;
+    this.expected = this.applied + 1;
   }
 
   private enqueue(segment: Segment): void {
-    const skip = this.expected - segment.first;
-    this.ready.push(skip > 0 ? { ...segment, first: this.expected, ops: segment.ops.slice(skip) } : segment);
-    this.expected = segment.first + segment.ops.length;
+    const { first } = segment.batch;
+    const skip = this.expected - first;
+    this.ready.push(skip > 0 ? { batch: tail(segment.batch, this.expected), ops: segment.ops.slice(skip) } : segment);
+    this.expected = first + segment.ops.length;
     // Batches that were waiting on this gap may now follow.
     for (;;) {
-      const next = [...this.waiting.values()].find((s) => s.first <= this.expected);
+      const next = [...this.waiting.values()].find((s) => s.batch.first <= this.expected);
       if (!next) break;
-      this.waiting.delete(next.first);
-      if (next.first + next.ops.length > this.expected) this.enqueue(next);
+      this.waiting.delete(next.batch.first);
+      if (next.batch.first + next.ops.length > this.expected) this.enqueue(next);
     }
     // After a microtask: the other appends of the same socket read join this transaction.
     this.applying ??= Promise.resolve().then(() => this.applyReady());
@@ -146,7 +154,7 @@ export class ReplicaApplier {
     try {
       await current.restore.add(entries);
       current.sessions.push(...sessions);
-      if (!done) return this.applied$.value;
+      if (!done) return this.applied;
       await current.restore.finish({ epoch, seq }, current.sessions, watermark);
     } catch (error) {
       await this.abortRestore();
@@ -156,7 +164,7 @@ export class ReplicaApplier {
     this.expected = seq + 1;
     this.log = this.newLog({ epoch, seq });
     this.trace({ event: 'applied', first: seq, last: seq, writes: 0, role: 'replica' });
-    this.applied$.next(seq);
+    this.advance(seq);
     return seq;
   }
 
@@ -174,29 +182,47 @@ export class ReplicaApplier {
   private async applyReady(): Promise<void> {
     while (this.ready.length > 0) {
       const segments = this.ready.splice(0);
-      const epoch = Math.max(...segments.map((s) => s.epoch));
-      const ops = segments.flatMap((s) => s.ops);
-      const firstSeq = segments[0]!.first;
+      const epoch = Math.max(...segments.map((s) => s.batch.epoch));
+      const ops = segments.length === 1 ? segments[0]!.ops : segments.flatMap((s) => s.ops);
+      const firstSeq = segments[0]!.batch.first;
       try {
-        await this.store.apply(epoch, firstSeq, ops);
+        const applying = this.store.apply(epoch, firstSeq, ops);
+        if (applying) await applying;
       } catch (error) {
         const kvError = toKvError(error);
         this.trace({ event: 'rejected', reason: `replica apply failed: ${kvError.message}`, code: kvError.code });
         this.reset();
-        this.failure$.next(kvError);
+        this.failWaiters(kvError);
         continue;
       }
       const last = firstSeq + ops.length - 1;
       assert(this.store.state.seq === last, `the store holds seq ${last} after applying ${firstSeq}-${last}, not ${this.store.state.seq}`);
-      for (const segment of segments) this.log.append(encodeBatch(segment.epoch, segment.first, segment.ops));
+      // The log keeps each batch's text as it came: nothing is encoded again.
+      for (const segment of segments) this.log.append(segment.batch);
       this.trace({ event: 'applied', first: firstSeq, last, writes: ops.length, role: 'replica' });
-      this.applied$.next(last);
+      this.advance(last);
     }
     this.applying = undefined;
   }
 
-  private async whenApplied(seq: number): Promise<number> {
-    if (this.applied$.value >= seq) return this.applied$.value;
-    return firstValueFrom(this.applied$.pipe(first((applied) => applied >= seq), failWhen(this.failure$)));
+  private whenApplied(seq: number): Promise<number> {
+    if (this.applied >= seq) return Promise.resolve(this.applied);
+    return new Promise((resolve, reject) => this.waiters.push({ seq, resolve, reject }));
+  }
+
+  /** The store holds `seq` now: the appends waiting for it or less are answered with it. */
+  private advance(seq: number): void {
+    this.applied = seq;
+    let kept = 0;
+    for (const waiter of this.waiters) {
+      if (waiter.seq <= seq) waiter.resolve(seq);
+      else this.waiters[kept++] = waiter;
+    }
+    this.waiters.length = kept;
+  }
+
+  /** Every append waiting gets `error`: what it waited for will not be applied now. */
+  private failWaiters(error: KvError): void {
+    for (const waiter of this.waiters.splice(0)) waiter.reject(error);
   }
 }

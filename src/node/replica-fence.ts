@@ -171,7 +171,8 @@ export class ReplicaFence {
   private async append(request: AppendRequest, session: Session): Promise<Reply> {
     const applier = this.current(session, 'replication frames');
     try {
-      return okReply(request.id, { seq: await applier.append(request.epoch, request.first, request.ops) });
+      const { epoch, first, ops, wire, offsets } = request;
+      return okReply(request.id, { seq: await applier.append({ epoch, first, count: ops.length, wire, offsets }, ops) });
     } catch (error) {
       throw this.refusedFromPrimary(`seqs ${request.first}-${request.first + request.ops.length - 1}`, error);
     }

@@ -7,8 +7,15 @@
  * are logged. Acks advance `acked$`. Any failure closes the connection; the Redialer
  * reconnects with backoff and the link catches up again, which also heals frames lost in
  * between.
+ *
+ * Append frames carry no id: the replica answers each with the highest seq it applied,
+ * which is all the link needs (acks are cumulative), so every link at the same seq sends
+ * one frame text, built once by the log, and an append costs no pending request and no
+ * timer. The link keeps the frames in flight, oldest first, and its lease loop, which
+ * runs anyway, drops a connection whose oldest frame went unanswered too long.
  */
 import { BehaviorSubject, Subject, firstValueFrom, takeUntil } from 'rxjs';
+import type { OkReply } from '../protocol/reply.js';
 import { APPENDS_IN_FLIGHT_MAX, BATCH_BYTES_MAX, LEASE_MS, LEASE_RENEW_BELOW_MS, LEASE_RENEW_MS, PEER_FRAME_BYTES_MAX, SNAPSHOT_PART_BYTES_MAX, SNAPSHOT_PART_ENTRIES_MAX } from '../constants.js';
 import { ConnectionClosedError, KvError, assert, toKvError } from '../errors.js';
 import { proofFor } from '../protocol/auth.js';
@@ -19,7 +26,7 @@ import type { Environment } from '../env/environment.js';
 import type { ClientSession, SnapshotEntry } from '../protocol/messages.js';
 import type { ReplicationState, Store } from '../storage/store.js';
 import { Redialer } from '../transport/redialer.js';
-import { lastSeq, type Batch, type ReplicationLog } from './replication-log.js';
+import type { AppendFrame, ReplicationLog } from './replication-log.js';
 import { formatPosition, isAhead } from './position.js';
 import type { TraceEvent } from './trace.js';
 import type { AckSource } from './write-pipeline.js';
@@ -47,7 +54,8 @@ export class ReplicaLink implements AckSource {
   readonly acked$: BehaviorSubject<number>;
   private channel: RpcChannel | undefined;
   private sentSeq = 0;
-  private appendsInFlight = 0;
+  /** Append frames sent on the connection and not yet answered, oldest first (at most APPENDS_IN_FLIGHT_MAX). */
+  private unanswered: { first: number; last: number; sentMs: number }[] = [];
   private closed = false;
   private readonly closed$ = new Subject<void>();
   private readonly redialer: Redialer<RpcChannel>;
@@ -81,7 +89,7 @@ export class ReplicaLink implements AckSource {
       },
       onDown: () => {
         this.channel = undefined;
-        this.appendsInFlight = 0;
+        this.unanswered = [];
         this.stopRenewing?.();
         this.trace({ event: 'peer', peer: this.name, state: 'disconnected' });
       },
@@ -109,8 +117,9 @@ export class ReplicaLink implements AckSource {
     return this.channel !== undefined && this.acked$.value >= seq;
   }
 
-  notify(): void {
-    this.pump();
+  /** How long a request on the link (an append among them) may go unanswered before the connection is dropped. */
+  private get appendTimeoutMs(): number {
+    return this.options.ackTimeoutMs * 4;
   }
 
   /** Why the replica is not acknowledging, when it said so (for the error a client gets). */
@@ -136,7 +145,7 @@ export class ReplicaLink implements AckSource {
       this.hub.resolveUntil$(this.name, this.options.resolveDeadlineMs).pipe(takeUntil(this.closed$)),
     );
     const connection = await this.options.env.transport.connect(address, { maxPayload: PEER_FRAME_BYTES_MAX, kind: 'peer', localAddress: this.options.localAddress });
-    const channel = new RpcChannel(connection, this.options.env.clock, this.options.ackTimeoutMs * 4);
+    const channel = new RpcChannel(connection, this.options.env.clock, this.appendTimeoutMs);
     // close() ends the handshake and catch-up too: its requests fail at once.
     const closing = this.closed$.subscribe({ complete: () => channel.close() });
     try {
@@ -163,6 +172,7 @@ export class ReplicaLink implements AckSource {
       // `holds` and the acks count only what the replica has now.
       this.acked$.next(Math.min(replicaSeq, this.log.lastSeq));
       this.lastAckMs = this.options.env.clock.now();
+      channel.onUnnumbered = (result) => this.answered(channel, result);
       this.channel = channel;
       this.renewLease(channel);
       this.pump();
@@ -223,51 +233,60 @@ export class ReplicaLink implements AckSource {
 
   /**
    * Sends what the log holds past sentSeq, keeping at most APPENDS_IN_FLIGHT_MAX frames
-   * unacked; consecutive batches of one epoch travel together in one frame.
+   * unanswered; consecutive batches of one epoch travel together in one frame.
    */
   private pump(): void {
     const channel = this.channel;
-    while (channel && this.sentSeq < this.log.lastSeq && this.appendsInFlight < APPENDS_IN_FLIGHT_MAX) {
-      const batches = this.log.after(this.sentSeq, BATCH_BYTES_MAX);
-      const sent = lastSeq(batches[batches.length - 1]!);
+    while (channel && this.sentSeq < this.log.lastSeq && this.unanswered.length < APPENDS_IN_FLIGHT_MAX) {
+      const frame = this.log.appendFrame(this.sentSeq, BATCH_BYTES_MAX);
       // On one connection what is sent only moves forward, in seq order with no gap.
-      assert(batches[0]!.first === this.sentSeq + 1 && sent > this.sentSeq, `frame ${batches[0]!.first}-${sent} follows seq ${this.sentSeq}`);
-      this.send(channel, batches);
-      this.sentSeq = sent;
+      assert(frame.first === this.sentSeq + 1 && frame.last > this.sentSeq, `frame ${frame.first}-${frame.last} follows seq ${this.sentSeq}`);
+      this.send(channel, frame);
+      this.sentSeq = frame.last;
     }
   }
 
-  private send(channel: RpcChannel, batches: Batch[]): void {
-    this.appendsInFlight += 1;
-    const { epoch, first } = batches[0]!;
-    const last = lastSeq(batches[batches.length - 1]!);
+  private send(channel: RpcChannel, frame: AppendFrame): void {
+    const { first, last } = frame;
     this.trace({ event: 'forwarded', to: this.name, first, last });
-    const sentMs = this.sent();
-    channel.requestText$(appendFrame(epoch, first, batches), 'append').subscribe({
-      next: (reply) => {
-        this.appendsInFlight -= 1;
-        this.extendLease(sentMs);
-        let seq: number;
-        try {
-          seq = replyCount(reply, 'seq');
-        } catch (error) {
-          this.refused(first, last, toKvError(error));
-          channel.close();
-          return;
-        }
-        this.trace({ event: 'ack', from: this.name, seq });
-        if (this.refusal !== undefined) {
-          this.refusal = undefined;
-          this.options.onProblem(this.name, undefined);
-        }
-        this.advance(seq);
-        this.pump();
-      },
-      error: (error: unknown) => {
-        this.refused(first, last, toKvError(error));
-        channel.close();
-      },
-    });
+    this.unanswered.push({ first, last, sentMs: this.sent() });
+    // A closed connection sends nothing; the Redialer hears it close and catches the replica up again.
+    channel.post(frame.text);
+  }
+
+  /**
+   * The replica answered an append (replies come one per frame, in any order): a seq is
+   * the highest it applied, and every frame up to it arrived, so the lease runs from when
+   * the newest of those was sent. Anything else is a refusal.
+   */
+  private answered(channel: RpcChannel, result: OkReply | KvError): void {
+    if (channel !== this.channel) return;
+    const oldest = this.unanswered[0];
+    if (oldest === undefined) {
+      this.refused(this.sentSeq, this.sentSeq, result instanceof KvError ? result : new KvError('INTERNAL', 'an answer to no append'));
+      channel.close();
+      return;
+    }
+    let seq: number;
+    try {
+      if (result instanceof KvError) throw result;
+      seq = replyCount(result, 'seq');
+    } catch (error) {
+      this.refused(oldest.first, this.sentSeq, toKvError(error));
+      channel.close();
+      return;
+    }
+    let arrived: number | undefined;
+    for (const frame of this.unanswered) if (frame.last <= seq) arrived = frame.sentMs;
+    if (arrived !== undefined) this.extendLease(arrived);
+    this.unanswered.shift();
+    this.trace({ event: 'ack', from: this.name, seq });
+    if (this.refusal !== undefined) {
+      this.refusal = undefined;
+      this.options.onProblem(this.name, undefined);
+    }
+    this.advance(seq);
+    this.pump();
   }
 
   /**
@@ -307,6 +326,12 @@ export class ReplicaLink implements AckSource {
     const { clock } = this.options.env;
     const renew = () => {
       if (this.channel !== channel) return;
+      const oldest = this.unanswered[0];
+      if (oldest !== undefined && clock.now() - oldest.sentMs >= this.appendTimeoutMs) {
+        this.refused(oldest.first, this.sentSeq, new KvError('UNAVAILABLE', `no reply to "append" within ${this.appendTimeoutMs} ms`));
+        channel.close();
+        return;
+      }
       if (clock.now() - this.lastSentMs >= LEASE_RENEW_MS || this.leaseUntilMs - clock.now() < LEASE_RENEW_BELOW_MS) {
         const sentMs = this.sent();
         channel.request({ op: 'lease', epoch: this.options.viewEpoch() }).then(
@@ -349,9 +374,4 @@ function sessionParts(sessions: readonly ClientSession[], bytesMax: number): str
     bytes += row.length + 1;
   }
   return parts;
-}
-
-/** The append frame as text: the batches' wire text as it was logged. */
-function appendFrame(epoch: number, first: number, batches: readonly Batch[]): string {
-  return `{"op":"append","epoch":${epoch},"first":${first},"ops":[${batches.map((batch) => batch.wire).join(',')}]}`;
 }

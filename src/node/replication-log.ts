@@ -18,10 +18,18 @@ export interface Batch {
   epoch: number;
   first: number;
   count: number;
-  /** The ops as JSON array elements joined by commas: `["p","k",1],["d","x","client-id",7]`. */
+  /** The ops as JSON array elements joined by commas: `["p","k","1"],["d","x",true,"client-id",7]`. */
   wire: string;
   /** Where each op starts in `wire`. */
   offsets: Uint32Array;
+}
+
+/** An append frame (a JSON object's text, without an id) and the seqs it carries. */
+export interface AppendFrame {
+  text: string;
+  epoch: number;
+  first: number;
+  last: number;
 }
 
 export function lastSeq(batch: Batch): number {
@@ -45,15 +53,16 @@ export function intentBytes(intent: WriteIntent): number {
 }
 
 /**
- * One op's wire form (parse.ts reads each back): values spliced in as the JSON they
- * already are. The common put and del keep their short forms; the rest say everything.
+ * One op's wire form (parse.ts reads each back, and lists the forms): a value as its JSON
+ * text in a string, which a replica takes as it is, never parsing or serializing the value
+ * again. The common put and del keep their short forms; the rest say everything.
  */
 export function encodeOp(op: WriteOp): string {
   switch (op.kind) {
     case 'put':
       return op.expiresAt === undefined && !op.incr
-        ? `["p",${JSON.stringify(op.key)},${op.valueJson}${shortTag(op.tag)}]`
-        : `["P",${JSON.stringify(op.key)},${op.valueJson},${op.expiresAt ?? null},${op.incr},${longTag(op.tag)}]`;
+        ? `["p",${JSON.stringify(op.key)},${JSON.stringify(op.valueJson)}${shortTag(op.tag)}]`
+        : `["P",${JSON.stringify(op.key)},${JSON.stringify(op.valueJson)},${op.expiresAt ?? null},${op.incr},${longTag(op.tag)}]`;
     case 'del':
       return op.expiredAt === undefined ? `["d",${JSON.stringify(op.key)},${op.found}${shortTag(op.tag)}]` : `["x",${JSON.stringify(op.key)},${op.expiredAt}]`;
     case 'clear':
@@ -85,7 +94,7 @@ export function encodeBatch(epoch: number, first: number, ops: readonly WriteOp[
 }
 
 /** The part of `batch` from seq `from` on. */
-function tail(batch: Batch, from: number): Batch {
+export function tail(batch: Batch, from: number): Batch {
   const skip = from - batch.first;
   if (skip <= 0) return batch;
   const start = batch.offsets[skip]!;
@@ -110,6 +119,8 @@ export class ReplicationLog {
   private readonly epochStarts: ReplicationState[] = [];
   /** Emits after each append: every link (replica or candidate) sends what is new. */
   readonly appended$ = new Subject<void>();
+  /** The last append frame built, for the next link that sends from the same seq. */
+  private lastFrame: { after: number; bytesMax: number; logLast: number; frame: AppendFrame } | undefined;
 
   constructor(
     start: ReplicationState,
@@ -194,6 +205,22 @@ export class ReplicationLog {
       this.baseEpoch = dropped.epoch;
     }
     this.appended$.next();
+  }
+
+  /**
+   * The append frame of `after(seq, bytesMax)`: the batches' wire text as it was logged,
+   * joined once for every link that sends from `seq` while the log has not grown (the
+   * links of a primary's replicas usually stand at the same seq: one text for all).
+   */
+  appendFrame(seq: number, bytesMax: number): AppendFrame {
+    const cached = this.lastFrame;
+    if (cached !== undefined && cached.after === seq && cached.bytesMax === bytesMax && cached.logLast === this.last) return cached.frame;
+    const batches = this.after(seq, bytesMax);
+    const { epoch, first } = batches[0]!;
+    const wire = batches.length === 1 ? batches[0]!.wire : batches.map((batch) => batch.wire).join(',');
+    const frame = { text: `{"op":"append","epoch":${epoch},"first":${first},"ops":[${wire}]}`, epoch, first, last: lastSeq(batches[batches.length - 1]!) };
+    this.lastFrame = { after: seq, bytesMax, logLast: this.last, frame };
+    return frame;
   }
 
   /**

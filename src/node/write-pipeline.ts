@@ -2,10 +2,11 @@
  * The primary's put path. Writes queue up while the previous batch is being written
  * (natural batching); a batch gets consecutive seqs, is applied to the local store as one
  * transaction, and only if that succeeded goes to the replication log, from which every
- * replica link forwards it. Each write's promise settles when every replica of the view
- * has acked a seq at or past the batch's last one (combineLatest over their ack streams,
- * re-judged by switchMap when the view changes), or fails with
- * UNAVAILABLE after the ack timeout. At most BATCHES_IN_FLIGHT_MAX batches wait for acks;
+ * replica link forwards it. A batch waits for acks on one settle path: when every replica
+ * of the view has acked a seq at or past its last one (judged on each ack and on each
+ * view change), its writes are answered, in seq order; one ack timer, armed while a batch
+ * waits, fails the batches whose ack timeout passed with UNAVAILABLE. Nothing is built per
+ * batch but the batch's own record. At most BATCHES_IN_FLIGHT_MAX batches wait for acks;
  * order is kept because seqs are, and replicas apply in seq order. Reads go through
  * `read`: what was read is answered once every replica holds the last write to the key.
  *
@@ -18,26 +19,28 @@
  * applied end UNAVAILABLE (they may be on some nodes), and a read is answered only if the
  * last write to its key is on the replicas that left (so the hub may promote one of them).
  */
-import { BehaviorSubject, Subject, combineLatest, filter, first, firstValueFrom, map, of, switchMap, throwError, timeout, type Observable } from 'rxjs';
+import { BehaviorSubject, Subject, Subscription, combineLatest, filter, first, firstValueFrom, map, of, switchMap, throwError, timeout, type Observable } from 'rxjs';
 import { BATCHES_IN_FLIGHT_MAX, BATCH_BYTES_MAX, BATCH_WRITES_MAX, REQUEST_TAG_WINDOW, WRITE_QUEUE_BYTES_MAX, WRITE_QUEUE_MAX } from '../constants.js';
 import { KvError, NOTHING_APPLIED, assert, toKvError } from '../errors.js';
-import type { Clock } from '../env/environment.js';
+import type { Cancel, Clock } from '../env/environment.js';
 import { belowFloor, type RequestTag, type WriteIntent, type WriteOp } from '../protocol/messages.js';
-import { replyFields, resultOf } from '../storage/client-sessions.js';
+import { replyOf } from '../storage/client-sessions.js';
 import type { Store } from '../storage/store.js';
 import { failWhen } from './operators.js';
 import { encodeBatch, intentBytes, type ReplicationLog } from './replication-log.js';
 import { BatchResolver, type Resolution } from './resolve.js';
 import type { TraceEvent } from './trace.js';
 
-/** What the pipeline needs of a replica: its name, its acks, and a nudge when the log grew. */
+/**
+ * What the pipeline needs of a replica: its name and its acks. (It hears of new batches
+ * from the replication log, whose every append each link follows.)
+ */
 export interface AckSource {
   readonly name: string;
   /** The highest seq the replica has acknowledged. */
   readonly acked$: BehaviorSubject<number>;
   /** Why the replica is refusing what it is sent, if it said so. */
   readonly problem?: string | undefined;
-  notify(): void;
 }
 
 export interface WritePipelineOptions {
@@ -79,11 +82,27 @@ interface QueuedWrite {
   tagId: string | undefined;
 }
 
+/** A batch applied here and logged, waiting until every replica of the view holds its last seq. */
+interface WaitingBatch {
+  first: number;
+  last: number;
+  ops: readonly WriteOp[];
+  /** The writes that became `ops`, in the same order: answered once the batch is acknowledged. */
+  writes: readonly QueuedWrite[];
+  /** When it fails with UNAVAILABLE, on the clock's time. */
+  deadlineMs: number;
+}
+
 export class WritePipeline {
   private queue: QueuedWrite[] = [];
   private queueBytes = 0;
   private draining = false;
-  private batchesInFlight = 0;
+  /** Batches waiting for acks, oldest first: at most batchesInFlightMax. */
+  private readonly waiting: WaitingBatch[] = [];
+  /** Armed while a batch waits, for the oldest one's deadline (it re-arms itself for the next). */
+  private ackTimer: Cancel | undefined;
+  /** The acks of the view's replicas, each of which may settle waiting batches. */
+  private acks = new Subscription();
   private nextSeq: number;
   /**
    * The seq of the last write to each key committed here but maybe not yet on every
@@ -135,6 +154,7 @@ export class WritePipeline {
     this.epoch = options.epoch;
     this.minReplicas = options.minReplicas ?? 0;
     this.readsFromSeq = log.lastSeq;
+    this.followAcks();
   }
 
   /**
@@ -166,6 +186,8 @@ export class WritePipeline {
       if (!below) this.readsFromSeq = this.log.lastSeq;
       switched();
       this.replicas$.next(next);
+      // Waiting batches are judged again: a replica that left is no longer waited for.
+      this.followAcks();
       this.forgetAcked();
     })();
     this.switching = switching;
@@ -382,12 +404,17 @@ export class WritePipeline {
     const error = new KvError('UNAVAILABLE', reason);
     for (const write of this.queue.splice(0)) this.fail(write, error);
     this.queueBytes = 0;
+    this.acks.unsubscribe();
+    this.ackTimer?.();
+    this.ackTimer = undefined;
+    const unacknowledged = new KvError('UNAVAILABLE', `${reason}: the write may be on some nodes`);
+    for (const batch of this.waiting.splice(0)) for (const write of batch.writes) this.fail(write, unacknowledged);
     this.closing$.next();
     this.closing$.complete();
   }
 
   private kick(): void {
-    if (this.draining || this.switching || this.batchesInFlight >= this.batchesInFlightMax) return;
+    if (this.draining || this.switching || this.waiting.length >= this.batchesInFlightMax) return;
     this.draining = true;
     // A microtask lets the other frames of the same socket read join this batch.
     queueMicrotask(() => void this.drain());
@@ -397,8 +424,13 @@ export class WritePipeline {
     return this.options.batchesInFlightMax ?? BATCHES_IN_FLIGHT_MAX;
   }
 
+  /**
+   * Takes batches off the queue while batches in flight allow: each is decided, applied in
+   * one transaction, logged (every link forwards it from there), and waits for its acks.
+   * Synchronous but for a store whose apply returns a promise (the simulator's disks).
+   */
   private async drain(): Promise<void> {
-    while (this.queue.length > 0 && !this.closed && !this.switching && this.batchesInFlight < this.batchesInFlightMax) {
+    while (this.queue.length > 0 && !this.closed && !this.switching && this.waiting.length < this.batchesInFlightMax) {
       const belowFloor = this.floorRefusal();
       if (belowFloor) {
         this.refuseQueued(belowFloor);
@@ -419,8 +451,10 @@ export class WritePipeline {
       this.nextSeq += ops.length;
       try {
         const applying = this.store.apply(this.epoch, first, ops);
-        this.applying = applying;
-        await applying;
+        if (applying) {
+          this.applying = applying;
+          await applying;
+        }
       } catch (error) {
         // Nothing was written, so nothing is forwarded and the seqs are given out again; what
         // the writes refused had read is gone too, so they fail alike.
@@ -432,36 +466,105 @@ export class WritePipeline {
       }
       const last = first + ops.length - 1;
       assert(this.store.state.seq === last && this.store.state.epoch === this.epoch, `the store holds the batch ${first}-${last} in epoch ${this.epoch}, not ${this.store.state.epoch}:${this.store.state.seq}`);
-      ops.forEach((op, index) => {
-        for (const key of keysOf(op)) {
-          this.unacked.delete(key);
-          this.unacked.set(key, first + index);
-        }
-      });
+      for (let index = 0; index < ops.length; index += 1) {
+        const op = ops[index]!;
+        if (op.kind === 'clear') for (const key of op.keys) this.written(key, first + index);
+        else this.written(op.key, first + index);
+      }
       this.trace({ event: 'applied', first, last, writes: ops.length, role: 'primary' });
+      // Every link (replica or candidate) follows the log's appends and sends the batch.
       this.log.append(encodeBatch(this.epoch, first, ops));
-      for (const replica of this.replicas) replica.notify();
       this.settleUnapplied(writes, resolutions);
       const applied = writes.filter((_, index) => resolutions[index]!.kind === 'op');
-      this.batchesInFlight += 1;
-      assert(this.batchesInFlight <= this.batchesInFlightMax, `${this.batchesInFlight} batches in flight, at most ${this.batchesInFlightMax}`);
-      this.allAcked$(last).subscribe({
-        next: () => {
-          this.landed();
-          this.forgetAcked();
-          this.options.onAcknowledged?.(first, ops);
-          applied.forEach((write, index) => this.succeed(write, replyFields(resultOf(ops[index]!, first + index)).reply));
-          this.kick();
-        },
-        error: (error: unknown) => {
-          this.landed();
-          const kvError = toKvError(error);
-          for (const write of applied) this.fail(write, kvError);
-          this.kick();
-        },
-      });
+      if (this.closed) {
+        // Closed while an asynchronous store committed: nobody will acknowledge it here.
+        const error = new KvError('UNAVAILABLE', `${this.closeReason}: the write may be on some nodes`);
+        for (const write of applied) this.fail(write, error);
+        continue;
+      }
+      this.waiting.push({ first, last, ops, writes: applied, deadlineMs: this.options.clock.now() + this.options.ackTimeoutMs });
+      assert(this.waiting.length <= this.batchesInFlightMax, `${this.waiting.length} batches in flight, at most ${this.batchesInFlightMax}`);
+      // A view without replicas acknowledges at once.
+      this.settleWaiting();
+      this.armAckTimer();
     }
     this.draining = false;
+  }
+
+  /** `key` was last written at `seq`, here and maybe not yet on every replica (the Map's order is the seqs'). */
+  private written(key: string, seq: number): void {
+    this.unacked.delete(key);
+    this.unacked.set(key, seq);
+  }
+
+  /**
+   * Follows the acks of the view's replicas (again, after a view change): each ack, and
+   * the change itself, may settle waiting batches.
+   */
+  private followAcks(): void {
+    this.acks.unsubscribe();
+    this.acks = new Subscription();
+    for (const replica of this.replicas) this.acks.add(replica.acked$.subscribe(() => this.settleWaiting()));
+    this.settleWaiting();
+  }
+
+  /**
+   * The one settle path of waiting batches: those every replica of the view holds are
+   * answered, oldest first; a view below its floor fails them all (they may be on some
+   * nodes). Called on every ack, view change, new batch and ack timer.
+   */
+  private settleWaiting(): void {
+    if (this.waiting.length === 0) return;
+    if (this.replicas.length < this.minReplicas) {
+      const error = new KvError('UNAVAILABLE', `${this.floorRefusal()}: the write may be on some nodes`);
+      for (const batch of this.waiting.splice(0)) this.failBatch(batch, error);
+      return;
+    }
+    let acked = Number.MAX_SAFE_INTEGER;
+    for (const replica of this.replicas) acked = Math.min(acked, replica.acked$.value);
+    while (this.waiting.length > 0 && this.waiting[0]!.last <= acked) this.acknowledged(this.waiting.shift()!);
+  }
+
+  /** Every replica of the view holds `batch`: its writes are answered. */
+  private acknowledged(batch: WaitingBatch): void {
+    this.forgetAcked();
+    this.options.onAcknowledged?.(batch.first, batch.ops);
+    batch.writes.forEach((write, index) => this.succeed(write, replyOf(batch.ops[index]!, batch.first + index)));
+    this.kick();
+  }
+
+  private failBatch(batch: WaitingBatch, error: KvError): void {
+    for (const write of batch.writes) this.fail(write, error);
+    this.kick();
+  }
+
+  /**
+   * One timer while batches wait, for the oldest one's deadline: when it fires, the batches
+   * whose ack timeout passed fail, naming the replicas that did not acknowledge, and it is
+   * armed again for the next. A batch acknowledged before its deadline leaves the timer as
+   * it is, so timers come and go about once per ack timeout, not once per batch.
+   */
+  private armAckTimer(): void {
+    if (this.ackTimer !== undefined || this.waiting.length === 0) return;
+    const { clock } = this.options;
+    this.ackTimer = clock.after(Math.max(0, this.waiting[0]!.deadlineMs - clock.now()), () => {
+      this.ackTimer = undefined;
+      this.settleWaiting();
+      const now = clock.now();
+      while (this.waiting.length > 0 && this.waiting[0]!.deadlineMs <= now) {
+        const batch = this.waiting.shift()!;
+        this.failBatch(batch, this.ackTimeoutError(batch.last));
+      }
+      this.armAckTimer();
+    });
+  }
+
+  /** UNAVAILABLE for a write at `seq` not acknowledged in time, naming who did not acknowledge it and why. */
+  private ackTimeoutError(seq: number): KvError {
+    const { ackTimeoutMs } = this.options;
+    const missing = this.replicas.filter((replica) => replica.acked$.value < seq);
+    const why = missing.map((replica) => `replica ${replica.name} did not acknowledge within ${ackTimeoutMs} ms${replica.problem === undefined ? '' : ` (${replica.problem})`}`);
+    return new KvError('UNAVAILABLE', `${why.join('; ')}; the write may be on some nodes`);
   }
 
   /**
@@ -482,12 +585,6 @@ export class WritePipeline {
     });
   }
 
-  /** A batch in flight settled (acknowledged, or failed). */
-  private landed(): void {
-    assert(this.batchesInFlight > 0, 'a batch settles only while in flight');
-    this.batchesInFlight -= 1;
-  }
-
   /** The next batch: the writes at the queue's head, up to its limits; a clear always starts one. */
   private takeBatch(): QueuedWrite[] {
     const writesMax = this.options.batchWritesMax ?? BATCH_WRITES_MAX;
@@ -506,9 +603,10 @@ export class WritePipeline {
   }
 
   /**
-   * Emits once when every replica of the view has acknowledged `seq` (re-judged when the
-   * view changes: a replica that left is no longer waited for); UNAVAILABLE after the ack
-   * timeout, naming who did not acknowledge.
+   * For a read, a retry's answer or a refusal (not a batch: those settle on one path,
+   * settleWaiting): emits once when every replica of the view has acknowledged `seq`
+   * (re-judged when the view changes: a replica that left is no longer waited for);
+   * UNAVAILABLE after the ack timeout, naming who did not acknowledge.
    */
   private allAcked$(seq: number): Observable<unknown> {
     if (this.closed) return throwError(() => new KvError('UNAVAILABLE', `${this.closeReason}: the write may be on some nodes`));
@@ -521,15 +619,7 @@ export class WritePipeline {
         return replicas.length === 0 ? of(true) : combineLatest(replicas.map((replica) => replica.acked$)).pipe(filter((acks) => acks.every((acked) => acked >= seq)));
       }),
       first(),
-      timeout({
-        first: ackTimeoutMs,
-        scheduler: this.options.clock.scheduler,
-        with: () => {
-          const missing = this.replicas.filter((replica) => replica.acked$.value < seq);
-          const why = missing.map((replica) => `replica ${replica.name} did not acknowledge within ${ackTimeoutMs} ms${replica.problem === undefined ? '' : ` (${replica.problem})`}`);
-          return throwError(() => new KvError('UNAVAILABLE', `${why.join('; ')}; the write may be on some nodes`));
-        },
-      }),
+      timeout({ first: ackTimeoutMs, scheduler: this.options.clock.scheduler, with: () => throwError(() => this.ackTimeoutError(seq)) }),
     );
     return acked$.pipe(failWhen(this.closing$.pipe(map(() => new KvError('UNAVAILABLE', `${this.closeReason}: the write may be on some nodes`)))));
   }
@@ -540,7 +630,4 @@ function tagId(tag: RequestTag): string {
   return `${tag.req}\u0000${tag.client}`;
 }
 
-/** The keys an op writes. */
-function keysOf(op: WriteOp): readonly string[] {
-  return op.kind === 'clear' ? op.keys : [op.key];
-}
+

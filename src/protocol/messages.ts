@@ -104,6 +104,9 @@ export interface AppendRequest {
   epoch: number;
   first: number;
   ops: WriteOp[];
+  /** The ops' text as it came (the replica logs it as it is) and where each op starts in it. */
+  wire: string;
+  offsets: Uint32Array;
 }
 
 /**

@@ -37,7 +37,7 @@ type Fields = Record<string, unknown>;
 
 /** Parses a frame sent to a node: the client ops of PROTOCOL.md and the peer ops. */
 export function parseNodeFrame(text: string, limits: Limits): Parsed<NodeRequest> {
-  return parseFrame(text, (fields, id) => nodeRequest(fields, id, limits));
+  return parseFrame(text, (fields, id) => nodeRequest(fields, id, limits, text));
 }
 
 /** Parses a frame sent to the directory hub. */
@@ -76,7 +76,7 @@ function parseFrame<T>(text: string, build: (fields: Fields, id: RequestId) => T
   }
 }
 
-function nodeRequest(fields: Fields, id: RequestId, limits: Limits): NodeRequest {
+function nodeRequest(fields: Fields, id: RequestId, limits: Limits, text: string): NodeRequest {
   const op = requireOp(fields);
   switch (op) {
     case 'get':
@@ -122,14 +122,13 @@ function nodeRequest(fields: Fields, id: RequestId, limits: Limits): NodeRequest
       return { type: 'auth', id, proof: requireString(fields, 'proof') };
     case 'lease':
       return { type: 'lease', id, epoch: requireCount(fields, 'epoch') };
-    case 'append':
-      return {
-        type: 'append',
-        id,
-        epoch: requireCount(fields, 'epoch'),
-        first: requireCount(fields, 'first'),
-        ops: requireWriteOps(fields['ops']),
-      };
+    case 'append': {
+      const ops = requireWriteOps(fields['ops']);
+      for (const name in fields) if (!APPEND_FIELDS.has(name)) throw new KvError('BAD_REQUEST', `an append takes ${[...APPEND_FIELDS].join(', ')}; not ${name}`);
+      const framed = opsText(text, ops.length);
+      if (framed === undefined) throw new KvError('BAD_REQUEST', 'ops must be JSON arrays, one per op');
+      return { type: 'append', id, epoch: requireCount(fields, 'epoch'), first: requireCount(fields, 'first'), ops, ...framed };
+    }
     case 'snapshot': {
       const done = fields['done'];
       if (typeof done !== 'boolean') throw new KvError('BAD_REQUEST', 'done must be a boolean');
@@ -502,17 +501,16 @@ export function invalidValue(value: unknown, depthMax: number): KvError | undefi
 }
 
 /**
- * Replication ops, compact on the wire: ["p", key, value] or ["d", key], each followed by
- * client and req when the write was tagged. They come only from an authenticated primary,
- * but a malformed batch is still refused whole.
- */
-/**
  * The ops of an append frame (replication-log.ts, encodeOp): results the primary decided.
- *   ["p", key, value]  ["p", key, value, client, req]            a plain put
- *   ["P", key, value, expiresAt | null, incr, client | null, req | null]   a put with expiry, or an incr's
- *   ["d", key, found]  ["d", key, found, client, req]            a del
- *   ["x", key, expiredAt]                                        an expiry delete
- *   ["c", prefix, [keys], deleted, more, client | null, req | null]        a clear
+ * A value travels as its JSON text in a JSON string, so a replica takes the text the
+ * primary validated and serialized, byte for byte, without parsing, checking or
+ * serializing the value again: replication frames come only from the authenticated
+ * primary of the current view, and the frame's framing is what a replica checks.
+ *   ["p", key, "value"]  ["p", key, "value", client, req]            a plain put
+ *   ["P", key, "value", expiresAt | null, incr, client | null, req | null]   a put with expiry, or an incr's
+ *   ["d", key, found]  ["d", key, found, client, req]                a del
+ *   ["x", key, expiredAt]                                            an expiry delete
+ *   ["c", prefix, [keys], deleted, more, client | null, req | null]  a clear
  */
 /**
  * The ops of a batch as the replication log keeps it (its wire text, the elements of an
@@ -520,6 +518,83 @@ export function invalidValue(value: unknown, depthMax: number): KvError | undefi
  */
 export function decodeWireOps(wire: string): WriteOp[] {
   return requireWriteOps(JSON.parse(`[${wire}]`) as unknown);
+}
+
+/** The fields an append has; a replica refuses any other (the ops' text is found by its framing). */
+const APPEND_FIELDS = new Set(['id', 'op', 'epoch', 'first', 'ops']);
+
+/**
+ * The text of an append's `ops` as it came, and where each of its `count` ops starts in
+ * it: what the replica's log keeps instead of encoding the ops again. The frame has been
+ * parsed, so it is JSON: `"ops"` followed by a colon can only be that key (a quote inside a
+ * string is escaped), and the scan finds each op's end by its brackets, skipping strings
+ * (values among them) whole. Undefined unless there are `count` arrays and nothing else.
+ */
+function opsText(text: string, count: number): { wire: string; offsets: Uint32Array } | undefined {
+  let start = -1;
+  for (let at = text.indexOf('"ops"'); at >= 0 && start < 0; at = text.indexOf('"ops"', at + 1)) {
+    let next = skipSpace(text, at + 5);
+    if (text.charCodeAt(next) !== COLON) continue;
+    next = skipSpace(text, next + 1);
+    if (text.charCodeAt(next) === OPEN) start = skipSpace(text, next + 1);
+  }
+  if (start < 0) return undefined;
+  const offsets = new Uint32Array(count);
+  let at = start;
+  let end = start;
+  for (let op = 0; op < count; op += 1) {
+    if (op > 0) {
+      if (text.charCodeAt(at) !== COMMA) return undefined;
+      at = skipSpace(text, at + 1);
+    }
+    if (text.charCodeAt(at) !== OPEN) return undefined;
+    offsets[op] = at - start;
+    end = arrayEnd(text, at);
+    if (end < 0) return undefined;
+    at = skipSpace(text, end);
+  }
+  return text.charCodeAt(at) === CLOSE ? { wire: text.slice(start, end), offsets } : undefined;
+}
+
+const OPEN = 0x5b;
+const CLOSE = 0x5d;
+const COMMA = 0x2c;
+const COLON = 0x3a;
+const QUOTE = 0x22;
+const BACKSLASH = 0x5c;
+
+function skipSpace(text: string, at: number): number {
+  let next = at;
+  for (let code = text.charCodeAt(next); code === 0x20 || code === 0x0a || code === 0x0d || code === 0x09; code = text.charCodeAt(next)) next += 1;
+  return next;
+}
+
+/** Just past the array that opens at `at` (nested arrays included, strings skipped whole); -1 if it does not close. */
+function arrayEnd(text: string, at: number): number {
+  let depth = 0;
+  let next = at;
+  while (next < text.length) {
+    const code = text.charCodeAt(next);
+    if (code === QUOTE) {
+      next = stringEnd(text, next);
+      if (next < 0) return -1;
+      continue;
+    }
+    if (code === OPEN) depth += 1;
+    else if (code === CLOSE && --depth === 0) return next + 1;
+    next += 1;
+  }
+  return -1;
+}
+
+/** Just past the string that opens at `at`: its first quote not escaped by a backslash. */
+function stringEnd(text: string, at: number): number {
+  for (let quote = text.indexOf('"', at + 1); quote >= 0; quote = text.indexOf('"', quote + 1)) {
+    let backslashes = 0;
+    while (text.charCodeAt(quote - 1 - backslashes) === BACKSLASH) backslashes += 1;
+    if (backslashes % 2 === 0) return quote + 1;
+  }
+  return -1;
 }
 
 function requireWriteOps(raw: unknown): WriteOp[] {
@@ -540,11 +615,11 @@ function writeOp(entry: unknown[]): WriteOp | undefined {
   // Every op has the same fields, tagged or not: the code that handles them stays monomorphic.
   switch (kind) {
     case 'p':
-      if ((entry.length !== 3 && entry.length !== 5) || !isValue(entry[2])) return undefined;
-      return { kind: 'put', key, valueJson: JSON.stringify(entry[2]), expiresAt: undefined, incr: false, tag: entry.length === 5 ? requireTag(entry[3], entry[4]) : undefined };
+      if ((entry.length !== 3 && entry.length !== 5) || !isValueText(entry[2])) return undefined;
+      return { kind: 'put', key, valueJson: entry[2], expiresAt: undefined, incr: false, tag: entry.length === 5 ? requireTag(entry[3], entry[4]) : undefined };
     case 'P':
-      if (entry.length !== 7 || !isValue(entry[2]) || !(entry[3] === null || isSeq(entry[3])) || typeof entry[4] !== 'boolean') return undefined;
-      return { kind: 'put', key, valueJson: JSON.stringify(entry[2]), expiresAt: entry[3] ?? undefined, incr: entry[4], tag: optionalWireTag(entry[5], entry[6]) };
+      if (entry.length !== 7 || !isValueText(entry[2]) || !(entry[3] === null || isSeq(entry[3])) || typeof entry[4] !== 'boolean') return undefined;
+      return { kind: 'put', key, valueJson: entry[2], expiresAt: entry[3] ?? undefined, incr: entry[4], tag: optionalWireTag(entry[5], entry[6]) };
     case 'd':
       if ((entry.length !== 3 && entry.length !== 5) || typeof entry[2] !== 'boolean') return undefined;
       return { kind: 'del', key, found: entry[2], expiredAt: undefined, tag: entry.length === 5 ? requireTag(entry[3], entry[4]) : undefined };
@@ -568,8 +643,12 @@ function optionalWireTag(client: unknown, req: unknown): RequestTag | undefined 
   return client === null && req === null ? undefined : requireTag(client, req);
 }
 
-function isValue(value: unknown): boolean {
-  return value !== null && value !== undefined && !invalidValue(value, VALUE_DEPTH_MAX);
+/**
+ * A value's JSON text as the primary sends it: what it checked and serialized, taken as
+ * it is (not parsed again); a stored value is never empty nor null.
+ */
+function isValueText(value: unknown): value is string {
+  return typeof value === 'string' && value.length > 0 && value !== 'null';
 }
 
 /** Client sessions of a snapshot: [client, req, seq, results]. */

@@ -38,13 +38,16 @@ export interface EventFrame {
   fields: Record<string, unknown>;
 }
 
-/** parseReply, or an EventFrame for a frame with a string `event` and no `ok`. */
+/**
+ * parseReply, or an EventFrame for a frame with a string `event` and no `ok`; and a reply
+ * whose id is null too, the answer to a frame sent without one (RpcChannel.post).
+ */
 export function parseReplyOrEvent(text: string): { id: RequestId; result: OkReply | KvError } | EventFrame | undefined {
   const fields = decodeObject(text);
   if (fields === undefined) return undefined;
   const { id, event } = fields;
   if (fields['ok'] === undefined && typeof event === 'string' && (typeof id === 'string' || typeof id === 'number')) return { id, event, fields };
-  return replyOf(fields);
+  return replyOf(fields, true);
 }
 
 function decodeObject(text: string): Record<string, unknown> | undefined {
@@ -58,9 +61,9 @@ function decodeObject(text: string): Record<string, unknown> | undefined {
   return decoded as Record<string, unknown>;
 }
 
-function replyOf(fields: Record<string, unknown>): { id: RequestId; result: OkReply | KvError } | undefined {
+function replyOf(fields: Record<string, unknown>, nullId = false): { id: RequestId; result: OkReply | KvError } | undefined {
   const id = fields['id'];
-  if (typeof id !== 'string' && typeof id !== 'number') return undefined;
+  if (typeof id !== 'string' && typeof id !== 'number' && !(nullId && id === null)) return undefined;
   const malformed = (why: string) => ({ id, result: new KvError('INTERNAL', `malformed reply: ${why}`) });
   if (fields['ok'] === true) return { id, result: fields as OkReply };
   if (fields['ok'] !== false) return malformed('ok must be true or false');

@@ -4,7 +4,10 @@
  * is sent, so a fast reply cannot be missed; replies are parsed at the boundary and
  * matched by id; closing rejects every pending request; at most RPC_PENDING_MAX wait.
  * A stream (a watch) is a request whose reply is followed by event frames with its id:
- * they go to it, in order, until it is unsubscribed or the connection closes.
+ * they go to it, in order, until it is unsubscribed or the connection closes. A frame
+ * posted without an id (a replica link's appends, whose acks are cumulative and need no
+ * matching) costs no pending entry and no timer: replies without an id go to
+ * `onUnnumbered`, and timing them out is the poster's.
  */
 import { Observable } from 'rxjs';
 import { REQUEST_TIMEOUT_MS, RPC_PENDING_MAX } from '../constants.js';
@@ -24,6 +27,8 @@ export class RpcChannel {
   private readonly streams = new Map<number, (frame: OkReply | KvError | EventFrame) => void>();
   /** Settles when the connection has closed. */
   readonly closed: Promise<void>;
+  /** Where replies without an id go (the answers to `post`), in the order they arrive. */
+  onUnnumbered: ((result: OkReply | KvError) => void) | undefined;
 
   constructor(
     readonly connection: Connection,
@@ -129,6 +134,14 @@ export class RpcChannel {
     });
   }
 
+  /**
+   * Sends a frame as it is, without an id (`objectText`, a JSON object's text): its reply
+   * has none either and goes to onUnnumbered. False when the connection is closed.
+   */
+  post(objectText: string): boolean {
+    return this.connection.send(objectText);
+  }
+
   /** The promise form of request$. */
   request(fields: Record<string, unknown>, timeoutMs?: number): Promise<OkReply> {
     return new Promise((resolve, reject) => {
@@ -144,6 +157,7 @@ export class RpcChannel {
   /** A frame that answers no pending request (late, after its timeout, or unreadable) is dropped. */
   private dispatch(frame: string): void {
     const parsed = parseReplyOrEvent(frame);
+    if (parsed !== undefined && parsed.id === null && 'result' in parsed) this.onUnnumbered?.(parsed.result);
     if (parsed === undefined || typeof parsed.id !== 'number') return;
     const stream = this.streams.get(parsed.id);
     if ('event' in parsed) stream?.(parsed);

@@ -27,6 +27,28 @@ export type TagCheck =
   /** Older than the window: whether it was applied is not known any more. */
   | { kind: 'stale'; oldest: number };
 
+/**
+ * One tagged write of a batch as the sessions see it: its tag, its seq and its result. A
+ * batch's sessions are derived from these alone, so a store can log them and derive the
+ * sessions again later (sqlite-store.ts folds its log of them into rows now and then).
+ */
+export interface TaggedResult {
+  client: string;
+  req: number;
+  seq: number;
+  result: string;
+}
+
+/** The tagged writes of a batch applied at seqs first, first+1, ..., in order. */
+export function taggedResults(first: number, ops: readonly WriteOp[]): TaggedResult[] {
+  const tagged: TaggedResult[] = [];
+  for (let index = 0; index < ops.length; index += 1) {
+    const op = ops[index]!;
+    if (op.tag !== undefined) tagged.push({ client: op.tag.client, req: op.tag.req, seq: first + index, result: resultOf(op, first + index) });
+  }
+  return tagged;
+}
+
 /** What one batch does to the sessions: rows to write, in the order of their last write, and clients forgotten. */
 export interface SessionChanges {
   changed: ClientSession[];
@@ -57,6 +79,18 @@ export function resultOf(op: WriteOp, seq: number): string {
       return `${op.found ? 't' : 'f'}${seq}`;
     case 'clear':
       return `c${seq}:${op.deleted}:${op.more ? 1 : 0}`;
+  }
+}
+
+/** The reply's fields (after id and ok) for `op` applied at `seq`: what replyFields(resultOf(op, seq)) reads back, built at once. */
+export function replyOf(op: WriteOp, seq: number): string {
+  switch (op.kind) {
+    case 'put':
+      return op.incr ? `"value":${op.valueJson},"version":${seq}` : `"version":${seq}`;
+    case 'del':
+      return `"found":${op.found},"version":${seq}`;
+    case 'clear':
+      return `"deleted":${op.deleted},"more":${op.more},"version":${seq}`;
   }
 }
 
@@ -121,32 +155,34 @@ export class ClientSessions {
    * commits, taken by `commit` once it has.
    */
   plan(first: number, ops: readonly WriteOp[]): SessionChanges {
+    return this.planResults(taggedResults(first, ops));
+  }
+
+  /** What a batch's tagged writes, in seq order, change (plan, from what a log of them kept). */
+  planResults(tagged: readonly TaggedResult[]): SessionChanges {
     // One pass over the batch, one draft per client. Its requests usually rise past the
     // session's newest, in order: then the new results (with the requests they skipped as
     // gaps) go in front of the old ones, one array per client and batch.
     const { window } = this.limits;
     const drafts = new Map<string, Draft>();
-    for (let index = 0; index < ops.length; index += 1) {
-      const op = ops[index]!;
-      const tag = op.tag;
-      if (tag === undefined) continue;
-      let draft = drafts.get(tag.client);
+    for (const { client, req, seq, result } of tagged) {
+      let draft = drafts.get(client);
       if (draft === undefined) {
-        const current = this.sessions.get(tag.client);
+        const current = this.sessions.get(client);
         draft = { current, newest: current?.req ?? 0, results: [], seq: 0, inOrder: true };
-        drafts.set(tag.client, draft);
+        drafts.set(client, draft);
       }
-      draft.seq = first + index;
+      draft.seq = seq;
       if (!draft.inOrder) continue;
-      if (tag.req <= draft.newest) {
+      if (req <= draft.newest) {
         draft.inOrder = false;
         continue;
       }
       // Below a new session's first request lies nothing: no gap there.
-      const skipped = draft.current === undefined && draft.results.length === 0 ? 0 : Math.min(tag.req - draft.newest - 1, window);
+      const skipped = draft.current === undefined && draft.results.length === 0 ? 0 : Math.min(req - draft.newest - 1, window);
       for (let gap = 0; gap < skipped; gap += 1) draft.results.push(NOT_APPLIED);
-      draft.results.push(resultOf(op, first + index));
-      draft.newest = tag.req;
+      draft.results.push(result);
+      draft.newest = req;
     }
     const changed: ClientSession[] = [];
     let added = 0;
@@ -154,7 +190,7 @@ export class ClientSessions {
       const { current } = draft;
       const next = draft.inOrder
         ? { client, req: draft.newest, seq: draft.seq, results: newestFirst(draft.results, current?.results, window) }
-        : this.recordEach(current, client, first, ops);
+        : this.recordEach(current, client, tagged);
       if (next === current) continue;
       changed.push(next!);
       if (!current) added += 1;
@@ -192,13 +228,12 @@ export class ClientSessions {
     return copy;
   }
 
-  /** The session after each op in turn: for requests that arrive out of order. */
-  private recordEach(current: ClientSession | undefined, client: string, first: number, ops: readonly WriteOp[]): ClientSession | undefined {
+  /** The session after each write in turn: for requests that arrive out of order. */
+  private recordEach(current: ClientSession | undefined, client: string, tagged: readonly TaggedResult[]): ClientSession | undefined {
     let session = current;
-    ops.forEach((op, index) => {
-      if (op.tag?.client !== client) return;
-      session = this.record(session, client, op.tag.req, resultOf(op, first + index), first + index) ?? session;
-    });
+    for (const write of tagged) {
+      if (write.client === client) session = this.record(session, client, write.req, write.result, write.seq) ?? session;
+    }
     return session;
   }
 

@@ -81,7 +81,7 @@ export class MemoryStore implements Store {
     return due.slice(0, limit).map(([key, entry]) => ({ key, version: entry.version }));
   }
 
-  async apply(epoch: number, first: number, ops: readonly WriteOp[]): Promise<void> {
+  apply(epoch: number, first: number, ops: readonly WriteOp[]): void {
     this.refuseIfGone('write');
     assert(!this.restoring, 'no batch is applied during a restore');
     assert(ops.length > 0, 'a batch is not empty');

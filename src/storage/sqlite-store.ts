@@ -3,10 +3,11 @@ import { mkdir } from 'node:fs/promises';
 import { DatabaseSync, type StatementSync } from 'node:sqlite';
 import { Worker } from 'node:worker_threads';
 import { Subject } from 'rxjs';
-import { CHECKPOINT_INTERVAL_MS, KEY_BYTES_MAX, REQUEST_TAG_WINDOW, WAL_AUTOCHECKPOINT_PAGES } from '../constants.js';
+import { CHECKPOINT_INTERVAL_MS, KEY_BYTES_MAX, WAL_AUTOCHECKPOINT_PAGES } from '../constants.js';
 import { KvError, assert } from '../errors.js';
-import { isSessionResults, type ClientSession, type Entry, type RequestTag, type SnapshotEntry, type WriteOp } from '../protocol/messages.js';
-import { ClientSessions, type SessionChanges, type TagCheck } from './client-sessions.js';
+import type { Entry, RequestTag, SnapshotEntry, WriteOp } from '../protocol/messages.js';
+import type { TagCheck } from './client-sessions.js';
+import { CLIENTS_TABLE, SESSION_TABLES_SQL, SqliteSessions, TAGS_TABLE, readSessions } from './sqlite-sessions.js';
 import {
   STORED_TEXT_EXTRA_BYTES,
   UNVERSIONED_KEY_VERSION,
@@ -35,9 +36,6 @@ const OURS = `namespace = ''`;
 /** The longest namespace Keyv's own table declares (it never holds pbkv's keys). */
 const NAMESPACE_LENGTH = 255;
 const META_TABLE = 'pbkv_meta';
-const CLIENTS_TABLE = 'pbkv_clients';
-/** Sessions one upsert statement writes (a batch changes one per client writing in it). */
-const SESSION_ROWS_PER_STATEMENT = 16;
 const BUSY_TIMEOUT_MS = 5_000;
 const CHECKPOINTER_STOP_DEADLINE_MS = 2_000;
 
@@ -55,8 +53,9 @@ interface Row {
  * journal; `full` fsyncs every commit. The file is a Keyv store: table `keyv` as
  * @keyv/sqlite 6 makes it, values stored as `{"value": <JSON>}` and expiry in its
  * `expires` column, plus pbkv's `version` column and the tables `pbkv_meta` (epoch, seq,
- * the expiry watermark) and `pbkv_clients` (the client sessions of request tags,
- * client-sessions.ts). A file written before versions existed is migrated when it opens:
+ * the expiry watermark), `pbkv_clients` and `pbkv_tags` (the client sessions of request
+ * tags, as rows and a log of the batches since they were last folded: sqlite-sessions.ts).
+ * A file written before versions existed is migrated when it opens:
  * every key it holds is at version UNVERSIONED_KEY_VERSION, the same on every node.
  *
  * Every call is synchronous on the node's thread: a batch of 20 writes commits in about
@@ -71,9 +70,6 @@ export class SqliteStore implements Store {
   readonly errors$ = new Subject<Error>();
   private replication: ReplicationState = { epoch: 0, seq: 0 };
   private expiryWatermark = 0;
-  private readonly sessions = new ClientSessions();
-  /** Prepared upserts of 1 to SESSION_ROWS_PER_STATEMENT sessions, by row count. */
-  private readonly sessionStatements: (StatementSync | undefined)[] = [];
   private restoring = false;
   private closing: Promise<void> | undefined;
   private readonly checkpointerExited: Promise<void>;
@@ -86,8 +82,6 @@ export class SqliteStore implements Store {
     list: StatementSync;
     listKeys: StatementSync;
     expired: StatementSync;
-    saveSession: StatementSync;
-    forgetSession: StatementSync;
   };
 
   private constructor(
@@ -95,6 +89,7 @@ export class SqliteStore implements Store {
     readonly syncMode: 'full' | 'normal',
     private readonly writer: DatabaseSync,
     private readonly reader: DatabaseSync,
+    private readonly sessions: SqliteSessions,
     private readonly checkpointer: Worker,
   ) {
     this.statements = {
@@ -109,10 +104,6 @@ export class SqliteStore implements Store {
       list: reader.prepare(`SELECT key, value, version, expires FROM ${TABLE} WHERE key >= ? AND key > ? AND ${OURS} ORDER BY key`),
       listKeys: reader.prepare(`SELECT key, version, expires FROM ${TABLE} WHERE key >= ? AND key > ? AND ${OURS} ORDER BY key`),
       expired: reader.prepare(`SELECT key, version FROM ${TABLE} WHERE expires IS NOT NULL AND expires <= ? AND ${OURS} ORDER BY expires, key LIMIT ?`),
-      saveSession: writer.prepare(
-        `INSERT INTO ${CLIENTS_TABLE}(client, req, seq, results) VALUES (?, ?, ?, ?) ON CONFLICT(client) DO UPDATE SET req = excluded.req, seq = excluded.seq, results = excluded.results`,
-      ),
-      forgetSession: writer.prepare(`DELETE FROM ${CLIENTS_TABLE} WHERE client = ?`),
     };
     this.checkpointerExited = new Promise((resolve) => checkpointer.once('exit', () => resolve()));
     checkpointer.on('error', (error) => this.errors$.next(new Error(`checkpointer: ${error.message}`)));
@@ -138,17 +129,17 @@ export class SqliteStore implements Store {
       writer.exec(`PRAGMA synchronous=${syncMode === 'full' ? 'FULL' : 'NORMAL'};
         PRAGMA wal_autocheckpoint=${WAL_AUTOCHECKPOINT_PAGES};
         CREATE TABLE IF NOT EXISTS ${META_TABLE}(name TEXT PRIMARY KEY, value INTEGER NOT NULL);
-        CREATE TABLE IF NOT EXISTS ${CLIENTS_TABLE}(client TEXT PRIMARY KEY, req INTEGER NOT NULL, seq INTEGER NOT NULL, results TEXT NOT NULL);`);
+        ${SESSION_TABLES_SQL}`);
       createOrMigrateTable(writer);
       reader = new DatabaseSync(resolved, { timeout: BUSY_TIMEOUT_MS, readOnly: true });
+      const sessions = new SqliteSessions(writer);
       const checkpointer = new Worker(new URL('./checkpoint-worker.js', import.meta.url), {
         workerData: { file: resolved, syncMode, intervalMs: CHECKPOINT_INTERVAL_MS, busyTimeoutMs: BUSY_TIMEOUT_MS },
       });
-      const store = new SqliteStore(resolved, syncMode, writer, reader, checkpointer);
+      const store = new SqliteStore(resolved, syncMode, writer, reader, sessions, checkpointer);
       const meta = readMeta(writer);
       store.replication = meta.state;
       store.expiryWatermark = meta.watermark;
-      store.sessions.replace(readSessions(writer));
       return store;
     } catch (error) {
       openFiles.delete(resolved);
@@ -214,7 +205,7 @@ export class SqliteStore implements Store {
     return rows.map((row) => ({ key: row.key, version: Number(row.version) }));
   }
 
-  async apply(epoch: number, first: number, ops: readonly WriteOp[]): Promise<void> {
+  apply(epoch: number, first: number, ops: readonly WriteOp[]): void {
     assert(!this.restoring, 'no batch is applied during a restore');
     assert(ops.length > 0, 'a batch is not empty');
     const seq = first + ops.length - 1;
@@ -237,36 +228,11 @@ export class SqliteStore implements Store {
       });
       meta.run(epoch, seq);
       if (expiredAt > this.expiryWatermark) watermark.run(expiredAt);
-      const changes = ops.some((op) => op.tag !== undefined) ? this.sessions.plan(first, ops) : undefined;
-      if (changes) this.saveSessions(changes);
-      return changes;
+      return this.sessions.write(first, ops);
     });
-    if (sessions) this.sessions.commit(sessions);
+    if (sessions) this.sessions.committed(sessions);
     this.replication = { epoch, seq };
     this.expiryWatermark = expiredAt;
-  }
-
-  /** The sessions a batch changed, SESSION_ROWS_PER_STATEMENT rows to a statement (one call into SQLite, not one per client). */
-  private saveSessions(changes: SessionChanges): void {
-    for (const client of changes.forgotten) this.statements.forgetSession.run(client);
-    const { changed } = changes;
-    for (let start = 0; start < changed.length; start += SESSION_ROWS_PER_STATEMENT) {
-      const rows = changed.slice(start, start + SESSION_ROWS_PER_STATEMENT);
-      const values: (string | number)[] = [];
-      for (const session of rows) values.push(session.client, session.req, session.seq, JSON.stringify(session.results));
-      this.saveSessionsStatement(rows.length).run(...values);
-    }
-  }
-
-  private saveSessionsStatement(rows: number): StatementSync {
-    let statement = this.sessionStatements[rows];
-    if (!statement) {
-      statement = this.writer.prepare(
-        `INSERT INTO ${CLIENTS_TABLE}(client, req, seq, results) VALUES ${Array(rows).fill('(?, ?, ?, ?)').join(', ')} ON CONFLICT(client) DO UPDATE SET req = excluded.req, seq = excluded.seq, results = excluded.results`,
-      );
-      this.sessionStatements[rows] = statement;
-    }
-    return statement;
   }
 
   checkTag(tag: RequestTag): TagCheck {
@@ -337,7 +303,7 @@ export class SqliteStore implements Store {
   async beginRestore(): Promise<Restore> {
     assert(!this.restoring, 'one restore at a time');
     try {
-      this.writer.exec(`BEGIN IMMEDIATE; DELETE FROM ${TABLE} WHERE ${OURS}; DELETE FROM ${CLIENTS_TABLE};`);
+      this.writer.exec(`BEGIN IMMEDIATE; DELETE FROM ${TABLE} WHERE ${OURS}; DELETE FROM ${CLIENTS_TABLE}; DELETE FROM ${TAGS_TABLE};`);
     } catch (error) {
       if (this.writer.isTransaction) this.writer.exec('ROLLBACK');
       throw new KvError('INTERNAL', `restore failed: ${(error as Error).message}`);
@@ -358,7 +324,7 @@ export class SqliteStore implements Store {
         try {
           this.statements.meta.run(state.epoch, state.seq);
           this.statements.watermark.run(watermark);
-          for (const session of sessions) this.statements.saveSession.run(session.client, session.req, session.seq, JSON.stringify(session.results));
+          this.sessions.writeRows(sessions);
         } catch (error) {
           end('ROLLBACK');
           throw new KvError('INTERNAL', `restore failed: ${(error as Error).message}`);
@@ -366,7 +332,7 @@ export class SqliteStore implements Store {
         end('COMMIT');
         this.replication = state;
         this.expiryWatermark = watermark;
-        this.sessions.replace(sessions);
+        this.sessions.restored(sessions);
       },
       abort: async () => end('ROLLBACK'),
     };
@@ -482,22 +448,6 @@ function createOrMigrateTable(writer: DatabaseSync): void {
     if (writer.isTransaction) writer.exec('ROLLBACK');
     throw error;
   }
-}
-
-/** The client sessions, least recently written first; a row that does not read as one is a fault. */
-function readSessions(database: DatabaseSync): ClientSession[] {
-  const rows = database.prepare(`SELECT client, req, seq, results FROM ${CLIENTS_TABLE} ORDER BY seq`).all() as { client: string; req: number; seq: number; results: string }[];
-  return rows.map((row) => {
-    let results: unknown;
-    try {
-      results = JSON.parse(String(row.results));
-    } catch {
-      results = undefined;
-    }
-    const session = { client: String(row.client), req: Number(row.req), seq: Number(row.seq), results: results as string[] };
-    assert(Number.isSafeInteger(session.req) && session.req > 0 && isSessionResults(results, REQUEST_TAG_WINDOW), `malformed client session row: ${JSON.stringify(row)}`);
-    return session;
-  });
 }
 
 function readMeta(database: DatabaseSync): { state: ReplicationState; watermark: number } {

@@ -52,9 +52,11 @@ export interface Store {
   /**
    * Applies `ops` as seqs first, first+1, ... of `epoch`, all or nothing, together with
    * the new state, the watermark and the client sessions their tags change. Each key an
-   * op writes takes the op's seq as its version.
+   * op writes takes the op's seq as its version. SQLite and memory stores commit before
+   * they return, and throw if they could not (no promise, no microtask on the put path); a
+   * store whose commit takes time (the simulator's disks) returns a promise instead.
    */
-  apply(epoch: number, first: number, ops: readonly WriteOp[]): Promise<void>;
+  apply(epoch: number, first: number, ops: readonly WriteOp[]): void | Promise<void>;
   /** What became of a tagged write in this store's history (client-sessions.ts). */
   checkTag(tag: RequestTag): TagCheck;
   /**

@@ -28,7 +28,7 @@ const rejection = (promise: Promise<unknown>): Promise<KvError> =>
   );
 
 /** A replica whose acks the test gives. */
-const replica = (name: string): AckSource & { acked$: BehaviorSubject<number> } => ({ name, acked$: new BehaviorSubject(0), notify: () => {} });
+const replica = (name: string): AckSource & { acked$: BehaviorSubject<number> } => ({ name, acked$: new BehaviorSubject(0) });
 
 /** A pipeline whose view {epoch 1, r1} has a floor of 1. */
 function pipeline() {

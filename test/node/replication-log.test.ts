@@ -75,4 +75,18 @@ Log('a frame stops at an epoch change and at its byte budget', () => {
   assert.equal(log.after(2).map((b) => b.epoch), [2]);
 });
 
+Log('an append frame is built once for every link that sends from the same seq, until the log grows', () => {
+  const log = new ReplicationLog({ epoch: 1, seq: 0 });
+  log.append(encodeBatch(1, 1, [put('a', 1), put('b', 2)]));
+  log.append(encodeBatch(1, 3, [put('c', 3)]));
+  const frame = log.appendFrame(0, 1 << 20);
+  assert.equal({ ...frame, text: undefined }, { text: undefined, epoch: 1, first: 1, last: 3 });
+  assert.is(log.appendFrame(0, 1 << 20), frame, 'the second link gets the same text');
+  const parsed = parseNodeFrame(frame.text, limits);
+  assert.equal(parsed.ok && parsed.request.type === 'append' && [parsed.request.first, parsed.request.ops], [1, [put('a', 1), put('b', 2), put('c', 3)]]);
+  assert.equal(log.appendFrame(2, 1 << 20).first, 3, 'another seq, another frame');
+  log.append(encodeBatch(1, 4, [put('d', 4)]));
+  assert.is(log.appendFrame(0, 1 << 20).last, 4, 'the log grew: the frame is built again');
+});
+
 Log.run();

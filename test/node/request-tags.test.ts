@@ -11,7 +11,7 @@ import { REQUEST_TAG_WINDOW } from '../../src/constants.js';
 import type { KvNode } from '../../src/node/node.js';
 import { openStore } from '../../src/storage/open-store.js';
 import { Disposer, RawClient, tempDir, waitFor } from '../helpers.js';
-import { readSqlite } from '../sqlite-files.js';
+import { fileSessions } from '../sqlite-files.js';
 import { GatedStore } from '../stores.js';
 
 const disposer = new Disposer();
@@ -20,8 +20,6 @@ async function start(options: Partial<InProcessClusterOptions> = {}): Promise<In
   const dataDir = options.dataDir ?? (await tempDir(disposer));
   return disposer.add(await startInProcessCluster({ dataDir, ...options }), (cluster) => cluster.close());
 }
-
-const sessionRows = (file: string) => readSqlite(file, 'SELECT client, req, seq, results FROM pbkv_clients ORDER BY seq');
 
 const Tags = suite('node: request tags (a retried write is applied at most once)');
 Tags.after.each(() => disposer.dispose());
@@ -50,11 +48,11 @@ Tags('a retried put or del is not applied again and gets its first reply; the se
   assert.is(cluster.primary.storage.state.seq, seq + 2);
 
   const expected = [
-    { client: 'c-a', req: 4, seq: 4, results: '["t4","p3","f2","p1"]' },
-    { client: 'c-b', req: 1, seq: 5, results: '["p5"]' },
+    { client: 'c-a', req: 4, seq: 4, results: ['t4', 'p3', 'f2', 'p1'] },
+    { client: 'c-b', req: 1, seq: 5, results: ['p5'] },
   ];
   for (const spec of cluster.specs) {
-    await waitFor(`${spec.name}'s sessions`, async () => JSON.stringify(await sessionRows(spec.dataFile!)) === JSON.stringify(expected));
+    await waitFor(`${spec.name}'s sessions`, async () => JSON.stringify(await fileSessions(spec.dataFile!)) === JSON.stringify(expected));
   }
 });
 

@@ -65,15 +65,16 @@ Pipeline('past the queue\'s bytes, a put gets UNAVAILABLE, but one large write a
   assert.is((storedValue(store, 'big') as string).length, 50_000);
 });
 
-/** A replica that acks whatever the log holds as soon as it is told. */
+/** A replica that acks whatever the log holds as soon as it grows. */
 function ackingReplica(name: string, log: () => ReplicationLog): AckSource {
   const acked$ = new BehaviorSubject(0);
-  return { name, acked$, notify: () => acked$.next(log().lastSeq) };
+  log().appended$.subscribe(() => acked$.next(log().lastSeq));
+  return { name, acked$ };
 }
 
 Pipeline('a write waits for every replica and fails with UNAVAILABLE at the ack timeout', async () => {
   const log = new ReplicationLog({ epoch: 0, seq: 0 });
-  const silent: AckSource = { name: 'r2', acked$: new BehaviorSubject(0), notify: () => {} };
+  const silent: AckSource = { name: 'r2', acked$: new BehaviorSubject(0) };
   const writes = new WritePipeline(new MemoryStore(), log, [ackingReplica('r1', () => log), silent], { clock: realClock, epoch: 1, ackTimeoutMs: 100 }, () => {});
   const refused = await rejection(writes.submit(put('a')));
   assert.is(refused?.code, 'UNAVAILABLE');
@@ -89,7 +90,7 @@ Pipeline('a write waits for every replica and fails with UNAVAILABLE at the ack 
 
 Pipeline('at most batchesInFlightMax batches wait for acks; what arrives meanwhile goes in one batch', async () => {
   const log = new ReplicationLog({ epoch: 0, seq: 0 });
-  const held: AckSource = { name: 'r1', acked$: new BehaviorSubject(0), notify: () => {} };
+  const held: AckSource = { name: 'r1', acked$: new BehaviorSubject(0) };
   const store = new MemoryStore();
   const writes = new WritePipeline(store, log, [held], { clock: realClock, epoch: 1, ackTimeoutMs: 5_000, batchesInFlightMax: 2 }, () => {});
   const first = writes.submit(put('a'));
@@ -136,7 +137,7 @@ Pipeline('close() fails queued writes with UNAVAILABLE and refuses new ones', as
 Pipeline('a read never returns a write that is not acknowledged, even one committed while the read waited', async () => {
   const log = new ReplicationLog({ epoch: 0, seq: 0 });
   const store = new MemoryStore();
-  const replica: AckSource = { name: 'r1', acked$: new BehaviorSubject(0), notify: () => {} };
+  const replica: AckSource = { name: 'r1', acked$: new BehaviorSubject(0) };
   const writes = new WritePipeline(store, log, [replica], { clock: realClock, epoch: 1, ackTimeoutMs: 200 }, () => {});
   // The first put is committed here but its replica is slow: it ends UNAVAILABLE (outcome unknown).
   const first = await rejection(writes.submit(intent.put('k', '"v1"')));

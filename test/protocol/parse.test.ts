@@ -4,6 +4,8 @@ import { parseHubFrame, parseNodeFrame } from '../../src/protocol/parse.js';
 import { parseTextCommand } from '../../src/protocol/text-commands.js';
 import { KvError } from '../../src/errors.js';
 import { VALUE_DEPTH_MAX } from '../../src/constants.js';
+import { encodeBatch } from '../../src/node/replication-log.js';
+import type { WriteOp } from '../../src/protocol/messages.js';
 import { BAD_FRAMES } from './bad-frames.js';
 
 const limits = { keyBytesMax: 16, valueBytesMax: 32 };
@@ -63,7 +65,8 @@ Parse('a value nested to the depth limit passes; one level deeper is TOO_LARGE, 
 });
 
 Parse('replication ops are read back from their compact form', () => {
-  const parsed = parseNodeFrame('{"id": 1, "op": "append", "epoch": 2, "first": 5, "ops": [["p", "a", "1"], ["d", "b", true], ["p", "c", 1, "c-1", 3], ["d", "e", false, "c-1", 4]]}', limits);
+  const wire = '["p", "a", "\\"1\\""], ["d", "b", true], ["p", "c", "1", "c-1", 3], ["d", "e", false, "c-1", 4]';
+  const parsed = parseNodeFrame(`{"id": 1, "op": "append", "epoch": 2, "first": 5, "ops": [${wire}]}`, limits);
   assert.ok(parsed.ok);
   assert.equal(parsed.ok && parsed.request, {
     type: 'append', id: 1, epoch: 2, first: 5,
@@ -73,6 +76,8 @@ Parse('replication ops are read back from their compact form', () => {
       { kind: 'put', key: 'c', valueJson: '1', expiresAt: undefined, incr: false, tag: { client: 'c-1', req: 3 } },
       { kind: 'del', key: 'e', found: false, expiredAt: undefined, tag: { client: 'c-1', req: 4 } },
     ],
+    wire,
+    offsets: new Uint32Array([0, 21, 39, 66]),
   });
   const last = parseNodeFrame('{"id": 2, "op": "snapshot", "epoch": 2, "seq": 9, "part": 3, "done": true, "watermark": 7, "entries": [["k", {"a": 1}, 6, null], ["e", 2, 3, 1700000000000]], "sessions": [["c-1", 4, 8, ["t8", "p7", ".", "f5"]]]}', limits);
   assert.ok(last.ok && last.request.type === 'snapshot');
@@ -83,9 +88,26 @@ Parse('replication ops are read back from their compact form', () => {
   }
 });
 
+Parse('an append keeps its ops as the text that came, found by its framing, whatever its keys and values hold', () => {
+  const awkward = ['"ops":[', ']', '[[', '\\', '\\"', 'a"],["p","b","1"]', 'é ✓ \u2028'];
+  const ops: WriteOp[] = awkward.flatMap((text, i) => [
+    { kind: 'put', key: text, valueJson: JSON.stringify({ [text]: [text, i] }), expiresAt: undefined, incr: false, tag: { client: `c${text}`, req: i + 1 } },
+    { kind: 'put', key: `${text}${i}`, valueJson: JSON.stringify(text), expiresAt: 1_800_000_000_000, incr: i % 2 === 0, tag: undefined },
+    { kind: 'clear', prefix: text, keys: [`${text}x`], deleted: 1, more: false, tag: undefined },
+  ]);
+  const batch = encodeBatch(3, 10, ops);
+  const parsed = parseNodeFrame(`{"id":1,"op":"append","epoch":3,"first":10,"ops":[${batch.wire}]}`, limits);
+  assert.equal(parsed.ok && parsed.request, { type: 'append', id: 1, epoch: 3, first: 10, ops, wire: batch.wire, offsets: batch.offsets });
+  // The order of the fields does not matter; a field an append does not have is refused.
+  const reordered = parseNodeFrame(`{"ops":[${batch.wire}],"epoch":3,"id":2,"first":10,"op":"append"}`, limits);
+  assert.equal(reordered.ok && reordered.request.type === 'append' && [reordered.request.wire, reordered.request.offsets], [batch.wire, batch.offsets]);
+  const extra = parseNodeFrame(`{"id":3,"op":"append","epoch":3,"first":10,"more":{"ops":[1]},"ops":[${batch.wire}]}`, limits);
+  assert.is(!extra.ok && extra.error.code, 'BAD_REQUEST');
+});
+
 Parse('the results of conditions, counters, expiry and clears travel in their own forms', () => {
   const parsed = parseNodeFrame(
-    '{"id": 1, "op": "append", "epoch": 2, "first": 5, "ops": [["P", "n", 3, null, true, "c", 1], ["P", "e", "x", 1800000000000, false, null, null], ["x", "old", 1700000000000], ["c", "u:", ["u:1", "u:2"], 1, true, null, null]]}',
+    '{"id": 1, "op": "append", "epoch": 2, "first": 5, "ops": [["P", "n", "3", null, true, "c", 1], ["P", "e", "\\"x\\"", 1800000000000, false, null, null], ["x", "old", 1700000000000], ["c", "u:", ["u:1", "u:2"], 1, true, null, null]]}',
     limits,
   );
   assert.equal(parsed.ok && parsed.request.type === 'append' && parsed.request.ops, [
@@ -94,7 +116,7 @@ Parse('the results of conditions, counters, expiry and clears travel in their ow
     { kind: 'del', key: 'old', found: true, expiredAt: 1_700_000_000_000, tag: undefined },
     { kind: 'clear', prefix: 'u:', keys: ['u:1', 'u:2'], deleted: 1, more: true, tag: undefined },
   ]);
-  for (const op of ['["d", "b"]', '["P", "n", 3, null, "yes", null, null]', '["x", "k", -1]', '["c", "u:", ["v:1"], 1, false, null, null]', '["c", "u:", ["u:1"], 2, false, null, null]', '["q", "k"]']) {
+  for (const op of ['["d", "b"]', '["P", "n", "3", null, "yes", null, null]', '["p", "n", 3]', '["p", "n", ""]', '["p", "n", "null"]', '["x", "k", -1]', '["c", "u:", ["v:1"], 1, false, null, null]', '["c", "u:", ["u:1"], 2, false, null, null]', '["q", "k"]']) {
     const bad = parseNodeFrame(`{"id": 2, "op": "append", "epoch": 2, "first": 5, "ops": [${op}]}`, limits);
     assert.is(!bad.ok && bad.error.code, 'BAD_REQUEST', op);
   }

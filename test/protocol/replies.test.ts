@@ -148,4 +148,19 @@ Replies('an RPC channel holds at most pendingMax requests awaiting replies; clos
   for (const request of waiting) await request.then(() => assert.unreachable('nobody answers'), (e: KvError) => assert.is(e.code, 'UNAVAILABLE'));
 });
 
+Replies('a frame posted without an id costs no pending request; replies without an id go to onUnnumbered, in order', async () => {
+  const server = await fakeServer((request) =>
+    request['id'] === undefined ? JSON.stringify(request['n'] === 3 ? { id: null, ok: false, error: { code: 'FORBIDDEN', message: 'no' } } : { id: null, ok: true, seq: request['n'] }) : JSON.stringify({ id: request['id'], ok: true, numbered: true }),
+  );
+  const channel = new RpcChannel(await connect(server, { maxPayload: 1024 }), realClock, 60_000);
+  disposer.add(channel, (c) => c.close());
+  const unnumbered: unknown[] = [];
+  channel.onUnnumbered = (result) => unnumbered.push(result instanceof KvError ? result.code : result['seq']);
+  for (const n of [1, 2, 3]) assert.ok(channel.post(JSON.stringify({ op: 'append', n })));
+  assert.is(channel.inFlight, 0, 'nothing pending, no timer');
+  assert.equal(await channel.request({ op: 'lease' }), { id: 1, ok: true, numbered: true } as never, 'a numbered reply goes to its request (posts take no id)');
+  await waitFor('the three answers', () => unnumbered.length === 3);
+  assert.equal(unnumbered, [1, 2, 'FORBIDDEN']);
+});
+
 Replies.run();

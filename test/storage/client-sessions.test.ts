@@ -2,7 +2,7 @@ import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import type { RequestTag, WriteOp } from '../../src/protocol/messages.js';
 import { isSessionResults } from '../../src/protocol/messages.js';
-import { ClientSessions, replyFields, resultOf } from '../../src/storage/client-sessions.js';
+import { ClientSessions, replyFields, replyOf, resultOf } from '../../src/storage/client-sessions.js';
 
 const Sessions = suite('storage: client sessions of request tags');
 
@@ -37,10 +37,14 @@ Sessions('a result reads back as the reply it records, and the wire check takes 
     [put('k', 'c', 1), 9, '"version":9'],
     [incr('k', 1e21, 'c', 1), 10, '"value":1e+21,"version":10'],
     [clear([], 0, false, 'c', 1), 11, '"deleted":0,"more":false,"version":11'],
+    [clear(['a', 'b'], 2, true, 'c', 1), 12, '"deleted":2,"more":true,"version":12'],
+    [del('k', 'c', 1, true), 13, '"found":true,"version":13'],
+    [del('k', 'c', 1), 14, '"found":false,"version":14'],
   ] as const) {
     const result = resultOf(op, seq);
     assert.ok(isSessionResults([result], 8), result);
     assert.equal(replyFields(result), { reply, seq });
+    assert.is(replyOf(op, seq), reply, 'the first reply, built at once, is the one a retry reads back');
   }
   for (const bad of [[], ['x1'], ['p'], ['i3:abc'], ['c3:1'], ['p1', 5]]) assert.not.ok(isSessionResults(bad, 8), JSON.stringify(bad));
   assert.not.ok(isSessionResults(['p1', 'p2', 'p3'], 2), 'longer than the window');

@@ -6,11 +6,11 @@ import KeyvSqlite from '@keyv/sqlite';
 import { KvError } from '../../src/errors.js';
 import { MemoryStore } from '../../src/storage/memory-store.js';
 import { openStore } from '../../src/storage/open-store.js';
-import { KEY_BYTES_MAX, SNAPSHOT_PART_BYTES_MAX, SNAPSHOT_PART_ENTRIES_MAX, VALUE_BYTES_MAX } from '../../src/constants.js';
+import { KEY_BYTES_MAX, REQUEST_TAG_WINDOW, SESSION_FOLD_CLIENTS_MAX, SESSION_LOG_WRITES_MAX, SNAPSHOT_PART_BYTES_MAX, SNAPSHOT_PART_ENTRIES_MAX, VALUE_BYTES_MAX } from '../../src/constants.js';
 import { SYNC_MODES, storedText } from '../../src/storage/store.js';
 import type { Store } from '../../src/storage/store.js';
 import { Disposer, tempDir } from '../helpers.js';
-import { execSqlite, largestSqliteRead, readSqlite } from '../sqlite-files.js';
+import { execSqlite, fileSessions, largestSqliteRead, readSqlite } from '../sqlite-files.js';
 import { del, pairs, put, rejection, rows, snapshotEntries, storeContract, tagged } from './store-contract.js';
 import { storedCount, storedValue } from '../stores.js';
 
@@ -122,13 +122,9 @@ Sqlite('a failed batch changes neither data nor seq', async () => {
   await store.apply(1, 1, [put('a', 1)]);
   // A trigger installed by another connection makes SQLite abort any insert of "poison".
   await execSqlite(file, `CREATE TRIGGER poison BEFORE INSERT ON keyv WHEN NEW.key = 'poison' BEGIN SELECT RAISE(ABORT, 'poisoned'); END`);
-  await store.apply(1, 2, [put('b', 2), del('a'), put('poison', 3)]).then(
-    () => assert.unreachable('the batch should fail'),
-    (error: { code: string; message: string }) => {
-      assert.is(error.code, 'INTERNAL');
-      assert.match(error.message, /poisoned/);
-    },
-  );
+  const error = await rejection('a poisoned batch', () => store.apply(1, 2, [put('b', 2), del('a'), put('poison', 3)]));
+  assert.is(error.code, 'INTERNAL');
+  assert.match(error.message, /poisoned/);
   assert.equal(store.state, { epoch: 1, seq: 1 });
   assert.is(storedValue(store, 'b'), undefined);
   assert.is(storedValue(store, 'a'), 1);
@@ -166,15 +162,65 @@ Sqlite('client sessions are in the file: a reopened store still knows every tag 
   const before = await first.snapshot({ entriesMax: 10, bytesMax: 1 << 20 });
   await before.close();
   await first.close();
-  assert.equal(await readSqlite(file, 'SELECT client, req, seq, results FROM pbkv_clients ORDER BY seq'), [
-    { client: 'c2', req: 1, seq: 2, results: '["p2"]' },
-    { client: 'c1', req: 2, seq: 3, results: '["t3","p1"]' },
+  // Not folded yet: the rows are behind, the log of tags holds both batches.
+  assert.equal(await readSqlite(file, 'SELECT client FROM pbkv_clients'), []);
+  assert.equal(await readSqlite(file, 'SELECT seq, tags FROM pbkv_tags ORDER BY seq'), [
+    { seq: 1, tags: '[["c1",1,"p1"],["c2",1,"p2"]]' },
+    { seq: 3, tags: '[["c1",2,"t3"]]' },
+  ]);
+  assert.equal(await fileSessions(file), [
+    { client: 'c2', req: 1, seq: 2, results: ['p2'] },
+    { client: 'c1', req: 2, seq: 3, results: ['t3', 'p1'] },
   ]);
   const again = await openSqlite('normal', file);
   assert.equal(again.checkTag({ client: 'c1', req: 2 }), { kind: 'applied', reply: '"found":true,"version":3', seq: 3 });
   const after = await again.snapshot({ entriesMax: 10, bytesMax: 1 << 20 });
   await after.close();
   assert.equal(after.sessions, before.sessions);
+});
+
+Sqlite('the log of tags is folded into the session rows once it holds SESSION_LOG_WRITES_MAX writes; a reopened store knows every session', async () => {
+  const file = path.join(await tempDir(disposer), 'fold-writes.sqlite');
+  const store = await openStore('normal', file);
+  // 3 clients, 64 tagged puts a batch: the log fills after 64 batches, and the 65th folds it.
+  const batches = SESSION_LOG_WRITES_MAX / 64 + 3;
+  const reqs = [0, 0, 0];
+  let seq = 1;
+  for (let batch = 0; batch < batches; batch += 1) {
+    await store.apply(1, seq, Array.from({ length: 64 }, (_, i) => tagged(put(`k${i}`, seq + i), `c${i % 3}`, ++reqs[i % 3]!)));
+    seq += 64;
+  }
+  const logged = await readSqlite(file, 'SELECT seq FROM pbkv_tags ORDER BY seq');
+  assert.equal(logged.map((row) => row['seq']), [1 + (batches - 2) * 64, 1 + (batches - 1) * 64], 'the batches after the fold');
+  const rows = await readSqlite(file, 'SELECT client, req FROM pbkv_clients ORDER BY client');
+  assert.equal(rows.map((row) => row['client']), ['c0', 'c1', 'c2'], 'the fold wrote every session');
+  const before = await store.snapshot({ entriesMax: 10, bytesMax: 1 << 20 });
+  await before.close();
+  assert.is(before.sessions.length, 3);
+  assert.is(before.sessions[0]!.results.length, REQUEST_TAG_WINDOW);
+  await store.close();
+  assert.equal(await fileSessions(file), before.sessions);
+  const again = await openSqlite('normal', file);
+  const after = await again.snapshot({ entriesMax: 10, bytesMax: 1 << 20 });
+  await after.close();
+  assert.equal(after.sessions, before.sessions);
+  assert.equal(again.checkTag({ client: 'c2', req: 5 }), { kind: 'stale', oldest: before.sessions.find((s) => s.client === 'c2')!.req - REQUEST_TAG_WINDOW + 1 });
+});
+
+Sqlite('the log is folded once its writes changed SESSION_FOLD_CLIENTS_MAX sessions, forgotten ones included', async () => {
+  const file = path.join(await tempDir(disposer), 'fold-clients.sqlite');
+  const store = await openStore('normal', file);
+  // One new client a batch: the log holds SESSION_FOLD_CLIENTS_MAX of them, the next batch folds.
+  for (let seq = 1; seq <= SESSION_FOLD_CLIENTS_MAX + 2; seq += 1) await store.apply(1, seq, [tagged(put('k', seq), `c${seq}`, 1)]);
+  assert.equal((await readSqlite(file, 'SELECT seq FROM pbkv_tags')).map((row) => row['seq']), [SESSION_FOLD_CLIENTS_MAX + 2]);
+  assert.is((await readSqlite(file, 'SELECT client FROM pbkv_clients')).length, SESSION_FOLD_CLIENTS_MAX + 1);
+  const before = (await fileSessions(file)).map((session) => session.client);
+  await store.close();
+  const again = await openSqlite('normal', file);
+  const snapshot = await again.snapshot({ entriesMax: 10, bytesMax: 1 << 20 });
+  await snapshot.close();
+  assert.equal(snapshot.sessions.map((session) => session.client), before);
+  assert.is(before.length, SESSION_FOLD_CLIENTS_MAX + 2);
 });
 
 Sqlite('a snapshot of 1 MiB values reads no more than one part and one value from SQLite at a time', async () => {
@@ -205,8 +251,8 @@ Memory.after.each(() => disposer.dispose());
 
 const memoryStore = (store = new MemoryStore()) => disposer.add(store, (s) => s.close());
 
-async function assertCrashedRefusal(what: string, call: () => Promise<unknown>): Promise<void> {
-  const error = await rejection(what, call());
+async function assertCrashedRefusal(what: string, call: () => unknown): Promise<void> {
+  const error = await rejection(what, call);
   assert.instance(error, KvError, what);
   assert.is(error.code, 'UNAVAILABLE', what);
   assert.match(error.message, /crashed/, what);
