@@ -100,36 +100,40 @@ class EventQueue {
     return this.heap[0];
   }
 
+  /** Sifts the new event up from the end: the parents it goes before move down into the hole. */
   push(event: Event): void {
     const heap = this.heap;
+    let index = heap.length;
     heap.push(event);
-    let index = heap.length - 1;
     while (index > 0) {
       const parent = (index - 1) >> 1;
-      if (!before(heap[index]!, heap[parent]!)) break;
-      [heap[index], heap[parent]] = [heap[parent]!, heap[index]!];
+      const above = heap[parent]!;
+      if (!before(event, above)) break;
+      heap[index] = above;
       index = parent;
     }
+    heap[index] = event;
   }
 
+  /** Takes the first event; the last one sifts down from the top, the earlier child moving up into the hole. */
   pop(): Event | undefined {
     const heap = this.heap;
     const top = heap[0];
     const last = heap.pop();
-    if (heap.length > 0 && last) {
-      heap[0] = last;
-      let index = 0;
-      for (;;) {
-        const left = index * 2 + 1;
-        const right = left + 1;
-        let smallest = index;
-        if (left < heap.length && before(heap[left]!, heap[smallest]!)) smallest = left;
-        if (right < heap.length && before(heap[right]!, heap[smallest]!)) smallest = right;
-        if (smallest === index) break;
-        [heap[index], heap[smallest]] = [heap[smallest]!, heap[index]!];
-        index = smallest;
-      }
+    const length = heap.length;
+    if (length === 0 || last === undefined) return top;
+    let index = 0;
+    for (;;) {
+      const left = index * 2 + 1;
+      if (left >= length) break;
+      const right = left + 1;
+      const child = right < length && before(heap[right]!, heap[left]!) ? right : left;
+      const below = heap[child]!;
+      if (!before(below, last)) break;
+      heap[index] = below;
+      index = child;
     }
+    heap[index] = last;
     return top;
   }
 }
@@ -238,7 +242,8 @@ export class SimWorld {
   }
 
   schedule(delayMs: number, run: () => void): Cancel {
-    assert(Number.isFinite(delayMs), `a delay is a finite number (${delayMs})`);
+    // Tested before the message is built: every timer and every frame is scheduled here.
+    if (!Number.isFinite(delayMs)) assert(false, `a delay is a finite number (${delayMs})`);
     const event: Event = { atMs: this.now + Math.max(0, delayMs), order: this.order++, run, cancelled: false };
     this.queue.push(event);
     return () => {
