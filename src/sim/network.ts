@@ -29,12 +29,30 @@ export interface SimNetworkOptions {
   keepaliveGiveUpMs?: number;
 }
 
-/** What the network reports to whoever watches it (the scenario's trace and checks). */
-export interface SimFrame {
-  from: SimProcess;
-  to: SimProcess;
-  connection: number;
-  text: string;
+/**
+ * What the network reports to whoever watches it (the scenario's trace and checks). Every
+ * watcher of client frames reads their JSON: it is parsed once, for all of them, and
+ * must not be changed by any.
+ */
+export class SimFrame {
+  private parsed: unknown;
+  private isParsed = false;
+
+  constructor(
+    readonly from: SimProcess,
+    readonly to: SimProcess,
+    readonly connection: number,
+    readonly text: string,
+  ) {}
+
+  /** The frame's JSON (throws as JSON.parse does for a frame that is not JSON). */
+  get json(): unknown {
+    if (!this.isParsed) {
+      this.parsed = JSON.parse(this.text);
+      this.isParsed = true;
+    }
+    return this.parsed;
+  }
 }
 
 interface SimListener {
@@ -307,7 +325,7 @@ class SimEnd implements Connection {
 
   send(text: string): boolean {
     if (!this.open) return false;
-    this.network.sent$.next({ from: this.process, to: this.peer.process, connection: this.id, text });
+    this.network.sent$.next(new SimFrame(this.process, this.peer.process, this.id, text));
     this.outgoing.send(text);
     return true;
   }

@@ -138,17 +138,18 @@ export function checkReplies(cluster: SimCluster, ledger: WriteLedger, fail: Fai
   // A reply names no key or value: the write it answers is found by connection and id.
   const writes = new Map<string, { op: string; valueJson: string | undefined }>();
   let newestServing: { epoch: number; node: string } | undefined;
-  cluster.network.sent$.subscribe(({ from, to, connection, text }) => {
+  cluster.network.sent$.subscribe((frame) => {
+    const { from, to, connection } = frame;
     const clientSide = (process: SimProcess) => process.name.startsWith('c');
     if (clientSide(from) && !clientSide(to)) {
-      const request = JSON.parse(text) as { id?: unknown; op?: unknown; value?: unknown };
+      const request = frame.json as { id?: unknown; op?: unknown; value?: unknown };
       if (request.op === 'put' || request.op === 'del' || request.op === 'incr') {
         writes.set(`${connection}:${String(request.id)}`, { op: request.op, valueJson: request.op === 'put' ? JSON.stringify(request.value) : undefined });
       }
       return;
     }
     if (!clientSide(to) || clientSide(from) || from.name === 'hub') return;
-    const reply = JSON.parse(text) as { id?: unknown; ok?: unknown; version?: unknown };
+    const reply = frame.json as { id?: unknown; ok?: unknown; version?: unknown };
     const key = `${connection}:${String(reply.id)}`;
     const write = writes.get(key);
     writes.delete(key);
