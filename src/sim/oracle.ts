@@ -16,7 +16,7 @@ import type { View, WriteOp } from '../protocol/messages.js';
 import type { ReplicationState } from '../storage/store.js';
 import { tagName, writeMarks, type DiskWatcher, type RecordingStore, type SimCluster } from './cluster.js';
 import { checkLinearizable, type HistoryEntry } from './linearizability.js';
-import type { Fail, Trace, Verdict } from './trace.js';
+import { thrown, type Fail, type Trace, type Verdict } from './trace.js';
 import type { SimProcess } from './world.js';
 
 export function isAtOrPast(a: ReplicationState, b: ReplicationState): boolean {
@@ -199,7 +199,10 @@ function checkAcknowledgedWrite(cluster: SimCluster, ledger: WriteLedger, primar
  * happened. Returns the release, to call once the world has stopped.
  */
 export function catchUnhandled(fail: Fail): () => void {
-  const unhandled = (error: unknown) => fail('I5', `unhandled: ${(error as Error)?.stack ?? String(error)}`);
+  const unhandled = (error: unknown) => {
+    const { said, where } = thrown(error);
+    fail('I5', `unhandled: ${said}`, where);
+  };
   process.on('unhandledRejection', unhandled);
   const previousOnUnhandledError = rxjsConfig.onUnhandledError;
   rxjsConfig.onUnhandledError = unhandled;
