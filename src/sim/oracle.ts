@@ -14,7 +14,7 @@
 import { config as rxjsConfig } from 'rxjs';
 import type { View, WriteOp } from '../protocol/messages.js';
 import type { ReplicationState } from '../storage/store.js';
-import { tagName, writeMarks, type DiskWatcher, type RecordingStore, type SimCluster } from './cluster.js';
+import { tagName, type DiskWatcher, type RecordingStore, type SimCluster } from './cluster.js';
 import { checkLinearizable, type HistoryEntry } from './linearizability.js';
 import { thrown, type Fail, type Trace, type Verdict } from './trace.js';
 import type { SimProcess } from './world.js';
@@ -78,12 +78,12 @@ export class WriteLedger {
 /** Checks every batch a disk applies (I2, I4, I7) and keeps the ledger. */
 export function checkDisks(ledger: WriteLedger, trace: Trace, fail: Fail): DiskWatcher {
   return {
-    applying(node, disk, epoch, first, ops, asPrimary) {
+    applying(node, disk, epoch, first, ops, asPrimary, marks) {
       const last = first + ops.length - 1;
       trace.log(`${node} applies ${first}-${last} epoch ${epoch}${asPrimary ? ' as primary' : ''}`);
       if (first !== disk.state.seq + 1) fail('I2', `${node} applied seqs ${first}-${last} on top of seq ${disk.state.seq}`);
       if (epoch < disk.state.epoch) fail('I4', `${node} applied epoch ${epoch} over its epoch ${disk.state.epoch}`);
-      checkAppliedOnce(node, disk, epoch, first, ops, asPrimary, fail);
+      checkAppliedOnce(node, disk, epoch, first, ops, asPrimary, marks, fail);
       if (asPrimary) ledger.commit(epoch, first, ops);
       else checkReplicated(ledger, node, epoch, first, ops, fail);
       ledger.raise(node, { epoch, seq: last });
@@ -100,13 +100,13 @@ export function checkDisks(ledger: WriteLedger, trace: Trace, fail: Fail): DiskW
  * one batch, is a write applied twice. Every client here tags every write, so a primary
  * committing one without its tag is a fault too (its own expiry deletes aside).
  */
-function checkAppliedOnce(node: string, disk: RecordingStore, epoch: number, first: number, ops: readonly WriteOp[], asPrimary: boolean, fail: Fail): void {
+function checkAppliedOnce(node: string, disk: RecordingStore, epoch: number, first: number, ops: readonly WriteOp[], asPrimary: boolean, marks: readonly (readonly string[])[], fail: Fail): void {
   const inBatch = new Set<string>();
   ops.forEach((op, index) => {
     // The primary's expiry deletes are its own writes: no client asked for them.
     const expiryDelete = op.kind === 'del' && op.expiredAt !== undefined;
     if (asPrimary && !op.tag && !expiryDelete) fail('I7', `${node} committed "${encode(op)}" at seq ${first + index} without its request tag`);
-    for (const mark of writeMarks(op)) {
+    for (const mark of marks[index]!) {
       if (disk.holds(mark) || inBatch.has(mark)) fail('I7', `${node} applied ${encode(op)} at seq ${first + index} (epoch ${epoch}), a write its history holds already`);
       inBatch.add(mark);
     }
