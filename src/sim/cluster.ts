@@ -22,8 +22,11 @@ export const SIM_NODE_PORT = 7401;
 
 /** Told of every batch a disk applies or restore it finishes, before it is applied. */
 export interface DiskWatcher {
-  /** `asPrimary`: the node was primary when it called apply (its write pipeline did). */
-  applying(node: string, disk: RecordingStore, epoch: number, first: number, ops: readonly WriteOp[], asPrimary: boolean): void;
+  /**
+   * `asPrimary`: the node was primary when it called apply (its write pipeline did).
+   * `marks`: each op's writeMarks, made once for the check and the disk's history.
+   */
+  applying(node: string, disk: RecordingStore, epoch: number, first: number, ops: readonly WriteOp[], asPrimary: boolean, marks: readonly (readonly string[])[]): void;
   restored(node: string, disk: RecordingStore, state: ReplicationState): void;
 }
 
@@ -103,11 +106,12 @@ export class RecordingStore implements Store {
     const asPrimary = this.isPrimary();
     await this.latency();
     if (this.failing) throw new Error('store write failed: disk full (simulated)');
-    this.watcher.applying(this.node, this, epoch, first, ops, asPrimary);
+    const marks = ops.map(writeMarks);
+    this.watcher.applying(this.node, this, epoch, first, ops, asPrimary, marks);
     // The memory store applies when called; the history follows in the same turn, so a
     // snapshot taken next sees both or neither.
     const applied = this.inner.apply(epoch, first, ops);
-    for (const op of ops) for (const mark of writeMarks(op)) this.history.add(mark);
+    for (const opMarks of marks) for (const mark of opMarks) this.history.add(mark);
     return applied;
   }
 

@@ -29,12 +29,30 @@ export interface SimNetworkOptions {
   keepaliveGiveUpMs?: number;
 }
 
-/** What the network reports to whoever watches it (the scenario's trace and checks). */
-export interface SimFrame {
-  from: SimProcess;
-  to: SimProcess;
-  connection: number;
-  text: string;
+/**
+ * What the network reports to whoever watches it (the scenario's trace and checks). Every
+ * watcher of client frames reads their JSON: it is parsed once, for all of them, and
+ * must not be changed by any.
+ */
+export class SimFrame {
+  private parsed: unknown;
+  private isParsed = false;
+
+  constructor(
+    readonly from: SimProcess,
+    readonly to: SimProcess,
+    readonly connection: number,
+    readonly text: string,
+  ) {}
+
+  /** The frame's JSON (throws as JSON.parse does for a frame that is not JSON). */
+  get json(): unknown {
+    if (!this.isParsed) {
+      this.parsed = JSON.parse(this.text);
+      this.isParsed = true;
+    }
+    return this.parsed;
+  }
 }
 
 interface SimListener {
@@ -71,7 +89,7 @@ export class SimNetwork {
 
   /** Stops frames from `from` to `to` (and back too, with `both`); returns what heals this one partition. */
   partition(from: SimProcess, to: SimProcess, both: boolean): () => void {
-    const cuts = [`${from.address}>${to.address}`, ...(both ? [`${to.address}>${from.address}`] : [])];
+    const cuts = [cutOf(from, to), ...(both ? [cutOf(to, from)] : [])];
     for (const cut of cuts) this.blocked.set(cut, (this.blocked.get(cut) ?? 0) + 1);
     for (const connection of this.connections) connection.watchStall();
     let healed = false;
@@ -94,7 +112,12 @@ export class SimNetwork {
   }
 
   isBlocked(from: SimProcess, to: SimProcess): boolean {
-    return this.blocked.has(`${from.address}>${to.address}`);
+    return this.isCut(cutOf(from, to));
+  }
+
+  /** Whether a partition cuts the direction `cut` (cutOf) names: asked for every frame, so mostly of no partition at all. */
+  isCut(cut: string): boolean {
+    return this.blocked.size > 0 && this.blocked.has(cut);
   }
 
   /** Connection `id` is reset: what is on its way in either direction is lost. */
@@ -188,18 +211,27 @@ export class SimNetwork {
   }
 }
 
+/** A direction between two processes, as partitions cut it. */
+function cutOf(from: SimProcess, to: SimProcess): string {
+  return `${from.address}>${to.address}`;
+}
+
 /** One direction of a connection: each frame arrives after its own delay, in order; a partition stalls it. */
 class Pipe {
   /** Frames sent and not yet delivered, each with its arrival time; `close` is the sender's close. */
   private readonly queue: { text?: string; close?: true; atMs: number }[] = [];
   private cancelNext: (() => void) | undefined;
   private lastArrivalMs = 0;
+  /** The direction it travels, as partitions cut it (a process keeps its address). */
+  private readonly cut: string;
 
   constructor(
     private readonly network: SimNetwork,
     readonly from: SimEnd,
     readonly to: SimEnd,
-  ) {}
+  ) {
+    this.cut = cutOf(from.process, to.process);
+  }
 
   send(text: string): void {
     this.queue.push({ text, atMs: this.arrival() });
@@ -220,7 +252,7 @@ class Pipe {
   }
 
   get isBlocked(): boolean {
-    return this.network.isBlocked(this.from.process, this.to.process);
+    return this.network.isCut(this.cut);
   }
 
   /** Frames wait behind the previous one's arrival: a connection pipelines, it never reorders. */
@@ -310,7 +342,7 @@ class SimEnd implements Connection {
 
   send(text: string): boolean {
     if (!this.open) return false;
-    this.network.sent$.next({ from: this.process, to: this.peer.process, connection: this.id, text });
+    this.network.sent$.next(new SimFrame(this.process, this.peer.process, this.id, text));
     this.outgoing.send(text);
     return true;
   }

@@ -25,7 +25,7 @@ import { FAULT_KINDS, FaultInjector, type FaultKind } from './faults.js';
 import type { HistoryEntry } from './linearizability.js';
 import { catchUnhandled, checkDisks, checkReplies, judgeHistory, WriteLedger, type HistoryVerdict, type LinearizabilityVerdict, type StrictExpiryVerdict } from './oracle.js';
 import { faultPhase, finalPhase, healingPhase, startPhase, type Run } from './phases.js';
-import { Trace, Verdict, Violation } from './trace.js';
+import { thrown, Trace, Verdict, Violation } from './trace.js';
 import { SimWatcher } from './watchers.js';
 import { Workload } from './workload.js';
 import { SimWorld } from './world.js';
@@ -53,8 +53,8 @@ export interface ScenarioOptions {
 
 export interface ScenarioResult {
   seed: number;
-  /** The broken check and what broke it, or undefined. */
-  failure: { check: string; message: string } | undefined;
+  /** The broken check and what broke it (and where, for an exception whose stack was taken), or undefined. */
+  failure: { check: string; message: string; where: string | undefined } | undefined;
   /** sha256 of the whole trace: the same seed must give the same hash. */
   traceHash: string;
   lastLines: string[];
@@ -99,7 +99,10 @@ export async function runScenario(options: ScenarioOptions): Promise<ScenarioRes
     await finalPhase(run);
   } catch (error) {
     // A broken check stops the world by throwing its Violation; anything else is a fault.
-    if (!(error instanceof Violation)) fail('I5', `the simulation threw: ${(error as Error).stack ?? String(error)}`);
+    if (!(error instanceof Violation)) {
+      const { said, where } = thrown(error);
+      fail('I5', `the simulation threw: ${said}`, where);
+    }
   }
   // Rejections are reported after the turn they happened in: one more turn before leaving.
   await new Promise((resolve) => setImmediate(resolve));
@@ -115,7 +118,7 @@ export async function runScenario(options: ScenarioOptions): Promise<ScenarioRes
 function result({ world, trace, injector }: Run, verdict: Verdict, history: readonly HistoryEntry[], judged: HistoryVerdict): ScenarioResult {
   return {
     seed: world.seed,
-    failure: verdict.violation ? { check: verdict.violation.check, message: verdict.violation.message } : undefined,
+    failure: verdict.violation ? { check: verdict.violation.check, message: verdict.violation.message, where: verdict.violation.where } : undefined,
     traceHash: trace.digest(),
     lastLines: trace.last(),
     stats: {

@@ -10,6 +10,8 @@ export class Violation extends Error {
   constructor(
     readonly check: string,
     message: string,
+    /** Where an exception was thrown: reported, but not traced (see Verdict.fail). */
+    readonly where?: string,
   ) {
     super(message);
   }
@@ -57,10 +59,14 @@ export class Verdict {
     return this.first;
   }
 
-  /** Logged, and the world stops at its next step. An arrow, to be handed to callbacks. */
-  readonly fail = (check: string, message: string): void => {
+  /**
+   * Logged, and the world stops at its next step. An arrow, to be handed to callbacks.
+   * `where` (a stack) is kept out of the trace: a run with stack traces turned off
+   * (stackTraceLimit) hashes the same as one with them.
+   */
+  readonly fail = (check: string, message: string, where?: string): void => {
     if (this.first) return;
-    this.first = new Violation(check, message);
+    this.first = new Violation(check, message, where);
     this.trace.log(`VIOLATION ${check}: ${message}`);
     this.world.fail(this.first);
   };
@@ -75,3 +81,10 @@ export class Verdict {
 }
 
 export type Fail = Verdict['fail'];
+
+/** An exception's first line for the trace, and where it was thrown (its stack frames, if any were taken) for the report. */
+export function thrown(error: unknown): { said: string; where: string | undefined } {
+  if (!(error instanceof Error)) return { said: String(error), where: undefined };
+  const frames = error.stack?.split('\n').filter((line) => line.trimStart().startsWith('at ')) ?? [];
+  return { said: String(error), where: frames.length > 0 ? frames.join('\n') : undefined };
+}

@@ -243,12 +243,13 @@ export class Workload {
   /** Notes which node answered each request, by the entry its frame names. */
   private watchAnswers(): void {
     const nodes = new Set(this.cluster.nodes.map((handle) => handle.process));
-    this.cluster.network.sent$.subscribe(({ from, to, connection, text }) => {
+    this.cluster.network.sent$.subscribe((frame) => {
+      const { from, to, connection } = frame;
       if (this.processes.has(from) && nodes.has(to)) {
-        const request = JSON.parse(text) as Record<string, unknown>;
+        const request = frame.json as Record<string, unknown>;
         if (typeof request[ENTRY_FIELD] === 'number') this.onTheWire.set(`${connection}:${String(request['id'])}`, request[ENTRY_FIELD]);
       } else if (nodes.has(from) && this.processes.has(to)) {
-        const wire = `${connection}:${String((JSON.parse(text) as { id?: unknown }).id)}`;
+        const wire = `${connection}:${String((frame.json as { id?: unknown }).id)}`;
         const entryId = this.onTheWire.get(wire);
         if (entryId === undefined) return;
         this.onTheWire.delete(wire);

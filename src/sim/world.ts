@@ -26,8 +26,12 @@ export const CLOCK_OFFSET_MAX_MS = 500;
 interface Event {
   atMs: number;
   order: number;
-  run(): void;
-  cancelled: boolean;
+  /**
+   * Undefined once cancelled: a cancelled timer (most are: every request's timeout) waits
+   * in the queue until its time, but what it would have run, and all that holds on to, is
+   * garbage at once rather than promoted to the old generation.
+   */
+  run: (() => void) | undefined;
 }
 
 /** sfc32 seeded through splitmix32: small, fast, and good enough for a test bed. */
@@ -100,36 +104,40 @@ class EventQueue {
     return this.heap[0];
   }
 
+  /** Sifts the new event up from the end: the parents it goes before move down into the hole. */
   push(event: Event): void {
     const heap = this.heap;
+    let index = heap.length;
     heap.push(event);
-    let index = heap.length - 1;
     while (index > 0) {
       const parent = (index - 1) >> 1;
-      if (!before(heap[index]!, heap[parent]!)) break;
-      [heap[index], heap[parent]] = [heap[parent]!, heap[index]!];
+      const above = heap[parent]!;
+      if (!before(event, above)) break;
+      heap[index] = above;
       index = parent;
     }
+    heap[index] = event;
   }
 
+  /** Takes the first event; the last one sifts down from the top, the earlier child moving up into the hole. */
   pop(): Event | undefined {
     const heap = this.heap;
     const top = heap[0];
     const last = heap.pop();
-    if (heap.length > 0 && last) {
-      heap[0] = last;
-      let index = 0;
-      for (;;) {
-        const left = index * 2 + 1;
-        const right = left + 1;
-        let smallest = index;
-        if (left < heap.length && before(heap[left]!, heap[smallest]!)) smallest = left;
-        if (right < heap.length && before(heap[right]!, heap[smallest]!)) smallest = right;
-        if (smallest === index) break;
-        [heap[index], heap[smallest]] = [heap[smallest]!, heap[index]!];
-        index = smallest;
-      }
+    const length = heap.length;
+    if (length === 0 || last === undefined) return top;
+    let index = 0;
+    for (;;) {
+      const left = index * 2 + 1;
+      if (left >= length) break;
+      const right = left + 1;
+      const child = right < length && before(heap[right]!, heap[left]!) ? right : left;
+      const below = heap[child]!;
+      if (!before(below, last)) break;
+      heap[index] = below;
+      index = child;
     }
+    heap[index] = last;
     return top;
   }
 }
@@ -138,8 +146,15 @@ function before(a: Event, b: Event): boolean {
   return a.atMs < b.atMs || (a.atMs === b.atMs && a.order < b.order);
 }
 
-/** Lets every promise continuation queued so far run (no real I/O is pending in a simulation). */
-const settle = () => new Promise<void>((resolve) => setImmediate(resolve));
+/**
+ * Events run in batches of this many immediates per turn of Node's event loop. Node runs
+ * every promise continuation between two immediates, so each event still sees the last
+ * one's settle; a turn per event cost more than the events themselves.
+ */
+const EVENTS_PER_TURN = 256;
+
+/** Why a run of events stopped: `done` held, nothing is due before its end, or a check broke. */
+type Stop = 'done' | 'idle' | 'failed';
 
 export class SimProcess {
   private generationNumber = 0;
@@ -231,11 +246,12 @@ export class SimWorld {
   }
 
   schedule(delayMs: number, run: () => void): Cancel {
-    assert(Number.isFinite(delayMs), `a delay is a finite number (${delayMs})`);
-    const event: Event = { atMs: this.now + Math.max(0, delayMs), order: this.order++, run, cancelled: false };
+    // Tested before the message is built: every timer and every frame is scheduled here.
+    if (!Number.isFinite(delayMs)) assert(false, `a delay is a finite number (${delayMs})`);
+    const event: Event = { atMs: this.now + Math.max(0, delayMs), order: this.order++, run };
     this.queue.push(event);
     return () => {
-      event.cancelled = true;
+      event.run = undefined;
     };
   }
 
@@ -250,25 +266,63 @@ export class SimWorld {
 
   /** Runs events until `untilMs` of virtual time, or until `done` holds after an event. */
   async run(untilMs: number, done?: () => boolean): Promise<boolean> {
-    await settle();
-    for (;;) {
-      if (this.failure !== undefined) throw this.failure;
-      if (done?.()) return true;
-      const next = this.queue.peek();
-      if (!next || next.atMs > untilMs) break;
-      this.queue.pop();
-      if (next.cancelled) continue;
-      this.now = next.atMs;
-      this.eventsRun += 1;
-      try {
-        next.run();
-      } catch (error) {
-        this.fail(error);
-      }
-      await settle();
-    }
-    this.now = Math.max(this.now, untilMs);
+    const stop = await this.runEvents(untilMs, done);
     if (this.failure !== undefined) throw this.failure;
+    if (stop === 'done') return true;
+    this.now = Math.max(this.now, untilMs);
     return done?.() ?? false;
+  }
+
+  /**
+   * Each event in an immediate of its own, EVENTS_PER_TURN to a turn of the event loop:
+   * between two immediates Node runs every promise continuation queued so far (no real
+   * I/O is pending in a simulation), so all of an event's continuations settle before the
+   * next event, as they would with a turn per event.
+   */
+  private runEvents(untilMs: number, done: (() => boolean) | undefined): Promise<Stop> {
+    return new Promise((resolve, reject) => {
+      let stopped = false;
+      const step = () => {
+        if (stopped) return;
+        try {
+          const stop = this.step(untilMs, done);
+          if (stop === undefined) return;
+          stopped = true;
+          resolve(stop);
+        } catch (error) {
+          stopped = true;
+          reject(error);
+        }
+      };
+      const turn = () => {
+        for (let i = 0; i < EVENTS_PER_TURN; i += 1) setImmediate(step);
+        setImmediate(() => {
+          if (!stopped) turn();
+        });
+      };
+      turn();
+    });
+  }
+
+  /** Runs the next event due; says why not when there is none to run. */
+  private step(untilMs: number, done: (() => boolean) | undefined): Stop | undefined {
+    if (this.failure !== undefined) return 'failed';
+    if (done?.()) return 'done';
+    let next = this.queue.peek();
+    while (next !== undefined && next.run === undefined && next.atMs <= untilMs) {
+      this.queue.pop();
+      next = this.queue.peek();
+    }
+    if (next?.run === undefined || next.atMs > untilMs) return 'idle';
+    const { run } = next;
+    this.queue.pop();
+    this.now = next.atMs;
+    this.eventsRun += 1;
+    try {
+      run();
+    } catch (error) {
+      this.fail(error);
+    }
+    return undefined;
   }
 }
