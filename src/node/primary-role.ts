@@ -83,7 +83,7 @@ export class PrimaryRole {
         epoch: view.epoch,
         minReplicas: view.minReplicas ?? 0,
         ackTimeoutMs: options.ackTimeoutMs,
-        retryAnswerError: () => this.readError(),
+        readError: () => this.readError(),
         onAcknowledged: (first, ops) => {
           this.watches.acknowledged(first, ops);
           options.onBatch?.(ops.length);

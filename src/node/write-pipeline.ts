@@ -57,10 +57,12 @@ export interface WritePipelineOptions {
   /** Batches applied locally but not yet acked by every replica; more writes wait and batch up. */
   batchesInFlightMax?: number;
   /**
-   * Why this node may not answer a retry from what its store remembers, if so: such an
-   * answer needs no replica, so it takes the read's leases (a deposed primary gives none).
+   * Why this node may not answer from what it read, if so: a retry's answer from what its
+   * store remembers, or a refusal (CONFLICT) from the version it read. Such answers write
+   * nothing, so no replica vouches for them; they take the read's leases instead (a
+   * deposed primary, still serving the clients connected to it, holds none).
    */
-  retryAnswerError?: () => KvError | undefined;
+  readError?: () => KvError | undefined;
   /**
    * Told of each batch once every replica of the view holds it, in seq order, before its
    * writes are answered (watches: only acknowledged changes are announced).
@@ -273,7 +275,7 @@ export class WritePipeline {
         this.trace({ event: 'retried', client: tag.client, req: tag.req });
         // Below the floor, only what the replicas that left hold counts as on every replica.
         return Promise.resolve(this.onEveryReplica(seen.seq, seen.reply, `req ${tag.req} of client ${tag.client}`, {})).then((reply) => {
-          const refused = this.options.retryAnswerError?.();
+          const refused = this.options.readError?.();
           if (refused) throw refused;
           return reply;
         });
@@ -578,8 +580,12 @@ export class WritePipeline {
       if (resolution.kind === 'none') this.succeed(write, '');
       if (resolution.kind !== 'refused') return;
       const { error, seenSeq } = resolution;
+      // A refusal is a read: answered once every replica holds what it read, and only while
+      // this node may still answer reads (found by the simulator, seed 1211: a primary the
+      // hub had replaced answered CONFLICT from its old store after the key's delete was
+      // acknowledged by the new one).
       Promise.resolve(this.onEveryReplica(seenSeq, error, `what ${error.code} read`, NOTHING_APPLIED)).then(
-        (refusal) => this.fail(write, refusal),
+        (refusal) => this.fail(write, this.options.readError?.() ?? refusal),
         (unavailable: unknown) => this.fail(write, toKvError(unavailable)),
       );
     });

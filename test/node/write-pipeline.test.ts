@@ -24,7 +24,7 @@ const Pipeline = suite('node: write pipeline limits');
 
 Pipeline('a retry of an applied write is answered from the store only while the read\'s leases hold', async () => {
   let leases: { code: string } | undefined;
-  const { store, writes } = pipeline({ retryAnswerError: () => leases as never });
+  const { store, writes } = pipeline({ readError: () => leases as never });
   const tagged = intent.put('k', '"x"', { tag: { client: 'c', req: 1 } });
   assert.is(await writes.submit(tagged), '"version":1');
   assert.is(await writes.submit(tagged), '"version":1', 'the retry gets the first reply');
@@ -35,6 +35,21 @@ Pipeline('a retry of an applied write is answered from the store only while the 
   assert.is(refused?.code, 'UNAVAILABLE');
   assert.match(refused!.message, /no lease/);
   assert.is(store.state.seq, 1);
+});
+
+Pipeline('a refusal (CONFLICT) is a read: answered only while the read\'s leases hold', async () => {
+  let leases: { code: string } | undefined;
+  const { store, writes } = pipeline({ readError: () => leases as never });
+  assert.is(await writes.submit(intent.put('k', '"x"')), '"version":1');
+  const conflict = await rejection(writes.submit(intent.put('k', '"y"', { ifVersion: 0 })));
+  assert.is(conflict?.code, 'CONFLICT');
+  // Deposed (its leases lapsed), a primary may hold a store the new primary has moved past:
+  // the version it would name may be gone (simulator seed 1211).
+  leases = new KvError('UNAVAILABLE', 'no lease from r1', { applied: false }) as never;
+  const refused = await rejection(writes.submit(intent.put('k', '"y"', { ifVersion: 0 })));
+  assert.is(refused?.code, 'UNAVAILABLE');
+  assert.match(refused!.message, /no lease/);
+  assert.is(store.state.seq, 1, 'nothing written');
 });
 
 Pipeline('past the queue\'s write count, a put gets UNAVAILABLE; the queued ones still land', async () => {
