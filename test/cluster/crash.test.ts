@@ -11,17 +11,14 @@ import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { KvClient } from '../../src/client/client.js';
 import type { HubStatus } from '../../src/hub/hub-client.js';
-import { localClusterSpec } from '../../src/cluster/config.js';
-import { spawnHub, spawnNode, type ChildHandle } from '../../src/cluster/processes.js';
 import { CONNECTIONS_MAX, HANDSHAKES_MAX, HANDSHAKE_TIMEOUT_MS } from '../../src/constants.js';
 import { CloseCode } from '../../src/env/transport.js';
 import { Disposer, RawClient, tempDir, waitFor, within } from '../helpers.js';
 import { fileContents, readSqlite } from '../sqlite-files.js';
+import { startProcessCluster, type ProcessCluster } from './process-cluster.js';
 
 const disposer = new Disposer();
 
-/** Lines of each child's output kept for assertions (its faults; no trace is asked for). */
-const CHILD_LINES_KEPT_MAX = 10_000;
 /** How long a restarted primary may take to halt or to serve. */
 const SETTLE_DEADLINE_MS = 15_000;
 /** Puts in flight at once from one client. */
@@ -36,55 +33,12 @@ const HALF_OPEN_FLOOD_MS_MAX = 15_000;
 /** How late past HANDSHAKE_TIMEOUT_MS a half-open socket may still be closed (a loaded loopback). */
 const HALF_OPEN_CLOSE_MARGIN_MS = 2_000;
 
-interface Cluster {
-  /** The current process of each node (a restart replaces it). */
-  nodes: Map<string, ChildHandle>;
-  /** Every line each node printed that is not its ready line, across its restarts. */
-  lines: Map<string, string[]>;
-  file(name: string): string;
-  /** Starts a node with its spec's flags (port 0: the hub is told the new address). */
-  start(name: string): Promise<ChildHandle>;
-  /** kill -9, resolved once the process is gone. */
-  kill(name: string): Promise<void>;
-  client(): KvClient;
-}
-
-async function startCluster(): Promise<Cluster> {
-  const spec = localClusterSpec({ replicas: 2, dataDir: await tempDir(disposer), hubPort: 0, nodePortFirst: 0, sync: 'normal' });
-  const lines = new Map(spec.nodes.map((node) => [node.name, [] as string[]]));
-  const onLine = (name: string, line: string) => {
-    const kept = lines.get(name)!;
-    if (kept.length < CHILD_LINES_KEPT_MAX) kept.push(line);
-  };
-  const hub = disposer.add(await spawnHub(spec), (child) => child.stop());
-  const nodes = new Map<string, ChildHandle>();
-  const nodeSpec = (name: string) => spec.nodes.find((node) => node.name === name)!;
-  const cluster: Cluster = {
-    nodes,
-    lines,
-    file: (name) => nodeSpec(name).dataFile!,
-    async start(name) {
-      const child = disposer.add(await spawnNode(nodeSpec(name), spec, hub.url, { onLine }), (c) => c.stop());
-      nodes.set(name, child);
-      return child;
-    },
-    async kill(name) {
-      const child = nodes.get(name)!;
-      child.process.kill('SIGKILL');
-      assert.is(await within(`${name} to die`, child.exited), null, `${name} was killed`);
-    },
-    client: () => disposer.add(new KvClient({ hubUrl: hub.url }), (client) => client.close()),
-  };
-  for (const node of spec.nodes) await cluster.start(node.name);
-  return cluster;
-}
-
 /** n0's health at the hub once it is `state` as reported by n0's current process (the hub holds its address). */
-async function n0AtHub(cluster: Cluster, client: KvClient, state: 'serving') {
+async function n0AtHub(cluster: ProcessCluster, client: KvClient, state: 'serving') {
   return waitFor(`the hub to show n0 ${state}`, async () => {
     const status = await client.status();
     const health = status.nodes['n0'];
-    return status.names['n0'] === cluster.nodes.get('n0')!.url && health?.state === state ? health : undefined;
+    return status.names['n0'] === cluster.node('n0').url && health?.state === state ? health : undefined;
   }, SETTLE_DEADLINE_MS);
 }
 
@@ -181,7 +135,7 @@ Crash.after.each(() =>
   }));
 
 Crash('kill -9 of all three nodes right after a burst of acknowledged puts loses none of them', async () => {
-  const cluster = await startCluster();
+  const cluster = await startProcessCluster(disposer);
   const client = cluster.client();
   await eventually('the primary to serve', () => client.put('warm', 0), isUnavailable, SETTLE_DEADLINE_MS);
   await putAll(client, 0, 2_000);
@@ -203,13 +157,13 @@ async function viewWhere(client: KvClient, what: string, accept: (view: NonNulla
 }
 
 /** Every node stopped first (nothing changes the files after), then each file holds `expected`. */
-async function assertFilesHold(cluster: Cluster, expected: Record<string, number>): Promise<void> {
-  for (const name of ['n0', 'n1', 'n2']) await cluster.nodes.get(name)!.stop();
+async function assertFilesHold(cluster: ProcessCluster, expected: Record<string, number>): Promise<void> {
+  for (const name of ['n0', 'n1', 'n2']) await cluster.node(name).stop();
   for (const name of ['n0', 'n1', 'n2']) assert.equal(await fileContents(cluster.file(name)), expected, `${name} holds every acknowledged write`);
 }
 
 Crash('kill -9 of the primary, its files deleted, restarted with the same flags: a replica takes over with every acknowledged write; n0 rejoins by snapshot', async () => {
-  const cluster = await startCluster();
+  const cluster = await startProcessCluster(disposer);
   const client = cluster.client();
   await n0AtHub(cluster, client, 'serving');
   await putAll(client, 0, 2_000);
@@ -226,14 +180,14 @@ Crash('kill -9 of the primary, its files deleted, restarted with the same flags:
 });
 
 Crash('kill -9 of the primary restarted on an older copy of its file: a replica takes over and the writes made after the copy survive', async () => {
-  const cluster = await startCluster();
+  const cluster = await startProcessCluster(disposer);
   const n0File = cluster.file('n0');
   const backup = `${n0File}.backup`;
   const client = cluster.client();
   await n0AtHub(cluster, client, 'serving');
   await putAll(client, 0, 1_000);
-  await cluster.nodes.get('n0')!.stop();
-  assert.is(await cluster.nodes.get('n0')!.exited, 0, 'n0 stops cleanly on SIGTERM');
+  await cluster.node('n0').stop();
+  assert.is(await cluster.node('n0').exited, 0, 'n0 stops cleanly on SIGTERM');
   assert.not.ok(await exists(`${n0File}-wal`), 'a clean stop leaves no WAL behind: the file alone is the copy');
   await copyFile(n0File, backup);
 
@@ -258,14 +212,14 @@ Crash('1,030 client connections held open to a replica and the primary cannot st
   // the point is to be past a node's 1,024 client slots, so a lower limit fails here, saying so.
   const filesMax = await openFilesMax();
   assert.ok(filesMax === undefined || filesMax >= 4 * FLOOD_CONNECTIONS, `ulimit -n is ${filesMax}: this test needs ${4 * FLOOD_CONNECTIONS}`);
-  const cluster = await startCluster();
+  const cluster = await startProcessCluster(disposer);
   const before = cluster.client(); // holds one of n0's client slots
   await n0AtHub(cluster, before, 'serving');
   await before.put('before', 1);
 
-  const onN1 = await hold(cluster.nodes.get('n1')!.url, FLOOD_CONNECTIONS);
+  const onN1 = await hold(cluster.node('n1').url, FLOOD_CONNECTIONS);
   await assertSlotsFull('n1', onN1, FLOOD_CONNECTIONS - CONNECTIONS_MAX);
-  const onN0 = await hold(cluster.nodes.get('n0')!.url, FLOOD_CONNECTIONS);
+  const onN0 = await hold(cluster.node('n0').url, FLOOD_CONNECTIONS);
   await assertSlotsFull('n0', onN0, FLOOD_CONNECTIONS - (CONNECTIONS_MAX - 1));
   await before.put('flooded', 2);
 
@@ -274,7 +228,7 @@ Crash('1,030 client connections held open to a replica and the primary cannot st
   await cluster.start('n0');
   const client = cluster.client();
   await eventually('a put through the restarted primary', () => client.put('first', 0), isUnavailable, SETTLE_DEADLINE_MS);
-  const onNewN0 = await hold(cluster.nodes.get('n0')!.url, FLOOD_CONNECTIONS);
+  const onNewN0 = await hold(cluster.node('n0').url, FLOOD_CONNECTIONS);
   await assertSlotsFull('the restarted n0', onNewN0, FLOOD_CONNECTIONS - (CONNECTIONS_MAX - 1));
   await putAll(client, 0, 200);
 
@@ -390,10 +344,10 @@ Crash('20,000 half-open handshakes do not stop a node from serving new clients',
   const filesMax = (await openFilesMax()) ?? 1_024;
   const atOnce = Math.min(2_000, Math.floor(filesMax / 4));
   assert.ok(atOnce > HANDSHAKES_MAX, `ulimit -n is ${filesMax}: too low to open more than ${HANDSHAKES_MAX} half-open connections at once`);
-  const cluster = await startCluster();
+  const cluster = await startProcessCluster(disposer);
   const client = cluster.client();
   await n0AtHub(cluster, client, 'serving');
-  const n0 = cluster.nodes.get('n0')!;
+  const n0 = cluster.node('n0');
   const { hostname, port } = new URL(n0.url);
 
   const flood = disposer.add(new HalfOpenFlood(hostname, Number(port)), (f) => f.stop());
